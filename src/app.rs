@@ -1,0 +1,184 @@
+//! Startup and shutdown of the whole process: control thread, shards, signals.
+//!
+//! Order: block SIGINT/SIGTERM in every thread (they are taken with `sigtimedwait` here), start
+//! the control thread and wait until the System API is bound, start one shard per CPU and wait
+//! until each has bound its listeners. Any failure there stops startup with its reason.
+//!
+//! On the first SIGINT/SIGTERM the shards stop accepting and drain for up to
+//! `--grace-quit-timeout`; the control thread stops after the last shard. If that takes longer
+//! than `--force-quit-timeout`, or a second signal arrives, the process exits with status 1.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::control::{self, ControlStart, bridge};
+use crate::shard;
+
+/// Runs streamgate until a signal stops it.
+pub fn run(config: Config) -> ExitCode {
+    let config = Arc::new(config);
+    block_signals();
+    let registry = control::new_registry(&config);
+    let (snapshots, events, link) = bridge::channel(registry.snapshot());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let start = ControlStart {
+        config: config.clone(),
+        registry,
+        snapshots,
+        events,
+    };
+    let control = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control::run(start, ready_tx));
+    let control = match control {
+        Ok(handle) => handle,
+        Err(e) => return fail(&format!("cannot start the control thread: {e}")),
+    };
+    let system_api = match ready_rx.recv() {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(reason)) => return fail(&reason),
+        Err(_) => return fail("the control thread stopped during startup"),
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shard_ready_tx, shard_ready_rx) = mpsc::channel();
+    let mut shards = Vec::new();
+    for (index, &cpu) in config.cpus.iter().enumerate() {
+        let spawned = shard::spawn(
+            index,
+            cpu,
+            config.clone(),
+            link.clone(),
+            shutdown_rx.clone(),
+            shard_ready_tx.clone(),
+        );
+        match spawned {
+            Ok(handle) => shards.push(handle),
+            Err(e) => return fail(&format!("cannot start shard {index} on CPU {cpu}: {e}")),
+        }
+    }
+    drop(link);
+    for _ in 0..shards.len() {
+        match shard_ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return fail(&reason),
+            Err(_) => return fail("a shard stopped during startup"),
+        }
+    }
+    log_started(&config, system_api);
+    let signal = wait_for_signal(None);
+    log::info!(
+        "{} received: no longer accepting; draining connections for up to {:?}",
+        signal_name(signal),
+        config.grace_quit_timeout
+    );
+    let _ = shutdown_tx.send(true);
+    let deadline = Instant::now() + config.force_quit_timeout;
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for handle in shards {
+            let _ = handle.join();
+        }
+        let _ = control.join();
+        let _ = done_tx.send(());
+    });
+    loop {
+        if done_rx.try_recv().is_ok() {
+            log::info!("stopped");
+            return ExitCode::SUCCESS;
+        }
+        if Instant::now() >= deadline {
+            log::error!(
+                "still running after --force-quit-timeout {:?}: exiting",
+                config.force_quit_timeout
+            );
+            std::process::exit(1);
+        }
+        if let Some(sig) = wait_for_signal(Some(Duration::from_millis(100))) {
+            log::warn!(
+                "second signal ({}): exiting now",
+                signal_name(Some(sig)).trim_end()
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+fn fail(reason: &str) -> ExitCode {
+    log::error!("startup failed: {reason}");
+    // Threads already started hold listeners; leave at once rather than unwind them.
+    std::process::exit(1)
+}
+
+fn log_started(config: &Config, system_api: std::net::SocketAddr) {
+    log::info!(
+        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; System API {system_api}; relay {}; origin TTL {:?}",
+        env!("CARGO_PKG_VERSION"),
+        env!("STREAMGATE_COMMIT"),
+        config.cpus.len(),
+        config.cpus,
+        config.listen.rtmp,
+        config.relay.name(),
+        config.origin_ttl,
+    );
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialized by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for both calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    set
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
+fn block_signals() {
+    let set = signal_set();
+    // SAFETY: `set` is valid; the old mask is not wanted (null).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for SIGINT/SIGTERM, forever or up to `timeout`.
+fn wait_for_signal(timeout: Option<Duration>) -> Option<i32> {
+    let set = signal_set();
+    loop {
+        let rc = match timeout {
+            None => {
+                let mut sig = 0;
+                // SAFETY: `set` and `sig` are valid for the call.
+                let rc = unsafe { libc::sigwait(&set, &mut sig) };
+                if rc == 0 { sig } else { -1 }
+            }
+            Some(t) => {
+                let ts = libc::timespec {
+                    tv_sec: t.as_secs() as _,
+                    tv_nsec: t.subsec_nanos() as _,
+                };
+                // SAFETY: `set` and `ts` are valid; siginfo is not wanted (null).
+                unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) }
+            }
+        };
+        if rc > 0 {
+            return Some(rc);
+        }
+        if timeout.is_some() {
+            return None;
+        }
+    }
+}
+
+fn signal_name(sig: Option<i32>) -> &'static str {
+    match sig {
+        Some(libc::SIGINT) => "SIGINT",
+        Some(libc::SIGTERM) => "SIGTERM",
+        _ => "signal",
+    }
+}

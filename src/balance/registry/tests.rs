@@ -1,0 +1,385 @@
+use super::*;
+use proptest::prelude::*;
+
+const TTL: Duration = Duration::from_secs(300);
+
+fn reg(server: &str, service: &str, pid: &str) -> Registration {
+    let body = format!(
+        r#"{{"ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"{pid}","rtmp":["1935"]}}"#
+    );
+    Registration::from_json(body.as_bytes()).unwrap()
+}
+
+fn key(s: &str) -> StreamKey {
+    StreamKey::from_url(&format!("rtmp://127.0.0.1/live/{s}")).unwrap()
+}
+
+fn fixture_body(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/data/heartbeats/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let raw = std::fs::read(&path).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let at = at
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .unwrap();
+    raw[at..].to_vec()
+}
+
+#[test]
+fn captured_srs_heartbeats_register() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    for name in [
+        "srs7-bare-ports.http",
+        "srs7-ip-port-listens.http",
+        "srs7-with-summaries.http",
+    ] {
+        let registration = Registration::from_json(&fixture_body(name)).unwrap();
+        assert_eq!(
+            r.register(registration, t0).unwrap(),
+            Registered::New,
+            "{name}"
+        );
+    }
+    let ids: Vec<_> = r.origins().map(|o| o.id.0.clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            "vid-41ql43j-80f90c15-27940",
+            "vid-41ql43j-x512581b-28883",
+            "vid-gy87v58-i2c42w71-16388"
+        ]
+    );
+    let lo = r
+        .origin(&OriginId("vid-41ql43j-80f90c15-27940".into()))
+        .unwrap();
+    assert_eq!(lo.registration.rtmp[0].to_string(), "127.0.0.1:19351");
+    assert_eq!(lo.registration.srt[0].to_string(), "udp://0.0.0.0:10081");
+}
+
+#[test]
+fn reregister_refreshes_and_a_restart_is_a_new_origin() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    assert_eq!(r.register(reg("s", "a", "1"), t0).unwrap(), Registered::New);
+    let later = t0 + Duration::from_secs(200);
+    assert_eq!(
+        r.register(reg("s", "a", "1"), later).unwrap(),
+        Registered::Refreshed
+    );
+    let o = r.origin(&OriginId("s-a-1".into())).unwrap();
+    assert_eq!((o.first_seen, o.last_seen), (t0, later));
+    assert!(o.is_alive(t0 + Duration::from_secs(499), TTL));
+    assert!(
+        !o.is_alive(t0 + Duration::from_secs(500), TTL),
+        "alive is strictly within the TTL"
+    );
+    assert_eq!(
+        r.register(reg("s", "b", "2"), later).unwrap(),
+        Registered::New
+    );
+    assert_eq!(r.origins().count(), 2);
+}
+
+#[test]
+fn claims_are_sticky_until_the_origin_dies() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    for i in 0..5 {
+        r.register(reg("s", &i.to_string(), "1"), t0).unwrap();
+    }
+    let k = key("a");
+    let first = r.claim(&k, None, t0).unwrap();
+    let other = r.origins().find(|o| o.id != first.id).unwrap().id.clone();
+    assert_eq!(
+        r.claim(&k, Some(&other), t0).unwrap().id,
+        first.id,
+        "a pin beats a proposal"
+    );
+    // Every origin but the pinned one keeps heart-beating; the pinned one dies.
+    let t1 = t0 + TTL;
+    for i in 0..5 {
+        let reg = reg("s", &i.to_string(), "1");
+        if reg.id() != first.id {
+            r.register(reg, t1).unwrap();
+        }
+    }
+    let second = r.claim(&k, None, t1).unwrap();
+    assert_ne!(
+        second.id, first.id,
+        "a dead pinned origin is replaced on the next claim"
+    );
+    assert_eq!(r.claim(&k, None, t1).unwrap().id, second.id);
+}
+
+#[test]
+fn no_alive_origin_is_an_error() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    let err = r.claim(&key("a"), None, t0).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("no origin available for __defaultVhost__/live/a"),
+        "{err}"
+    );
+    r.register(reg("s", "a", "1"), t0).unwrap();
+    assert!(
+        r.claim(&key("a"), None, t0 + TTL).is_err(),
+        "dead origins are never picked"
+    );
+}
+
+#[test]
+fn tick_expires_forgets_and_unpins() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    r.register(reg("s", "a", "1"), t0).unwrap();
+    r.register(reg("s", "b", "1"), t0).unwrap();
+    assert_eq!(r.tick(t0), TickReport::default());
+    let k = key("x");
+    let pinned = r.claim(&k, None, t0).unwrap().id.clone();
+    r.session_delta(&k, true, t0);
+    let survivor = r
+        .origins()
+        .find(|o| o.id != pinned)
+        .unwrap()
+        .registration
+        .clone();
+    r.register(survivor.clone(), t0 + TTL).unwrap();
+    let report = r.tick(t0 + TTL);
+    assert_eq!(report.expired, vec![pinned.clone()]);
+    assert_eq!(report.unpinned, vec![(k.clone(), pinned.clone())]);
+    assert!(
+        r.tick(t0 + TTL).expired.is_empty(),
+        "expiry is reported once"
+    );
+    assert_eq!(r.tick(t0 + TTL * 2).forgotten, vec![pinned]);
+    // An idle pin (no sessions) goes one TTL after it was made.
+    r.register(survivor, t0 + TTL * 2).unwrap();
+    let k2 = key("y");
+    r.claim(&k2, None, t0 + TTL * 2).unwrap();
+    assert!(
+        r.tick(t0 + TTL * 2 + Duration::from_secs(299))
+            .unpinned
+            .is_empty()
+    );
+    assert_eq!(r.tick(t0 + TTL * 3).unpinned.len(), 1);
+}
+
+#[test]
+fn limits_bound_the_tables() {
+    let mut r = Registry::new(
+        TTL,
+        Limits {
+            max_origins: 2,
+            max_streams: 1,
+        },
+    );
+    let t0 = Instant::now();
+    r.register(reg("s", "a", "1"), t0).unwrap();
+    r.register(reg("s", "b", "1"), t0).unwrap();
+    assert_eq!(
+        r.register(reg("s", "c", "1"), t0),
+        Err(RegistryError::OriginsFull(2))
+    );
+    r.register(reg("s", "a", "1"), t0)
+        .expect("a refresh needs no room");
+    r.claim(&key("a"), None, t0).unwrap();
+    assert_eq!(
+        r.claim(&key("b"), None, t0).unwrap_err(),
+        RegistryError::PinsFull(1)
+    );
+}
+
+#[test]
+fn rendezvous_spreads_keys_and_moves_few_on_change() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    for i in 0..4 {
+        r.register(reg("s", &i.to_string(), "1"), t0).unwrap();
+    }
+    let snap = r.snapshot();
+    let mut counts = std::collections::HashMap::new();
+    let keys: Vec<_> = (0..4000).map(|i| key(&i.to_string())).collect();
+    for k in &keys {
+        *counts
+            .entry(snap.propose(k, t0).unwrap().id.clone())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 4);
+    assert!(
+        counts.values().all(|&c| (800..1200).contains(&c)),
+        "{counts:?}"
+    );
+    r.register(reg("s", "4", "1"), t0).unwrap();
+    let snap2 = r.snapshot();
+    let moved = keys
+        .iter()
+        .filter(|k| snap.propose(k, t0).unwrap().id != snap2.propose(k, t0).unwrap().id)
+        .count();
+    assert!(
+        (600..1000).contains(&moved),
+        "about 1/5 of the keys move to the new origin, moved {moved}"
+    );
+}
+
+/// One step of the shard/control interleaving the property test explores.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Origin `o` sends a heartbeat.
+    Heartbeat(u8),
+    /// Time passes.
+    Advance(u16),
+    /// Shard `s` refreshes its snapshot from the registry.
+    Refresh(u8),
+    /// Shard `s` gets a connection for key `k`: propose from its (maybe stale) snapshot, claim.
+    Connect(u8, u8),
+    /// One session of key `k` closes.
+    Disconnect(u8),
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0u8..4).prop_map(Op::Heartbeat),
+        2 => (0u16..200).prop_map(Op::Advance),
+        2 => (0u8..3).prop_map(Op::Refresh),
+        6 => (0u8..3, 0u8..6).prop_map(|(s, k)| Op::Connect(s, k)),
+        3 => (0u8..6).prop_map(Op::Disconnect),
+        1 => Just(Op::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// With picks from several shards holding stale snapshots, a stream key is never served by
+    /// two origins at once: a claim returns a different origin than the key's previous claim
+    /// only if that previous origin has been dead at some moment since, or the stream had no
+    /// session at some moment since (an idle pin may expire).
+    #[test]
+    fn one_origin_per_stream_key(ops in proptest::collection::vec(op(), 1..200)) {
+        let mut r = Registry::new(Duration::from_secs(300), Limits::default());
+        let mut now = Instant::now();
+        let mut snaps: Vec<Snapshot> = (0..3).map(|_| r.snapshot()).collect();
+        // Per origin: how many times it has been seen dead (deaths only happen as time passes).
+        let mut deaths: HashMap<OriginId, u32> = HashMap::new();
+        let mut last: HashMap<u8, (OriginId, u32, u32)> = HashMap::new();
+        // Per key: open sessions, and how many times that count fell to zero.
+        let mut open: HashMap<u8, (u32, u32)> = HashMap::new();
+        let note_deaths = |r: &Registry, now: Instant, deaths: &mut HashMap<OriginId, u32>, dead_before: &mut HashMap<OriginId, bool>| {
+            for o in r.origins() {
+                let dead = !o.is_alive(now, r.ttl());
+                let was = dead_before.insert(o.id.clone(), dead).unwrap_or(false);
+                if dead && !was {
+                    *deaths.entry(o.id.clone()).or_default() += 1;
+                }
+            }
+        };
+        let mut dead_before = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Heartbeat(o) => {
+                    r.register(reg("srv", &o.to_string(), "1"), now).unwrap();
+                    note_deaths(&r, now, &mut deaths, &mut dead_before);
+                }
+                Op::Advance(s) => {
+                    now += Duration::from_secs(s.into());
+                    note_deaths(&r, now, &mut deaths, &mut dead_before);
+                }
+                Op::Refresh(s) => snaps[s as usize] = r.snapshot(),
+                Op::Tick => { r.tick(now); }
+                Op::Disconnect(k) => {
+                    let entry = open.entry(k).or_default();
+                    if entry.0 > 0 {
+                        r.session_delta(&key(&k.to_string()), false, now);
+                        entry.0 -= 1;
+                        if entry.0 == 0 {
+                            entry.1 += 1;
+                        }
+                    }
+                }
+                Op::Connect(s, k) => {
+                    let sk = key(&k.to_string());
+                    let proposed = snaps[s as usize].propose(&sk, now).ok().map(|o| o.id.clone());
+                    match r.claim(&sk, proposed.as_ref(), now) {
+                        Ok(origin) => {
+                            prop_assert!(origin.is_alive(now, r.ttl()), "claimed a dead origin");
+                            let idle_epoch = open.get(&k).map_or(0, |e| e.1);
+                            if let Some((prev, prev_deaths, prev_idle)) = last.get(&k) {
+                                let died_since = deaths.get(prev).copied().unwrap_or(0) > *prev_deaths;
+                                let idle_since = idle_epoch != *prev_idle;
+                                prop_assert!(prev == &origin.id || died_since || idle_since,
+                                    "key {} moved from {} (never dead or idle since) to {}", sk, prev, origin.id);
+                            }
+                            r.session_delta(&sk, true, now);
+                            open.entry(k).or_default().0 += 1;
+                            let d = deaths.get(&origin.id).copied().unwrap_or(0);
+                            last.insert(k, (origin.id.clone(), d, idle_epoch));
+                        }
+                        Err(_) => prop_assert!(!r.origins().any(|o| o.is_alive(now, r.ttl()))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The same property with real threads: shards claim through a shared registry (standing in
+/// for the control thread's serialization) while origins keep registering.
+#[test]
+fn concurrent_claims_from_threads_agree() {
+    use std::sync::Mutex;
+    let registry = Arc::new(Mutex::new(Registry::new(TTL, Limits::default())));
+    let t0 = Instant::now();
+    for i in 0..8 {
+        registry
+            .lock()
+            .unwrap()
+            .register(reg("s", &i.to_string(), "1"), t0)
+            .unwrap();
+    }
+    let results: Vec<Vec<(u32, OriginId)>> = std::thread::scope(|scope| {
+        let shards: Vec<_> = (0..4)
+            .map(|shard| {
+                let registry = registry.clone();
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in 0..2000u32 {
+                        let k = (i * 7 + shard * 13) % 97;
+                        let snap = registry.lock().unwrap().snapshot();
+                        let sk = key(&k.to_string());
+                        let proposal = snap.propose(&sk, t0).unwrap().id.clone();
+                        let got = registry
+                            .lock()
+                            .unwrap()
+                            .claim(&sk, Some(&proposal), t0)
+                            .unwrap();
+                        out.push((k, got.id.clone()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let registry = registry.clone();
+        scope.spawn(move || {
+            for round in 0..200 {
+                let i = round % 8;
+                registry
+                    .lock()
+                    .unwrap()
+                    .register(reg("s", &i.to_string(), "1"), t0)
+                    .unwrap();
+            }
+        });
+        shards.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen: HashMap<u32, OriginId> = HashMap::new();
+    for (k, id) in results.into_iter().flatten() {
+        let first = seen.entry(k).or_insert_with(|| id.clone());
+        assert_eq!(*first, id, "stream {k} was served by two origins");
+    }
+    assert_eq!(seen.len(), 97);
+}

@@ -1,0 +1,220 @@
+//! Value types of the command line: listen addresses, Go-style durations, on/off switches and
+//! CPU lists. Each parses with `FromStr` and fails with a message that says what was expected,
+//! so clap can name the flag and the environment variable around it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A listen address: `PORT` or `:PORT` (all IPv4 interfaces), `IP:PORT` or `[IPv6]:PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bare = s.strip_prefix(':').unwrap_or(s);
+        if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
+            let port = parse_port(bare)?;
+            return Ok(Self(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                port,
+            )));
+        }
+        if let Some(port) = s.strip_prefix("localhost:") {
+            return Ok(Self(SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                parse_port(port)?,
+            )));
+        }
+        let addr: SocketAddr = s
+            .parse()
+            .map_err(|_| format!("expected PORT, :PORT, IP:PORT or [IPv6]:PORT, got {s:?}"))?;
+        if addr.port() == 0 {
+            return Err("port 0 is not a fixed port; give the port to listen on".into());
+        }
+        Ok(Self(addr))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Parses a TCP/UDP port number in 1..=65535.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) => Err("port 0 is not a fixed port; give the port to listen on".into()),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("{s:?} is not a port number (1-65535)")),
+    }
+}
+
+/// A duration written the Go way (`300s`, `1m30s`, `1.5h`, `250ms`), as the SRS proxy's
+/// variables are; a bare number is taken as seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoDuration(pub Duration);
+
+impl FromStr for GoDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_go_duration(s.trim()).map(GoDuration).ok_or_else(|| {
+            format!("{s:?} is not a duration (write it like 300s, 1m30s, 500ms or 2h)")
+        })
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// An on/off switch as the SRS proxy writes them (`on`/`off`), also `true`/`false`, `yes`/`no`,
+/// `1`/`0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Switch(pub bool);
+
+impl FromStr for Switch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => Ok(Switch(true)),
+            "off" | "false" | "no" | "0" | "" => Ok(Switch(false)),
+            other => Err(format!("{other:?} is not on or off")),
+        }
+    }
+}
+
+/// A CPU list such as `0,2,4` or `0-3,6`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+impl FromStr for CpuList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut cpus = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || format!("{part:?} is not a CPU number or range (write 0,2,4 or 0-3)");
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b): (usize, usize) =
+                        (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    if a > b || b - a > 4096 {
+                        return Err(bad());
+                    }
+                    cpus.extend(a..=b);
+                }
+                None => cpus.push(part.parse().map_err(|_| bad())?),
+            }
+        }
+        if cpus.is_empty() {
+            return Err("the CPU list is empty".into());
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        Ok(CpuList(cpus))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(s: &str) -> Result<SocketAddr, String> {
+        s.parse::<ListenAddr>().map(|l| l.0)
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(listen("11935").unwrap(), "0.0.0.0:11935".parse().unwrap());
+        assert_eq!(listen(":1935").unwrap(), "0.0.0.0:1935".parse().unwrap());
+        assert_eq!(
+            listen("127.0.0.1:80").unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert_eq!(listen("[::1]:8080").unwrap(), "[::1]:8080".parse().unwrap());
+        assert_eq!(
+            listen("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert!(listen("0").is_err());
+        assert!(listen("70000").is_err());
+        assert!(listen("abc").unwrap_err().contains("expected PORT"));
+        assert!(listen("1.2.3.4").is_err());
+        assert!(listen("").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        let d = |s: &str| s.parse::<GoDuration>().map(|d| d.0);
+        assert_eq!(d("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(d("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(d("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(d("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(d("20").unwrap(), Duration::from_secs(20));
+        assert_eq!(d("0").unwrap(), Duration::ZERO);
+        for bad in ["", "s", "5x", "-1s", "1..2s", "abc", "-3"] {
+            assert!(d(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn switches() {
+        for on in ["on", "ON", "true", "1", "yes"] {
+            assert!(on.parse::<Switch>().unwrap().0);
+        }
+        for off in ["off", "false", "0", "no", ""] {
+            assert!(!off.parse::<Switch>().unwrap().0);
+        }
+        assert!("maybe".parse::<Switch>().is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!("0,2,4".parse::<CpuList>().unwrap().0, vec![0, 2, 4]);
+        assert_eq!("3-5,0,4".parse::<CpuList>().unwrap().0, vec![0, 3, 4, 5]);
+        for bad in ["", "a", "3-1", "1-", ",", "0-999999"] {
+            assert!(bad.parse::<CpuList>().is_err(), "{bad:?} should not parse");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A small HTTP/1.1 server for the control thread's APIs, on tokio, with the limits a public
+//! port needs: a bounded number of connections (taken before `accept`), a deadline for the
+//! whole request head (a client sending one byte a second gets 408), a body size cap (413
+//! before reading it), a body deadline, and an idle keep-alive timeout. Handlers get a parsed
+//! request and its body and return a [`Response`]; nothing they do can see a partial request.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
+
+use crate::codec::http::{self, BodyError, Limits, Request, Response, Status};
+
+/// Bounds of one server.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    pub head: Limits,
+    pub max_body: usize,
+    pub head_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            head: Limits::default(),
+            max_body: 64 * 1024,
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// A JSON error body `{"code":<status>,"error":"<reason>"}`.
+pub fn error_response(status: u16, reason: &str) -> Response {
+    Response::json(
+        status,
+        &serde_json::json!({ "code": status, "error": reason }),
+    )
+}
+
+/// Accepts connections until the task is dropped; each runs on the current `LocalSet`.
+pub async fn serve<H, F>(listener: TcpListener, limits: ServerLimits, handler: H)
+where
+    H: Fn(Request, Vec<u8>, SocketAddr) -> F + 'static,
+    F: Future<Output = Response> + 'static,
+{
+    let handler = Rc::new(handler);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("accept on {:?} failed: {e}", listener.local_addr());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        tokio::task::spawn_local(async move {
+            let _permit = permit;
+            if let Err(e) = connection(stream, peer, limits, &*handler).await {
+                log::debug!("http connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// How one exchange ended early.
+enum Early {
+    Closed,
+    Respond(Response),
+}
+
+async fn connection<H, F>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    limits: ServerLimits,
+    handler: &H,
+) -> std::io::Result<()>
+where
+    H: Fn(Request, Vec<u8>, SocketAddr) -> F,
+    F: Future<Output = Response>,
+{
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let (req, body) = match read_request(&mut stream, &mut buf, &limits).await? {
+            Ok(exchange) => exchange,
+            Err(Early::Closed) => return Ok(()),
+            Err(Early::Respond(resp)) => {
+                log::debug!(
+                    "http request from {peer} refused: {}",
+                    String::from_utf8_lossy(&resp.body)
+                );
+                stream.write_all(&resp.encode(false)).await?;
+                return Ok(());
+            }
+        };
+        let keep_alive = req.keep_alive();
+        let resp = handler(req, body, peer).await;
+        stream.write_all(&resp.encode(keep_alive)).await?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limits: &ServerLimits,
+) -> std::io::Result<Result<(Request, Vec<u8>), Early>> {
+    let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + limits.head_timeout);
+    let req = loop {
+        match http::parse_request(buf, limits.head) {
+            Ok(Status::Complete(req)) => break req,
+            Ok(Status::Partial) => {}
+            Err(e) => {
+                return Ok(Err(Early::Respond(error_response(
+                    e.status(),
+                    &e.to_string(),
+                ))));
+            }
+        }
+        let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        match timeout_at(deadline, read_some(stream, buf, limits.head.max_head)).await {
+            Ok(Ok(0)) => return Ok(Err(Early::Closed)),
+            Ok(Ok(_)) => {
+                head_deadline = head_deadline.or(Some(Instant::now() + limits.head_timeout))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) if head_deadline.is_none() => return Ok(Err(Early::Closed)),
+            Err(_) => {
+                return Ok(Err(Early::Respond(error_response(
+                    408,
+                    "request head not received in time",
+                ))));
+            }
+        }
+    };
+    let body_len = match req.content_length() {
+        Ok(len) => len.unwrap_or(0),
+        Err(e @ BodyError::Chunked) => {
+            return Ok(Err(Early::Respond(error_response(411, &e.to_string()))));
+        }
+        Err(e) => return Ok(Err(Early::Respond(error_response(400, &e.to_string())))),
+    };
+    if body_len > limits.max_body as u64 {
+        let reason = format!(
+            "request body of {body_len} bytes is over the limit of {} bytes",
+            limits.max_body
+        );
+        return Ok(Err(Early::Respond(error_response(413, &reason))));
+    }
+    let end = req.head_len + body_len as usize;
+    let deadline = Instant::now() + limits.body_timeout;
+    while buf.len() < end {
+        match timeout_at(deadline, read_some(stream, buf, end - buf.len())).await {
+            Ok(Ok(0)) => return Ok(Err(Early::Closed)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Ok(Err(Early::Respond(error_response(
+                    408,
+                    "request body not received in time",
+                ))));
+            }
+        }
+    }
+    let body = buf[req.head_len..end].to_vec();
+    buf.drain(..end);
+    Ok(Ok((req, body)))
+}
+
+/// Reads at most `max` more bytes onto the end of `buf`.
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let mut chunk = [0u8; 8192];
+    let want = max.clamp(1, chunk.len());
+    let n = stream.read(&mut chunk[..want]).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}

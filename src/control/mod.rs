@@ -1,0 +1,238 @@
+//! The control thread: a tokio current-thread runtime beside the shards. It owns the origin
+//! registry and the pin table, serves the System API, answers shard claims, keeps the default
+//! backend registered, expires origins once a second and publishes a new [`Snapshot`] to the
+//! shards whenever the origin set changes.
+//!
+//! It stops when every shard has dropped its event sender (the shards have drained), so pins
+//! and session counts stay consistent to the end.
+
+pub mod bridge;
+pub mod http_server;
+pub mod system_api;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::balance::registry::{Limits, Registry};
+use crate::balance::{Registration, Snapshot, StreamKey};
+use crate::config::Config;
+use bridge::{Protocol, Role, ShardEvent};
+
+/// How often the default backend is re-registered (as in the SRS proxy).
+pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The control thread's state, shared by its tasks on one thread.
+pub struct State {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    /// Open sessions per stream, by protocol and role.
+    pub sessions: HashMap<StreamKey, BTreeMap<(Protocol, Role), u64>>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    published_version: u64,
+}
+
+impl State {
+    /// Sends the shards a new snapshot if the registry changed since the last one.
+    pub fn publish_snapshot(&mut self) {
+        if self.registry.version() != self.published_version {
+            self.published_version = self.registry.version();
+            self.snapshots
+                .send_replace(Arc::new(self.registry.snapshot()));
+        }
+    }
+
+    fn on_event(&mut self, event: ShardEvent) {
+        let now = Instant::now();
+        match event {
+            ShardEvent::Claim {
+                key,
+                proposed,
+                reply,
+            } => {
+                let result = self.registry.claim(&key, proposed.as_ref(), now);
+                match &result {
+                    Ok(origin) => log::debug!("stream {key} pinned to origin {}", origin.id),
+                    Err(e) => log::debug!("stream {key}: {e}"),
+                }
+                let _ = reply.send(result);
+            }
+            ShardEvent::Session {
+                key,
+                protocol,
+                role,
+                opened,
+            } => {
+                self.registry.session_delta(&key, opened, now);
+                let per_stream = self.sessions.entry(key.clone()).or_default();
+                let count = per_stream.entry((protocol, role)).or_default();
+                *count = if opened {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
+                if *count == 0 {
+                    per_stream.remove(&(protocol, role));
+                }
+                if per_stream.is_empty() {
+                    self.sessions.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let report = self.registry.tick(Instant::now());
+        let ttl = self.registry.ttl();
+        for id in &report.expired {
+            log::warn!("origin {id} is dead: no heartbeat for {ttl:?}; new streams avoid it");
+        }
+        for id in &report.forgotten {
+            log::info!("origin {id} forgotten: dead for another {ttl:?}");
+        }
+        for (key, origin) in &report.unpinned {
+            log::debug!("stream {key} unpinned from origin {origin}");
+        }
+        self.publish_snapshot();
+    }
+}
+
+/// What the control thread needs to start.
+pub struct ControlStart {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    pub events: mpsc::Receiver<ShardEvent>,
+}
+
+/// A fresh registry with the configured TTL.
+pub fn new_registry(config: &Config) -> Registry {
+    Registry::new(config.origin_ttl, Limits::default())
+}
+
+/// Runs the control thread until the shards are gone. `ready` gets the System API's bound
+/// address, or the reason it could not bind.
+pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start the control runtime: {e}")));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, main_loop(start, ready));
+}
+
+async fn main_loop(
+    start: ControlStart,
+    ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+) {
+    let ControlStart {
+        config,
+        registry,
+        snapshots,
+        mut events,
+    } = start;
+    let addr = config.listen.system_api.0;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot listen on System API {addr} (--system-api, PROXY_SYSTEM_API): {e}"
+            )));
+            return;
+        }
+    };
+    let state = Rc::new(RefCell::new(State {
+        config: config.clone(),
+        registry,
+        sessions: HashMap::new(),
+        snapshots,
+        published_version: u64::MAX,
+    }));
+    state.borrow_mut().publish_snapshot();
+    let _ = ready.send(Ok(listener.local_addr().unwrap_or(addr)));
+    let api_state = state.clone();
+    let api = tokio::task::spawn_local(http_server::serve(
+        listener,
+        http_server::ServerLimits::default(),
+        move |req, body, peer| system_api::handle(api_state.clone(), req, body, peer),
+    ));
+    if let Some(backend) = default_backend(&config) {
+        tokio::task::spawn_local(keep_registered(state.clone(), backend));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => state.borrow_mut().on_event(event),
+                None => break,
+            },
+            _ = tick.tick() => state.borrow_mut().tick(),
+        }
+    }
+    api.abort();
+    log::debug!("control thread stopped");
+}
+
+/// The default backend's registration (`PROXY_DEFAULT_BACKEND_*`), if enabled.
+fn default_backend(config: &Config) -> Option<Registration> {
+    let b = config.default_backend.as_ref()?;
+    let service = format!("{:08x}", crate::util::random_u64() as u32);
+    let list = |v: &Option<String>| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let body = format!(
+        r#"{{"device_id":"default","ip":"{}","server":"default","service":"{service}","pid":"{}","rtmp":[{:?}],"http":[{}],"api":[{}],"rtc":[{}],"srt":[{}]}}"#,
+        b.ip,
+        std::process::id(),
+        b.rtmp,
+        list(&b.http),
+        list(&b.api),
+        list(&b.rtc),
+        list(&b.srt)
+    );
+    match Registration::from_json(body.as_bytes()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log::error!("default backend not registered: {e}");
+            None
+        }
+    }
+}
+
+async fn keep_registered(state: Rc<RefCell<State>>, registration: Registration) {
+    let mut every = tokio::time::interval(DEFAULT_BACKEND_INTERVAL);
+    let mut first = true;
+    loop {
+        every.tick().await;
+        let mut state = state.borrow_mut();
+        match state
+            .registry
+            .register(registration.clone(), Instant::now())
+        {
+            Ok(_) if first => log::info!(
+                "default backend {} registered at {}",
+                registration.id(),
+                registration.ip
+            ),
+            Ok(_) => {}
+            Err(e) => log::error!("default backend not registered: {e}"),
+        }
+        first = false;
+        state.publish_snapshot();
+    }
+}

@@ -1,0 +1,203 @@
+//! The System API (default port 12025): origin registration and the read-only views.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text; 401 without the bearer token when auth is on |
+//! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
+//! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
+//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role |
+//!
+//! Handlers run on the control thread and borrow its state only between awaits.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::State;
+use super::http_server::error_response;
+use crate::balance::Registration;
+use crate::balance::endpoint::Endpoint;
+use crate::balance::registry::Registered;
+use crate::codec::http::{Request, Response};
+
+/// Routes one request.
+pub async fn handle(
+    state: Rc<RefCell<State>>,
+    req: Request,
+    body: Vec<u8>,
+    peer: SocketAddr,
+) -> Response {
+    let mut state = state.borrow_mut();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST" | "PUT", "/api/v1/srs/register") => register(&mut state, &req, &body, peer),
+        (_, "/api/v1/srs/register") => method_not_allowed("POST"),
+        ("GET" | "HEAD", "/api/v1/versions") => versions(),
+        ("GET" | "HEAD", "/api/v1/origins") => origins(&state),
+        ("GET" | "HEAD", "/api/v1/streams") => streams(&state),
+        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams") => {
+            method_not_allowed("GET")
+        }
+        (method, path) => error_response(404, &format!("no route for {method} {path}")),
+    }
+}
+
+fn method_not_allowed(allow: &str) -> Response {
+    error_response(405, &format!("method not allowed; use {allow}")).with_header("Allow", allow)
+}
+
+/// The version body shared by the API servers.
+pub fn versions() -> Response {
+    Response::json(
+        200,
+        &json!({
+            "signature": "streamgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "commit": env!("STREAMGATE_COMMIT"),
+        }),
+    )
+}
+
+fn register(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> Response {
+    if let Some(token) = &state.config.register_token
+        && !bearer_matches(req.header("authorization"), token)
+    {
+        log::warn!("register from {peer} refused: missing or wrong bearer token");
+        return error_response(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
+    }
+    let registration = match Registration::from_json(body) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("register from {peer} refused: {e}");
+            return error_response(400, &e.to_string());
+        }
+    };
+    let summary = describe(&registration);
+    match state.registry.register(registration, Instant::now()) {
+        Ok(Registered::New) => log::info!("origin registered from {peer}: {summary}"),
+        Ok(Registered::Refreshed) => log::debug!("origin heartbeat from {peer}: {summary}"),
+        Err(e) => {
+            log::warn!("register from {peer} refused: {e}");
+            return error_response(503, &e.to_string());
+        }
+    }
+    state.publish_snapshot();
+    Response::json(
+        200,
+        &json!({ "code": 0, "pid": std::process::id().to_string() }),
+    )
+}
+
+/// Constant-time comparison of `Authorization: Bearer <token>` against the expected token.
+pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (given, expected) = (given.trim().as_bytes(), expected.as_bytes());
+    let mut diff = given.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ e);
+    }
+    diff == 0 && !expected.is_empty()
+}
+
+fn describe(r: &Registration) -> String {
+    let list = |l: &[Endpoint]| {
+        l.iter()
+            .map(Endpoint::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "id={} device={:?} ip={} rtmp=[{}] http=[{}] api=[{}] srt=[{}] rtc=[{}]",
+        r.id(),
+        r.device_id,
+        r.ip,
+        list(&r.rtmp),
+        list(&r.http),
+        list(&r.api),
+        list(&r.srt),
+        list(&r.rtc)
+    )
+}
+
+fn endpoints(list: &[Endpoint]) -> Value {
+    list.iter().map(|e| Value::String(e.to_string())).collect()
+}
+
+fn origins(state: &State) -> Response {
+    let now = Instant::now();
+    let ttl = state.registry.ttl();
+    let list: Vec<Value> = state
+        .registry
+        .origins()
+        .map(|o| {
+            let r = &o.registration;
+            json!({
+                "id": o.id.0,
+                "device_id": r.device_id,
+                "ip": r.ip.to_string(),
+                "server": r.server,
+                "service": r.service,
+                "pid": r.pid,
+                "endpoints": {
+                    "rtmp": endpoints(&r.rtmp), "http": endpoints(&r.http), "api": endpoints(&r.api),
+                    "srt": endpoints(&r.srt), "rtc": endpoints(&r.rtc),
+                },
+                "heartbeat_age_seconds": now.saturating_duration_since(o.last_seen).as_secs_f64(),
+                "registered_seconds": now.saturating_duration_since(o.first_seen).as_secs_f64(),
+                "alive": o.is_alive(now, ttl),
+            })
+        })
+        .collect();
+    Response::json(
+        200,
+        &json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64(), "origins": list }),
+    )
+}
+
+fn streams(state: &State) -> Response {
+    let now = Instant::now();
+    let mut list: Vec<(&str, Value)> = state
+        .registry
+        .streams()
+        .map(|(key, stream)| {
+            let sessions: serde_json::Map<String, Value> = state
+                .sessions
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|((p, r), n)| (format!("{}_{}", p.name(), r.name()), json!(n)))
+                .collect();
+            let value = json!({
+                "key": key.as_str(),
+                "origin": stream.pin.as_ref().map(|p| p.origin.0.as_str()),
+                "pinned_seconds": stream.pin.as_ref().map(|p| now.saturating_duration_since(p.since).as_secs_f64()),
+                "sessions": sessions,
+                "total_sessions": stream.sessions,
+            });
+            (key.as_str(), value)
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(b.0));
+    let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
+    Response::json(200, &json!({ "code": 0, "streams": list }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_matches;
+
+    #[test]
+    fn bearer_tokens() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cretX"), "s3cret"));
+        assert!(!bearer_matches(Some("bearer s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
+        assert!(!bearer_matches(Some("Bearer "), ""));
+    }
+}

@@ -1,0 +1,50 @@
+//! # streamgate
+//!
+//! A load-balancing proxy for live-video origins. Origins (SRS, nginx-rtmp, ...) register with
+//! SRS heartbeats; publishers and players connect to streamgate, which pins each stream to one
+//! origin for every protocol and relays the bytes.
+//!
+//! ## Threads
+//!
+//! ```text
+//!   SO_REUSEPORT listeners (RTMP, ...), bound by every shard
+//!        |                 |
+//!   shard 0 (CPU 0)   shard 1 (CPU 1)  ...   glommio LocalExecutor each, pinned, !Send state
+//!        |  ^              |  ^
+//!        |  | snapshots (tokio watch: newest registry copy)
+//!        v  | events (bounded tokio mpsc: claims, sessions)
+//!   control thread: tokio current-thread runtime
+//!     System API (register, versions, origins, streams) | registry + pins | default backend
+//! ```
+//!
+//! - A shard ([`shard`]) owns its connections from accept to close and never blocks or locks.
+//! - The control thread ([`control`]) owns the registry and the pins. Shards propose an origin
+//!   for a new stream from their snapshot (rendezvous hashing) and claim it; the control thread
+//!   keeps the first alive pin, so a stream never has two origins.
+//!
+//! ## One connection
+//!
+//! identify (protocol handshake, stream name) -> stream key ([`balance::StreamKey`]) -> claim an
+//! origin -> dial and replay -> relay until either side closes -> report the session.
+//!
+//! ## Modules
+//!
+//! - [`config`]: flags, environment variables, `.env` -> validated [`config::Config`];
+//! - [`codec`]: sans-io parsers and writers (no runtime inside);
+//! - [`balance`]: origins, stream keys, registry, picking, pins (pure data, no runtime);
+//! - [`shard`]: glommio executors, listeners, connection gate, startup checks;
+//! - [`proxy`]: per-protocol connection handling;
+//! - [`control`]: the control thread, its System API and the shard bridge;
+//! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod app;
+pub mod balance;
+pub mod codec;
+pub mod config;
+pub mod control;
+pub mod logging;
+pub mod proxy;
+pub mod shard;
+pub mod util;

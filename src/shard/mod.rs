@@ -1,0 +1,192 @@
+//! Shards: one glommio `LocalExecutor` per chosen CPU, pinned to it, owning its connections
+//! from accept to close. Each shard binds every TCP listener itself with SO_REUSEPORT (glommio
+//! always sets it), so the kernel spreads new connections across shards and no connection ever
+//! moves between threads. Shard state is `!Send` and lock-free; what a shard needs from the rest
+//! of the process arrives through its [`ShardLink`].
+//!
+//! Connection gate: a shard takes a permit *before* `accept` (at most
+//! `--max-connections-per-shard` open), so past the cap new clients wait in the kernel's
+//! backlog instead of being accepted and starved; a warning is logged when the cap is hit.
+//!
+//! Shutdown: when the shutdown signal flips, every accept loop stops, then the shard waits up
+//! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
+//! closes whatever is left).
+
+pub mod preflight;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Gate, Semaphore};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::control::bridge::ShardLink;
+
+/// Per-executor io_uring buffer registration: 1 MiB keeps three rings per shard under an
+/// 8 MiB memlock limit for non-root users (stack-findings.md); sockets do not use it.
+const IO_MEMORY: usize = 1 << 20;
+
+/// One shard's shared state, behind an `Rc` for its tasks.
+pub struct Shard {
+    pub index: usize,
+    pub config: Arc<Config>,
+    pub link: ShardLink,
+    gate: Gate,
+    permits: Rc<Semaphore>,
+    saturated: Cell<bool>,
+}
+
+impl Shard {
+    /// Connections open on this shard now.
+    pub fn open_connections(&self) -> u64 {
+        self.config.max_connections_per_shard as u64 - self.permits.available()
+    }
+}
+
+/// What a shard reports once its listeners are bound (or why they are not).
+pub type Ready = Result<(), String>;
+
+/// Starts shard `index` on `cpu`.
+pub fn spawn(
+    index: usize,
+    cpu: usize,
+    config: Arc<Config>,
+    link: ShardLink,
+    shutdown: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<Ready>,
+) -> glommio::Result<ExecutorJoinHandle<()>, ()> {
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("shard-{index}"))
+        .io_memory(IO_MEMORY)
+        .spawn(move || run(index, config, link, shutdown, ready))
+}
+
+async fn run(
+    index: usize,
+    config: Arc<Config>,
+    link: ShardLink,
+    shutdown: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<Ready>,
+) {
+    let rtmp_addr = config.listen.rtmp.0;
+    let rtmp = match TcpListener::bind(rtmp_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot listen on RTMP {rtmp_addr} (--rtmp-server, PROXY_RTMP_SERVER): {e}"
+            )));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let shard = Rc::new(Shard {
+        index,
+        permits: Rc::new(Semaphore::new(config.max_connections_per_shard as u64)),
+        config,
+        link,
+        gate: Gate::new(),
+        saturated: Cell::new(false),
+    });
+    accept_loop(&shard, rtmp, "rtmp", shutdown, crate::proxy::rtmp::serve).await;
+    drain(&shard).await;
+}
+
+/// Accepts on `listener` until shutdown, handing each connection to `handler` in its own task.
+async fn accept_loop<H, F>(
+    shard: &Rc<Shard>,
+    listener: TcpListener,
+    name: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Rc<Shard>, TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let next = async {
+            let permit = acquire(shard).await?;
+            Some((permit, listener.accept().await))
+        };
+        let stop = async {
+            let _ = shutdown.changed().await;
+            None
+        };
+        let Some((permit, accepted)) = future::or(next, stop).await else {
+            break;
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("{name} accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let task = handler(shard.clone(), stream, peer);
+        let spawned = shard.gate.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+        match spawned {
+            Ok(task) => drop(task.detach()),
+            Err(_) => break, // the gate closed: shutting down
+        }
+    }
+    log::debug!("shard {}: stopped accepting {name}", shard.index);
+}
+
+async fn acquire(shard: &Rc<Shard>) -> Option<glommio::sync::StaticPermit> {
+    if let Ok(permit) = shard.permits.try_acquire_static_permit(1) {
+        shard.saturated.set(false);
+        return Some(permit);
+    }
+    if !shard.saturated.replace(true) {
+        log::warn!(
+            "shard {}: {} connections open, the --max-connections-per-shard cap; new clients wait",
+            shard.index,
+            shard.config.max_connections_per_shard
+        );
+    }
+    shard.permits.acquire_static_permit(1).await.ok()
+}
+
+async fn drain(shard: &Rc<Shard>) {
+    let open = shard.open_connections();
+    let grace = shard.config.grace_quit_timeout;
+    if open > 0 {
+        log::info!(
+            "shard {}: draining {open} connections for up to {grace:?}",
+            shard.index
+        );
+    }
+    let closed = async {
+        let _ = shard.gate.close().await;
+        true
+    };
+    let timed_out = async {
+        glommio::timer::sleep(grace).await;
+        false
+    };
+    if !future::or(closed, timed_out).await {
+        log::warn!(
+            "shard {}: closing {} connections still open after {grace:?}",
+            shard.index,
+            shard.open_connections()
+        );
+    }
+}
