@@ -264,7 +264,7 @@ pub struct Cli {
         env = "PROXY_HTTP_API_AUTH_ENABLED",
         default_value = "off",
         value_name = "on|off",
-        help_heading = "System API auth"
+        help_heading = "System API"
     )]
     pub http_api_auth_enabled: Switch,
 
@@ -273,7 +273,7 @@ pub struct Cli {
         long,
         env = "PROXY_HTTP_API_AUTH_TYPE",
         value_name = "TYPE",
-        help_heading = "System API auth"
+        help_heading = "System API"
     )]
     pub http_api_auth_type: Option<String>,
 
@@ -283,13 +283,18 @@ pub struct Cli {
         env = "PROXY_HTTP_API_AUTH_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN",
-        help_heading = "System API auth"
+        help_heading = "System API"
     )]
     pub http_api_auth_token: Option<String>,
 
     /// Least level of log lines written to stderr.
     #[arg(long, env = "STREAMGATE_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logs")]
     pub log_level: LogLevel,
+
+    /// Deadline for a System API client to send its request head, and then its body; past it
+    /// the client gets 408 and is disconnected.
+    #[arg(long, env = "STREAMGATE_HTTP_REQUEST_TIMEOUT", default_value = "10s", value_name = "DURATION", help_heading = "System API")]
+    pub http_request_timeout: GoDuration,
 
     /// Log line format: text for people, json (one object a line) for collectors.
     #[arg(long, env = "STREAMGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logs")]
@@ -429,6 +434,7 @@ pub struct Config {
     pub default_backend: Option<DefaultBackend>,
     /// The bearer token required on register, when auth is on.
     pub register_token: Option<String>,
+    pub http_request_timeout: Duration,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub grace_quit_timeout: Duration,
@@ -486,6 +492,9 @@ impl Cli {
         if self.origin_ttl.0.is_zero() {
             return Err(ConfigError::new("--origin-ttl", "must be longer than 0s"));
         }
+        if self.http_request_timeout.0.is_zero() {
+            return Err(ConfigError::new("--http-request-timeout", "must be longer than 0s"));
+        }
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError::new(
                 "--max-connections-per-shard",
@@ -532,6 +541,7 @@ impl Cli {
             },
             default_backend,
             register_token,
+            http_request_timeout: self.http_request_timeout.0,
             log_level: self.log_level,
             log_format: self.log_format,
             grace_quit_timeout: self.grace_quit_timeout.0,

@@ -164,7 +164,11 @@ async fn main_loop(
     let api_state = state.clone();
     let api = tokio::task::spawn_local(http_server::serve(
         listener,
-        http_server::ServerLimits::default(),
+        http_server::ServerLimits {
+            head_timeout: config.http_request_timeout,
+            body_timeout: config.http_request_timeout,
+            ..Default::default()
+        },
         move |req, body, peer| system_api::handle(api_state.clone(), req, body, peer),
     ));
     if let Some(backend) = default_backend(&config) {

@@ -1,0 +1,219 @@
+//! Helpers shared by the integration tests: start the real `streamgate` binary on free
+//! loopback ports in its own temp dir, talk raw HTTP to it, stop it by pid.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_streamgate");
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again
+/// at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("streamgate-{tag}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running proxy. Killed on drop if still running.
+pub struct Proxy {
+    pub child: Child,
+    pub rtmp: u16,
+    pub api: u16,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+/// Builds the command line for a proxy on free ports, with no `PROXY_*` variables inherited.
+pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&dir.0)
+        .args(["--rtmp-server", &format!("127.0.0.1:{rtmp}"), "--system-api", &format!("127.0.0.1:{api}")])
+        .args(extra)
+        .env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PROXY_") || k.starts_with("STREAMGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+impl Proxy {
+    /// Starts the proxy with `extra` flags and waits until the System API answers.
+    pub fn start(extra: &[&str]) -> Proxy {
+        Self::start_with(extra, &[])
+    }
+
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let dir = TempDir::new("proxy");
+        let (rtmp, api) = (free_port(), free_port());
+        let log = dir.0.join("streamgate.log");
+        let mut cmd = proxy_command(&dir, rtmp, api, extra);
+        cmd.envs(env.iter().copied()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().expect("start streamgate");
+        let proxy = Proxy { child, rtmp, api, log, _dir: dir };
+        proxy.wait_ready();
+        proxy
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.log_text().contains(" started: ") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("streamgate did not start:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn api_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.api)
+    }
+
+    /// Sends SIGTERM and waits for the exit status; returns it, the time it took and the log.
+    pub fn stop(mut self) -> (ExitStatus, Duration, String) {
+        let t0 = Instant::now();
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        (status, t0.elapsed(), self.log_text())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+}
+
+/// An HTTP response, parsed just enough for the tests.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Sends raw bytes and reads one response (the server closes or sends Content-Length bytes).
+pub fn raw_http(addr: &str, request: &[u8]) -> HttpReply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(request);
+    read_reply(&mut s)
+}
+
+pub fn read_reply(s: &mut TcpStream) -> HttpReply {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(reply) = try_parse(&buf) {
+            return reply;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    try_parse(&buf).unwrap_or_else(|| panic!("no complete HTTP response: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+fn try_parse(buf: &[u8]) -> Option<HttpReply> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    let body = buf.get(end + 4..end + 4 + len)?;
+    Some(HttpReply { status, head, body: String::from_utf8_lossy(body).to_string() })
+}
+
+/// A request with a body.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    req.into_bytes()
+}
+
+pub fn get(addr: &str, path: &str) -> HttpReply {
+    raw_http(addr, &request("GET", path, &[], ""))
+}
+
+pub fn register(addr: &str, body: &str) -> HttpReply {
+    raw_http(addr, &request("POST", "/api/v1/srs/register", &[("Content-Type", "application/json")], body))
+}
+
+/// The captured SRS heartbeat requests shipped in tests/data/heartbeats.
+pub fn heartbeat_fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/heartbeats");
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A registration body for a test origin.
+pub fn origin_body(server: &str, service: &str, rtmp_port: u16) -> String {
+    format!(r#"{{"device_id":"{server}","ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"1","rtmp":["{rtmp_port}"]}}"#)
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}

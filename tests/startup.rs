@@ -1,0 +1,114 @@
+//! Startup and shutdown of the real binary: environment fallbacks, the `.env` file, bad flags,
+//! `--help`, the default backend, listener conflicts and SIGTERM.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn run_to_exit(cmd: &mut std::process::Command) -> (i32, String) {
+    let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn help_documents_every_flag_and_its_variable() {
+    let (code, help) = run_to_exit(std::process::Command::new(BIN).arg("--help"));
+    assert_eq!(code, 0);
+    for needle in [
+        "--rtmp-server", "PROXY_RTMP_SERVER", "--http-server", "PROXY_HTTP_SERVER", "--http-api", "PROXY_HTTP_API",
+        "--webrtc-server", "PROXY_WEBRTC_SERVER", "--srt-server", "PROXY_SRT_SERVER", "--system-api",
+        "PROXY_SYSTEM_API", "--shards", "--cpus", "--origin-ttl", "PROXY_ORIGIN_SERVER_TTL", "--load-balancer",
+        "PROXY_LOAD_BALANCER_TYPE", "--default-backend-enabled", "PROXY_DEFAULT_BACKEND_ENABLED",
+        "PROXY_DEFAULT_BACKEND_IP", "PROXY_DEFAULT_BACKEND_RTMP", "PROXY_DEFAULT_BACKEND_HTTP",
+        "PROXY_DEFAULT_BACKEND_API", "PROXY_DEFAULT_BACKEND_RTC", "PROXY_DEFAULT_BACKEND_SRT", "PROXY_REDIS_HOST",
+        "PROXY_REDIS_PORT", "PROXY_REDIS_PASSWORD", "PROXY_REDIS_DB", "PROXY_REDIS_KEY_PREFIX", "--log-level",
+        "--log-format", "--relay", "--grace-quit-timeout", "PROXY_GRACE_QUIT_TIMEOUT", "--force-quit-timeout",
+        "PROXY_FORCE_QUIT_TIMEOUT", "PROXY_HTTP_API_AUTH_ENABLED", "PROXY_HTTP_API_AUTH_TYPE",
+        "PROXY_HTTP_API_AUTH_TOKEN", "--env-file",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn a_bad_value_from_the_environment_stops_startup_with_one_line() {
+    let dir = TempDir::new("badenv");
+    let mut cmd = proxy_command(&dir, free_port(), free_port(), &[]);
+    cmd.env("PROXY_ORIGIN_SERVER_TTL", "five minutes");
+    let (code, text) = run_to_exit(&mut cmd);
+    assert_eq!(code, 2, "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert!(text.contains("--origin-ttl") && text.contains("PROXY_ORIGIN_SERVER_TTL"), "{text}");
+    assert!(text.contains("\"five minutes\" from the environment"), "{text}");
+}
+
+#[test]
+fn dotenv_fills_in_but_never_overrides_the_environment() {
+    let dir = TempDir::new("dotenv");
+    let (rtmp, api) = (free_port(), free_port());
+    // The .env asks for a TTL of 7s and a bad RTMP address; the real environment's RTMP wins,
+    // so startup succeeds only if the environment took precedence.
+    let env_text = format!(
+        "# test\nexport PROXY_ORIGIN_SERVER_TTL=7s\nPROXY_RTMP_SERVER='not an address'\nPROXY_SYSTEM_API=\"127.0.0.1:{api}\" # api\n"
+    );
+    std::fs::write(dir.0.join(".env"), env_text).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.current_dir(&dir.0).env("PROXY_RTMP_SERVER", format!("127.0.0.1:{rtmp}"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PROXY_") || k.starts_with("STREAMGATE_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("PROXY_RTMP_SERVER", format!("127.0.0.1:{rtmp}"));
+    let log = dir.0.join("log");
+    let mut child = cmd.stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let started = wait_until(Duration::from_secs(20), || std::fs::read_to_string(&log).unwrap().contains(" started: "));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(started, "{text}");
+    assert!(text.contains(&format!("RTMP 127.0.0.1:{rtmp}")), "{text}");
+    assert!(text.contains("origin TTL 7s"), "{text}");
+    assert_eq!(get(&format!("127.0.0.1:{api}"), "/api/v1/versions").status, 200);
+    signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn default_backend_is_registered_at_startup() {
+    let p = Proxy::start_with(&[], &[("PROXY_DEFAULT_BACKEND_ENABLED", "on"), ("PROXY_DEFAULT_BACKEND_RTMP", "19350")]);
+    let origins = get(&p.api_addr(), "/api/v1/origins").json();
+    let list = origins["origins"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{origins}");
+    assert_eq!(list[0]["device_id"], "default");
+    assert_eq!(list[0]["endpoints"]["rtmp"], serde_json::json!(["19350"]));
+    assert_eq!(list[0]["endpoints"]["http"], serde_json::json!([]));
+    assert_eq!(list[0]["alive"], true);
+}
+
+#[test]
+fn a_taken_port_stops_startup_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("taken");
+    let (code, text) = run_to_exit(&mut proxy_command(&dir, free_port(), port, &[]));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--system-api") && text.contains("PROXY_SYSTEM_API"), "{text}");
+    // RTMP is bound by the shards with SO_REUSEPORT; a plain listener still conflicts.
+    let (code, text) = run_to_exit(&mut proxy_command(&dir, port, free_port(), &[]));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--rtmp-server") && text.contains("Address already in use"), "{text}");
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_json_logs_parse() {
+    let p = Proxy::start(&["--log-format", "json", "--grace-quit-timeout", "1s", "--force-quit-timeout", "2s"]);
+    let (status, took, text) = p.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["time"].is_string() && v["level"].is_string() && v["msg"].is_string(), "{line}");
+    }
+    assert!(text.contains("SIGTERM received"), "{text}");
+}
