@@ -26,15 +26,8 @@ pub fn run(config: Config) -> ExitCode {
     let registry = control::new_registry(&config);
     let (snapshots, events, link) = bridge::channel(registry.snapshot());
     let (ready_tx, ready_rx) = mpsc::channel();
-    let start = ControlStart {
-        config: config.clone(),
-        registry,
-        snapshots,
-        events,
-    };
-    let control = std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || control::run(start, ready_tx));
+    let start = ControlStart { config: config.clone(), registry, snapshots, events };
+    let control = std::thread::Builder::new().name("control".into()).spawn(move || control::run(start, ready_tx));
     let control = match control {
         Ok(handle) => handle,
         Err(e) => return fail(&format!("cannot start the control thread: {e}")),
@@ -48,14 +41,8 @@ pub fn run(config: Config) -> ExitCode {
     let (shard_ready_tx, shard_ready_rx) = mpsc::channel();
     let mut shards = Vec::new();
     for (index, &cpu) in config.cpus.iter().enumerate() {
-        let spawned = shard::spawn(
-            index,
-            cpu,
-            config.clone(),
-            link.clone(),
-            shutdown_rx.clone(),
-            shard_ready_tx.clone(),
-        );
+        let spawned =
+            shard::spawn(index, cpu, config.clone(), link.clone(), shutdown_rx.clone(), shard_ready_tx.clone());
         match spawned {
             Ok(handle) => shards.push(handle),
             Err(e) => return fail(&format!("cannot start shard {index} on CPU {cpu}: {e}")),
@@ -92,17 +79,11 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         if Instant::now() >= deadline {
-            log::error!(
-                "still running after --force-quit-timeout {:?}: exiting",
-                config.force_quit_timeout
-            );
+            log::error!("still running after --force-quit-timeout {:?}: exiting", config.force_quit_timeout);
             std::process::exit(1);
         }
         if let Some(sig) = wait_for_signal(Some(Duration::from_millis(100))) {
-            log::warn!(
-                "second signal ({}): exiting now",
-                signal_name(Some(sig)).trim_end()
-            );
+            log::warn!("second signal ({}): exiting now", signal_name(Some(sig)).trim_end());
             std::process::exit(1);
         }
     }
@@ -158,10 +139,7 @@ fn wait_for_signal(timeout: Option<Duration>) -> Option<i32> {
                 if rc == 0 { sig } else { -1 }
             }
             Some(t) => {
-                let ts = libc::timespec {
-                    tv_sec: t.as_secs() as _,
-                    tv_nsec: t.subsec_nanos() as _,
-                };
+                let ts = libc::timespec { tv_sec: t.as_secs() as _, tv_nsec: t.subsec_nanos() as _ };
                 // SAFETY: `set` and `ts` are valid; siginfo is not wanted (null).
                 unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) }
             }

@@ -17,11 +17,7 @@ struct Logger {
 
 /// Installs the logger; call once, before any thread starts.
 pub fn init(level: LevelFilter, format: LogFormat) {
-    let logger = Logger {
-        format,
-        level,
-        pid: std::process::id(),
-    };
+    let logger = Logger { format, level, pid: std::process::id() };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }
@@ -86,13 +82,7 @@ pub fn utc_timestamp(t: SystemTime) -> String {
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_millis())
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.

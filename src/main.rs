@@ -22,10 +22,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!(
-                "streamgate: cannot read env file {} (--env-file): {e}",
-                env_file.display()
-            );
+            eprintln!("streamgate: cannot read env file {} (--env-file): {e}", env_file.display());
             return ExitCode::from(2);
         }
     }

@@ -9,9 +9,7 @@ pub fn random_u64() -> u64 {
     if n == buf.len() as isize {
         return u64::from_ne_bytes(buf);
     }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
 

@@ -22,9 +22,10 @@ fn codec_and_balance_import_no_runtime() {
     assert!(files.len() >= 5, "found {files:?}");
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let code: String =
-            text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
-        for banned in ["glommio", "tokio", "std::net::Tcp", "std::net::Udp", "crate::shard", "crate::control", "crate::proxy"] {
+        let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        for banned in
+            ["glommio", "tokio", "std::net::Tcp", "std::net::Udp", "crate::shard", "crate::control", "crate::proxy"]
+        {
             assert!(!code.contains(banned), "{} uses {banned}", file.display());
         }
     }

@@ -126,7 +126,11 @@ fn bad_requests_get_their_own_answer_and_the_proxy_keeps_serving() {
         (r#"{"ip":"127.0.0.1","server":"s","service":"v","pid":42583,"rtmp":["1"]}"#, 400, "invalid type: integer"),
         (r#"{"ip":"127.0.0.1","server":"s","service":"v","pid":"1","rtmp":[1935]}"#, 400, "invalid type: integer"),
         (r#"{"ip":"not-an-ip","server":"s","service":"v","pid":"1","rtmp":["1"]}"#, 400, "not an IP address"),
-        (r#"{"ip":"127.0.0.1","server":"s","service":"v","pid":"1","rtmp":["tcp://x:1"]}"#, 400, "invalid rtmp endpoint"),
+        (
+            r#"{"ip":"127.0.0.1","server":"s","service":"v","pid":"1","rtmp":["tcp://x:1"]}"#,
+            400,
+            "invalid rtmp endpoint",
+        ),
     ];
     for (body, status, text) in field_cases {
         let reply = register(&api, body);

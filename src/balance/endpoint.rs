@@ -70,25 +70,16 @@ impl FromStr for Endpoint {
         };
         let host = match host {
             None | Some("") => None,
-            Some(h) => Some(
-                h.parse()
-                    .map_err(|_| EndpointError::BadHost(raw.into(), h.into()))?,
-            ),
+            Some(h) => Some(h.parse().map_err(|_| EndpointError::BadHost(raw.into(), h.into()))?),
         };
         Ok(Endpoint { scheme, host, port })
     }
 }
 
 fn parse_scheme(raw: &str, scheme: &str) -> Result<String, EndpointError> {
-    let ok = !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
-    if ok {
-        Ok(scheme.to_ascii_lowercase())
-    } else {
-        Err(EndpointError::BadScheme(raw.into(), scheme.into()))
-    }
+    let ok =
+        !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
+    if ok { Ok(scheme.to_ascii_lowercase()) } else { Err(EndpointError::BadScheme(raw.into(), scheme.into())) }
 }
 
 /// Splits `host:port`, `[v6]:port` or `port`.
@@ -128,9 +119,7 @@ pub fn first_tcp(list: &[Endpoint]) -> Option<&Endpoint> {
 
 /// The endpoint to use for a UDP protocol (WebRTC, SRT): the first `udp://` one, else the first.
 pub fn first_udp(list: &[Endpoint]) -> Option<&Endpoint> {
-    list.iter()
-        .find(|e| e.transport() == Some(Transport::Udp))
-        .or_else(|| list.first())
+    list.iter().find(|e| e.transport() == Some(Transport::Udp)).or_else(|| list.first())
 }
 
 #[cfg(test)]
@@ -150,18 +139,8 @@ mod tests {
             ("udp://8000", Some("udp"), None, 8000),
             ("tcp://:1935", Some("tcp"), None, 1935),
             ("udp://0.0.0.0:10081", Some("udp"), Some("0.0.0.0"), 10081),
-            (
-                "TCP://192.168.3.10:1935",
-                Some("tcp"),
-                Some("192.168.3.10"),
-                1935,
-            ),
-            (
-                "udp://[2001:db8::2]:8000",
-                Some("udp"),
-                Some("2001:db8::2"),
-                8000,
-            ),
+            ("TCP://192.168.3.10:1935", Some("tcp"), Some("192.168.3.10"), 1935),
+            ("udp://[2001:db8::2]:8000", Some("udp"), Some("2001:db8::2"), 8000),
             (" 1935 ", None, None, 1935),
         ];
         for (s, scheme, host, port) in cases {
@@ -192,13 +171,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in [
-            "1935",
-            "127.0.0.1:1935",
-            "[::1]:1935",
-            "udp://:8000",
-            "udp://0.0.0.0:8000",
-        ] {
+        for s in ["1935", "127.0.0.1:1935", "[::1]:1935", "udp://:8000", "udp://0.0.0.0:8000"] {
             assert_eq!(ep(s).to_string(), s);
             assert_eq!(ep(&ep(s).to_string()), ep(s));
         }
@@ -211,11 +184,6 @@ mod tests {
         assert_eq!(first_tcp(&list).unwrap().port, 8000);
         let list = parse_list(&["udp://9".into(), "10".into()]).unwrap();
         assert_eq!(first_tcp(&list).unwrap().port, 10);
-        assert_eq!(
-            first_udp(&parse_list(&["8000".into()]).unwrap())
-                .unwrap()
-                .port,
-            8000
-        );
+        assert_eq!(first_udp(&parse_list(&["8000".into()]).unwrap()).unwrap().port, 8000);
     }
 }

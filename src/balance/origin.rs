@@ -98,19 +98,12 @@ impl Registration {
         } else {
             serde_json::from_slice(body).map_err(|e| RegisterError::Parse(e.to_string()))?
         };
-        let required = |v: Option<String>, err| {
-            v.map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .ok_or(err)
-        };
+        let required = |v: Option<String>, err| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).ok_or(err);
         let ip = required(body.ip, RegisterError::EmptyIp)?;
         let server = required(body.server, RegisterError::EmptyServer)?;
         let service = required(body.service, RegisterError::EmptyService)?;
         let pid = required(body.pid, RegisterError::EmptyPid)?;
-        let rtmp = body
-            .rtmp
-            .filter(|l| !l.is_empty())
-            .ok_or(RegisterError::EmptyRtmp)?;
+        let rtmp = body.rtmp.filter(|l| !l.is_empty()).ok_or(RegisterError::EmptyRtmp)?;
         let ip = ip.parse().map_err(|_| RegisterError::BadIp(ip))?;
         let list = |name: &'static str, l: Option<Vec<String>>| {
             endpoint::parse_list(&l.unwrap_or_default())
@@ -188,18 +181,9 @@ mod tests {
             (r#"{"ip":""}"#, "empty ip"),
             (r#"{"ip":"1.2.3.4"}"#, "empty server"),
             (r#"{"ip":"1.2.3.4","server":"s"}"#, "empty service"),
-            (
-                r#"{"ip":"1.2.3.4","server":"s","service":"v"}"#,
-                "empty pid",
-            ),
-            (
-                r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1"}"#,
-                "empty rtmp",
-            ),
-            (
-                r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1","rtmp":[]}"#,
-                "empty rtmp",
-            ),
+            (r#"{"ip":"1.2.3.4","server":"s","service":"v"}"#, "empty pid"),
+            (r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1"}"#, "empty rtmp"),
+            (r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1","rtmp":[]}"#, "empty rtmp"),
         ];
         for (body, want) in cases {
             let err = Registration::from_json(body.as_bytes()).unwrap_err();
@@ -210,36 +194,14 @@ mod tests {
     #[test]
     fn wrong_types_and_bad_values() {
         let pid_number = r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":42583,"rtmp":["1"]}"#;
-        let err = Registration::from_json(pid_number.as_bytes())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("parse body: invalid type: integer"),
-            "{err}"
-        );
-        assert!(
-            Registration::from_json(b"not json")
-                .unwrap_err()
-                .to_string()
-                .starts_with("parse body")
-        );
-        assert!(
-            Registration::from_json(b"[1,2]")
-                .unwrap_err()
-                .to_string()
-                .starts_with("parse body")
-        );
+        let err = Registration::from_json(pid_number.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("parse body: invalid type: integer"), "{err}");
+        assert!(Registration::from_json(b"not json").unwrap_err().to_string().starts_with("parse body"));
+        assert!(Registration::from_json(b"[1,2]").unwrap_err().to_string().starts_with("parse body"));
         let bad_ip = r#"{"ip":"origin.local","server":"s","service":"v","pid":"1","rtmp":["1"]}"#;
-        assert!(
-            Registration::from_json(bad_ip.as_bytes())
-                .unwrap_err()
-                .to_string()
-                .contains("not an IP")
-        );
+        assert!(Registration::from_json(bad_ip.as_bytes()).unwrap_err().to_string().contains("not an IP"));
         let bad_ep = r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1","rtmp":["1"],"rtc":["udp://x"]}"#;
-        let err = Registration::from_json(bad_ep.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let err = Registration::from_json(bad_ep.as_bytes()).unwrap_err().to_string();
         assert!(err.starts_with("invalid rtc endpoint"), "{err}");
     }
 }

@@ -29,10 +29,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_origins: 10_000,
-            max_streams: 1_000_000,
-        }
+        Limits { max_origins: 10_000, max_streams: 1_000_000 }
     }
 }
 
@@ -116,11 +113,7 @@ impl Registry {
     }
 
     /// Records a heartbeat.
-    pub fn register(
-        &mut self,
-        reg: Registration,
-        now: Instant,
-    ) -> Result<Registered, RegistryError> {
+    pub fn register(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
         let id = reg.id();
         let (first_seen, what) = match self.origins.get(&id) {
             Some(old) => (old.first_seen, Registered::Refreshed),
@@ -129,12 +122,7 @@ impl Registry {
             }
             None => (now, Registered::New),
         };
-        let origin = Origin {
-            id: id.clone(),
-            registration: reg,
-            first_seen,
-            last_seen: now,
-        };
+        let origin = Origin { id: id.clone(), registration: reg, first_seen, last_seen: now };
         self.origins.insert(id, Arc::new(origin));
         self.version += 1;
         Ok(what)
@@ -178,30 +166,19 @@ impl Registry {
             None => pick::rendezvous(key, self.origins.values(), now, self.ttl)?.clone(),
         };
         let stream = self.stream_entry(key, now)?;
-        stream.pin = Some(Pin {
-            origin: origin.id.clone(),
-            since: now,
-        });
+        stream.pin = Some(Pin { origin: origin.id.clone(), since: now });
         Ok(origin)
     }
 
-    fn stream_entry(
-        &mut self,
-        key: &StreamKey,
-        now: Instant,
-    ) -> Result<&mut Stream, RegistryError> {
+    fn stream_entry(&mut self, key: &StreamKey, now: Instant) -> Result<&mut Stream, RegistryError> {
         let len = self.streams.len();
         let full = len >= self.limits.max_streams;
         match self.streams.entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(_) if full => {
-                Err(RegistryError::PinsFull(len))
+            std::collections::hash_map::Entry::Vacant(_) if full => Err(RegistryError::PinsFull(len)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                Ok(e.insert(Stream { pin: None, sessions: 0, idle_since: now }))
             }
-            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(Stream {
-                pin: None,
-                sessions: 0,
-                idle_since: now,
-            })),
         }
     }
 
@@ -224,37 +201,19 @@ impl Registry {
     pub fn tick(&mut self, now: Instant) -> TickReport {
         let mut report = TickReport::default();
         let ttl = self.ttl;
-        let alive: BTreeSet<OriginId> = self
-            .origins
-            .values()
-            .filter(|o| o.is_alive(now, ttl))
-            .map(|o| o.id.clone())
-            .collect();
-        report.expired = self
-            .alive_at_last_tick
-            .difference(&alive)
-            .cloned()
-            .collect();
+        let alive: BTreeSet<OriginId> =
+            self.origins.values().filter(|o| o.is_alive(now, ttl)).map(|o| o.id.clone()).collect();
+        report.expired = self.alive_at_last_tick.difference(&alive).cloned().collect();
         self.alive_at_last_tick = alive;
-        let forget =
-            |o: &Origin| now.saturating_duration_since(o.last_seen) >= ttl.saturating_mul(2);
-        report.forgotten = self
-            .origins
-            .values()
-            .filter(|o| forget(o))
-            .map(|o| o.id.clone())
-            .collect();
+        let forget = |o: &Origin| now.saturating_duration_since(o.last_seen) >= ttl.saturating_mul(2);
+        report.forgotten = self.origins.values().filter(|o| forget(o)).map(|o| o.id.clone()).collect();
         for id in &report.forgotten {
             self.origins.remove(id);
         }
         let alive = &self.alive_at_last_tick;
         self.streams.retain(|key, stream| {
-            let idle =
-                stream.sessions == 0 && now.saturating_duration_since(stream.idle_since) >= ttl;
-            if let Some(pin) = stream
-                .pin
-                .take_if(|pin| idle || !alive.contains(&pin.origin))
-            {
+            let idle = stream.sessions == 0 && now.saturating_duration_since(stream.idle_since) >= ttl;
+            if let Some(pin) = stream.pin.take_if(|pin| idle || !alive.contains(&pin.origin)) {
                 report.unpinned.push((key.clone(), pin.origin));
             }
             stream.pin.is_some() || stream.sessions > 0
@@ -267,11 +226,7 @@ impl Registry {
 
     /// An immutable copy for the shards.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            version: self.version,
-            ttl: self.ttl,
-            origins: self.origins.values().cloned().collect(),
-        }
+        Snapshot { version: self.version, ttl: self.ttl, origins: self.origins.values().cloned().collect() }
     }
 }
 

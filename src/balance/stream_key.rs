@@ -66,18 +66,10 @@ impl StreamKey {
 
     /// HTTP: the `Host` header, the request path (`/app/stream.ext`) and its query; `?app=`
     /// and `?stream=` replace the path as in the SRS proxy.
-    pub fn from_http(
-        host_header: Option<&str>,
-        path: &str,
-        query: Option<&str>,
-    ) -> Result<Self, KeyError> {
+    pub fn from_http(host_header: Option<&str>, path: &str, query: Option<&str>) -> Result<Self, KeyError> {
         let (app, stream) = (query_param(query, "app"), query_param(query, "stream"));
         let path = if app.is_some() || stream.is_some() {
-            format!(
-                "/{}/{}",
-                app.unwrap_or_default(),
-                stream.unwrap_or_default()
-            )
+            format!("/{}/{}", app.unwrap_or_default(), stream.unwrap_or_default())
         } else {
             strip_extension(path).to_string()
         };
@@ -128,11 +120,7 @@ struct UrlParts<'a> {
 impl<'a> UrlParts<'a> {
     fn parse(url: &'a str) -> Option<Self> {
         let (scheme, rest) = url.trim().split_once("://")?;
-        if scheme.is_empty()
-            || !scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-        {
+        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
             return None;
         }
         let rest = rest.split('#').next().unwrap_or("");

@@ -22,10 +22,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_head: 16 * 1024,
-            max_headers: 64,
-        }
+        Limits { max_head: 16 * 1024, max_headers: 64 }
     }
 }
 
@@ -107,19 +104,14 @@ impl Request {
         if self.header("transfer-encoding").is_some() {
             return Err(BodyError::Chunked);
         }
-        let mut lengths = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        let mut lengths = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
         let Some((_, first)) = lengths.next() else {
             return Ok(None);
         };
         if lengths.any(|(_, v)| v != first) {
             return Err(BodyError::BadLength);
         }
-        let text = std::str::from_utf8(first)
-            .map_err(|_| BodyError::BadLength)?
-            .trim();
+        let text = std::str::from_utf8(first).map_err(|_| BodyError::BadLength)?.trim();
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(BodyError::BadLength);
         }
@@ -144,9 +136,7 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Status<Request>, Http
     let window = &buf[..buf.len().min(limits.max_head)];
     match req.parse(window) {
         Ok(httparse::Status::Complete(head_len)) => Ok(Status::Complete(own(&req, head_len)?)),
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head => {
-            Err(HttpError::HeadTooLarge(limits.max_head))
-        }
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head => Err(HttpError::HeadTooLarge(limits.max_head)),
         Ok(httparse::Status::Partial) => Ok(Status::Partial),
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders(max_headers)),
         Err(e) => Err(HttpError::Malformed(e.to_string())),
@@ -164,19 +154,8 @@ fn own(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Request, Http
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (target.to_string(), None),
     };
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_string(), h.value.to_vec()))
-        .collect();
-    Ok(Request {
-        method: method.into(),
-        path,
-        query,
-        version,
-        headers,
-        head_len,
-    })
+    let headers = req.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
+    Ok(Request { method: method.into(), path, query, version, headers, head_len })
 }
 
 /// A response to encode.
@@ -190,11 +169,7 @@ pub struct Response {
 impl Response {
     /// A response with a body and its content type.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        Response {
-            status,
-            headers: vec![("Content-Type".into(), content_type.into())],
-            body: body.into(),
-        }
+        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body: body.into() }
     }
 
     /// A JSON response.
@@ -215,11 +190,7 @@ impl Response {
             let _ = write!(head, "{name}: {value}\r\n");
         }
         let connection = if keep_alive { "keep-alive" } else { "close" };
-        let _ = write!(
-            head,
-            "Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
-            self.body.len()
-        );
+        let _ = write!(head, "Content-Length: {}\r\nConnection: {connection}\r\n\r\n", self.body.len());
         let mut out = head.into_bytes();
         out.extend_from_slice(&self.body);
         out
@@ -267,16 +238,10 @@ mod tests {
 
     #[test]
     fn srs_heartbeat_head() {
-        let raw = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/heartbeats/srs7-bare-ports.http"
-        ))
-        .unwrap();
+        let raw =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/heartbeats/srs7-bare-ports.http")).unwrap();
         let r = complete(&raw);
-        assert_eq!(
-            (r.method.as_str(), r.path.as_str(), r.version),
-            ("POST", "/api/v1/srs/register", 1)
-        );
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.version), ("POST", "/api/v1/srs/register", 1));
         assert_eq!(r.header("user-agent"), Some("SRS/7.0.18(Hang)"));
         assert_eq!(r.content_length(), Ok(Some(208)));
         assert_eq!(raw.len() - r.head_len, 208);
@@ -290,10 +255,7 @@ mod tests {
             assert_eq!(parse(&full[..cut]), Ok(Status::Partial), "cut at {cut}");
         }
         let r = complete(full);
-        assert_eq!(
-            (r.path.as_str(), r.query.as_deref()),
-            ("/live/a.flv", Some("token=1"))
-        );
+        assert_eq!((r.path.as_str(), r.query.as_deref()), ("/live/a.flv", Some("token=1")));
         assert!(!r.keep_alive(), "HTTP/1.0 closes unless asked");
         assert_eq!(r.content_length(), Ok(None));
     }
@@ -309,19 +271,9 @@ mod tests {
         }
         many.extend(b"\r\n");
         assert_eq!(parse(&many).unwrap_err().status(), 431);
-        assert_eq!(
-            parse(b"GET /\r\n\r\n").unwrap_err().status(),
-            400,
-            "no version"
-        );
-        assert_eq!(
-            parse(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err().status(),
-            400
-        );
-        assert!(matches!(
-            parse(b"GET http://x/ HTTP/1.1\r\n\r\n"),
-            Err(HttpError::BadTarget(_))
-        ));
+        assert_eq!(parse(b"GET /\r\n\r\n").unwrap_err().status(), 400, "no version");
+        assert_eq!(parse(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err().status(), 400);
+        assert!(matches!(parse(b"GET http://x/ HTTP/1.1\r\n\r\n"), Err(HttpError::BadTarget(_))));
     }
 
     #[test]
@@ -339,9 +291,7 @@ mod tests {
 
     #[test]
     fn response_encoding() {
-        let wire = Response::new(200, "text/plain", "hi")
-            .with_header("X-A", "1")
-            .encode(false);
+        let wire = Response::new(200, "text/plain", "hi").with_header("X-A", "1").encode(false);
         assert_eq!(
             String::from_utf8(wire).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"

@@ -80,10 +80,7 @@ pub fn read_missing(path: &Path) -> std::io::Result<Vec<EnvPair>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    Ok(parse(&text)
-        .into_iter()
-        .filter(|(k, _)| std::env::var_os(k).is_none())
-        .collect())
+    Ok(parse(&text).into_iter().filter(|(k, _)| std::env::var_os(k).is_none()).collect())
 }
 
 #[cfg(test)]
@@ -114,22 +111,10 @@ mod tests {
 
     #[test]
     fn quotes() {
-        assert_eq!(
-            one("G='raw \\n # x'"),
-            Some(("G".into(), "raw \\n # x".into()))
-        );
-        assert_eq!(
-            one(r#"H="line\nnext \"q\" \\ end""#),
-            Some(("H".into(), "line\nnext \"q\" \\ end".into()))
-        );
-        assert_eq!(
-            one(r#"I="kept # hash" # comment"#),
-            Some(("I".into(), "kept # hash".into()))
-        );
-        assert_eq!(
-            one("J=\"unterminated"),
-            Some(("J".into(), "\"unterminated".into()))
-        );
+        assert_eq!(one("G='raw \\n # x'"), Some(("G".into(), "raw \\n # x".into())));
+        assert_eq!(one(r#"H="line\nnext \"q\" \\ end""#), Some(("H".into(), "line\nnext \"q\" \\ end".into())));
+        assert_eq!(one(r#"I="kept # hash" # comment"#), Some(("I".into(), "kept # hash".into())));
+        assert_eq!(one("J=\"unterminated"), Some(("J".into(), "\"unterminated".into())));
     }
 
     #[test]
@@ -137,10 +122,7 @@ mod tests {
         let text = "# streamgate\nPROXY_RTMP_SERVER=1935\n\nexport PROXY_SYSTEM_API='12025'\n";
         assert_eq!(
             parse(text),
-            vec![
-                ("PROXY_RTMP_SERVER".into(), "1935".into()),
-                ("PROXY_SYSTEM_API".into(), "12025".into())
-            ]
+            vec![("PROXY_RTMP_SERVER".into(), "1935".into()), ("PROXY_SYSTEM_API".into(), "12025".into())]
         );
     }
 

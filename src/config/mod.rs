@@ -35,82 +35,36 @@ IP:PORT or [IPv6]:PORT. Durations are written like 300s, 1m30s or 500ms.",
 )]
 pub struct Cli {
     /// RTMP listener (publish and play), served by every shard with SO_REUSEPORT.
-    #[arg(
-        long,
-        env = "PROXY_RTMP_SERVER",
-        default_value = "11935",
-        value_name = "ADDR",
-        help_heading = "Listeners"
-    )]
+    #[arg(long, env = "PROXY_RTMP_SERVER", default_value = "11935", value_name = "ADDR", help_heading = "Listeners")]
     pub rtmp_server: ListenAddr,
 
     /// HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files).
-    #[arg(
-        long,
-        env = "PROXY_HTTP_SERVER",
-        default_value = "18080",
-        value_name = "ADDR",
-        help_heading = "Listeners"
-    )]
+    #[arg(long, env = "PROXY_HTTP_SERVER", default_value = "18080", value_name = "ADDR", help_heading = "Listeners")]
     pub http_server: ListenAddr,
 
     /// HTTP API listener (WebRTC WHIP/WHEP signalling).
-    #[arg(
-        long,
-        env = "PROXY_HTTP_API",
-        default_value = "11985",
-        value_name = "ADDR",
-        help_heading = "Listeners"
-    )]
+    #[arg(long, env = "PROXY_HTTP_API", default_value = "11985", value_name = "ADDR", help_heading = "Listeners")]
     pub http_api: ListenAddr,
 
     /// WebRTC media UDP listener; its port is also the one written into SDP answers.
-    #[arg(
-        long,
-        env = "PROXY_WEBRTC_SERVER",
-        default_value = "18000",
-        value_name = "ADDR",
-        help_heading = "Listeners"
-    )]
+    #[arg(long, env = "PROXY_WEBRTC_SERVER", default_value = "18000", value_name = "ADDR", help_heading = "Listeners")]
     pub webrtc_server: ListenAddr,
 
     /// SRT UDP listener.
-    #[arg(
-        long,
-        env = "PROXY_SRT_SERVER",
-        default_value = "20080",
-        value_name = "ADDR",
-        help_heading = "Listeners"
-    )]
+    #[arg(long, env = "PROXY_SRT_SERVER", default_value = "20080", value_name = "ADDR", help_heading = "Listeners")]
     pub srt_server: ListenAddr,
 
     /// System API listener: origin registration (SRS heartbeats), versions, origins, streams.
-    #[arg(
-        long,
-        env = "PROXY_SYSTEM_API",
-        default_value = "12025",
-        value_name = "ADDR",
-        help_heading = "Listeners"
-    )]
+    #[arg(long, env = "PROXY_SYSTEM_API", default_value = "12025", value_name = "ADDR", help_heading = "Listeners")]
     pub system_api: ListenAddr,
 
     /// Number of data-plane shards (one thread pinned per CPU). Default: one per CPU this
     /// process may run on, or one per CPU given with --cpus.
-    #[arg(
-        long,
-        env = "STREAMGATE_SHARDS",
-        value_name = "N",
-        help_heading = "Threads"
-    )]
+    #[arg(long, env = "STREAMGATE_SHARDS", value_name = "N", help_heading = "Threads")]
     pub shards: Option<usize>,
 
     /// CPUs to pin the shards to, such as 0,2,4 or 0-3. Each must be one this process may run on.
-    #[arg(
-        long,
-        env = "STREAMGATE_CPUS",
-        value_name = "LIST",
-        help_heading = "Threads"
-    )]
+    #[arg(long, env = "STREAMGATE_CPUS", value_name = "LIST", help_heading = "Threads")]
     pub cpus: Option<CpuList>,
 
     /// Most client connections one shard holds open; past it the shard stops accepting until
@@ -177,12 +131,7 @@ pub struct Cli {
     pub default_backend_rtmp: String,
 
     /// HTTP (FLV/TS/HLS) endpoint of the default backend; none when empty.
-    #[arg(
-        long,
-        env = "PROXY_DEFAULT_BACKEND_HTTP",
-        value_name = "ENDPOINT",
-        help_heading = "Default backend"
-    )]
+    #[arg(long, env = "PROXY_DEFAULT_BACKEND_HTTP", value_name = "ENDPOINT", help_heading = "Default backend")]
     pub default_backend_http: Option<String>,
 
     /// HTTP API (WHIP/WHEP) endpoint of the default backend; none when empty.
@@ -216,13 +165,7 @@ pub struct Cli {
     pub default_backend_srt: String,
 
     /// Redis host (redis load balancer).
-    #[arg(
-        long,
-        env = "PROXY_REDIS_HOST",
-        default_value = "127.0.0.1",
-        value_name = "HOST",
-        help_heading = "Redis"
-    )]
+    #[arg(long, env = "PROXY_REDIS_HOST", default_value = "127.0.0.1", value_name = "HOST", help_heading = "Redis")]
     pub redis_host: String,
 
     /// Redis port.
@@ -230,32 +173,15 @@ pub struct Cli {
     pub redis_port: u16,
 
     /// Redis password; none when empty.
-    #[arg(
-        long,
-        env = "PROXY_REDIS_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD",
-        help_heading = "Redis"
-    )]
+    #[arg(long, env = "PROXY_REDIS_PASSWORD", hide_env_values = true, value_name = "PASSWORD", help_heading = "Redis")]
     pub redis_password: Option<String>,
 
     /// Redis database number.
-    #[arg(
-        long,
-        env = "PROXY_REDIS_DB",
-        default_value_t = 0,
-        value_name = "N",
-        help_heading = "Redis"
-    )]
+    #[arg(long, env = "PROXY_REDIS_DB", default_value_t = 0, value_name = "N", help_heading = "Redis")]
     pub redis_db: u32,
 
     /// Prefix for every Redis key (`<prefix>:<key>`); none when empty.
-    #[arg(
-        long,
-        env = "PROXY_REDIS_KEY_PREFIX",
-        value_name = "PREFIX",
-        help_heading = "Redis"
-    )]
+    #[arg(long, env = "PROXY_REDIS_KEY_PREFIX", value_name = "PREFIX", help_heading = "Redis")]
     pub redis_key_prefix: Option<String>,
 
     /// Require `Authorization: Bearer <token>` on /api/v1/srs/register.
@@ -269,12 +195,7 @@ pub struct Cli {
     pub http_api_auth_enabled: Switch,
 
     /// Authentication type; only bearer exists.
-    #[arg(
-        long,
-        env = "PROXY_HTTP_API_AUTH_TYPE",
-        value_name = "TYPE",
-        help_heading = "System API"
-    )]
+    #[arg(long, env = "PROXY_HTTP_API_AUTH_TYPE", value_name = "TYPE", help_heading = "System API")]
     pub http_api_auth_type: Option<String>,
 
     /// The bearer token origins must send.
@@ -293,7 +214,13 @@ pub struct Cli {
 
     /// Deadline for a System API client to send its request head, and then its body; past it
     /// the client gets 408 and is disconnected.
-    #[arg(long, env = "STREAMGATE_HTTP_REQUEST_TIMEOUT", default_value = "10s", value_name = "DURATION", help_heading = "System API")]
+    #[arg(
+        long,
+        env = "STREAMGATE_HTTP_REQUEST_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION",
+        help_heading = "System API"
+    )]
     pub http_request_timeout: GoDuration,
 
     /// Log line format: text for people, json (one object a line) for collectors.
@@ -321,12 +248,7 @@ pub struct Cli {
     pub force_quit_timeout: GoDuration,
 
     /// The .env file to read before the flags (missing is fine).
-    #[arg(
-        long,
-        env = "STREAMGATE_ENV_FILE",
-        default_value = ".env",
-        value_name = "PATH"
-    )]
+    #[arg(long, env = "STREAMGATE_ENV_FILE", default_value = ".env", value_name = "PATH")]
     pub env_file: PathBuf,
 }
 
@@ -457,11 +379,7 @@ impl ConfigError {
             .find(|a| a.get_long() == flag.strip_prefix("--"))
             .and_then(|a| a.get_env())
             .map_or_else(String::new, |e| e.to_string_lossy().into_owned());
-        ConfigError {
-            flag: flag.into(),
-            env,
-            message: message.into(),
-        }
+        ConfigError { flag: flag.into(), env, message: message.into() }
     }
 }
 
@@ -480,9 +398,7 @@ impl Cli {
         let mut cmd = Cli::command();
         let matches = cmd
             .try_get_matches_from_mut(args.iter().cloned())
-            .map_err(|e| {
-                value_error(&cmd, &e, args).map_or(LoadError::Clap(e), LoadError::Invalid)
-            })?;
+            .map_err(|e| value_error(&cmd, &e, args).map_or(LoadError::Clap(e), LoadError::Invalid))?;
         Cli::from_arg_matches(&matches).map_err(LoadError::Clap)
     }
 
@@ -496,10 +412,7 @@ impl Cli {
             return Err(ConfigError::new("--http-request-timeout", "must be longer than 0s"));
         }
         if self.max_connections_per_shard == 0 {
-            return Err(ConfigError::new(
-                "--max-connections-per-shard",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("--max-connections-per-shard", "must be at least 1"));
         }
         if self.force_quit_timeout.0 < self.grace_quit_timeout.0 {
             return Err(ConfigError::new(
@@ -511,10 +424,7 @@ impl Cli {
             ));
         }
         if self.load_balancer == LoadBalancer::Redis {
-            return Err(ConfigError::new(
-                "--load-balancer",
-                "redis mode is not built yet in this version; use memory",
-            ));
+            return Err(ConfigError::new("--load-balancer", "redis mode is not built yet in this version; use memory"));
         }
         let register_token = self.register_token()?;
         let default_backend = self.default_backend()?;
@@ -556,10 +466,7 @@ impl Cli {
         match self.http_api_auth_type.as_deref().map(str::trim) {
             Some(t) if t.eq_ignore_ascii_case("bearer") => {}
             Some("") | None => {
-                return Err(ConfigError::new(
-                    "--http-api-auth-type",
-                    "required when auth is on; set it to bearer",
-                ));
+                return Err(ConfigError::new("--http-api-auth-type", "required when auth is on; set it to bearer"));
             }
             Some(other) => {
                 return Err(ConfigError::new(
@@ -570,10 +477,7 @@ impl Cli {
         }
         match non_empty(self.http_api_auth_token.clone()) {
             Some(token) => Ok(Some(token)),
-            None => Err(ConfigError::new(
-                "--http-api-auth-token",
-                "required for bearer authentication",
-            )),
+            None => Err(ConfigError::new("--http-api-auth-token", "required for bearer authentication")),
         }
     }
 
@@ -582,25 +486,16 @@ impl Cli {
             return Ok(None);
         }
         let ip = self.default_backend_ip.trim().parse().map_err(|_| {
-            ConfigError::new(
-                "--default-backend-ip",
-                format!("{:?} is not an IP address", self.default_backend_ip),
-            )
+            ConfigError::new("--default-backend-ip", format!("{:?} is not an IP address", self.default_backend_ip))
         })?;
         let rtmp = self.default_backend_rtmp.trim();
         if rtmp.is_empty() {
-            return Err(ConfigError::new(
-                "--default-backend-rtmp",
-                "required when the default backend is on",
-            ));
+            return Err(ConfigError::new("--default-backend-rtmp", "required when the default backend is on"));
         }
         let opt = |s: &str| non_empty(Some(s.to_string()));
         let endpoints = [
             ("--default-backend-rtmp", Some(rtmp.to_string())),
-            (
-                "--default-backend-http",
-                non_empty(self.default_backend_http.clone()),
-            ),
+            ("--default-backend-http", non_empty(self.default_backend_http.clone())),
             ("--default-backend-api", opt(&self.default_backend_api)),
             ("--default-backend-rtc", opt(&self.default_backend_rtc)),
             ("--default-backend-srt", opt(&self.default_backend_srt)),
@@ -649,17 +544,11 @@ pub fn choose_cpus(
     match shards {
         Some(n) if cpus.is_some() && n != chosen.len() => Err(ConfigError::new(
             "--shards",
-            format!(
-                "{n} shards but --cpus names {} CPUs; give one or make them agree",
-                chosen.len()
-            ),
+            format!("{n} shards but --cpus names {} CPUs; give one or make them agree", chosen.len()),
         )),
         Some(n) if n > chosen.len() => Err(ConfigError::new(
             "--shards",
-            format!(
-                "{n} shards but this process may run on only {} CPUs {chosen:?}",
-                chosen.len()
-            ),
+            format!("{n} shards but this process may run on only {} CPUs {chosen:?}", chosen.len()),
         )),
         Some(n) => Ok(chosen[..n].to_vec()),
         None => Ok(chosen),
@@ -669,10 +558,7 @@ pub fn choose_cpus(
 /// Turns clap's value errors into one line naming the flag, its variable and the reason.
 fn value_error(cmd: &clap::Command, err: &clap::Error, args: &[OsString]) -> Option<ConfigError> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(
-        err.kind(),
-        ErrorKind::ValueValidation | ErrorKind::InvalidValue
-    ) {
+    if !matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
         return None;
     }
     let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
@@ -683,10 +569,7 @@ fn value_error(cmd: &clap::Command, err: &clap::Error, args: &[OsString]) -> Opt
         Some(ContextValue::String(v)) => v.clone(),
         _ => String::new(),
     };
-    let reason = match (
-        std::error::Error::source(err),
-        err.get(ContextKind::ValidValue),
-    ) {
+    let reason = match (std::error::Error::source(err), err.get(ContextKind::ValidValue)) {
         (Some(src), _) => src.to_string(),
         (None, Some(ContextValue::Strings(valid))) => {
             format!("expected one of {}", valid.join(", "))
@@ -698,20 +581,10 @@ fn value_error(cmd: &clap::Command, err: &clap::Error, args: &[OsString]) -> Opt
         .find(|a| a.get_long() == flag.strip_prefix("--"))
         .and_then(|a| a.get_env())
         .map_or_else(String::new, |e| e.to_string_lossy().into_owned());
-    let on_command_line = args.iter().skip(1).any(|a| {
-        a.to_str()
-            .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    });
-    let source = if on_command_line {
-        "from the command line"
-    } else {
-        "from the environment"
-    };
-    Some(ConfigError {
-        flag,
-        env,
-        message: format!("{value:?} {source}: {reason}"),
-    })
+    let on_command_line =
+        args.iter().skip(1).any(|a| a.to_str().is_some_and(|a| a == flag || a.starts_with(&format!("{flag}="))));
+    let source = if on_command_line { "from the command line" } else { "from the environment" };
+    Some(ConfigError { flag, env, message: format!("{value:?} {source}: {reason}") })
 }
 
 #[cfg(test)]

@@ -4,10 +4,7 @@
 use super::*;
 
 fn args(list: &[&str]) -> Vec<OsString> {
-    std::iter::once("streamgate")
-        .chain(list.iter().copied())
-        .map(OsString::from)
-        .collect()
+    std::iter::once("streamgate").chain(list.iter().copied()).map(OsString::from).collect()
 }
 
 fn load(list: &[&str]) -> Result<Config, String> {
@@ -39,26 +36,14 @@ fn defaults_are_the_srs_proxy_ports() {
 #[test]
 fn bad_values_name_the_flag_and_the_variable() {
     let e = load(&["--rtmp-server", "abc"]).unwrap_err();
-    assert!(
-        e.contains("--rtmp-server") && e.contains("PROXY_RTMP_SERVER"),
-        "{e}"
-    );
-    assert!(
-        e.contains("from the command line") && e.contains("expected PORT"),
-        "{e}"
-    );
+    assert!(e.contains("--rtmp-server") && e.contains("PROXY_RTMP_SERVER"), "{e}");
+    assert!(e.contains("from the command line") && e.contains("expected PORT"), "{e}");
     let e = load(&["--origin-ttl=5 minutes"]).unwrap_err();
-    assert!(
-        e.contains("--origin-ttl") && e.contains("PROXY_ORIGIN_SERVER_TTL"),
-        "{e}"
-    );
+    assert!(e.contains("--origin-ttl") && e.contains("PROXY_ORIGIN_SERVER_TTL"), "{e}");
     let e = load(&["--relay", "memcpy"]).unwrap_err();
     assert!(e.contains("--relay") && e.contains("splice, copy"), "{e}");
     let e = load(&["--origin-ttl", "0s"]).unwrap_err();
-    assert!(
-        e.contains("PROXY_ORIGIN_SERVER_TTL") && e.contains("longer than 0s"),
-        "{e}"
-    );
+    assert!(e.contains("PROXY_ORIGIN_SERVER_TTL") && e.contains("longer than 0s"), "{e}");
     assert_eq!(e.lines().count(), 1);
 }
 
@@ -66,72 +51,40 @@ fn bad_values_name_the_flag_and_the_variable() {
 fn shards_and_cpus() {
     assert_eq!(load(&["--shards", "1"]).unwrap().cpus, vec![0]);
     assert_eq!(load(&["--cpus", "1"]).unwrap().cpus, vec![1]);
-    assert!(
-        load(&["--shards", "3"])
-            .unwrap_err()
-            .contains("only 2 CPUs")
-    );
+    assert!(load(&["--shards", "3"]).unwrap_err().contains("only 2 CPUs"));
     assert!(load(&["--shards", "0"]).unwrap_err().contains("at least 1"));
     assert!(load(&["--cpus", "0,5"]).unwrap_err().contains("CPU 5"));
-    assert!(
-        load(&["--cpus", "0,1", "--shards", "1"])
-            .unwrap_err()
-            .contains("agree")
-    );
+    assert!(load(&["--cpus", "0,1", "--shards", "1"]).unwrap_err().contains("agree"));
 }
 
 #[test]
 fn auth_needs_bearer_and_a_token() {
     let e = load(&["--http-api-auth-enabled", "on"]).unwrap_err();
     assert!(e.contains("PROXY_HTTP_API_AUTH_TYPE"), "{e}");
-    let e = load(&[
-        "--http-api-auth-enabled",
-        "on",
-        "--http-api-auth-type",
-        "basic",
-    ])
-    .unwrap_err();
+    let e = load(&["--http-api-auth-enabled", "on", "--http-api-auth-type", "basic"]).unwrap_err();
     assert!(e.contains("only bearer"), "{e}");
     let e = load(&["--http-api-auth-enabled=on", "--http-api-auth-type=bearer"]).unwrap_err();
     assert!(e.contains("PROXY_HTTP_API_AUTH_TOKEN"), "{e}");
-    let c = load(&[
-        "--http-api-auth-enabled=on",
-        "--http-api-auth-type=Bearer",
-        "--http-api-auth-token=s3",
-    ])
-    .unwrap();
+    let c = load(&["--http-api-auth-enabled=on", "--http-api-auth-type=Bearer", "--http-api-auth-token=s3"]).unwrap();
     assert_eq!(c.register_token.as_deref(), Some("s3"));
 }
 
 #[test]
 fn default_backend() {
-    let c = load(&[
-        "--default-backend-enabled",
-        "on",
-        "--default-backend-rtmp",
-        "19350",
-    ])
-    .unwrap();
+    let c = load(&["--default-backend-enabled", "on", "--default-backend-rtmp", "19350"]).unwrap();
     let b = c.default_backend.unwrap();
     assert_eq!(b.ip.to_string(), "127.0.0.1");
     assert_eq!(b.rtmp, "19350");
     assert_eq!(b.http, None, "the SRS proxy sets no HTTP default");
     assert_eq!(b.api.as_deref(), Some("1985"));
-    let e = load(&[
-        "--default-backend-enabled=on",
-        "--default-backend-ip=origin",
-    ])
-    .unwrap_err();
+    let e = load(&["--default-backend-enabled=on", "--default-backend-ip=origin"]).unwrap_err();
     assert!(e.contains("PROXY_DEFAULT_BACKEND_IP"), "{e}");
 }
 
 #[test]
 fn quit_timeouts_must_agree() {
     let e = load(&["--grace-quit-timeout", "40s"]).unwrap_err();
-    assert!(
-        e.contains("--force-quit-timeout") && e.contains("shorter"),
-        "{e}"
-    );
+    assert!(e.contains("--force-quit-timeout") && e.contains("shorter"), "{e}");
     let c = load(&["--grace-quit-timeout", "1s", "--force-quit-timeout", "2s"]).unwrap();
     assert_eq!(c.force_quit_timeout, Duration::from_secs(2));
 }
@@ -139,10 +92,7 @@ fn quit_timeouts_must_agree() {
 #[test]
 fn redis_mode_is_refused_until_it_exists() {
     let e = load(&["--load-balancer", "redis"]).unwrap_err();
-    assert!(
-        e.contains("PROXY_LOAD_BALANCER_TYPE") && e.contains("not built yet"),
-        "{e}"
-    );
+    assert!(e.contains("PROXY_LOAD_BALANCER_TYPE") && e.contains("not built yet"), "{e}");
 }
 
 #[test]
@@ -153,22 +103,12 @@ fn every_flag_has_help_and_a_variable() {
             continue;
         }
         assert!(arg.get_help().is_some(), "--{id} has no help text");
-        assert!(
-            arg.get_env().is_some(),
-            "--{id} has no environment variable"
-        );
+        assert!(arg.get_env().is_some(), "--{id} has no environment variable");
     }
 }
 
 #[test]
 fn default_backend_endpoints_are_checked_at_startup() {
-    let e = load(&[
-        "--default-backend-enabled=on",
-        "--default-backend-rtc=udp://x",
-    ])
-    .unwrap_err();
-    assert!(
-        e.contains("PROXY_DEFAULT_BACKEND_RTC") && e.contains("not a port"),
-        "{e}"
-    );
+    let e = load(&["--default-backend-enabled=on", "--default-backend-rtc=udp://x"]).unwrap_err();
+    assert!(e.contains("PROXY_DEFAULT_BACKEND_RTC") && e.contains("not a port"), "{e}");
 }

@@ -19,20 +19,13 @@ impl FromStr for ListenAddr {
         let bare = s.strip_prefix(':').unwrap_or(s);
         if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
             let port = parse_port(bare)?;
-            return Ok(Self(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                port,
-            )));
+            return Ok(Self(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)));
         }
         if let Some(port) = s.strip_prefix("localhost:") {
-            return Ok(Self(SocketAddr::new(
-                Ipv4Addr::LOCALHOST.into(),
-                parse_port(port)?,
-            )));
+            return Ok(Self(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), parse_port(port)?)));
         }
-        let addr: SocketAddr = s
-            .parse()
-            .map_err(|_| format!("expected PORT, :PORT, IP:PORT or [IPv6]:PORT, got {s:?}"))?;
+        let addr: SocketAddr =
+            s.parse().map_err(|_| format!("expected PORT, :PORT, IP:PORT or [IPv6]:PORT, got {s:?}"))?;
         if addr.port() == 0 {
             return Err("port 0 is not a fixed port; give the port to listen on".into());
         }
@@ -64,9 +57,9 @@ impl FromStr for GoDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        parse_go_duration(s.trim()).map(GoDuration).ok_or_else(|| {
-            format!("{s:?} is not a duration (write it like 300s, 1m30s, 500ms or 2h)")
-        })
+        parse_go_duration(s.trim())
+            .map(GoDuration)
+            .ok_or_else(|| format!("{s:?} is not a duration (write it like 300s, 1m30s, 500ms or 2h)"))
     }
 }
 
@@ -89,9 +82,7 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let value: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -137,8 +128,7 @@ impl FromStr for CpuList {
             let bad = || format!("{part:?} is not a CPU number or range (write 0,2,4 or 0-3)");
             match part.split_once('-') {
                 Some((a, b)) => {
-                    let (a, b): (usize, usize) =
-                        (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                     if a > b || b - a > 4096 {
                         return Err(bad());
                     }
@@ -168,15 +158,9 @@ mod tests {
     fn listen_addresses() {
         assert_eq!(listen("11935").unwrap(), "0.0.0.0:11935".parse().unwrap());
         assert_eq!(listen(":1935").unwrap(), "0.0.0.0:1935".parse().unwrap());
-        assert_eq!(
-            listen("127.0.0.1:80").unwrap(),
-            "127.0.0.1:80".parse().unwrap()
-        );
+        assert_eq!(listen("127.0.0.1:80").unwrap(), "127.0.0.1:80".parse().unwrap());
         assert_eq!(listen("[::1]:8080").unwrap(), "[::1]:8080".parse().unwrap());
-        assert_eq!(
-            listen("localhost:9").unwrap(),
-            "127.0.0.1:9".parse().unwrap()
-        );
+        assert_eq!(listen("localhost:9").unwrap(), "127.0.0.1:9".parse().unwrap());
         assert!(listen("0").is_err());
         assert!(listen("70000").is_err());
         assert!(listen("abc").unwrap_err().contains("expected PORT"));

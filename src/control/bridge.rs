@@ -66,18 +66,9 @@ pub type ClaimReply = Result<Arc<Origin>, RegistryError>;
 #[derive(Debug)]
 pub enum ShardEvent {
     /// Pin `key` (to `proposed` if it has no alive pin yet) and say where it is pinned.
-    Claim {
-        key: StreamKey,
-        proposed: Option<OriginId>,
-        reply: oneshot::Sender<ClaimReply>,
-    },
+    Claim { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<ClaimReply> },
     /// A session of `key` opened or closed.
-    Session {
-        key: StreamKey,
-        protocol: Protocol,
-        role: Role,
-        opened: bool,
-    },
+    Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
 }
 
 /// The shard's end of the bridge; cheap to clone, one per shard.
@@ -98,53 +89,24 @@ pub enum ClaimError {
 
 impl ShardLink {
     /// Asks the control thread which origin serves `key`.
-    pub async fn claim(
-        &self,
-        key: &StreamKey,
-        proposed: Option<OriginId>,
-    ) -> Result<Arc<Origin>, ClaimError> {
+    pub async fn claim(&self, key: &StreamKey, proposed: Option<OriginId>) -> Result<Arc<Origin>, ClaimError> {
         let (reply, answer) = oneshot::channel();
-        let event = ShardEvent::Claim {
-            key: key.clone(),
-            proposed,
-            reply,
-        };
-        self.events
-            .send(event)
-            .await
-            .map_err(|_| ClaimError::ControlGone)?;
+        let event = ShardEvent::Claim { key: key.clone(), proposed, reply };
+        self.events.send(event).await.map_err(|_| ClaimError::ControlGone)?;
         Ok(answer.await.map_err(|_| ClaimError::ControlGone)??)
     }
 
     /// Reports a session opening or closing.
     pub async fn session(&self, key: &StreamKey, protocol: Protocol, role: Role, opened: bool) {
-        let event = ShardEvent::Session {
-            key: key.clone(),
-            protocol,
-            role,
-            opened,
-        };
+        let event = ShardEvent::Session { key: key.clone(), protocol, role, opened };
         let _ = self.events.send(event).await;
     }
 }
 
 /// Creates both ends: the control thread keeps the sender of snapshots and the receiver of
 /// events.
-pub fn channel(
-    first: Snapshot,
-) -> (
-    watch::Sender<Arc<Snapshot>>,
-    mpsc::Receiver<ShardEvent>,
-    ShardLink,
-) {
+pub fn channel(first: Snapshot) -> (watch::Sender<Arc<Snapshot>>, mpsc::Receiver<ShardEvent>, ShardLink) {
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-    (
-        snap_tx,
-        ev_rx,
-        ShardLink {
-            snapshots: snap_rx,
-            events: ev_tx,
-        },
-    )
+    (snap_tx, ev_rx, ShardLink { snapshots: snap_rx, events: ev_tx })
 }

@@ -43,10 +43,7 @@ impl Default for ServerLimits {
 
 /// A JSON error body `{"code":<status>,"error":"<reason>"}`.
 pub fn error_response(status: u16, reason: &str) -> Response {
-    Response::json(
-        status,
-        &serde_json::json!({ "code": status, "error": reason }),
-    )
+    Response::json(status, &serde_json::json!({ "code": status, "error": reason }))
 }
 
 /// Accepts connections until the task is dropped; each runs on the current `LocalSet`.
@@ -102,10 +99,7 @@ where
             Ok(exchange) => exchange,
             Err(Early::Closed) => return Ok(()),
             Err(Early::Respond(resp)) => {
-                log::debug!(
-                    "http request from {peer} refused: {}",
-                    String::from_utf8_lossy(&resp.body)
-                );
+                log::debug!("http request from {peer} refused: {}", String::from_utf8_lossy(&resp.body));
                 stream.write_all(&resp.encode(false)).await?;
                 return Ok(());
             }
@@ -130,25 +124,17 @@ async fn read_request(
             Ok(Status::Complete(req)) => break req,
             Ok(Status::Partial) => {}
             Err(e) => {
-                return Ok(Err(Early::Respond(error_response(
-                    e.status(),
-                    &e.to_string(),
-                ))));
+                return Ok(Err(Early::Respond(error_response(e.status(), &e.to_string()))));
             }
         }
         let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
         match timeout_at(deadline, read_some(stream, buf, limits.head.max_head)).await {
             Ok(Ok(0)) => return Ok(Err(Early::Closed)),
-            Ok(Ok(_)) => {
-                head_deadline = head_deadline.or(Some(Instant::now() + limits.head_timeout))
-            }
+            Ok(Ok(_)) => head_deadline = head_deadline.or(Some(Instant::now() + limits.head_timeout)),
             Ok(Err(e)) => return Err(e),
             Err(_) if head_deadline.is_none() => return Ok(Err(Early::Closed)),
             Err(_) => {
-                return Ok(Err(Early::Respond(error_response(
-                    408,
-                    "request head not received in time",
-                ))));
+                return Ok(Err(Early::Respond(error_response(408, "request head not received in time"))));
             }
         }
     };
@@ -160,10 +146,7 @@ async fn read_request(
         Err(e) => return Ok(Err(Early::Respond(error_response(400, &e.to_string())))),
     };
     if body_len > limits.max_body as u64 {
-        let reason = format!(
-            "request body of {body_len} bytes is over the limit of {} bytes",
-            limits.max_body
-        );
+        let reason = format!("request body of {body_len} bytes is over the limit of {} bytes", limits.max_body);
         return Ok(Err(Early::Respond(error_response(413, &reason))));
     }
     let end = req.head_len + body_len as usize;
@@ -174,10 +157,7 @@ async fn read_request(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                return Ok(Err(Early::Respond(error_response(
-                    408,
-                    "request body not received in time",
-                ))));
+                return Ok(Err(Early::Respond(error_response(408, "request body not received in time"))));
             }
         }
     }
@@ -187,11 +167,7 @@ async fn read_request(
 }
 
 /// Reads at most `max` more bytes onto the end of `buf`.
-async fn read_some(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<usize> {
+async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
     let mut chunk = [0u8; 8192];
     let want = max.clamp(1, chunk.len());
     let n = stream.read(&mut chunk[..want]).await?;

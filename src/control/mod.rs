@@ -42,19 +42,14 @@ impl State {
     pub fn publish_snapshot(&mut self) {
         if self.registry.version() != self.published_version {
             self.published_version = self.registry.version();
-            self.snapshots
-                .send_replace(Arc::new(self.registry.snapshot()));
+            self.snapshots.send_replace(Arc::new(self.registry.snapshot()));
         }
     }
 
     fn on_event(&mut self, event: ShardEvent) {
         let now = Instant::now();
         match event {
-            ShardEvent::Claim {
-                key,
-                proposed,
-                reply,
-            } => {
+            ShardEvent::Claim { key, proposed, reply } => {
                 let result = self.registry.claim(&key, proposed.as_ref(), now);
                 match &result {
                     Ok(origin) => log::debug!("stream {key} pinned to origin {}", origin.id),
@@ -62,20 +57,11 @@ impl State {
                 }
                 let _ = reply.send(result);
             }
-            ShardEvent::Session {
-                key,
-                protocol,
-                role,
-                opened,
-            } => {
+            ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, opened, now);
                 let per_stream = self.sessions.entry(key.clone()).or_default();
                 let count = per_stream.entry((protocol, role)).or_default();
-                *count = if opened {
-                    *count + 1
-                } else {
-                    count.saturating_sub(1)
-                };
+                *count = if opened { *count + 1 } else { count.saturating_sub(1) };
                 if *count == 0 {
                     per_stream.remove(&(protocol, role));
                 }
@@ -118,10 +104,7 @@ pub fn new_registry(config: &Config) -> Registry {
 /// Runs the control thread until the shards are gone. `ready` gets the System API's bound
 /// address, or the reason it could not bind.
 pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot start the control runtime: {e}")));
@@ -132,23 +115,14 @@ pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr
     local.block_on(&runtime, main_loop(start, ready));
 }
 
-async fn main_loop(
-    start: ControlStart,
-    ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
-) {
-    let ControlStart {
-        config,
-        registry,
-        snapshots,
-        mut events,
-    } = start;
+async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>) {
+    let ControlStart { config, registry, snapshots, mut events } = start;
     let addr = config.listen.system_api.0;
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!(
-                "cannot listen on System API {addr} (--system-api, PROXY_SYSTEM_API): {e}"
-            )));
+            let _ =
+                ready.send(Err(format!("cannot listen on System API {addr} (--system-api, PROXY_SYSTEM_API): {e}")));
             return;
         }
     };
@@ -193,12 +167,7 @@ async fn main_loop(
 fn default_backend(config: &Config) -> Option<Registration> {
     let b = config.default_backend.as_ref()?;
     let service = format!("{:08x}", crate::util::random_u64() as u32);
-    let list = |v: &Option<String>| {
-        v.iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let list = |v: &Option<String>| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(",");
     let body = format!(
         r#"{{"device_id":"default","ip":"{}","server":"default","service":"{service}","pid":"{}","rtmp":[{:?}],"http":[{}],"api":[{}],"rtc":[{}],"srt":[{}]}}"#,
         b.ip,
@@ -224,15 +193,8 @@ async fn keep_registered(state: Rc<RefCell<State>>, registration: Registration) 
     loop {
         every.tick().await;
         let mut state = state.borrow_mut();
-        match state
-            .registry
-            .register(registration.clone(), Instant::now())
-        {
-            Ok(_) if first => log::info!(
-                "default backend {} registered at {}",
-                registration.id(),
-                registration.ip
-            ),
+        match state.registry.register(registration.clone(), Instant::now()) {
+            Ok(_) if first => log::info!("default backend {} registered at {}", registration.id(), registration.ip),
             Ok(_) => {}
             Err(e) => log::error!("default backend not registered: {e}"),
         }

@@ -24,12 +24,7 @@ use crate::balance::registry::Registered;
 use crate::codec::http::{Request, Response};
 
 /// Routes one request.
-pub async fn handle(
-    state: Rc<RefCell<State>>,
-    req: Request,
-    body: Vec<u8>,
-    peer: SocketAddr,
-) -> Response {
+pub async fn handle(state: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer: SocketAddr) -> Response {
     let mut state = state.borrow_mut();
     match (req.method.as_str(), req.path.as_str()) {
         ("POST" | "PUT", "/api/v1/srs/register") => register(&mut state, &req, &body, peer),
@@ -37,9 +32,7 @@ pub async fn handle(
         ("GET" | "HEAD", "/api/v1/versions") => versions(),
         ("GET" | "HEAD", "/api/v1/origins") => origins(&state),
         ("GET" | "HEAD", "/api/v1/streams") => streams(&state),
-        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams") => {
-            method_not_allowed("GET")
-        }
+        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams") => method_not_allowed("GET"),
         (method, path) => error_response(404, &format!("no route for {method} {path}")),
     }
 }
@@ -84,10 +77,7 @@ fn register(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> 
         }
     }
     state.publish_snapshot();
-    Response::json(
-        200,
-        &json!({ "code": 0, "pid": std::process::id().to_string() }),
-    )
+    Response::json(200, &json!({ "code": 0, "pid": std::process::id().to_string() }))
 }
 
 /// Constant-time comparison of `Authorization: Bearer <token>` against the expected token.
@@ -104,12 +94,7 @@ pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
 }
 
 fn describe(r: &Registration) -> String {
-    let list = |l: &[Endpoint]| {
-        l.iter()
-            .map(Endpoint::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let list = |l: &[Endpoint]| l.iter().map(Endpoint::to_string).collect::<Vec<_>>().join(",");
     format!(
         "id={} device={:?} ip={} rtmp=[{}] http=[{}] api=[{}] srt=[{}] rtc=[{}]",
         r.id(),
@@ -152,10 +137,7 @@ fn origins(state: &State) -> Response {
             })
         })
         .collect();
-    Response::json(
-        200,
-        &json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64(), "origins": list }),
-    )
+    Response::json(200, &json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64(), "origins": list }))
 }
 
 fn streams(state: &State) -> Response {

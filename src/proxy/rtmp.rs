@@ -9,9 +9,6 @@ use crate::shard::Shard;
 
 /// Serves one RTMP client connection.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    log::info!(
-        "shard {}: RTMP connection from {peer} closed: RTMP proxying is not built yet",
-        shard.index
-    );
+    log::info!("shard {}: RTMP connection from {peer} closed: RTMP proxying is not built yet", shard.index);
     drop(stream);
 }

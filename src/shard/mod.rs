@@ -80,9 +80,8 @@ async fn run(
     let rtmp = match TcpListener::bind(rtmp_addr) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!(
-                "cannot listen on RTMP {rtmp_addr} (--rtmp-server, PROXY_RTMP_SERVER): {e}"
-            )));
+            let _ =
+                ready.send(Err(format!("cannot listen on RTMP {rtmp_addr} (--rtmp-server, PROXY_RTMP_SERVER): {e}")));
             return;
         }
     };
@@ -169,10 +168,7 @@ async fn drain(shard: &Rc<Shard>) {
     let open = shard.open_connections();
     let grace = shard.config.grace_quit_timeout;
     if open > 0 {
-        log::info!(
-            "shard {}: draining {open} connections for up to {grace:?}",
-            shard.index
-        );
+        log::info!("shard {}: draining {open} connections for up to {grace:?}", shard.index);
     }
     let closed = async {
         let _ = shard.gate.close().await;

@@ -62,10 +62,7 @@ fn probe_io_uring() -> io::Result<()> {
 }
 
 fn get_limit(resource: libc::__rlimit_resource_t) -> libc::rlimit {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the valid `lim`.
     unsafe { libc::getrlimit(resource, &mut lim) };
     lim
@@ -84,27 +81,16 @@ fn ensure_memlock() -> Result<(), PreflightError> {
         return Ok(());
     }
     if lim.rlim_max >= MIN_MEMLOCK && set_soft_limit(libc::RLIMIT_MEMLOCK, lim.rlim_max) {
-        log::info!(
-            "raised RLIMIT_MEMLOCK from {} to {} bytes for io_uring",
-            lim.rlim_cur,
-            lim.rlim_max
-        );
+        log::info!("raised RLIMIT_MEMLOCK from {} to {} bytes for io_uring", lim.rlim_cur, lim.rlim_max);
         return Ok(());
     }
-    Err(PreflightError::MemLock {
-        soft: lim.rlim_cur,
-        hard: lim.rlim_max,
-    })
+    Err(PreflightError::MemLock { soft: lim.rlim_cur, hard: lim.rlim_max })
 }
 
 fn raise_nofile() {
     let lim = get_limit(libc::RLIMIT_NOFILE);
     if lim.rlim_cur < lim.rlim_max && !set_soft_limit(libc::RLIMIT_NOFILE, lim.rlim_max) {
-        log::warn!(
-            "could not raise RLIMIT_NOFILE from {} to {}",
-            lim.rlim_cur,
-            lim.rlim_max
-        );
+        log::warn!("could not raise RLIMIT_NOFILE from {} to {}", lim.rlim_cur, lim.rlim_max);
     }
 }
 
@@ -113,16 +99,13 @@ pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; all-zero is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes into `set`.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         return (0..n).collect();
     }
     // SAFETY: CPU_ISSET only reads `set`, and i < CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
-        .collect()
+    (0..libc::CPU_SETSIZE as usize).filter(|&i| unsafe { libc::CPU_ISSET(i, &set) }).collect()
 }
 
 #[cfg(test)]

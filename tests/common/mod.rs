@@ -203,7 +203,9 @@ pub fn heartbeat_fixtures() -> Vec<(String, Vec<u8>)> {
 
 /// A registration body for a test origin.
 pub fn origin_body(server: &str, service: &str, rtmp_port: u16) -> String {
-    format!(r#"{{"device_id":"{server}","ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"1","rtmp":["{rtmp_port}"]}}"#)
+    format!(
+        r#"{{"device_id":"{server}","ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"1","rtmp":["{rtmp_port}"]}}"#
+    )
 }
 
 /// Polls `f` until it is true or `timeout` passes.

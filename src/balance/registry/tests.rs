@@ -4,9 +4,8 @@ use proptest::prelude::*;
 const TTL: Duration = Duration::from_secs(300);
 
 fn reg(server: &str, service: &str, pid: &str) -> Registration {
-    let body = format!(
-        r#"{{"ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"{pid}","rtmp":["1935"]}}"#
-    );
+    let body =
+        format!(r#"{{"ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"{pid}","rtmp":["1935"]}}"#);
     Registration::from_json(body.as_bytes()).unwrap()
 }
 
@@ -15,15 +14,10 @@ fn key(s: &str) -> StreamKey {
 }
 
 fn fixture_body(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/data/heartbeats/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/data/heartbeats/{name}", env!("CARGO_MANIFEST_DIR"));
     let raw = std::fs::read(&path).unwrap();
     let at = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let at = at
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-        .unwrap();
+    let at = at.or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)).unwrap();
     raw[at..].to_vec()
 }
 
@@ -31,30 +25,13 @@ fn fixture_body(name: &str) -> Vec<u8> {
 fn captured_srs_heartbeats_register() {
     let mut r = Registry::new(TTL, Limits::default());
     let t0 = Instant::now();
-    for name in [
-        "srs7-bare-ports.http",
-        "srs7-ip-port-listens.http",
-        "srs7-with-summaries.http",
-    ] {
+    for name in ["srs7-bare-ports.http", "srs7-ip-port-listens.http", "srs7-with-summaries.http"] {
         let registration = Registration::from_json(&fixture_body(name)).unwrap();
-        assert_eq!(
-            r.register(registration, t0).unwrap(),
-            Registered::New,
-            "{name}"
-        );
+        assert_eq!(r.register(registration, t0).unwrap(), Registered::New, "{name}");
     }
     let ids: Vec<_> = r.origins().map(|o| o.id.0.clone()).collect();
-    assert_eq!(
-        ids,
-        [
-            "vid-41ql43j-80f90c15-27940",
-            "vid-41ql43j-x512581b-28883",
-            "vid-gy87v58-i2c42w71-16388"
-        ]
-    );
-    let lo = r
-        .origin(&OriginId("vid-41ql43j-80f90c15-27940".into()))
-        .unwrap();
+    assert_eq!(ids, ["vid-41ql43j-80f90c15-27940", "vid-41ql43j-x512581b-28883", "vid-gy87v58-i2c42w71-16388"]);
+    let lo = r.origin(&OriginId("vid-41ql43j-80f90c15-27940".into())).unwrap();
     assert_eq!(lo.registration.rtmp[0].to_string(), "127.0.0.1:19351");
     assert_eq!(lo.registration.srt[0].to_string(), "udp://0.0.0.0:10081");
 }
@@ -65,21 +42,12 @@ fn reregister_refreshes_and_a_restart_is_a_new_origin() {
     let t0 = Instant::now();
     assert_eq!(r.register(reg("s", "a", "1"), t0).unwrap(), Registered::New);
     let later = t0 + Duration::from_secs(200);
-    assert_eq!(
-        r.register(reg("s", "a", "1"), later).unwrap(),
-        Registered::Refreshed
-    );
+    assert_eq!(r.register(reg("s", "a", "1"), later).unwrap(), Registered::Refreshed);
     let o = r.origin(&OriginId("s-a-1".into())).unwrap();
     assert_eq!((o.first_seen, o.last_seen), (t0, later));
     assert!(o.is_alive(t0 + Duration::from_secs(499), TTL));
-    assert!(
-        !o.is_alive(t0 + Duration::from_secs(500), TTL),
-        "alive is strictly within the TTL"
-    );
-    assert_eq!(
-        r.register(reg("s", "b", "2"), later).unwrap(),
-        Registered::New
-    );
+    assert!(!o.is_alive(t0 + Duration::from_secs(500), TTL), "alive is strictly within the TTL");
+    assert_eq!(r.register(reg("s", "b", "2"), later).unwrap(), Registered::New);
     assert_eq!(r.origins().count(), 2);
 }
 
@@ -93,11 +61,7 @@ fn claims_are_sticky_until_the_origin_dies() {
     let k = key("a");
     let first = r.claim(&k, None, t0).unwrap();
     let other = r.origins().find(|o| o.id != first.id).unwrap().id.clone();
-    assert_eq!(
-        r.claim(&k, Some(&other), t0).unwrap().id,
-        first.id,
-        "a pin beats a proposal"
-    );
+    assert_eq!(r.claim(&k, Some(&other), t0).unwrap().id, first.id, "a pin beats a proposal");
     // Every origin but the pinned one keeps heart-beating; the pinned one dies.
     let t1 = t0 + TTL;
     for i in 0..5 {
@@ -107,10 +71,7 @@ fn claims_are_sticky_until_the_origin_dies() {
         }
     }
     let second = r.claim(&k, None, t1).unwrap();
-    assert_ne!(
-        second.id, first.id,
-        "a dead pinned origin is replaced on the next claim"
-    );
+    assert_ne!(second.id, first.id, "a dead pinned origin is replaced on the next claim");
     assert_eq!(r.claim(&k, None, t1).unwrap().id, second.id);
 }
 
@@ -119,16 +80,9 @@ fn no_alive_origin_is_an_error() {
     let mut r = Registry::new(TTL, Limits::default());
     let t0 = Instant::now();
     let err = r.claim(&key("a"), None, t0).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("no origin available for __defaultVhost__/live/a"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("no origin available for __defaultVhost__/live/a"), "{err}");
     r.register(reg("s", "a", "1"), t0).unwrap();
-    assert!(
-        r.claim(&key("a"), None, t0 + TTL).is_err(),
-        "dead origins are never picked"
-    );
+    assert!(r.claim(&key("a"), None, t0 + TTL).is_err(), "dead origins are never picked");
 }
 
 #[test]
@@ -141,56 +95,31 @@ fn tick_expires_forgets_and_unpins() {
     let k = key("x");
     let pinned = r.claim(&k, None, t0).unwrap().id.clone();
     r.session_delta(&k, true, t0);
-    let survivor = r
-        .origins()
-        .find(|o| o.id != pinned)
-        .unwrap()
-        .registration
-        .clone();
+    let survivor = r.origins().find(|o| o.id != pinned).unwrap().registration.clone();
     r.register(survivor.clone(), t0 + TTL).unwrap();
     let report = r.tick(t0 + TTL);
     assert_eq!(report.expired, vec![pinned.clone()]);
     assert_eq!(report.unpinned, vec![(k.clone(), pinned.clone())]);
-    assert!(
-        r.tick(t0 + TTL).expired.is_empty(),
-        "expiry is reported once"
-    );
+    assert!(r.tick(t0 + TTL).expired.is_empty(), "expiry is reported once");
     assert_eq!(r.tick(t0 + TTL * 2).forgotten, vec![pinned]);
     // An idle pin (no sessions) goes one TTL after it was made.
     r.register(survivor, t0 + TTL * 2).unwrap();
     let k2 = key("y");
     r.claim(&k2, None, t0 + TTL * 2).unwrap();
-    assert!(
-        r.tick(t0 + TTL * 2 + Duration::from_secs(299))
-            .unpinned
-            .is_empty()
-    );
+    assert!(r.tick(t0 + TTL * 2 + Duration::from_secs(299)).unpinned.is_empty());
     assert_eq!(r.tick(t0 + TTL * 3).unpinned.len(), 1);
 }
 
 #[test]
 fn limits_bound_the_tables() {
-    let mut r = Registry::new(
-        TTL,
-        Limits {
-            max_origins: 2,
-            max_streams: 1,
-        },
-    );
+    let mut r = Registry::new(TTL, Limits { max_origins: 2, max_streams: 1 });
     let t0 = Instant::now();
     r.register(reg("s", "a", "1"), t0).unwrap();
     r.register(reg("s", "b", "1"), t0).unwrap();
-    assert_eq!(
-        r.register(reg("s", "c", "1"), t0),
-        Err(RegistryError::OriginsFull(2))
-    );
-    r.register(reg("s", "a", "1"), t0)
-        .expect("a refresh needs no room");
+    assert_eq!(r.register(reg("s", "c", "1"), t0), Err(RegistryError::OriginsFull(2)));
+    r.register(reg("s", "a", "1"), t0).expect("a refresh needs no room");
     r.claim(&key("a"), None, t0).unwrap();
-    assert_eq!(
-        r.claim(&key("b"), None, t0).unwrap_err(),
-        RegistryError::PinsFull(1)
-    );
+    assert_eq!(r.claim(&key("b"), None, t0).unwrap_err(), RegistryError::PinsFull(1));
 }
 
 #[test]
@@ -204,25 +133,14 @@ fn rendezvous_spreads_keys_and_moves_few_on_change() {
     let mut counts = std::collections::HashMap::new();
     let keys: Vec<_> = (0..4000).map(|i| key(&i.to_string())).collect();
     for k in &keys {
-        *counts
-            .entry(snap.propose(k, t0).unwrap().id.clone())
-            .or_insert(0) += 1;
+        *counts.entry(snap.propose(k, t0).unwrap().id.clone()).or_insert(0) += 1;
     }
     assert_eq!(counts.len(), 4);
-    assert!(
-        counts.values().all(|&c| (800..1200).contains(&c)),
-        "{counts:?}"
-    );
+    assert!(counts.values().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     r.register(reg("s", "4", "1"), t0).unwrap();
     let snap2 = r.snapshot();
-    let moved = keys
-        .iter()
-        .filter(|k| snap.propose(k, t0).unwrap().id != snap2.propose(k, t0).unwrap().id)
-        .count();
-    assert!(
-        (600..1000).contains(&moved),
-        "about 1/5 of the keys move to the new origin, moved {moved}"
-    );
+    let moved = keys.iter().filter(|k| snap.propose(k, t0).unwrap().id != snap2.propose(k, t0).unwrap().id).count();
+    assert!((600..1000).contains(&moved), "about 1/5 of the keys move to the new origin, moved {moved}");
 }
 
 /// One step of the shard/control interleaving the property test explores.
@@ -335,11 +253,7 @@ fn concurrent_claims_from_threads_agree() {
     let registry = Arc::new(Mutex::new(Registry::new(TTL, Limits::default())));
     let t0 = Instant::now();
     for i in 0..8 {
-        registry
-            .lock()
-            .unwrap()
-            .register(reg("s", &i.to_string(), "1"), t0)
-            .unwrap();
+        registry.lock().unwrap().register(reg("s", &i.to_string(), "1"), t0).unwrap();
     }
     let results: Vec<Vec<(u32, OriginId)>> = std::thread::scope(|scope| {
         let shards: Vec<_> = (0..4)
@@ -352,11 +266,7 @@ fn concurrent_claims_from_threads_agree() {
                         let snap = registry.lock().unwrap().snapshot();
                         let sk = key(&k.to_string());
                         let proposal = snap.propose(&sk, t0).unwrap().id.clone();
-                        let got = registry
-                            .lock()
-                            .unwrap()
-                            .claim(&sk, Some(&proposal), t0)
-                            .unwrap();
+                        let got = registry.lock().unwrap().claim(&sk, Some(&proposal), t0).unwrap();
                         out.push((k, got.id.clone()));
                     }
                     out
@@ -367,11 +277,7 @@ fn concurrent_claims_from_threads_agree() {
         scope.spawn(move || {
             for round in 0..200 {
                 let i = round % 8;
-                registry
-                    .lock()
-                    .unwrap()
-                    .register(reg("s", &i.to_string(), "1"), t0)
-                    .unwrap();
+                registry.lock().unwrap().register(reg("s", &i.to_string(), "1"), t0).unwrap();
             }
         });
         shards.into_iter().map(|h| h.join().unwrap()).collect()
