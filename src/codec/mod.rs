@@ -2,6 +2,8 @@
 //! here (a test in `tests/layering.rs` keeps it so), which makes every codec unit-testable,
 //! fuzzable and benchmarkable without a network.
 //!
-//! - [`http`]: HTTP/1.x request heads (httparse) and responses.
+//! - [`http`]: HTTP/1.x request heads (httparse) and responses;
+//! - [`rtmp`]: RTMP handshake, chunk stream, AMF0 and messages.
 
 pub mod http;
+pub mod rtmp;

@@ -83,6 +83,17 @@ pub struct Cli {
     #[arg(long, env = "STREAMGATE_RELAY", value_enum, default_value_t = RelayMode::Splice, help_heading = "Threads")]
     pub relay: RelayMode,
 
+    /// How long to wait for an origin to accept an RTMP connection before the client is told
+    /// the origin is unreachable.
+    #[arg(
+        long,
+        env = "STREAMGATE_RTMP_DIAL_TIMEOUT",
+        default_value = "3s",
+        value_name = "DURATION",
+        help_heading = "Origins"
+    )]
+    pub rtmp_dial_timeout: GoDuration,
+
     /// An origin whose last heartbeat is older than this is dead: no new stream goes to it,
     /// and streams pinned to it are re-picked.
     #[arg(
@@ -351,6 +362,7 @@ pub struct Config {
     pub max_connections_per_shard: usize,
     pub relay: RelayMode,
     pub origin_ttl: Duration,
+    pub rtmp_dial_timeout: Duration,
     pub load_balancer: LoadBalancer,
     pub redis: RedisConfig,
     pub default_backend: Option<DefaultBackend>,
@@ -408,6 +420,9 @@ impl Cli {
         if self.origin_ttl.0.is_zero() {
             return Err(ConfigError::new("--origin-ttl", "must be longer than 0s"));
         }
+        if self.rtmp_dial_timeout.0.is_zero() {
+            return Err(ConfigError::new("--rtmp-dial-timeout", "must be longer than 0s"));
+        }
         if self.http_request_timeout.0.is_zero() {
             return Err(ConfigError::new("--http-request-timeout", "must be longer than 0s"));
         }
@@ -441,6 +456,7 @@ impl Cli {
             max_connections_per_shard: self.max_connections_per_shard,
             relay: self.relay,
             origin_ttl: self.origin_ttl.0,
+            rtmp_dial_timeout: self.rtmp_dial_timeout.0,
             load_balancer: self.load_balancer,
             redis: RedisConfig {
                 host: self.redis_host,

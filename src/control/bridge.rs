@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::balance::registry::RegistryError;
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
+use crate::shard::traffic::TrafficDelta;
 
 /// Capacity of the shard -> control event queue.
 pub const EVENT_QUEUE: usize = 4096;
@@ -69,6 +70,8 @@ pub enum ShardEvent {
     Claim { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<ClaimReply> },
     /// A session of `key` opened or closed.
     Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
+    /// Bytes moved per stream on one shard since its previous report.
+    Traffic(Vec<TrafficDelta>),
 }
 
 /// The shard's end of the bridge; cheap to clone, one per shard.

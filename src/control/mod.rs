@@ -33,6 +33,8 @@ pub struct State {
     pub registry: Registry,
     /// Open sessions per stream, by protocol and role.
     pub sessions: HashMap<StreamKey, BTreeMap<(Protocol, Role), u64>>,
+    /// Bytes per stream, summed over shards.
+    pub traffic: HashMap<StreamKey, StreamTraffic>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -57,6 +59,13 @@ impl State {
                 }
                 let _ = reply.send(result);
             }
+            ShardEvent::Traffic(batch) => {
+                for delta in batch {
+                    let t = self.traffic.entry(delta.key).or_default();
+                    t.bytes_in += delta.bytes_in;
+                    t.bytes_out += delta.bytes_out;
+                }
+            }
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, opened, now);
                 let per_stream = self.sessions.entry(key.clone()).or_default();
@@ -74,6 +83,11 @@ impl State {
 
     fn tick(&mut self) {
         let report = self.registry.tick(Instant::now());
+        let known: std::collections::HashSet<&StreamKey> = self.registry.streams().map(|(k, _)| k).collect();
+        self.traffic.retain(|k, _| known.contains(k));
+        for t in self.traffic.values_mut() {
+            t.sample();
+        }
         let ttl = self.registry.ttl();
         for id in &report.expired {
             log::warn!("origin {id} is dead: no heartbeat for {ttl:?}; new streams avoid it");
@@ -85,6 +99,30 @@ impl State {
             log::debug!("stream {key} unpinned from origin {origin}");
         }
         self.publish_snapshot();
+    }
+}
+
+/// A stream's byte counters and the bit rates of the last second.
+#[derive(Debug, Default, Clone)]
+pub struct StreamTraffic {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Bits per second over the last tick, into and out of the proxy.
+    pub in_bps: u64,
+    pub out_bps: u64,
+    last: (u64, u64, Option<Instant>),
+}
+
+impl StreamTraffic {
+    /// Updates the rates from the bytes moved since the previous sample.
+    fn sample(&mut self) {
+        let now = Instant::now();
+        if let Some(at) = self.last.2 {
+            let secs = now.saturating_duration_since(at).as_secs_f64().max(0.001);
+            self.in_bps = ((self.bytes_in - self.last.0) as f64 * 8.0 / secs) as u64;
+            self.out_bps = ((self.bytes_out - self.last.1) as f64 * 8.0 / secs) as u64;
+        }
+        self.last = (self.bytes_in, self.bytes_out, Some(now));
     }
 }
 
@@ -130,6 +168,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         config: config.clone(),
         registry,
         sessions: HashMap::new(),
+        traffic: HashMap::new(),
         snapshots,
         published_version: u64::MAX,
     }));

@@ -146,6 +146,7 @@ fn streams(state: &State) -> Response {
         .registry
         .streams()
         .map(|(key, stream)| {
+            let traffic = state.traffic.get(key);
             let sessions: serde_json::Map<String, Value> = state
                 .sessions
                 .get(key)
@@ -159,6 +160,10 @@ fn streams(state: &State) -> Response {
                 "pinned_seconds": stream.pin.as_ref().map(|p| now.saturating_duration_since(p.since).as_secs_f64()),
                 "sessions": sessions,
                 "total_sessions": stream.sessions,
+                "bytes_in": traffic.map_or(0, |t| t.bytes_in),
+                "bytes_out": traffic.map_or(0, |t| t.bytes_out),
+                "in_kbps": traffic.map_or(0, |t| t.in_bps / 1000),
+                "out_kbps": traffic.map_or(0, |t| t.out_bps / 1000),
             });
             (key.as_str(), value)
         })

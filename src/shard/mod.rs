@@ -13,6 +13,8 @@
 //! closes whatever is left).
 
 pub mod preflight;
+pub mod relay;
+pub mod traffic;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -39,6 +41,8 @@ pub struct Shard {
     pub index: usize,
     pub config: Arc<Config>,
     pub link: ShardLink,
+    /// Per-connection byte counters, reported to the control thread once a second.
+    pub traffic: traffic::TrafficTable,
     gate: Gate,
     permits: Rc<Semaphore>,
     saturated: Cell<bool>,
@@ -91,11 +95,32 @@ async fn run(
         permits: Rc::new(Semaphore::new(config.max_connections_per_shard as u64)),
         config,
         link,
+        traffic: traffic::TrafficTable::default(),
         gate: Gate::new(),
         saturated: Cell::new(false),
     });
+    let reporter = glommio::spawn_local(report_traffic(shard.clone()));
     accept_loop(&shard, rtmp, "rtmp", shutdown, crate::proxy::rtmp::serve).await;
     drain(&shard).await;
+    drop(reporter);
+    flush_traffic(&shard).await;
+}
+
+/// How often a shard reports traffic to the control thread.
+pub const TRAFFIC_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn report_traffic(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(TRAFFIC_REPORT_INTERVAL).await;
+        flush_traffic(&shard).await;
+    }
+}
+
+async fn flush_traffic(shard: &Shard) {
+    let batch = shard.traffic.take();
+    if !batch.is_empty() {
+        let _ = shard.link.events.send(crate::control::bridge::ShardEvent::Traffic(batch)).await;
+    }
 }
 
 /// Accepts on `listener` until shutdown, handing each connection to `handler` in its own task.

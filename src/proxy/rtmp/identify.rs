@@ -1,0 +1,178 @@
+//! The client side of an RTMP connection until it says what it wants: answer the handshake,
+//! `connect`, `createStream` and the calls around them as an origin would, until `publish` or
+//! `play` names the stream.
+//!
+//! Every byte the client sends after its C2 is kept, in order, in [`Identified::replay`]: the
+//! proxy will send exactly these bytes to the origin, so the origin sees the client's own
+//! `connect` command object (app, tcUrl, flashVer, ...), its chunk sizes and its chunk-stream
+//! header state, and the switch to relaying needs no re-framing in this direction.
+//!
+//! The proxy answers on the client's side with chunk size 128 and never sends SetChunkSize, so
+//! the client's read state matches the start of the origin's own stream, which the proxy
+//! forwards verbatim later (see `upstream`).
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::codec::rtmp::amf0::Amf0Value;
+use crate::codec::rtmp::message::{self, BandwidthLimit, COMMAND_AMF0, COMMAND_AMF3};
+use crate::codec::rtmp::{
+    ChunkDecoder, ChunkEncoder, ChunkError, Command, HandshakeError, Message, MessageError, ServerHandshake,
+};
+use crate::control::bridge::Role;
+
+/// Most bytes a client may send before `publish`/`play` is complete (its commands, plus media
+/// that follows at once); past it the connection is dropped.
+pub const MAX_IDENTIFY_BYTES: usize = 1024 * 1024;
+/// Largest message accepted before `publish`/`play` (commands are a few hundred bytes).
+const MAX_IDENTIFY_MESSAGE: u32 = 64 * 1024;
+/// The message stream id the proxy hands out in `createStream`; nginx-rtmp and SRS use 1 too.
+pub const STREAM_ID: u32 = 1;
+/// Window acknowledgement size and peer bandwidth announced to clients (SRS's values).
+const WINDOW: u32 = 2_500_000;
+
+/// What the client asked for.
+#[derive(Debug)]
+pub struct Identified {
+    pub role: Role,
+    pub tc_url: String,
+    pub app: String,
+    /// The `publish`/`play` name, query included.
+    pub stream_name: String,
+    /// Every byte after the client's C2, in order (up to and past `publish`/`play`).
+    pub replay: Vec<u8>,
+}
+
+/// Why a client never got as far as `publish` or `play`.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("command: {0}")]
+    Message(#[from] MessageError),
+    #[error("{0} before connect")]
+    BeforeConnect(String),
+    #[error("{0} without a stream name")]
+    NoStreamName(String),
+    #[error("closed the connection before publish or play")]
+    Closed,
+    #[error("sent more than {MAX_IDENTIFY_BYTES} bytes before publish or play")]
+    TooMuch,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The connection so far.
+#[derive(Default)]
+struct Session {
+    connect: Option<(String, String)>,
+    out: Vec<u8>,
+}
+
+/// Runs the handshake and the command exchange; returns once `publish` or `play` arrived.
+pub async fn identify(client: &mut TcpStream) -> Result<Identified, IdentifyError> {
+    let mut replay = handshake(client).await?;
+    let mut decoder = ChunkDecoder::with_limits(MAX_IDENTIFY_MESSAGE, 64);
+    let mut encoder = ChunkEncoder::new();
+    let mut session = Session::default();
+    let mut fed = 0;
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        while fed < replay.len() {
+            let (used, msg) = decoder.decode(&replay[fed..])?;
+            fed += used;
+            let Some(msg) = msg else { break };
+            if let Some((role, name)) = session.on_message(&msg, &mut encoder)? {
+                client.write_all(&session.out).await?;
+                let (tc_url, app) = session.connect.take().unwrap_or_default();
+                return Ok(Identified { role, tc_url, app, stream_name: name, replay });
+            }
+        }
+        if !session.out.is_empty() {
+            client.write_all(&session.out).await?;
+            session.out.clear();
+        }
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(IdentifyError::Closed);
+        }
+        if replay.len() + n > MAX_IDENTIFY_BYTES {
+            return Err(IdentifyError::TooMuch);
+        }
+        replay.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Server handshake; returns the bytes the client sent after C2.
+async fn handshake(client: &mut TcpStream) -> Result<Vec<u8>, IdentifyError> {
+    let mut random = vec![0u8; crate::codec::rtmp::handshake::RANDOM_LEN];
+    crate::util::fill_random(&mut random);
+    let mut hs = ServerHandshake::new(0, &random)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Err(IdentifyError::Closed);
+        }
+        let progress = hs.feed(&buf[..n])?;
+        if !progress.output.is_empty() {
+            client.write_all(&progress.output).await?;
+        }
+        if progress.done {
+            return Ok(buf[progress.consumed..n].to_vec());
+        }
+    }
+}
+
+impl Session {
+    fn send(&mut self, encoder: &mut ChunkEncoder, msg: &Message) -> Result<(), IdentifyError> {
+        encoder.encode(msg, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Handles one client message; `Some` once it is `publish` or `play`.
+    fn on_message(
+        &mut self,
+        msg: &Message,
+        encoder: &mut ChunkEncoder,
+    ) -> Result<Option<(Role, String)>, IdentifyError> {
+        if msg.type_id != COMMAND_AMF0 && msg.type_id != COMMAND_AMF3 {
+            return Ok(None); // control messages are applied by the decoder; data waits for the origin
+        }
+        let cmd = Command::from_message(msg)?;
+        let role = match cmd.name.as_str() {
+            "connect" => return self.on_connect(&cmd, encoder).map(|()| None),
+            "publish" => Role::Publish,
+            "play" => Role::Play,
+            _ if self.connect.is_none() => return Err(IdentifyError::BeforeConnect(cmd.name)),
+            "createStream" => {
+                self.send(encoder, &message::create_stream_result(cmd.transaction_id, STREAM_ID))?;
+                return Ok(None);
+            }
+            "getStreamLength" => return Ok(None),
+            _ if cmd.transaction_id > 0.0 => {
+                self.send(encoder, &message::call_result(cmd.transaction_id))?;
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        };
+        if self.connect.is_none() {
+            return Err(IdentifyError::BeforeConnect(cmd.name));
+        }
+        match cmd.args.first().and_then(Amf0Value::as_str) {
+            Some(name) if !name.is_empty() => Ok(Some((role, name.to_string()))),
+            _ => Err(IdentifyError::NoStreamName(cmd.name)),
+        }
+    }
+
+    fn on_connect(&mut self, cmd: &Command, encoder: &mut ChunkEncoder) -> Result<(), IdentifyError> {
+        let field = |k: &str| cmd.command_object.get(k).and_then(Amf0Value::as_str).unwrap_or_default().to_string();
+        self.connect = Some((field("tcUrl"), field("app")));
+        self.send(encoder, &message::window_ack_size(WINDOW))?;
+        self.send(encoder, &message::set_peer_bandwidth(WINDOW, BandwidthLimit::Dynamic))?;
+        let encoding = message::object_encoding(cmd);
+        self.send(encoder, &message::connect_result(cmd.transaction_id, encoding))
+    }
+}

@@ -1,0 +1,212 @@
+//! RTMP publish and play through the proxy, one connection at a time on its shard:
+//!
+//! 1. [`identify`]: handshake (digest or simple), answer `connect`/`createStream`/..., until
+//!    `publish` or `play` names the stream; every client byte after C2 is kept for replay.
+//! 2. Stream key from tcUrl + stream name; an origin proposed from the shard's snapshot
+//!    (rendezvous hash) and claimed from the control thread, which keeps one pin per stream.
+//! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`), client handshake, send the
+//!    replay verbatim, then forward the origin's stream until it confirms the start.
+//! 4. Relay both directions with `--relay splice|copy` ([`crate::shard::relay`]) until either
+//!    side closes; then both are closed.
+//!
+//! Failures after the stream is known are answered with an RTMP status the client shows
+//! (`NetStream.Publish.BadName` / `NetStream.Play.StreamNotFound` with the reason, or the
+//! origin's own refusal) and logged as one line with the stream key and the reason. Failures
+//! before that (bad handshake, a client that never publishes) close that connection only and
+//! are logged at debug.
+
+pub mod identify;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncWriteExt, future};
+use glommio::net::TcpStream;
+
+use crate::balance::endpoint::first_tcp;
+use crate::balance::{Origin, StreamKey};
+use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, message};
+use crate::control::bridge::{Protocol, Role};
+use crate::shard::traffic::Traffic;
+use crate::shard::{Shard, relay};
+use identify::Identified;
+use upstream::UpstreamError;
+
+/// A client must have sent `publish` or `play` within this long after connecting.
+pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The origin must confirm the start within this long after the replay.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one RTMP client connection.
+pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
+    let identified = future::or(async { Some(identify::identify(&mut client).await) }, async {
+        glommio::timer::sleep(IDENTIFY_TIMEOUT).await;
+        None
+    })
+    .await;
+    let ident = match identified {
+        Some(Ok(ident)) => ident,
+        Some(Err(e)) => return log::debug!("rtmp client {peer}: {e}"),
+        None => return log::debug!("rtmp client {peer}: no publish or play within {IDENTIFY_TIMEOUT:?}"),
+    };
+    let role = ident.role.name();
+    let key = match StreamKey::from_rtmp(&ident.tc_url, &ident.stream_name) {
+        Ok(key) => key,
+        Err(e) => {
+            log::warn!(
+                "rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}",
+                ident.tc_url,
+                ident.stream_name
+            );
+            return refuse(&mut client, ident.role, 128, &e.to_string()).await;
+        }
+    };
+    let origin = match pick(&shard, &key).await {
+        Ok(origin) => origin,
+        Err(reason) => {
+            log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
+            return refuse(&mut client, ident.role, 128, &reason).await;
+        }
+    };
+    shard.link.session(&key, Protocol::Rtmp, ident.role, true).await;
+    let traffic = shard.traffic.register(&key);
+    let started = Instant::now();
+    let outcome = proxy(&shard, client, &ident, &origin, &traffic).await;
+    shard.link.session(&key, Protocol::Rtmp, ident.role, false).await;
+    let (bytes_in, bytes_out) = (traffic.bytes_in.get(), traffic.bytes_out.get());
+    match outcome {
+        Ok(end) => log::info!(
+            "rtmp {role} {key} from {peer} via origin {} ended after {:.1?}: {end}; {bytes_in} bytes in, {bytes_out} bytes out",
+            origin.id,
+            started.elapsed()
+        ),
+        Err(e) => log::warn!("rtmp {role} {key} from {peer} via origin {}: {e}", origin.id),
+    }
+}
+
+/// Chooses the stream's origin: a proposal from this shard's snapshot, confirmed by the
+/// control thread's pin table.
+async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, String> {
+    let snapshot = shard.link.snapshots.borrow().clone();
+    let now = Instant::now();
+    let proposal = match snapshot.propose(key, now) {
+        Ok(origin) => origin.id.clone(),
+        Err(e) => return Err(e.to_string()),
+    };
+    shard.link.claim(key, Some(proposal)).await.map_err(|e| e.to_string())
+}
+
+/// Sends the client an error status on its stream and closes it. `chunk_size` is the client's
+/// current read chunk size.
+async fn refuse(client: &mut TcpStream, role: Role, chunk_size: u32, reason: &str) {
+    let code = match role {
+        Role::Publish => "NetStream.Publish.BadName",
+        Role::Play => "NetStream.Play.StreamNotFound",
+    };
+    let mut encoder = ChunkEncoder::new();
+    let mut out = Vec::new();
+    let status = message::on_status(identify::STREAM_ID, "error", code, reason);
+    if encoder.set_chunk_size(chunk_size).is_ok() && encoder.encode(&status, &mut out).is_ok() {
+        let _ = client.write_all(&out).await;
+    }
+    let _ = client.close().await;
+}
+
+/// How a relayed session ended.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    OriginClosed,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            End::ClientClosed => "the client closed",
+            End::OriginClosed => "the origin closed",
+        })
+    }
+}
+
+/// Why a session that reached an origin failed.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("origin {0} has no RTMP endpoint")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("origin did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("relay: {0}")]
+    Relay(#[from] std::io::Error),
+}
+
+async fn proxy(
+    shard: &Shard,
+    mut client: TcpStream,
+    ident: &Identified,
+    origin: &Origin,
+    traffic: &Traffic,
+) -> Result<End, SessionError> {
+    let reg = &origin.registration;
+    let endpoint = first_tcp(&reg.rtmp).ok_or_else(|| SessionError::NoEndpoint(origin.id.0.clone()))?;
+    let addr = SocketAddr::new(reg.ip, endpoint.port);
+    let (mut upstream, first) = match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            refuse(&mut client, ident.role, 128, &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+    log::debug!("rtmp {} {} -> origin {} ({addr})", ident.role.name(), ident.stream_name, origin.id);
+    upstream.write_all(&ident.replay).await.map_err(UpstreamError::Io)?;
+    traffic.bytes_in.set(ident.replay.len() as u64);
+    let mode = shard.config.relay;
+    let (mut client_r, mut client_w) = relay::split(client)?;
+    let (mut origin_r, mut origin_w) = relay::split(upstream)?;
+    let up = async {
+        let result = relay::one_way(mode, &mut client_r, &mut origin_w, &traffic.bytes_in).await;
+        result.map(|_| End::ClientClosed).map_err(SessionError::from)
+    };
+    let down = async {
+        let mut decoder = ChunkDecoder::new();
+        let confirmed = future::or(
+            async { Some(upstream::confirm(&mut origin_r, &mut client_w, first, ident.role, &mut decoder).await) },
+            async {
+                glommio::timer::sleep(CONFIRM_TIMEOUT).await;
+                None
+            },
+        )
+        .await;
+        let forwarded = match confirmed {
+            Some(Ok(forwarded)) => forwarded,
+            Some(Err(e)) => {
+                refuse_if_ours(&mut client_w, ident.role, &decoder, &e).await;
+                return Err(e.into());
+            }
+            None => {
+                let reason = format!("origin did not confirm within {CONFIRM_TIMEOUT:?}");
+                refuse(&mut client_w, ident.role, decoder.chunk_size(), &reason).await;
+                return Err(SessionError::ConfirmTimeout(CONFIRM_TIMEOUT));
+            }
+        };
+        client_w.write_all(&forwarded.rest).await?;
+        traffic.bytes_out.set(forwarded.sent + forwarded.rest.len() as u64);
+        relay::one_way(mode, &mut origin_r, &mut client_w, &traffic.bytes_out).await?;
+        Ok(End::OriginClosed)
+    };
+    future::or(up, down).await
+}
+
+/// After a failed confirmation: the origin's own refusal already reached the client; for
+/// anything else the proxy says why.
+async fn refuse_if_ours(client: &mut TcpStream, role: Role, decoder: &ChunkDecoder, e: &UpstreamError) {
+    if !matches!(e, UpstreamError::Refused { .. }) {
+        refuse(client, role, decoder.chunk_size(), &e.to_string()).await;
+    } else {
+        let _ = client.close().await;
+    }
+}
