@@ -4,6 +4,9 @@
 //! the control thread and wait until the System API is bound, start one shard per CPU and wait
 //! until each has bound its listeners. Any failure there stops startup with its reason.
 //!
+//! A shard or the control thread that stops on its own (a bug: a panic) stops the process
+//! with status 1 and a log line, rather than leaving a port half served.
+//!
 //! On the first SIGINT/SIGTERM the shards stop accepting and drain for up to
 //! `--grace-quit-timeout`; the control thread stops after the last shard. If that takes longer
 //! than `--force-quit-timeout`, or a second signal arrives, the process exits with status 1.
@@ -57,24 +60,41 @@ pub fn run(config: Config) -> ExitCode {
         }
     }
     log_started(&config, system_api);
-    let signal = wait_for_signal(None);
+    let (exit_tx, exit_rx) = mpsc::channel();
+    let threads = shards.len() + 1;
+    for (index, handle) in shards.into_iter().enumerate() {
+        let exit_tx = exit_tx.clone();
+        std::thread::spawn(move || {
+            let _ = handle.join();
+            let _ = exit_tx.send(format!("shard {index}"));
+        });
+    }
+    std::thread::spawn(move || {
+        let _ = control.join();
+        let _ = exit_tx.send("the control thread".to_string());
+    });
+    let signal = loop {
+        if let Some(sig) = wait_for_signal(Some(Duration::from_millis(250))) {
+            break sig;
+        }
+        if let Ok(which) = exit_rx.try_recv() {
+            log::error!("{which} stopped unexpectedly (see the error above); exiting");
+            std::process::exit(1);
+        }
+    };
     log::info!(
         "{} received: no longer accepting; draining connections for up to {:?}",
-        signal_name(signal),
+        signal_name(Some(signal)),
         config.grace_quit_timeout
     );
     let _ = shutdown_tx.send(true);
     let deadline = Instant::now() + config.force_quit_timeout;
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for handle in shards {
-            let _ = handle.join();
-        }
-        let _ = control.join();
-        let _ = done_tx.send(());
-    });
+    let mut stopped = 0;
     loop {
-        if done_rx.try_recv().is_ok() {
+        while exit_rx.try_recv().is_ok() {
+            stopped += 1;
+        }
+        if stopped == threads {
             log::info!("stopped");
             return ExitCode::SUCCESS;
         }
@@ -83,7 +103,7 @@ pub fn run(config: Config) -> ExitCode {
             std::process::exit(1);
         }
         if let Some(sig) = wait_for_signal(Some(Duration::from_millis(100))) {
-            log::warn!("second signal ({}): exiting now", signal_name(Some(sig)).trim_end());
+            log::warn!("second signal ({}): exiting now", signal_name(Some(sig)));
             std::process::exit(1);
         }
     }

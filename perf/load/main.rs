@@ -1,0 +1,2 @@
+//! streamgate-load: RTMP load generator (being written).
+fn main() {}
