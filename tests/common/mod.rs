@@ -2,6 +2,9 @@
 //! loopback ports in its own temp dir, talk raw HTTP to it, stop it by pid.
 #![allow(dead_code)]
 
+pub mod peers;
+pub mod rtmp_client;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
