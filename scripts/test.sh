@@ -8,7 +8,7 @@ source scripts/lib.sh
 
 need_cargo
 # gcc/pkg-config build glommio's liburing shim; the peers are real programs used by the tests.
-apt_install gcc pkg-config ca-certificates procps curl ffmpeg nginx libnginx-mod-rtmp
+apt_install gcc pkg-config ca-certificates procps curl ffmpeg nginx libnginx-mod-rtmp rtmpdump
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

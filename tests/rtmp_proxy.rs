@@ -406,3 +406,30 @@ fn a_crashed_origin_closes_its_clients_and_the_stream_moves() {
     assert!(again.running(), "{}", again.describe());
     drop(heartbeats);
 }
+
+/// librtmp (the RTMP library inside OBS), through rtmpdump, is a second, independent client:
+/// it plays the stream through the proxy and what it saved decodes as h264 and aac.
+#[test]
+fn rtmpdump_plays_through_the_proxy() {
+    let origin = NginxRtmp::start(4096);
+    let p = Proxy::start(&[]);
+    assert_eq!(register(&p.api_addr(), &origin_body("one", "rd", origin.rtmp_port)).status, 200);
+    let url = proxy_url(&p, "librtmp");
+    let mut publisher = Ffmpeg::publish(&url, 20);
+    wait_publishing(&p, &origin, "librtmp", &mut publisher);
+    let dir = TempDir::new("rtmpdump");
+    let flv = dir.0.join("out.flv");
+    let mut cmd = std::process::Command::new("rtmpdump");
+    // A live play never ends by itself: let it record for 6 s, then it is killed.
+    cmd.args(["-r", &url, "--live", "-o"]).arg(&flv);
+    let outcome = run_with_timeout(cmd, Duration::from_secs(6));
+    let size = std::fs::metadata(&flv).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 50_000, "rtmpdump saved {size} bytes: {}", outcome.stderr);
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .arg(&flv)
+        .output()
+        .unwrap();
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?} {}", outcome.stderr);
+}
