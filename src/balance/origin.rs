@@ -133,6 +133,8 @@ impl Registration {
 #[derive(Clone, Debug)]
 pub struct Origin {
     pub id: OriginId,
+    /// [`super::pick::id_hash`] of the id, for picking.
+    pub id_hash: u64,
     pub registration: Registration,
     /// When it first registered with this id.
     pub first_seen: Instant,

@@ -19,17 +19,36 @@ pub enum PickError {
     NoOriginAlive(String),
 }
 
-/// The rendezvous score of `origin_id` for `key`.
-pub fn score(key: &StreamKey, origin_id: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ HASH_SEED;
-    for b in key.as_str().bytes().chain([0xff]).chain(origin_id.bytes()) {
+/// FNV-1a of `bytes` from `seed`, finished with splitmix64 (FNV alone clusters similar ids).
+fn hash(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    // splitmix64 finalizer: FNV alone clusters on similar ids.
+    mix(h)
+}
+
+fn mix(mut h: u64) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// A stream key's half of the score, computed once per pick.
+pub fn key_hash(key: &str) -> u64 {
+    hash(HASH_SEED, key.as_bytes())
+}
+
+/// An origin id's half of the score, computed once when it registers.
+pub fn id_hash(origin_id: &str) -> u64 {
+    hash(HASH_SEED.rotate_left(32), origin_id.as_bytes())
+}
+
+/// The rendezvous score of an origin for a key, from their hashes: picking among n origins
+/// costs one key hash and n multiplications, not n string hashes.
+pub fn score(key_hash: u64, id_hash: u64) -> u64 {
+    mix(key_hash ^ id_hash)
 }
 
 /// The alive origin with the highest score for `key`; ties broken by id.
@@ -39,10 +58,11 @@ pub fn rendezvous<'a>(
     now: Instant,
     ttl: Duration,
 ) -> Result<&'a Arc<Origin>, PickError> {
+    let kh = key_hash(key.as_str());
     origins
         .into_iter()
         .filter(|o| o.is_alive(now, ttl))
-        .max_by_key(|o| (score(key, &o.id.0), &o.id))
+        .max_by_key(|o| (score(kh, o.id_hash), &o.id))
         .ok_or_else(|| PickError::NoOriginAlive(key.to_string()))
 }
 

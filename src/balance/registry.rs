@@ -122,7 +122,8 @@ impl Registry {
             }
             None => (now, Registered::New),
         };
-        let origin = Origin { id: id.clone(), registration: reg, first_seen, last_seen: now };
+        let id_hash = pick::id_hash(&id.0);
+        let origin = Origin { id: id.clone(), id_hash, registration: reg, first_seen, last_seen: now };
         self.origins.insert(id, Arc::new(origin));
         self.version += 1;
         Ok(what)

@@ -661,18 +661,11 @@ impl Drop for Heartbeats {
     }
 }
 
-/// The proxy's rendezvous score (a copy of `balance::pick::score`, kept here so these tests
-/// do not compile against the crate's internals). Only used to choose origin names that spread
+/// The proxy's rendezvous score, from the library. Only used to choose origin names that spread
 /// a test's keys; the tests assert where streams land from the origins' own stat.
 pub fn rendezvous_score(key: &str, origin_id: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ 0x5354_5245_414d_4741;
-    for b in key.bytes().chain([0xff]).chain(origin_id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    use streamgate::balance::pick;
+    pick::score(pick::key_hash(key), pick::id_hash(origin_id))
 }
 
 /// The origin id (among `ids`) the proxy's rendezvous hashing should pick for `key`.
