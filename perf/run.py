@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Runs one benchmark scenario side by side against the same nginx-rtmp origin:
+
+  direct   the load generator talks to the origin itself (the floor)
+  splice   through streamgate --relay splice
+  copy     through streamgate --relay copy
+  haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
+
+For each it records the proxy's CPU seconds (utime+stime of all its threads, from /proc) and
+CPU-seconds per GiB delivered, peak RSS, throughput, setup rate and time-to-first-media
+percentiles from the load generator's JSON summary, plus the generator's and the origin's own
+CPU. The markdown table (with the streamgate/HAProxy ratios) is appended to
+perf/results/<date>-<commit>.md and printed.
+
+Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy]
+Scenarios: fanout, bulk, churn, idle (see SCENARIOS below).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROXY = os.path.join(ROOT, "target/release/streamgate")
+LOAD = os.path.join(ROOT, "target/release/streamgate-load")
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Each scenario: what the FLV is, and the load generator's arguments (besides --url/--json).
+SCENARIOS = {
+    "fanout": {
+        "about": "1 publisher at about 2 Mbit/s (paced), 500 RTMP players",
+        "flv": ("1280x720", "2M"),
+        "args": ["--publishers", "1", "--paced", "--players", "500", "--ramp-per-sec", "250"],
+        "duration": 60,
+    },
+    "bulk": {
+        "about": "1 unpaced publisher to 1 player: the most bytes per second one stream carries",
+        "flv": ("1280x720", "8M"),
+        "args": ["--publishers", "1", "--players", "1"],
+        "duration": 20,
+    },
+    "churn": {
+        "about": "50 concurrent connectors: connect, play to first media byte, close, repeat",
+        "flv": ("640x360", "1M"),
+        "args": ["--publishers", "1", "--paced", "--churn", "50"],
+        "duration": 20,
+    },
+    "idle": {
+        "about": "5000 connected RTMP players on a stream with no media",
+        "flv": None,
+        "args": ["--players", "5000", "--play-stream", "paused", "--ramp-per-sec", "1000"],
+        "duration": 15,
+    },
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def cpu_seconds(pid):
+    """utime + stime of every thread of pid, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Nginx:
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "nginx")
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        self.port = free_port()
+        conf = f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon on;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/logs/error.log warn;
+events {{ worker_connections 20000; }}
+rtmp {{ server {{ listen 127.0.0.1:{self.port}; chunk_size 4096;
+    application live {{ live on; record off; }} }} }}
+"""
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        subprocess.run(["nginx", "-p", self.dir, "-c", self.conf], check=True)
+        wait_port(self.port)
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-f", f"nginx: worker process"], capture_output=True, text=True).stdout
+        master = int(open(os.path.join(self.dir, "nginx.pid")).read())
+        pids = []
+        for pid in out.split():
+            try:
+                if int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) == master:
+                    pids.append(int(pid))
+            except OSError:
+                pass
+        return pids
+
+    def cpu(self):
+        return sum(cpu_seconds(p) for p in self.worker_pids())
+
+    def stop(self):
+        subprocess.run(["nginx", "-p", self.dir, "-c", self.conf, "-s", "quit"], stderr=subprocess.DEVNULL)
+
+
+class Streamgate:
+    def __init__(self, tmp, origin_port, relay):
+        self.port, self.api = free_port(), free_port()
+        self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
+        self.proc = subprocess.Popen(
+            [PROXY, "--rtmp-server", f"127.0.0.1:{self.port}", "--system-api", f"127.0.0.1:{self.api}",
+             "--relay", relay, "--log-level", "warn"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_port(self.api)
+        body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",
+                           "rtmp": [str(origin_port)]}).encode()
+        urllib.request.urlopen(f"http://127.0.0.1:{self.api}/api/v1/srs/register", body, timeout=5).read()
+        wait_port(self.port)
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Haproxy:
+    def __init__(self, tmp, origin_port):
+        self.port = free_port()
+        cfg = os.path.join(tmp, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+    maxconn 40000
+    nbthread {os.cpu_count()}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend rtmp
+    bind 127.0.0.1:{self.port}
+    default_backend origin
+backend origin
+    server o1 127.0.0.1:{origin_port}
+""")
+        self.proc = subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def make_flv(tmp, size, rate):
+    path = os.path.join(tmp, f"media-{size}-{rate}.flv")
+    if not os.path.exists(path):
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:v", "libx264", "-preset", "ultrafast",
+             "-b:v", rate, "-maxrate", rate, "-bufsize", rate, "-g", "50", "-pix_fmt", "yuv420p",
+             "-c:a", "aac", "-b:a", "64k", "-t", "30", "-f", "flv", path], check=True)
+    return path
+
+
+def run_target(name, scenario, tmp, nginx, duration):
+    proxy = None
+    if name in ("splice", "copy"):
+        proxy = Streamgate(tmp, nginx.port, name)
+        port = proxy.port
+    elif name == "haproxy":
+        proxy = Haproxy(tmp, nginx.port)
+        port = proxy.port
+    else:
+        port = nginx.port
+    args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration), "--json"]
+    args += scenario["args"]
+    if scenario["flv"]:
+        args += ["--flv", make_flv(tmp, *scenario["flv"])]
+    cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
+    rss0 = rss_kib(proxy.pid) if proxy else 0
+    origin_cpu0 = nginx.cpu()
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    row = {"target": name, "load": summary, "origin_cpu_s": nginx.cpu() - origin_cpu0}
+    if proxy:
+        row["proxy_cpu_s"] = cpu_seconds(proxy.pid) - cpu0
+        row["proxy_peak_rss_kib"] = peak_rss_kib(proxy.pid)
+        row["proxy_rss_growth_kib"] = rss_kib(proxy.pid) - rss0
+        proxy.stop()
+    return row
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def table(scenario_name, rows):
+    lines = [
+        "| target | proxy CPU-s | proxy CPU-s/GiB | received MiB/s | setups/s | first media p50/p90/p99 ms | proxy peak RSS MiB | proxy RSS/conn KiB | loadgen CPU-s | origin CPU-s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s = r["load"]
+        gib = s.get("bytes_received", 0) / 2**30
+        cpu = r.get("proxy_cpu_s")
+        per_gib = cpu / gib if cpu is not None and gib > 0 else None
+        conns = max(1, s.get("connections_opened", 1))
+        growth = r.get("proxy_rss_growth_kib")
+        ttf = s.get("first_media_ms", {})
+        lines.append("| " + " | ".join([
+            r["target"], fmt(cpu), fmt(per_gib, 3), fmt(s.get("bytes_received", 0) / 2**20 / max(1e-9, s.get("seconds", 1)), 1),
+            fmt(s.get("setups_per_sec"), 1),
+            "/".join(fmt(ttf.get(k), 1) for k in ("p50", "p90", "p99")),
+            fmt(r["proxy_peak_rss_kib"] / 1024, 1) if "proxy_peak_rss_kib" in r else "-",
+            fmt(growth / conns, 1) if growth is not None else "-",
+            fmt(s.get("cpu_seconds")), fmt(r["origin_cpu_s"]), json.dumps(s.get("errors", {})),
+        ]) + " |")
+    by = {r["target"]: r for r in rows}
+    ratios = []
+    for relay in ("splice", "copy"):
+        if relay in by and "haproxy" in by:
+            a, b = by[relay], by["haproxy"]
+            ga, gb = a["load"].get("bytes_received", 0) / 2**30, b["load"].get("bytes_received", 0) / 2**30
+            if ga > 0 and gb > 0 and b["proxy_cpu_s"] > 0:
+                ratios.append(f"- CPU per GiB, streamgate {relay} / HAProxy: "
+                              f"{(a['proxy_cpu_s'] / ga) / (b['proxy_cpu_s'] / gb):.2f}")
+            tb = b["load"].get("bytes_received", 0)
+            if tb > 0:
+                ratios.append(f"- bytes received, streamgate {relay} / HAProxy: {a['load'].get('bytes_received', 0) / tb:.2f}")
+            pa, pb = a["load"].get("first_media_ms", {}).get("p99"), b["load"].get("first_media_ms", {}).get("p99")
+            pd = by.get("direct", {}).get("load", {}).get("first_media_ms", {}).get("p99")
+            if pa is not None and pd is not None:
+                ratios.append(f"- added first-media p99 over direct, streamgate {relay}: {pa - pd:.2f} ms")
+            if pa is not None and pb is not None and pd is not None:
+                pass
+    return "\n".join(lines + [""] + ratios)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--duration", type=int)
+    ap.add_argument("--targets", default="direct,splice,copy,haproxy")
+    opts = ap.parse_args()
+    scenario = SCENARIOS[opts.scenario]
+    duration = opts.duration or scenario["duration"]
+    for tool in (PROXY, LOAD):
+        if not os.path.exists(tool):
+            sys.exit(f"{tool} missing: run `cargo build --release --bins` first")
+    tmp = tempfile.mkdtemp(prefix="streamgate-perf-")
+    nginx = Nginx(tmp)
+    rows = []
+    try:
+        for target in opts.targets.split(","):
+            print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
+            rows.append(run_target(target, scenario, tmp, nginx, duration))
+    finally:
+        nginx.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    date = datetime.date.today().isoformat()
+    header = (f"## {opts.scenario}: {scenario['about']}, {duration} s\n\n"
+              f"{datetime.datetime.now().isoformat(timespec='seconds')}, commit {commit}, {platform.node()}, "
+              f"kernel {platform.release()}, {os.cpu_count()} CPUs; all processes on the same machine.\n")
+    text = header + "\n" + table(opts.scenario, rows) + "\n\n<details><summary>raw</summary>\n\n```json\n" + \
+        json.dumps(rows, indent=1) + "\n```\n</details>\n\n"
+    os.makedirs(os.path.join(ROOT, "perf/results"), exist_ok=True)
+    path = os.path.join(ROOT, f"perf/results/{date}-{commit}.md")
+    with open(path, "a") as f:
+        f.write(text)
+    print(text)
+    print(f"appended to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
