@@ -13,10 +13,26 @@ pub fn random_u64() -> u64 {
     (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-/// Fills `buf` with random bytes.
+/// Fills `buf` with random bytes in one getrandom(2) call (falling back to [`random_u64`]
+/// only for what the kernel did not fill).
 pub fn fill_random(buf: &mut [u8]) {
-    for chunk in buf.chunks_mut(8) {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let filled = usize::try_from(n).unwrap_or(0).min(buf.len());
+    for chunk in buf[filled..].chunks_mut(8) {
         let r = random_u64().to_ne_bytes();
         chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_bytes_differ() {
+        let (mut a, mut b) = ([0u8; 1528], [0u8; 1528]);
+        super::fill_random(&mut a);
+        super::fill_random(&mut b);
+        assert_ne!(a, b);
+        assert!(a.iter().filter(|&&x| x == 0).count() < 100);
     }
 }

@@ -87,10 +87,31 @@ fn ensure_memlock() -> Result<(), PreflightError> {
     Err(PreflightError::MemLock { soft: lim.rlim_cur, hard: lim.rlim_max })
 }
 
+/// Most descriptors asked for: a relayed connection holds four (two sockets, each with a read
+/// and a write half) and two pipes while it moves bytes.
+const WANTED_NOFILE: u64 = 1 << 20;
+
 fn raise_nofile() {
     let lim = get_limit(libc::RLIMIT_NOFILE);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok());
+    let wanted = nr_open.unwrap_or(WANTED_NOFILE).min(WANTED_NOFILE);
+    if lim.rlim_max < wanted {
+        // Root (CAP_SYS_RESOURCE) may raise the hard limit too.
+        let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted };
+        // SAFETY: setrlimit reads one valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
     if lim.rlim_cur < lim.rlim_max && !set_soft_limit(libc::RLIMIT_NOFILE, lim.rlim_max) {
         log::warn!("could not raise RLIMIT_NOFILE from {} to {}", lim.rlim_cur, lim.rlim_max);
+    }
+    let now = get_limit(libc::RLIMIT_NOFILE).rlim_cur;
+    if now < 65_536 {
+        log::warn!(
+            "RLIMIT_NOFILE is {now}: at 4 descriptors per relayed connection that is about {} streams' clients; raise it (ulimit -n, LimitNOFILE=)",
+            now / 4
+        );
     }
 }
 

@@ -50,6 +50,23 @@ pub fn split(stream: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
     Ok((stream, writer))
 }
 
+/// Acknowledges the peer's next segments at once (TCP_QUICKACK; the kernel clears it again by
+/// itself). Used after each read while a session is set up: ffmpeg and nginx-rtmp leave Nagle
+/// on, so a delayed ACK here would hold each of their small writes back by up to 40 ms.
+pub fn quickack(stream: &TcpStream) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from the valid `one` for the length given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a valid descriptor with F_GETFL/F_SETFL has no memory effects.
     unsafe {

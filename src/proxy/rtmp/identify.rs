@@ -20,6 +20,7 @@ use crate::codec::rtmp::{
     ChunkDecoder, ChunkEncoder, ChunkError, Command, HandshakeError, Message, MessageError, ServerHandshake,
 };
 use crate::control::bridge::Role;
+use crate::shard::relay::quickack;
 
 /// Most bytes a client may send before `publish`/`play` is complete (its commands, plus media
 /// that follows at once); past it the connection is dropped.
@@ -95,6 +96,7 @@ pub async fn identify(client: &mut TcpStream) -> Result<Identified, IdentifyErro
             session.out.clear();
         }
         let n = client.read(&mut chunk).await?;
+        quickack(client);
         if n == 0 {
             return Err(IdentifyError::Closed);
         }
@@ -113,6 +115,7 @@ async fn handshake(client: &mut TcpStream) -> Result<Vec<u8>, IdentifyError> {
     let mut buf = vec![0u8; 4096];
     loop {
         let n = client.read(&mut buf).await?;
+        quickack(client);
         if n == 0 {
             return Err(IdentifyError::Closed);
         }

@@ -154,15 +154,16 @@ async fn proxy(
     let reg = &origin.registration;
     let endpoint = first_tcp(&reg.rtmp).ok_or_else(|| SessionError::NoEndpoint(origin.id.0.clone()))?;
     let addr = SocketAddr::new(reg.ip, endpoint.port);
-    let (mut upstream, first) = match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
-        Ok(connected) => connected,
-        Err(e) => {
-            refuse(&mut client, ident.role, 128, &e.to_string()).await;
-            return Err(e.into());
-        }
-    };
+    let upstream::Connected { stream: mut upstream, c2, first } =
+        match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                refuse(&mut client, ident.role, 128, &e.to_string()).await;
+                return Err(e.into());
+            }
+        };
     log::debug!("rtmp {} {} -> origin {} ({addr})", ident.role.name(), ident.stream_name, origin.id);
-    upstream.write_all(&ident.replay).await.map_err(UpstreamError::Io)?;
+    upstream.write_all(&[&c2[..], &ident.replay].concat()).await.map_err(UpstreamError::Io)?;
     traffic.bytes_in.set(ident.replay.len() as u64);
     let mode = shard.config.relay;
     let (mut client_r, mut client_w) = relay::split(client)?;

@@ -25,6 +25,7 @@ use crate::codec::rtmp::amf0::Amf0Value;
 use crate::codec::rtmp::message::{COMMAND_AMF0, COMMAND_AMF3};
 use crate::codec::rtmp::{ChunkDecoder, ChunkError, ClientHandshake, Command, HandshakeError, Message};
 use crate::control::bridge::Role;
+use crate::shard::relay::quickack;
 
 /// Most bytes the origin may send before confirming (its answers are small; a play may
 /// already carry metadata and the first media messages).
@@ -51,9 +52,17 @@ pub enum UpstreamError {
     Io(#[from] std::io::Error),
 }
 
-/// Dials the origin within `timeout` and runs the client handshake; returns the connection
-/// and whatever the origin sent after S2.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<(TcpStream, Vec<u8>), UpstreamError> {
+/// A dialed origin whose handshake is done but for C2, which the caller sends together with
+/// its first bytes (one write instead of two).
+pub struct Connected {
+    pub stream: TcpStream,
+    pub c2: Vec<u8>,
+    /// What the origin sent after S2.
+    pub first: Vec<u8>,
+}
+
+/// Dials the origin within `timeout` and runs the client handshake up to C2.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connected, UpstreamError> {
     let mut origin = match TcpStream::connect_timeout(addr, timeout).await {
         Ok(s) => s,
         Err(e) => {
@@ -72,15 +81,17 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<(TcpStream, 
     let mut buf = vec![0u8; 4096];
     loop {
         let n = origin.read(&mut buf).await?;
+        quickack(&origin);
         if n == 0 {
             return Err(UpstreamError::Closed("the handshake"));
         }
         let progress = hs.feed(&buf[..n])?;
+        if progress.done {
+            let first = buf[progress.consumed..n].to_vec();
+            return Ok(Connected { stream: origin, c2: progress.output, first });
+        }
         if !progress.output.is_empty() {
             origin.write_all(&progress.output).await?;
-        }
-        if progress.done {
-            return Ok((origin, buf[progress.consumed..n].to_vec()));
         }
     }
 }
@@ -102,7 +113,8 @@ fn start_code(role: Role) -> &'static str {
 }
 
 /// Reads the origin's stream (starting with `first`, the bytes after its S2), forwards it to
-/// the client message by message, and returns once the origin confirmed `role`. On error,
+/// the client up to the last complete message of each read (one write per read), and returns
+/// once the origin confirmed `role`. On error,
 /// `decoder` tells the caller the client's current read chunk size (what was forwarded).
 pub async fn confirm(
     origin: &mut TcpStream,
@@ -118,25 +130,35 @@ pub async fn confirm(
     loop {
         pending.extend_from_slice(&chunk);
         let mut pos = 0;
+        let mut verdict_seen = Verdict::Other;
+        let mut boundary = forwarded;
         while pos < chunk.len() {
             let (used, msg) = decoder.decode(&chunk[pos..])?;
             pos += used;
             let Some(msg) = msg else { break };
-            let end = (decoder.consumed() - forwarded) as usize;
+            boundary = decoder.consumed();
+            verdict_seen = verdict(&msg, want);
+            if !matches!(verdict_seen, Verdict::Other) {
+                break;
+            }
+        }
+        let end = (boundary - forwarded) as usize;
+        if end > 0 {
             client.write_all(&pending[..end]).await?;
             pending.drain(..end);
-            forwarded = decoder.consumed();
-            match verdict(&msg, want) {
-                Verdict::Confirmed => return Ok(Forwarded { sent: forwarded, rest: pending }),
-                Verdict::Refused { code, description } => return Err(UpstreamError::Refused { code, description }),
-                Verdict::Other => {}
-            }
+            forwarded = boundary;
+        }
+        match verdict_seen {
+            Verdict::Confirmed => return Ok(Forwarded { sent: forwarded, rest: pending }),
+            Verdict::Refused { code, description } => return Err(UpstreamError::Refused { code, description }),
+            Verdict::Other => {}
         }
         if pending.len() > MAX_CONFIRM_BYTES {
             return Err(UpstreamError::TooMuch(want));
         }
         chunk = vec![0u8; 16 * 1024];
         let n = origin.read(&mut chunk).await?;
+        quickack(origin);
         if n == 0 {
             return Err(UpstreamError::Closed(want));
         }
