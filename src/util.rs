@@ -25,6 +25,24 @@ pub fn fill_random(buf: &mut [u8]) {
     }
 }
 
+/// Sets TCP_QUICKACK on a socket: the kernel acknowledges the next segments at once instead
+/// of delaying the ACK (it clears the flag again by itself, so callers set it after each
+/// read). Failure only loses the hint.
+pub fn quickack(fd: std::os::fd::RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from the valid `one` for the length given; a bad
+    // descriptor only makes it fail.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -112,7 +112,9 @@ impl Conn {
 
     async fn handshake(&mut self) -> Result<(), Failure> {
         let hs_err = |e: &dyn std::fmt::Display| Failure::new(Kind::Handshake, format!("handshake: {e}"));
-        let mut hs = ClientHandshake::new(0, &random_bytes()).map_err(|e| hs_err(&e))?;
+        let mut random = vec![0u8; RANDOM_LEN];
+        streamgate::util::fill_random(&mut random);
+        let mut hs = ClientHandshake::new(0, &random).map_err(|e| hs_err(&e))?;
         self.stream.write_all(hs.c0c1()).await.map_err(|e| hs_err(&e))?;
         loop {
             let step = self.read_with(|c, data| {
@@ -153,7 +155,7 @@ impl Conn {
                         self.rx_total += data.len() as u64;
                         self.rx_unreported += data.len() as u64;
                         if self.quickack {
-                            quickack(&self.stream);
+                            streamgate::util::quickack(self.stream.as_raw_fd());
                         }
                         Poll::Ready(Ok(Some(f(self, data))))
                     }
@@ -329,35 +331,4 @@ fn parse_command(msg: &Message) -> Result<Option<Command>, Failure> {
         return Ok(None);
     }
     Command::from_message(msg).map(Some).map_err(|e| Failure::new(Kind::Protocol, format!("command: {e}")))
-}
-
-/// Asks the kernel to acknowledge received data at once instead of delaying the ACK (Linux
-/// clears this after a while, hence one call per read). Failure only loses the hint.
-fn quickack(stream: &TcpStream) {
-    let one: libc::c_int = 1;
-    // SAFETY: the descriptor is the stream's open socket for the duration of the call; the
-    // option value points to a live c_int and its exact size is passed.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// C1 filler: a cheap xorshift stream seeded from the clock (no need for strong randomness).
-fn random_bytes() -> Vec<u8> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut state = (nanos.as_nanos() as u64) | 1;
-    (0..RANDOM_LEN)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }

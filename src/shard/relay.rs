@@ -10,8 +10,9 @@
 //!   full, the relay moves the pipe's next byte through user space with glommio's `write`,
 //!   which waits for POLLOUT on the ring; order is kept because that byte is simply the next
 //!   one of the stream.
-//! - **copy**: read into a 64 KiB buffer (allocated once the first byte is readable, so idle
-//!   connections hold none), write it all out.
+//! - **copy**: read into a buffer, write it all out. The buffer is allocated once the first
+//!   byte is readable (idle connections hold none) at 4 KiB and doubles, up to 64 KiB, each
+//!   time a read fills it.
 //!
 //! Back-pressure: neither holds more than one pipe ([`PIPE_SIZE`]) or one buffer per direction.
 //! A slow reader makes the relay stop reading from its source; the source's kernel buffers
@@ -32,8 +33,11 @@ use crate::config::RelayMode;
 
 /// Pipe capacity asked for with F_SETPIPE_SZ (the kernel default is 64 KiB).
 pub const PIPE_SIZE: usize = 256 * 1024;
-/// Buffer size of the copy relay.
+/// Largest buffer of the copy relay.
 pub const COPY_BUFFER: usize = 64 * 1024;
+/// First buffer of the copy relay: a direction that only ever carries small messages (a
+/// player's acknowledgements) never grows past it.
+const COPY_BUFFER_START: usize = 4 * 1024;
 
 /// Splits a socket into a read half and a write half (two descriptors of one socket), and
 /// makes it non-blocking so splice(2) never blocks the shard.
@@ -54,17 +58,7 @@ pub fn split(stream: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
 /// itself). Used after each read while a session is set up: ffmpeg and nginx-rtmp leave Nagle
 /// on, so a delayed ACK here would hold each of their small writes back by up to 40 ms.
 pub fn quickack(stream: &TcpStream) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from the valid `one` for the length given.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    crate::util::quickack(stream.as_raw_fd());
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -100,7 +94,7 @@ async fn copy_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u64>
     if src.peek(&mut probe).await? == 0 {
         return Ok(0);
     }
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut buf = vec![0u8; COPY_BUFFER_START];
     let mut total = 0u64;
     loop {
         let n = src.read(&mut buf).await?;
@@ -108,6 +102,9 @@ async fn copy_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u64>
             return Ok(total);
         }
         dst.write_all(&buf[..n]).await?;
+        if n == buf.len() && buf.len() < COPY_BUFFER {
+            buf.resize(buf.len() * 2, 0);
+        }
         total += n as u64;
         counter.set(counter.get() + n as u64);
     }
@@ -170,18 +167,26 @@ async fn splice_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u6
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut total = 0u64;
     let mut src_done = false;
+    // The last read from `src` got less than it asked for: the socket is probably empty, so
+    // wait for readiness instead of paying a splice that returns EAGAIN.
+    let mut src_drained = false;
     loop {
-        if !src_done && pipe.len < pipe.capacity {
-            match splice(src_fd, pipe.write.as_raw_fd(), pipe.capacity - pipe.len)? {
-                Moved::Bytes(n) => pipe.len += n,
-                Moved::End => src_done = true,
-                Moved::WouldBlock if pipe.len == 0 => {
-                    if src.peek(&mut probe).await? == 0 {
-                        src_done = true;
-                    }
+        if !src_done && pipe.len < pipe.capacity && !(src_drained && pipe.len > 0) {
+            if src_drained {
+                src_drained = false;
+                if src.peek(&mut probe).await? == 0 {
+                    src_done = true;
                     continue;
                 }
-                Moved::WouldBlock => {}
+            }
+            let want = pipe.capacity - pipe.len;
+            match splice(src_fd, pipe.write.as_raw_fd(), want)? {
+                Moved::Bytes(n) => {
+                    pipe.len += n;
+                    src_drained = n < want;
+                }
+                Moved::End => src_done = true,
+                Moved::WouldBlock => src_drained = true,
             }
         }
         if pipe.len == 0 {

@@ -47,35 +47,31 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         None
     })
     .await;
-    let ident = match identified {
+    let Identified { role: session_role, tc_url, stream_name, replay, .. } = match identified {
         Some(Ok(ident)) => ident,
         Some(Err(e)) => return log::debug!("rtmp client {peer}: {e}"),
         None => return log::debug!("rtmp client {peer}: no publish or play within {IDENTIFY_TIMEOUT:?}"),
     };
-    let role = ident.role.name();
-    let key = match StreamKey::from_rtmp(&ident.tc_url, &ident.stream_name) {
+    let role = session_role.name();
+    let key = match StreamKey::from_rtmp(&tc_url, &stream_name) {
         Ok(key) => key,
         Err(e) => {
-            log::warn!(
-                "rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}",
-                ident.tc_url,
-                ident.stream_name
-            );
-            return refuse(&mut client, ident.role, 128, &e.to_string()).await;
+            log::warn!("rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}", tc_url, stream_name);
+            return refuse(&mut client, session_role, 128, &e.to_string()).await;
         }
     };
     let origin = match pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
             log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
-            return refuse(&mut client, ident.role, 128, &reason).await;
+            return refuse(&mut client, session_role, 128, &reason).await;
         }
     };
-    shard.link.session(&key, Protocol::Rtmp, ident.role, true).await;
+    shard.link.session(&key, Protocol::Rtmp, session_role, true).await;
     let traffic = shard.traffic.register(&key);
     let started = Instant::now();
-    let outcome = proxy(&shard, client, &ident, &origin, &traffic).await;
-    shard.link.session(&key, Protocol::Rtmp, ident.role, false).await;
+    let outcome = proxy(&shard, client, session_role, replay, &origin, &traffic).await;
+    shard.link.session(&key, Protocol::Rtmp, session_role, false).await;
     let (bytes_in, bytes_out) = (traffic.bytes_in.get(), traffic.bytes_out.get());
     match outcome {
         Ok(end) => log::info!(
@@ -147,24 +143,28 @@ enum SessionError {
 async fn proxy(
     shard: &Shard,
     mut client: TcpStream,
-    ident: &Identified,
+    role: Role,
+    replay: Vec<u8>,
     origin: &Origin,
     traffic: &Traffic,
 ) -> Result<End, SessionError> {
     let reg = &origin.registration;
     let endpoint = first_tcp(&reg.rtmp).ok_or_else(|| SessionError::NoEndpoint(origin.id.0.clone()))?;
     let addr = SocketAddr::new(reg.ip, endpoint.port);
-    let upstream::Connected { stream: mut upstream, c2, first } =
+    let upstream::Connected { stream: mut upstream, mut c2, first } =
         match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
             Ok(connected) => connected,
             Err(e) => {
-                refuse(&mut client, ident.role, 128, &e.to_string()).await;
+                refuse(&mut client, role, 128, &e.to_string()).await;
                 return Err(e.into());
             }
         };
-    log::debug!("rtmp {} {} -> origin {} ({addr})", ident.role.name(), ident.stream_name, origin.id);
-    upstream.write_all(&[&c2[..], &ident.replay].concat()).await.map_err(UpstreamError::Io)?;
-    traffic.bytes_in.set(ident.replay.len() as u64);
+    log::debug!("rtmp {} -> origin {} ({addr})", role.name(), origin.id);
+    traffic.bytes_in.set(replay.len() as u64);
+    c2.extend_from_slice(&replay);
+    drop(replay); // up to MAX_IDENTIFY_BYTES: not kept for the session's life
+    upstream.write_all(&c2).await.map_err(UpstreamError::Io)?;
+    drop(c2);
     let mode = shard.config.relay;
     let (mut client_r, mut client_w) = relay::split(client)?;
     let (mut origin_r, mut origin_w) = relay::split(upstream)?;
@@ -173,33 +173,44 @@ async fn proxy(
         result.map(|_| End::ClientClosed).map_err(SessionError::from)
     };
     let down = async {
-        let mut decoder = ChunkDecoder::new();
-        let confirmed = future::or(
-            async { Some(upstream::confirm(&mut origin_r, &mut client_w, first, ident.role, &mut decoder).await) },
-            async {
-                glommio::timer::sleep(CONFIRM_TIMEOUT).await;
-                None
-            },
-        )
-        .await;
-        let forwarded = match confirmed {
-            Some(Ok(forwarded)) => forwarded,
-            Some(Err(e)) => {
-                refuse_if_ours(&mut client_w, ident.role, &decoder, &e).await;
-                return Err(e.into());
-            }
-            None => {
-                let reason = format!("origin did not confirm within {CONFIRM_TIMEOUT:?}");
-                refuse(&mut client_w, ident.role, decoder.chunk_size(), &reason).await;
-                return Err(SessionError::ConfirmTimeout(CONFIRM_TIMEOUT));
-            }
-        };
-        client_w.write_all(&forwarded.rest).await?;
-        traffic.bytes_out.set(forwarded.sent + forwarded.rest.len() as u64);
+        confirm(&mut origin_r, &mut client_w, first, role, traffic).await?;
         relay::one_way(mode, &mut origin_r, &mut client_w, &traffic.bytes_out).await?;
         Ok(End::OriginClosed)
     };
     future::or(up, down).await
+}
+
+/// Forwards the origin's stream until it confirms `role` (within [`CONFIRM_TIMEOUT`]), then
+/// what it sent past the confirmation. The chunk decoder lives only this long.
+async fn confirm(
+    origin: &mut TcpStream,
+    client: &mut TcpStream,
+    first: Vec<u8>,
+    role: Role,
+    traffic: &Traffic,
+) -> Result<(), SessionError> {
+    let mut decoder = ChunkDecoder::new();
+    let confirmed =
+        future::or(async { Some(upstream::confirm(origin, client, first, role, &mut decoder).await) }, async {
+            glommio::timer::sleep(CONFIRM_TIMEOUT).await;
+            None
+        })
+        .await;
+    let forwarded = match confirmed {
+        Some(Ok(forwarded)) => forwarded,
+        Some(Err(e)) => {
+            refuse_if_ours(client, role, &decoder, &e).await;
+            return Err(e.into());
+        }
+        None => {
+            let reason = format!("origin did not confirm within {CONFIRM_TIMEOUT:?}");
+            refuse(client, role, decoder.chunk_size(), &reason).await;
+            return Err(SessionError::ConfirmTimeout(CONFIRM_TIMEOUT));
+        }
+    };
+    client.write_all(&forwarded.rest).await?;
+    traffic.bytes_out.set(forwarded.sent + forwarded.rest.len() as u64);
+    Ok(())
 }
 
 /// After a failed confirmation: the origin's own refusal already reached the client; for
