@@ -12,7 +12,7 @@ percentiles from the load generator's JSON summary, plus the generator's and the
 CPU. The markdown table (with the streamgate/HAProxy ratios) is appended to
 perf/results/<date>-<commit>.md and printed.
 
-Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy]
+Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy] [--load-args "..."]
 Scenarios: fanout, bulk, churn, idle (see SCENARIOS below).
 """
 
@@ -206,7 +206,7 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def run_target(name, scenario, tmp, nginx, duration):
+def run_target(name, scenario, tmp, nginx, duration, load_args):
     proxy = None
     if name in ("splice", "copy"):
         proxy = Streamgate(tmp, nginx.port, name)
@@ -217,7 +217,7 @@ def run_target(name, scenario, tmp, nginx, duration):
     else:
         port = nginx.port
     args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration), "--json"]
-    args += scenario["args"]
+    args += scenario["args"] + load_args
     if scenario["flv"]:
         args += ["--flv", make_flv(tmp, *scenario["flv"])]
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
@@ -293,6 +293,9 @@ def main():
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--duration", type=int)
     ap.add_argument("--targets", default="direct,splice,copy,haproxy")
+    ap.add_argument("--load-args", default="",
+                    help="extra streamgate-load flags for every target, e.g. --quickack (the generator then "
+                         "acknowledges at once, so its own delayed ACKs do not dominate first-media times)")
     opts = ap.parse_args()
     scenario = SCENARIOS[opts.scenario]
     duration = opts.duration or scenario["duration"]
@@ -305,13 +308,14 @@ def main():
     try:
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
-            rows.append(run_target(target, scenario, tmp, nginx, duration))
+            rows.append(run_target(target, scenario, tmp, nginx, duration, opts.load_args.split()))
     finally:
         nginx.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     date = datetime.date.today().isoformat()
-    header = (f"## {opts.scenario}: {scenario['about']}, {duration} s\n\n"
+    extra = f" (load generator also given `{opts.load_args}`)" if opts.load_args else ""
+    header = (f"## {opts.scenario}: {scenario['about']}, {duration} s{extra}\n\n"
               f"{datetime.datetime.now().isoformat(timespec='seconds')}, commit {commit}, {platform.node()}, "
               f"kernel {platform.release()}, {os.cpu_count()} CPUs; all processes on the same machine.\n")
     text = header + "\n" + table(opts.scenario, rows) + "\n\n<details><summary>raw</summary>\n\n```json\n" + \
