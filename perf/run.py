@@ -88,18 +88,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def peak_rss_kib(pid):
+def status_kib(pid, field):
+    """A memory field of /proc/PID/status in KiB: VmRSS (now) or VmHWM (peak)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -221,7 +214,7 @@ def run_target(name, scenario, tmp, nginx, duration, load_args):
     if scenario["flv"]:
         args += ["--flv", make_flv(tmp, *scenario["flv"])]
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
-    rss0 = rss_kib(proxy.pid) if proxy else 0
+    rss0 = status_kib(proxy.pid, "VmRSS") if proxy else 0
     origin_cpu0 = nginx.cpu()
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:
@@ -230,8 +223,8 @@ def run_target(name, scenario, tmp, nginx, duration, load_args):
     row = {"target": name, "load": summary, "origin_cpu_s": nginx.cpu() - origin_cpu0}
     if proxy:
         row["proxy_cpu_s"] = cpu_seconds(proxy.pid) - cpu0
-        row["proxy_peak_rss_kib"] = peak_rss_kib(proxy.pid)
-        row["proxy_rss_growth_kib"] = rss_kib(proxy.pid) - rss0
+        row["proxy_peak_rss_kib"] = status_kib(proxy.pid, "VmHWM")
+        row["proxy_rss_growth_kib"] = status_kib(proxy.pid, "VmRSS") - rss0
         proxy.stop()
     return row
 

@@ -27,12 +27,21 @@
 //! identify (protocol handshake, stream name) -> stream key ([`balance::StreamKey`]) -> claim an
 //! origin -> dial and replay -> relay until either side closes -> report the session.
 //!
+//! For RTMP ([`proxy::rtmp`]) the proxy answers the handshake and `connect`/`createStream`
+//! itself, then sends the origin every byte the client sent after its handshake, verbatim, and
+//! forwards the origin's stream verbatim too: both peers see each other's chunk stream from its
+//! first byte, so the switch to relaying needs no re-framing. The relay
+//! ([`shard::relay`]) is splice(2) through a pipe or a copy loop, with readiness from the
+//! shard's io_uring; per-connection byte counters ([`shard::traffic`]) reach the control
+//! thread once a second.
+//!
 //! ## Modules
 //!
 //! - [`config`]: flags, environment variables, `.env` -> validated [`config::Config`];
 //! - [`codec`]: sans-io parsers and writers (no runtime inside);
 //! - [`balance`]: origins, stream keys, registry, picking, pins (pure data, no runtime);
-//! - [`shard`]: glommio executors, listeners, connection gate, startup checks;
+//! - [`shard`]: glommio executors, listeners, connection gate, relays, traffic counters,
+//!   startup checks;
 //! - [`proxy`]: per-protocol connection handling;
 //! - [`control`]: the control thread, its System API and the shard bridge;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines.

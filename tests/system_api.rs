@@ -10,18 +10,8 @@ use std::time::Duration;
 
 use common::*;
 
-const CURL_EXAMPLE: &str = r#"{
-          "device_id": "origin2",
-          "ip": "10.78.122.184",
-          "server": "vid-46p14mm",
-          "service": "z2s3w865",
-          "pid": "42583",
-          "rtmp": ["19352"],
-          "http": ["8082"],
-          "api": ["19853"],
-          "srt": ["10082"],
-          "rtc": ["udp://0.0.0.0:8001"]
-        }"#;
+/// The registration example of proxy-protocol.md, byte for byte.
+const CURL_EXAMPLE: &str = include_str!("data/register/curl-example.json");
 
 fn origin_ids(p: &Proxy) -> Vec<String> {
     let reply = get(&p.api_addr(), "/api/v1/origins");

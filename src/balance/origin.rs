@@ -153,18 +153,7 @@ impl Origin {
 mod tests {
     use super::*;
 
-    const CURL_EXAMPLE: &str = r#"{
-          "device_id": "origin2",
-          "ip": "10.78.122.184",
-          "server": "vid-46p14mm",
-          "service": "z2s3w865",
-          "pid": "42583",
-          "rtmp": ["19352"],
-          "http": ["8082"],
-          "api": ["19853"],
-          "srt": ["10082"],
-          "rtc": ["udp://0.0.0.0:8001"]
-        }"#;
+    const CURL_EXAMPLE: &str = include_str!("../../tests/data/register/curl-example.json");
 
     #[test]
     fn curl_example_of_the_protocol() {
