@@ -38,19 +38,22 @@ pub struct Cli {
     #[arg(long, env = "PROXY_RTMP_SERVER", default_value = "11935", value_name = "ADDR", help_heading = "Listeners")]
     pub rtmp_server: ListenAddr,
 
-    /// HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files).
+    /// HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files). Not served yet in this
+    /// version: the address is checked, not bound.
     #[arg(long, env = "PROXY_HTTP_SERVER", default_value = "18080", value_name = "ADDR", help_heading = "Listeners")]
     pub http_server: ListenAddr,
 
-    /// HTTP API listener (WebRTC WHIP/WHEP signalling).
+    /// HTTP API listener (WebRTC WHIP/WHEP signalling). Not served yet in this version: the
+    /// address is checked, not bound.
     #[arg(long, env = "PROXY_HTTP_API", default_value = "11985", value_name = "ADDR", help_heading = "Listeners")]
     pub http_api: ListenAddr,
 
-    /// WebRTC media UDP listener; its port is also the one written into SDP answers.
+    /// WebRTC media UDP listener; its port is also the one written into SDP answers. Not served
+    /// yet in this version: the address is checked, not bound.
     #[arg(long, env = "PROXY_WEBRTC_SERVER", default_value = "18000", value_name = "ADDR", help_heading = "Listeners")]
     pub webrtc_server: ListenAddr,
 
-    /// SRT UDP listener.
+    /// SRT UDP listener. Not served yet in this version: the address is checked, not bound.
     #[arg(long, env = "PROXY_SRT_SERVER", default_value = "20080", value_name = "ADDR", help_heading = "Listeners")]
     pub srt_server: ListenAddr,
 
