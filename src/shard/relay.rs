@@ -1,33 +1,29 @@
-//! Relaying an established stream's bytes between two sockets, one direction at a time.
+//! Relaying an established stream's bytes between two sockets, one direction at a time, plus
+//! the small readiness-based I/O helpers the RTMP session uses around it.
 //!
-//! Two implementations behind one function, [`one_way`], chosen by `--relay`:
+//! Readiness comes from the shard's io_uring: `TcpStream::readable`/`writable` (a POLL_ADD,
+//! added to the vendored glommio, see vendor/glommio/STREAMGATE-PATCH.md). No io-wq worker is
+//! ever parked on an idle connection (unlike IORING_OP_SPLICE, see stack-findings.md), no
+//! buffer is held while waiting, and everything takes `&TcpStream`, so both directions of a
+//! session share its two sockets: two descriptors per session, no duplicates.
 //!
-//! - **splice**: socket -> pipe -> socket with non-blocking `splice(2)` called on the
-//!   shard thread, so the bytes never enter user space. Readiness comes from glommio's ring:
-//!   when the source has nothing, the relay awaits `peek` of one byte (an io_uring RECV with
-//!   MSG_PEEK, served by the kernel's fast poll for sockets: no io-wq worker is parked on an
-//!   idle connection, unlike IORING_OP_SPLICE, see stack-findings.md). When the destination is
-//!   full, the relay moves the pipe's next byte through user space with glommio's `write`,
-//!   which waits for POLLOUT on the ring; order is kept because that byte is simply the next
-//!   one of the stream.
-//! - **copy** (default, the cheaper one in the fan-out and idle benchmarks): read into a buffer,
-//!   write it all out. The first wait reads into a small inline buffer (no heap for an idle
-//!   direction); then the buffer starts at 4 KiB and doubles, up to 64 KiB, each time a read
-//!   fills it.
+//! Two relays behind one function, [`one_way`], chosen by `--relay`:
+//!
+//! - **copy** (default, the cheaper one in the fan-out and idle benchmarks): recv into a buffer,
+//!   send it all. The buffer is allocated with the first readable bytes (an idle direction has
+//!   none) at 4 KiB and doubles, up to 64 KiB, each time a read fills it.
+//! - **splice**: socket -> pipe -> socket with non-blocking `splice(2)` on the shard thread, so
+//!   the bytes never enter user space; the pipe is made with the first readable bytes.
 //!
 //! Back-pressure: neither holds more than one pipe ([`PIPE_SIZE`]) or one buffer per direction.
 //! A slow reader makes the relay stop reading from its source; the source's kernel buffers
 //! then fill and TCP flow control pushes back to the sender (for a player, the origin: the
 //! proxy's memory does not grow, and the origin applies its own policy for slow players).
-//!
-//! Each direction owns a read half and a write half; [`split`] makes them from one socket by
-//! duplicating its descriptor, so both directions can wait at the same time.
 
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::config::RelayMode;
@@ -40,26 +36,49 @@ pub const COPY_BUFFER: usize = 64 * 1024;
 /// player's acknowledgements) never grows past it.
 const COPY_BUFFER_START: usize = 4 * 1024;
 
-/// Splits a socket into a read half and a write half (two descriptors of one socket), and
-/// makes it non-blocking so splice(2) never blocks the shard.
-pub fn split(stream: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
-    let fd = stream.as_raw_fd();
-    set_nonblocking(fd)?;
-    // SAFETY: `fd` is an open socket owned by `stream`; dup returns a new descriptor or -1.
-    let dup = unsafe { libc::dup(fd) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `dup` is a fresh descriptor of a connected TCP socket that nothing else owns.
-    let writer = unsafe { TcpStream::from_raw_fd(dup) };
-    Ok((stream, writer))
-}
-
 /// Acknowledges the peer's next segments at once (TCP_QUICKACK; the kernel clears it again by
 /// itself). Used after each read while a session is set up: ffmpeg and nginx-rtmp leave Nagle
 /// on, so a delayed ACK here would hold each of their small writes back by up to 40 ms.
 pub fn quickack(stream: &TcpStream) {
     crate::util::quickack(stream.as_raw_fd());
+}
+
+/// Receives into `buf`, waiting on the ring while nothing is there; `Ok(0)` at end of stream.
+pub async fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv writes at most `buf.len()` bytes into the valid, exclusively borrowed
+        // `buf`; the descriptor is the stream's open socket.
+        let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => stream.readable().await?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Sends all of `buf`, waiting on the ring while the socket is full.
+pub async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        // SAFETY: send reads at most `buf.len()` bytes from the valid `buf`.
+        let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+        if n > 0 {
+            buf = &buf[n as usize..];
+            continue;
+        }
+        let e = if n == 0 { io::ErrorKind::WriteZero.into() } else { io::Error::last_os_error() };
+        match e.kind() {
+            io::ErrorKind::WouldBlock => stream.writable().await?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -76,12 +95,7 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// Moves bytes from `src` to `dst` until `src` ends (returns the byte count) or either fails.
 /// `counter` is increased as bytes go out. On a clean end of `src`, `dst`'s write side is shut
 /// down so the peer sees the end too.
-pub async fn one_way(
-    mode: RelayMode,
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    counter: &Cell<u64>,
-) -> io::Result<u64> {
+pub async fn one_way(mode: RelayMode, src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
     let total = match mode {
         RelayMode::Splice => splice_loop(src, dst, counter).await?,
         RelayMode::Copy => copy_loop(src, dst, counter).await?,
@@ -90,30 +104,21 @@ pub async fn one_way(
     Ok(total)
 }
 
-async fn copy_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
-    // Wait for the first bytes with a read into a small inline buffer: glommio's read waits on
-    // the ring without allocating (its peek allocates a 4 KiB-aligned buffer per wait), so an
-    // idle direction costs no heap at all.
-    let mut first = [0u8; 512];
-    let n = src.read(&mut first).await?;
-    if n == 0 {
-        return Ok(0);
-    }
-    dst.write_all(&first[..n]).await?;
-    counter.set(counter.get() + n as u64);
+async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
+    src.readable().await?;
     let mut buf = vec![0u8; COPY_BUFFER_START];
-    let mut total = n as u64;
+    let mut total = 0u64;
     loop {
-        let n = src.read(&mut buf).await?;
+        let n = recv(src, &mut buf).await?;
         if n == 0 {
             return Ok(total);
         }
-        dst.write_all(&buf[..n]).await?;
+        send_all(dst, &buf[..n]).await?;
+        total += n as u64;
+        counter.set(counter.get() + n as u64);
         if n == buf.len() && buf.len() < COPY_BUFFER {
             buf.resize(buf.len() * 2, 0);
         }
-        total += n as u64;
-        counter.set(counter.get() + n as u64);
     }
 }
 
@@ -164,14 +169,13 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Moved> {
     }
 }
 
-async fn splice_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
-    let mut probe = [0u8; 1];
-    // Wait for the first byte before making the pipe: idle connections hold no pipe.
-    if src.peek(&mut probe).await? == 0 {
-        return Ok(0);
-    }
-    let mut pipe = Pipe::new()?;
+async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
+    // Wait for the first bytes before making the pipe: idle directions hold no pipe.
+    src.readable().await?;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    set_nonblocking(src_fd)?;
+    set_nonblocking(dst_fd)?;
+    let mut pipe = Pipe::new()?;
     let mut total = 0u64;
     let mut src_done = false;
     // The last read from `src` got less than it asked for: the socket is probably empty, so
@@ -181,10 +185,7 @@ async fn splice_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u6
         if !src_done && pipe.len < pipe.capacity && !(src_drained && pipe.len > 0) {
             if src_drained {
                 src_drained = false;
-                if src.peek(&mut probe).await? == 0 {
-                    src_done = true;
-                    continue;
-                }
+                src.readable().await?;
             }
             let want = pipe.capacity - pipe.len;
             match splice(src_fd, pipe.write.as_raw_fd(), want)? {
@@ -202,26 +203,14 @@ async fn splice_loop(src: &mut TcpStream, dst: &mut TcpStream, counter: &Cell<u6
             }
             continue;
         }
-        let sent = match splice(pipe.read.as_raw_fd(), dst_fd, pipe.len)? {
-            Moved::Bytes(n) => n,
+        match splice(pipe.read.as_raw_fd(), dst_fd, pipe.len)? {
+            Moved::Bytes(n) => {
+                pipe.len -= n;
+                total += n as u64;
+                counter.set(counter.get() + n as u64);
+            }
             Moved::End => return Err(io::ErrorKind::WriteZero.into()),
-            Moved::WouldBlock => push_one_byte(&pipe, dst).await?,
-        };
-        pipe.len -= sent;
-        total += sent as u64;
-        counter.set(counter.get() + sent as u64);
+            Moved::WouldBlock => dst.writable().await?,
+        }
     }
-}
-
-/// The destination is full: move the pipe's next byte with glommio's `write`, which waits on
-/// the ring until the socket is writable.
-async fn push_one_byte(pipe: &Pipe, dst: &mut TcpStream) -> io::Result<usize> {
-    let mut byte = [0u8; 1];
-    // SAFETY: reads at most one byte into the valid one-byte buffer from our pipe.
-    let n = unsafe { libc::read(pipe.read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
-    if n != 1 {
-        return Err(io::Error::other("splice relay: pipe unexpectedly empty"));
-    }
-    dst.write_all(&byte).await?;
-    Ok(1)
 }

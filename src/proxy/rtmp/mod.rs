@@ -57,14 +57,14 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         Ok(key) => key,
         Err(e) => {
             log::warn!("rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}", tc_url, stream_name);
-            return refuse(&mut client, session_role, 128, &e.to_string()).await;
+            return refuse(&client, session_role, 128, &e.to_string()).await;
         }
     };
     let origin = match pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
             log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
-            return refuse(&mut client, session_role, 128, &reason).await;
+            return refuse(&client, session_role, 128, &reason).await;
         }
     };
     shard.link.session(&key, Protocol::Rtmp, session_role, true).await;
@@ -97,7 +97,7 @@ async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, String> {
 
 /// Sends the client an error status on its stream and closes it. `chunk_size` is the client's
 /// current read chunk size.
-async fn refuse(client: &mut TcpStream, role: Role, chunk_size: u32, reason: &str) {
+async fn refuse(client: &TcpStream, role: Role, chunk_size: u32, reason: &str) {
     let code = match role {
         Role::Publish => "NetStream.Publish.BadName",
         Role::Play => "NetStream.Play.StreamNotFound",
@@ -106,9 +106,9 @@ async fn refuse(client: &mut TcpStream, role: Role, chunk_size: u32, reason: &st
     let mut out = Vec::new();
     let status = message::on_status(identify::STREAM_ID, "error", code, reason);
     if encoder.set_chunk_size(chunk_size).is_ok() && encoder.encode(&status, &mut out).is_ok() {
-        let _ = client.write_all(&out).await;
+        let _ = relay::send_all(client, &out).await;
     }
-    let _ = client.close().await;
+    let _ = client.shutdown(std::net::Shutdown::Write).await;
 }
 
 /// How a relayed session ended.
@@ -142,7 +142,7 @@ enum SessionError {
 
 async fn proxy(
     shard: &Shard,
-    mut client: TcpStream,
+    client: TcpStream,
     role: Role,
     replay: Vec<u8>,
     origin: &Origin,
@@ -155,7 +155,7 @@ async fn proxy(
         match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
             Ok(connected) => connected,
             Err(e) => {
-                refuse(&mut client, role, 128, &e.to_string()).await;
+                refuse(&client, role, 128, &e.to_string()).await;
                 return Err(e.into());
             }
         };
@@ -166,15 +166,14 @@ async fn proxy(
     upstream.write_all(&c2).await.map_err(UpstreamError::Io)?;
     drop(c2);
     let mode = shard.config.relay;
-    let (mut client_r, mut client_w) = relay::split(client)?;
-    let (mut origin_r, mut origin_w) = relay::split(upstream)?;
+    let (client, upstream) = (&client, &upstream);
     let up = async {
-        let result = relay::one_way(mode, &mut client_r, &mut origin_w, &traffic.bytes_in).await;
+        let result = relay::one_way(mode, client, upstream, &traffic.bytes_in).await;
         result.map(|_| End::ClientClosed).map_err(SessionError::from)
     };
     let down = async {
-        confirm(&mut origin_r, &mut client_w, first, role, traffic).await?;
-        relay::one_way(mode, &mut origin_r, &mut client_w, &traffic.bytes_out).await?;
+        confirm(upstream, client, first, role, traffic).await?;
+        relay::one_way(mode, upstream, client, &traffic.bytes_out).await?;
         Ok(End::OriginClosed)
     };
     future::or(up, down).await
@@ -183,8 +182,8 @@ async fn proxy(
 /// Forwards the origin's stream until it confirms `role` (within [`CONFIRM_TIMEOUT`]), then
 /// what it sent past the confirmation. The chunk decoder lives only this long.
 async fn confirm(
-    origin: &mut TcpStream,
-    client: &mut TcpStream,
+    origin: &TcpStream,
+    client: &TcpStream,
     first: Vec<u8>,
     role: Role,
     traffic: &Traffic,
@@ -208,17 +207,17 @@ async fn confirm(
             return Err(SessionError::ConfirmTimeout(CONFIRM_TIMEOUT));
         }
     };
-    client.write_all(&forwarded.rest).await?;
+    relay::send_all(client, &forwarded.rest).await?;
     traffic.bytes_out.set(forwarded.sent + forwarded.rest.len() as u64);
     Ok(())
 }
 
 /// After a failed confirmation: the origin's own refusal already reached the client; for
 /// anything else the proxy says why.
-async fn refuse_if_ours(client: &mut TcpStream, role: Role, decoder: &ChunkDecoder, e: &UpstreamError) {
+async fn refuse_if_ours(client: &TcpStream, role: Role, decoder: &ChunkDecoder, e: &UpstreamError) {
     if !matches!(e, UpstreamError::Refused { .. }) {
         refuse(client, role, decoder.chunk_size(), &e.to_string()).await;
     } else {
-        let _ = client.close().await;
+        let _ = client.shutdown(std::net::Shutdown::Write).await;
     }
 }

@@ -25,7 +25,7 @@ use crate::codec::rtmp::amf0::Amf0Value;
 use crate::codec::rtmp::message::{COMMAND_AMF0, COMMAND_AMF3};
 use crate::codec::rtmp::{ChunkDecoder, ChunkError, ClientHandshake, Command, HandshakeError, Message};
 use crate::control::bridge::Role;
-use crate::shard::relay::quickack;
+use crate::shard::relay::{quickack, recv, send_all};
 
 /// Most bytes the origin may send before confirming (its answers are small; a play may
 /// already carry metadata and the first media messages).
@@ -117,8 +117,8 @@ fn start_code(role: Role) -> &'static str {
 /// once the origin confirmed `role`. On error,
 /// `decoder` tells the caller the client's current read chunk size (what was forwarded).
 pub async fn confirm(
-    origin: &mut TcpStream,
-    client: &mut TcpStream,
+    origin: &TcpStream,
+    client: &TcpStream,
     first: Vec<u8>,
     role: Role,
     decoder: &mut ChunkDecoder,
@@ -144,7 +144,7 @@ pub async fn confirm(
         }
         let end = (boundary - forwarded) as usize;
         if end > 0 {
-            client.write_all(&pending[..end]).await?;
+            send_all(client, &pending[..end]).await?;
             pending.drain(..end);
             forwarded = boundary;
         }
@@ -157,7 +157,7 @@ pub async fn confirm(
             return Err(UpstreamError::TooMuch(want));
         }
         chunk = vec![0u8; 16 * 1024];
-        let n = origin.read(&mut chunk).await?;
+        let n = recv(origin, &mut chunk).await?;
         quickack(origin);
         if n == 0 {
             return Err(UpstreamError::Closed(want));
