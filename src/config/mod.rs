@@ -81,10 +81,10 @@ pub struct Cli {
     )]
     pub max_connections_per_shard: usize,
 
-    /// How bytes are relayed once a stream is set up: copy (read into a buffer, write it out;
-    /// the cheaper one for many players at video bit rates and for idle connections) or splice
-    /// (zero-copy through a kernel pipe; the cheaper one for a few very fast streams).
-    #[arg(long, env = "STREAMGATE_RELAY", value_enum, default_value_t = RelayMode::Copy, help_heading = "Threads")]
+    /// How bytes are relayed once a stream is set up: splice (zero-copy through a kernel pipe;
+    /// no user-space buffer per busy connection, the fastest single stream) or copy (receive
+    /// into a buffer of up to 64 KiB, send it on).
+    #[arg(long, env = "STREAMGATE_RELAY", value_enum, default_value_t = RelayMode::Splice, help_heading = "Threads")]
     pub relay: RelayMode,
 
     /// How long to wait for an origin to accept an RTMP connection before the client is told

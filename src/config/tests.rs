@@ -28,7 +28,7 @@ fn defaults_are_the_srs_proxy_ports() {
     assert_eq!(c.grace_quit_timeout, Duration::from_secs(20));
     assert_eq!(c.force_quit_timeout, Duration::from_secs(30));
     assert_eq!(c.cpus, vec![0, 1]);
-    assert_eq!(c.relay, RelayMode::Copy, "the relay the fan-out and idle benchmarks favour");
+    assert_eq!(c.relay, RelayMode::Splice, "the relay perf/results favour");
     assert!(c.default_backend.is_none());
     assert!(c.register_token.is_none());
 }

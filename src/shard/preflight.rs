@@ -87,8 +87,8 @@ fn ensure_memlock() -> Result<(), PreflightError> {
     Err(PreflightError::MemLock { soft: lim.rlim_cur, hard: lim.rlim_max })
 }
 
-/// Most descriptors asked for: a relayed connection holds four (two sockets, each with a read
-/// and a write half) and two pipes while it moves bytes.
+/// Most descriptors asked for: a relayed session holds two sockets, and two pipes (four
+/// descriptors) while it moves bytes with splice.
 const WANTED_NOFILE: u64 = 1 << 20;
 
 fn raise_nofile() {

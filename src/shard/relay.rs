@@ -9,10 +9,9 @@
 //!
 //! Two relays behind one function, [`one_way`], chosen by `--relay`:
 //!
-//! - **copy** (default, the cheaper one in the fan-out and idle benchmarks): recv into a buffer,
-//!   send it all. The buffer is allocated with the first readable bytes (an idle direction has
+//! - **copy**: recv into a buffer, send it all. The buffer is allocated with the first readable bytes (an idle direction has
 //!   none) at 4 KiB and doubles, up to 64 KiB, each time a read fills it.
-//! - **splice**: socket -> pipe -> socket with non-blocking `splice(2)` on the shard thread, so
+//! - **splice** (default): socket -> pipe -> socket with non-blocking `splice(2)` on the shard thread, so
 //!   the bytes never enter user space; the pipe is made with the first readable bytes.
 //!
 //! Back-pressure: neither holds more than one pipe ([`PIPE_SIZE`]) or one buffer per direction.
