@@ -433,3 +433,57 @@ fn rtmpdump_plays_through_the_proxy() {
     let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
     assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?} {}", outcome.stderr);
 }
+
+/// Descriptors of `pid` that are pipes, and its threads named like io_uring's io-wq workers.
+fn pipes_and_io_workers(pid: u32) -> (usize, Vec<String>) {
+    let pipes = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+                .count()
+        })
+        .unwrap_or(0);
+    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .map(|comm| comm.trim().to_string())
+                .filter(|comm| comm.starts_with("iou-wrk"))
+                .collect()
+        })
+        .unwrap_or_default();
+    (pipes, workers)
+}
+
+/// The splice relay moves a live session's bytes through pipes (zero-copy) and, waiting on
+/// io_uring readiness, parks no io-wq kernel thread; the copy relay makes no pipe.
+#[test]
+fn splice_relay_uses_pipes_and_no_io_wq_threads() {
+    for (relay, wants_pipes) in [("splice", true), ("copy", false)] {
+        let origin = NginxRtmp::start(4096);
+        let p = Proxy::start(&["--relay", relay]);
+        let (baseline, _) = pipes_and_io_workers(p.child.id());
+        assert_eq!(register(&p.api_addr(), &origin_body("zc", relay, origin.rtmp_port)).status, 200);
+        let url = proxy_url(&p, "zc");
+        let mut publisher = Ffmpeg::publish(&url, 20);
+        wait_publishing(&p, &origin, "zc", &mut publisher);
+        let mut player = Ffmpeg::play(&url, 15);
+        assert!(wait_until(Duration::from_secs(15), || origin.players("zc") >= 1), "{}", player.describe());
+        // Sample while media flows: the pipes exist while their direction relays.
+        let mut seen_pipes = 0;
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline {
+            let (pipes, workers) = pipes_and_io_workers(p.child.id());
+            assert!(workers.is_empty(), "{relay}: io-wq workers {workers:?}");
+            seen_pipes = seen_pipes.max(pipes);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Pipes the process has anyway (the runtime's own) are not the relay's.
+        if wants_pipes {
+            assert!(seen_pipes >= baseline + 2, "{relay}: no relay pipe ({seen_pipes}, baseline {baseline})");
+        } else {
+            assert_eq!(seen_pipes, baseline, "{relay}: pipes while relaying");
+        }
+        player.kill();
+        publisher.kill();
+    }
+}
