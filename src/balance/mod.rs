@@ -4,7 +4,8 @@
 //! - [`origin`]: registration requests and origin records;
 //! - [`stream_key`]: the `vhost/app/stream` key every protocol of one stream shares;
 //! - [`pick`]: rendezvous hashing and the immutable [`pick::Snapshot`] shards see;
-//! - [`registry`]: the control thread's origins and pins.
+//! - [`registry`]: the control thread's origins, pins and session counts;
+//! - [`session`]: session kinds (protocol, role).
 //!
 //! Nothing here imports glommio or tokio (a test in `tests/layering.rs` keeps it so); time is a
 //! parameter, so every rule is testable without sleeping.
@@ -13,6 +14,7 @@ pub mod endpoint;
 pub mod origin;
 pub mod pick;
 pub mod registry;
+pub mod session;
 pub mod stream_key;
 
 pub use origin::{Origin, OriginId, Registration};

@@ -13,6 +13,8 @@
 //! Pure data: time comes in as `now`, so tests drive it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::session::{Protocol, Role};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,10 +47,17 @@ pub struct Pin {
 #[derive(Clone, Debug)]
 pub struct Stream {
     pub pin: Option<Pin>,
-    /// Open sessions of this stream, over all shards and protocols.
-    pub sessions: u64,
-    /// When `sessions` last dropped to zero (or the stream was first seen).
+    /// Open sessions of this stream over all shards, by protocol and role (no zero entries).
+    pub sessions: BTreeMap<(Protocol, Role), u64>,
+    /// When the last session closed (or the stream was first seen).
     pub idle_since: Instant,
+}
+
+impl Stream {
+    /// Open sessions of every kind.
+    pub fn open_sessions(&self) -> u64 {
+        self.sessions.values().sum()
+    }
 }
 
 /// What a registration did.
@@ -178,21 +187,21 @@ impl Registry {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(_) if full => Err(RegistryError::PinsFull(len)),
             std::collections::hash_map::Entry::Vacant(e) => {
-                Ok(e.insert(Stream { pin: None, sessions: 0, idle_since: now }))
+                Ok(e.insert(Stream { pin: None, sessions: BTreeMap::new(), idle_since: now }))
             }
         }
     }
 
-    /// A session of `key` opened (`+1`) or closed (`-1`).
-    pub fn session_delta(&mut self, key: &StreamKey, opened: bool, now: Instant) {
+    /// A session of `key` of this kind opened or closed.
+    pub fn session_delta(&mut self, key: &StreamKey, kind: (Protocol, Role), opened: bool, now: Instant) {
         let Ok(stream) = self.stream_entry(key, now) else {
             return;
         };
-        if opened {
-            stream.sessions += 1;
-        } else {
-            stream.sessions = stream.sessions.saturating_sub(1);
-            if stream.sessions == 0 {
+        let count = stream.sessions.entry(kind).or_default();
+        *count = if opened { *count + 1 } else { count.saturating_sub(1) };
+        if *count == 0 {
+            stream.sessions.remove(&kind);
+            if stream.sessions.is_empty() {
                 stream.idle_since = now;
             }
         }
@@ -213,11 +222,11 @@ impl Registry {
         }
         let alive = &self.alive_at_last_tick;
         self.streams.retain(|key, stream| {
-            let idle = stream.sessions == 0 && now.saturating_duration_since(stream.idle_since) >= ttl;
+            let idle = stream.sessions.is_empty() && now.saturating_duration_since(stream.idle_since) >= ttl;
             if let Some(pin) = stream.pin.take_if(|pin| idle || !alive.contains(&pin.origin)) {
                 report.unpinned.push((key.clone(), pin.origin));
             }
-            stream.pin.is_some() || stream.sessions > 0
+            stream.pin.is_some() || !stream.sessions.is_empty()
         });
         if !report.expired.is_empty() || !report.forgotten.is_empty() {
             self.version += 1;

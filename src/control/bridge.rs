@@ -14,51 +14,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::balance::registry::RegistryError;
+pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
 use crate::shard::traffic::TrafficDelta;
 
 /// Capacity of the shard -> control event queue.
 pub const EVENT_QUEUE: usize = 4096;
-
-/// Which protocol a session speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Rtmp,
-    HttpFlv,
-    HttpTs,
-    Hls,
-    WebRtc,
-    Srt,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Rtmp => "rtmp",
-            Protocol::HttpFlv => "http_flv",
-            Protocol::HttpTs => "http_ts",
-            Protocol::Hls => "hls",
-            Protocol::WebRtc => "webrtc",
-            Protocol::Srt => "srt",
-        }
-    }
-}
-
-/// Whether a session publishes or plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Publish,
-    Play,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Publish => "publish",
-            Role::Play => "play",
-        }
-    }
-}
 
 /// The answer to a claim.
 pub type ClaimReply = Result<Arc<Origin>, RegistryError>;

@@ -11,7 +11,7 @@ pub mod http_server;
 pub mod system_api;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::balance::registry::{Limits, Registry};
 use crate::balance::{Registration, Snapshot, StreamKey};
 use crate::config::Config;
-use bridge::{Protocol, Role, ShardEvent};
+use bridge::ShardEvent;
 
 /// How often the default backend is re-registered (as in the SRS proxy).
 pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);
@@ -31,8 +31,6 @@ pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);
 pub struct State {
     pub config: Arc<Config>,
     pub registry: Registry,
-    /// Open sessions per stream, by protocol and role.
-    pub sessions: HashMap<StreamKey, BTreeMap<(Protocol, Role), u64>>,
     /// Bytes per stream, summed over shards.
     pub traffic: HashMap<StreamKey, StreamTraffic>,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -67,16 +65,7 @@ impl State {
                 }
             }
             ShardEvent::Session { key, protocol, role, opened } => {
-                self.registry.session_delta(&key, opened, now);
-                let per_stream = self.sessions.entry(key.clone()).or_default();
-                let count = per_stream.entry((protocol, role)).or_default();
-                *count = if opened { *count + 1 } else { count.saturating_sub(1) };
-                if *count == 0 {
-                    per_stream.remove(&(protocol, role));
-                }
-                if per_stream.is_empty() {
-                    self.sessions.remove(&key);
-                }
+                self.registry.session_delta(&key, (protocol, role), opened, now);
             }
         }
     }
@@ -167,7 +156,6 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
     let state = Rc::new(RefCell::new(State {
         config: config.clone(),
         registry,
-        sessions: HashMap::new(),
         traffic: HashMap::new(),
         snapshots,
         published_version: u64::MAX,

@@ -147,19 +147,14 @@ fn streams(state: &State) -> Response {
         .streams()
         .map(|(key, stream)| {
             let traffic = state.traffic.get(key);
-            let sessions: serde_json::Map<String, Value> = state
-                .sessions
-                .get(key)
-                .into_iter()
-                .flatten()
-                .map(|((p, r), n)| (format!("{}_{}", p.name(), r.name()), json!(n)))
-                .collect();
+            let sessions: serde_json::Map<String, Value> =
+                stream.sessions.iter().map(|((p, r), n)| (format!("{}_{}", p.name(), r.name()), json!(n))).collect();
             let value = json!({
                 "key": key.as_str(),
                 "origin": stream.pin.as_ref().map(|p| p.origin.0.as_str()),
                 "pinned_seconds": stream.pin.as_ref().map(|p| now.saturating_duration_since(p.since).as_secs_f64()),
                 "sessions": sessions,
-                "total_sessions": stream.sessions,
+                "total_sessions": stream.open_sessions(),
                 "bytes_in": traffic.map_or(0, |t| t.bytes_in),
                 "bytes_out": traffic.map_or(0, |t| t.bytes_out),
                 "in_kbps": traffic.map_or(0, |t| t.in_bps / 1000),

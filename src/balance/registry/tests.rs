@@ -1,6 +1,8 @@
 use super::*;
 use proptest::prelude::*;
 
+const RTMP_PLAY: (Protocol, Role) = (Protocol::Rtmp, Role::Play);
+
 const TTL: Duration = Duration::from_secs(300);
 
 fn reg(server: &str, service: &str, pid: &str) -> Registration {
@@ -94,7 +96,7 @@ fn tick_expires_forgets_and_unpins() {
     assert_eq!(r.tick(t0), TickReport::default());
     let k = key("x");
     let pinned = r.claim(&k, None, t0).unwrap().id.clone();
-    r.session_delta(&k, true, t0);
+    r.session_delta(&k, RTMP_PLAY, true, t0);
     let survivor = r.origins().find(|o| o.id != pinned).unwrap().registration.clone();
     r.register(survivor.clone(), t0 + TTL).unwrap();
     let report = r.tick(t0 + TTL);
@@ -212,7 +214,7 @@ proptest! {
                 Op::Disconnect(k) => {
                     let entry = open.entry(k).or_default();
                     if entry.0 > 0 {
-                        r.session_delta(&key(&k.to_string()), false, now);
+                        r.session_delta(&key(&k.to_string()), RTMP_PLAY, false, now);
                         entry.0 -= 1;
                         if entry.0 == 0 {
                             entry.1 += 1;
@@ -232,7 +234,7 @@ proptest! {
                                 prop_assert!(prev == &origin.id || died_since || idle_since,
                                     "key {} moved from {} (never dead or idle since) to {}", sk, prev, origin.id);
                             }
-                            r.session_delta(&sk, true, now);
+                            r.session_delta(&sk, RTMP_PLAY, true, now);
                             open.entry(k).or_default().0 += 1;
                             let d = deaths.get(&origin.id).copied().unwrap_or(0);
                             last.insert(k, (origin.id.clone(), d, idle_epoch));

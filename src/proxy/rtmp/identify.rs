@@ -37,7 +37,6 @@ const WINDOW: u32 = 2_500_000;
 pub struct Identified {
     pub role: Role,
     pub tc_url: String,
-    pub app: String,
     /// The `publish`/`play` name, query included.
     pub stream_name: String,
     /// Every byte after the client's C2, in order (up to and past `publish`/`play`).
@@ -68,7 +67,8 @@ pub enum IdentifyError {
 /// The connection so far.
 #[derive(Default)]
 struct Session {
-    connect: Option<(String, String)>,
+    /// The tcUrl of `connect`, once it arrived.
+    connect: Option<String>,
     out: Vec<u8>,
 }
 
@@ -87,8 +87,8 @@ pub async fn identify(client: &mut TcpStream) -> Result<Identified, IdentifyErro
             let Some(msg) = msg else { break };
             if let Some((role, name)) = session.on_message(&msg, &mut encoder)? {
                 client.write_all(&session.out).await?;
-                let (tc_url, app) = session.connect.take().unwrap_or_default();
-                return Ok(Identified { role, tc_url, app, stream_name: name, replay });
+                let tc_url = session.connect.take().unwrap_or_default();
+                return Ok(Identified { role, tc_url, stream_name: name, replay });
             }
         }
         if !session.out.is_empty() {
@@ -172,7 +172,7 @@ impl Session {
 
     fn on_connect(&mut self, cmd: &Command, encoder: &mut ChunkEncoder) -> Result<(), IdentifyError> {
         let field = |k: &str| cmd.command_object.get(k).and_then(Amf0Value::as_str).unwrap_or_default().to_string();
-        self.connect = Some((field("tcUrl"), field("app")));
+        self.connect = Some(field("tcUrl"));
         self.send(encoder, &message::window_ack_size(WINDOW))?;
         self.send(encoder, &message::set_peer_bandwidth(WINDOW, BandwidthLimit::Dynamic))?;
         let encoding = message::object_encoding(cmd);

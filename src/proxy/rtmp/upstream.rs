@@ -126,9 +126,10 @@ pub async fn confirm(
     let want = start_code(role);
     let mut pending = Vec::new(); // bytes not yet forwarded; they start at `forwarded`
     let mut forwarded = decoder.consumed();
-    let mut chunk = first;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut chunk: &[u8] = &first;
     loop {
-        pending.extend_from_slice(&chunk);
+        pending.extend_from_slice(chunk);
         let mut pos = 0;
         let mut verdict_seen = Verdict::Other;
         let mut boundary = forwarded;
@@ -156,13 +157,12 @@ pub async fn confirm(
         if pending.len() > MAX_CONFIRM_BYTES {
             return Err(UpstreamError::TooMuch(want));
         }
-        chunk = vec![0u8; 16 * 1024];
-        let n = recv(origin, &mut chunk).await?;
+        let n = recv(origin, &mut buf).await?;
         quickack(origin);
         if n == 0 {
             return Err(UpstreamError::Closed(want));
         }
-        chunk.truncate(n);
+        chunk = &buf[..n];
     }
 }
 
