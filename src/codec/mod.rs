@@ -3,7 +3,9 @@
 //! fuzzable and benchmarkable without a network.
 //!
 //! - [`http`]: HTTP/1.x request heads (httparse) and responses;
+//! - [`m3u8`]: HLS playlist rewriting (sticky segments);
 //! - [`rtmp`]: RTMP handshake, chunk stream, AMF0 and messages.
 
 pub mod http;
+pub mod m3u8;
 pub mod rtmp;

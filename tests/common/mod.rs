@@ -2,6 +2,7 @@
 //! loopback ports in its own temp dir, talk raw HTTP to it, stop it by pid.
 #![allow(dead_code)]
 
+pub mod http_peers;
 pub mod peers;
 pub mod rtmp_client;
 
@@ -41,16 +42,22 @@ pub struct Proxy {
     pub child: Child,
     pub rtmp: u16,
     pub api: u16,
+    /// The HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files).
+    pub http: u16,
     pub log: PathBuf,
     _dir: TempDir,
 }
 
 /// Builds the command line for a proxy on free ports, with no `PROXY_*` variables inherited.
+/// The HTTP stream listener gets a free port too unless `extra` names one.
 pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(&dir.0)
-        .args(["--rtmp-server", &format!("127.0.0.1:{rtmp}"), "--system-api", &format!("127.0.0.1:{api}")])
-        .args(extra)
+        .args(["--rtmp-server", &format!("127.0.0.1:{rtmp}"), "--system-api", &format!("127.0.0.1:{api}")]);
+    if !extra.contains(&"--http-server") {
+        cmd.args(["--http-server", &format!("127.0.0.1:{}", free_port())]);
+    }
+    cmd.args(extra)
         .env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {
         if k.starts_with("PROXY_") || k.starts_with("STREAMGATE_") {
@@ -68,12 +75,15 @@ impl Proxy {
 
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = TempDir::new("proxy");
-        let (rtmp, api) = (free_port(), free_port());
+        let (rtmp, api, http) = (free_port(), free_port(), free_port());
         let log = dir.0.join("streamgate.log");
-        let mut cmd = proxy_command(&dir, rtmp, api, extra);
+        let http_flag = format!("127.0.0.1:{http}");
+        let mut args = vec!["--http-server", http_flag.as_str()];
+        args.extend_from_slice(extra);
+        let mut cmd = proxy_command(&dir, rtmp, api, &args);
         cmd.envs(env.iter().copied()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().expect("start streamgate");
-        let proxy = Proxy { child, rtmp, api, log, _dir: dir };
+        let proxy = Proxy { child, rtmp, api, http, log, _dir: dir };
         proxy.wait_ready();
         proxy
     }
@@ -95,6 +105,10 @@ impl Proxy {
 
     pub fn api_addr(&self) -> String {
         format!("127.0.0.1:{}", self.api)
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http)
     }
 
     /// Sends SIGTERM and waits for the exit status; returns it, the time it took and the log.
