@@ -117,12 +117,13 @@ fn fail(reason: &str) -> ExitCode {
 
 fn log_started(config: &Config, system_api: std::net::SocketAddr) {
     log::info!(
-        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; System API {system_api}; relay {}; origin TTL {:?}",
+        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; System API {system_api}; relay {}; origin TTL {:?}",
         env!("CARGO_PKG_VERSION"),
         env!("STREAMGATE_COMMIT"),
         config.cpus.len(),
         config.cpus,
         config.listen.rtmp,
+        config.listen.http_stream,
         config.relay.name(),
         config.origin_ttl,
     );

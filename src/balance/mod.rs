@@ -1,6 +1,7 @@
 //! Origins, stream keys, the registry and picking: pure data, no runtime.
 //!
 //! - [`endpoint`]: the listen endpoints SRS reports (`1935`, `ip:port`, `udp://:8000`, ...);
+//! - [`hls`]: the `spbhid` ids that keep HLS segments on their playlist's origin;
 //! - [`origin`]: registration requests and origin records;
 //! - [`stream_key`]: the `vhost/app/stream` key every protocol of one stream shares;
 //! - [`pick`]: rendezvous hashing and the immutable [`pick::Snapshot`] shards see;
@@ -11,6 +12,7 @@
 //! parameter, so every rule is testable without sleeping.
 
 pub mod endpoint;
+pub mod hls;
 pub mod origin;
 pub mod pick;
 pub mod registry;

@@ -38,8 +38,8 @@ pub struct Cli {
     #[arg(long, env = "PROXY_RTMP_SERVER", default_value = "11935", value_name = "ADDR", help_heading = "Listeners")]
     pub rtmp_server: ListenAddr,
 
-    /// HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files). Not served yet in this
-    /// version: the address is checked, not bound.
+    /// HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files, /api/v1/versions), served
+    /// by every shard with SO_REUSEPORT.
     #[arg(long, env = "PROXY_HTTP_SERVER", default_value = "18080", value_name = "ADDR", help_heading = "Listeners")]
     pub http_server: ListenAddr,
 
@@ -227,16 +227,44 @@ pub struct Cli {
     #[arg(long, env = "STREAMGATE_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logs")]
     pub log_level: LogLevel,
 
-    /// Deadline for a System API client to send its request head, and then its body; past it
-    /// the client gets 408 and is disconnected.
+    /// Deadline for an HTTP client (System API or HTTP stream listener) to send a request head
+    /// once it has started one, and then its body; past it the client gets 408 and is
+    /// disconnected.
     #[arg(
         long,
         env = "STREAMGATE_HTTP_REQUEST_TIMEOUT",
         default_value = "10s",
         value_name = "DURATION",
-        help_heading = "System API"
+        help_heading = "HTTP"
     )]
     pub http_request_timeout: GoDuration,
+
+    /// How long an idle keep-alive connection on the HTTP stream listener may wait for its
+    /// next request before it is closed.
+    #[arg(
+        long,
+        env = "STREAMGATE_HTTP_IDLE_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION",
+        help_heading = "HTTP"
+    )]
+    pub http_idle_timeout: GoDuration,
+
+    /// How long to wait for an HTTP origin to accept the connection, and then again for its
+    /// response head (and for a whole HLS playlist); past it the player gets 502 or 504.
+    #[arg(
+        long,
+        env = "STREAMGATE_HTTP_ORIGIN_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION",
+        help_heading = "HTTP"
+    )]
+    pub http_origin_timeout: GoDuration,
+
+    /// Directory served on the HTTP stream listener for paths that are not streams (SRS's
+    /// players, for example). Unset: such paths get 404. It must exist when given.
+    #[arg(long, env = "PROXY_STATIC_FILES", value_name = "DIR", help_heading = "HTTP")]
+    pub static_files: Option<PathBuf>,
 
     /// Log line format: text for people, json (one object a line) for collectors.
     #[arg(long, env = "STREAMGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logs")]
@@ -373,6 +401,10 @@ pub struct Config {
     /// The bearer token required on register, when auth is on.
     pub register_token: Option<String>,
     pub http_request_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub http_origin_timeout: Duration,
+    /// The canonical static-files directory, if any.
+    pub static_files: Option<PathBuf>,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub grace_quit_timeout: Duration,
@@ -430,6 +462,22 @@ impl Cli {
         if self.http_request_timeout.0.is_zero() {
             return Err(ConfigError::new("--http-request-timeout", "must be longer than 0s"));
         }
+        if self.http_idle_timeout.0.is_zero() {
+            return Err(ConfigError::new("--http-idle-timeout", "must be longer than 0s"));
+        }
+        if self.http_origin_timeout.0.is_zero() {
+            return Err(ConfigError::new("--http-origin-timeout", "must be longer than 0s"));
+        }
+        let static_files =
+            match self.static_files.clone().filter(|p| !p.as_os_str().is_empty()) {
+                Some(dir) if !dir.is_dir() => {
+                    return Err(ConfigError::new("--static-files", format!("{} is not a directory", dir.display())));
+                }
+                Some(dir) => Some(dir.canonicalize().map_err(|e| {
+                    ConfigError::new("--static-files", format!("cannot resolve {}: {e}", dir.display()))
+                })?),
+                None => None,
+            };
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError::new("--max-connections-per-shard", "must be at least 1"));
         }
@@ -472,6 +520,9 @@ impl Cli {
             default_backend,
             register_token,
             http_request_timeout: self.http_request_timeout.0,
+            http_idle_timeout: self.http_idle_timeout.0,
+            http_origin_timeout: self.http_origin_timeout.0,
+            static_files,
             log_level: self.log_level,
             log_format: self.log_format,
             grace_quit_timeout: self.grace_quit_timeout.0,

@@ -23,12 +23,20 @@ pub const EVENT_QUEUE: usize = 4096;
 
 /// The answer to a claim.
 pub type ClaimReply = Result<Arc<Origin>, RegistryError>;
+/// The answer to an HLS claim: the origin and the stream's `spbhid`.
+pub type HlsClaimReply = Result<(Arc<Origin>, Arc<str>), RegistryError>;
+/// The answer to an `spbhid` lookup: `None` for an unknown id, else the stream and its claim.
+pub type HlsResolveReply = Option<(StreamKey, Arc<str>, ClaimReply)>;
 
 /// What a shard tells the control thread.
 #[derive(Debug)]
 pub enum ShardEvent {
     /// Pin `key` (to `proposed` if it has no alive pin yet) and say where it is pinned.
     Claim { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<ClaimReply> },
+    /// Like `Claim`, and also the stream's HLS id (made on first use).
+    ClaimHls { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<HlsClaimReply> },
+    /// Which stream an HLS id belongs to, and that stream's claim.
+    ResolveHls { id: String, reply: oneshot::Sender<HlsResolveReply> },
     /// A session of `key` opened or closed.
     Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
     /// Bytes moved per stream on one shard since its previous report.
@@ -58,6 +66,29 @@ impl ShardLink {
         let event = ShardEvent::Claim { key: key.clone(), proposed, reply };
         self.events.send(event).await.map_err(|_| ClaimError::ControlGone)?;
         Ok(answer.await.map_err(|_| ClaimError::ControlGone)??)
+    }
+
+    /// Asks which origin serves `key` and the stream's HLS id.
+    pub async fn claim_hls(
+        &self,
+        key: &StreamKey,
+        proposed: Option<OriginId>,
+    ) -> Result<(Arc<Origin>, Arc<str>), ClaimError> {
+        let (reply, answer) = oneshot::channel();
+        let event = ShardEvent::ClaimHls { key: key.clone(), proposed, reply };
+        self.events.send(event).await.map_err(|_| ClaimError::ControlGone)?;
+        Ok(answer.await.map_err(|_| ClaimError::ControlGone)??)
+    }
+
+    /// Looks up the stream of an HLS id and claims it: `Ok(None)` for an unknown id.
+    pub async fn resolve_hls(&self, id: &str) -> Result<Option<(StreamKey, Arc<str>, Arc<Origin>)>, ClaimError> {
+        let (reply, answer) = oneshot::channel();
+        let event = ShardEvent::ResolveHls { id: id.to_string(), reply };
+        self.events.send(event).await.map_err(|_| ClaimError::ControlGone)?;
+        match answer.await.map_err(|_| ClaimError::ControlGone)? {
+            None => Ok(None),
+            Some((key, id, claim)) => Ok(Some((key, id, claim?))),
+        }
     }
 
     /// Reports a session opening or closing.

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::balance::hls::HlsIds;
 use crate::balance::registry::{Limits, Registry};
+use crate::balance::session::Protocol;
 use crate::balance::{Registration, Snapshot, StreamKey};
 use crate::config::Config;
 use bridge::ShardEvent;
@@ -33,6 +35,8 @@ pub struct State {
     pub registry: Registry,
     /// Bytes per stream, summed over shards.
     pub traffic: HashMap<StreamKey, StreamTraffic>,
+    /// HLS `spbhid` ids of the streams the registry knows.
+    pub hls: HlsIds,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -57,11 +61,27 @@ impl State {
                 }
                 let _ = reply.send(result);
             }
+            ShardEvent::ClaimHls { key, proposed, reply } => {
+                let result = self.registry.claim(&key, proposed.as_ref(), now);
+                let answer = result.map(|origin| (origin, self.hls.id_for(&key, new_hls_id)));
+                let _ = reply.send(answer);
+            }
+            ShardEvent::ResolveHls { id, reply } => {
+                let answer = self.hls.key_of(&id).cloned().map(|key| {
+                    let claim = self.registry.claim(&key, None, now);
+                    let id = self.hls.id_for(&key, new_hls_id);
+                    (key, id, claim)
+                });
+                let _ = reply.send(answer);
+            }
             ShardEvent::Traffic(batch) => {
                 for delta in batch {
                     let t = self.traffic.entry(delta.key).or_default();
                     t.bytes_in += delta.bytes_in;
                     t.bytes_out += delta.bytes_out;
+                    let p = t.by_protocol.entry(delta.protocol).or_default();
+                    p.0 += delta.bytes_in;
+                    p.1 += delta.bytes_out;
                 }
             }
             ShardEvent::Session { key, protocol, role, opened } => {
@@ -74,6 +94,7 @@ impl State {
         let report = self.registry.tick(Instant::now());
         let known: std::collections::HashSet<&StreamKey> = self.registry.streams().map(|(k, _)| k).collect();
         self.traffic.retain(|k, _| known.contains(k));
+        self.hls.retain(|k| known.contains(k));
         for t in self.traffic.values_mut() {
             t.sample();
         }
@@ -99,6 +120,8 @@ pub struct StreamTraffic {
     /// Bits per second over the last tick, into and out of the proxy.
     pub in_bps: u64,
     pub out_bps: u64,
+    /// Bytes in and out per protocol.
+    pub by_protocol: std::collections::BTreeMap<Protocol, (u64, u64)>,
     last: (u64, u64, Option<Instant>),
 }
 
@@ -157,6 +180,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         config: config.clone(),
         registry,
         traffic: HashMap::new(),
+        hls: HlsIds::default(),
         snapshots,
         published_version: u64::MAX,
     }));
@@ -188,6 +212,11 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
     }
     api.abort();
     log::debug!("control thread stopped");
+}
+
+/// A fresh HLS id: 16 hex digits from the kernel's random source.
+fn new_hls_id() -> String {
+    format!("{:016x}", crate::util::random_u64())
 }
 
 /// The default backend's registration (`PROXY_DEFAULT_BACKEND_*`), if enabled.

@@ -5,7 +5,7 @@
 //! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text; 401 without the bearer token when auth is on |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
-//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role |
+//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates |
 //!
 //! Handlers run on the control thread and borrow its state only between awaits.
 
@@ -159,6 +159,11 @@ fn streams(state: &State) -> Response {
                 "bytes_out": traffic.map_or(0, |t| t.bytes_out),
                 "in_kbps": traffic.map_or(0, |t| t.in_bps / 1000),
                 "out_kbps": traffic.map_or(0, |t| t.out_bps / 1000),
+                "bytes_by_protocol": traffic.map_or_else(serde_json::Map::new, |t| t
+                    .by_protocol
+                    .iter()
+                    .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
+                    .collect()),
             });
             (key.as_str(), value)
         })

@@ -1,5 +1,30 @@
 //! Per-protocol connection handling on the shards: codec + balance + shard I/O.
 //!
 //! - [`rtmp`]: RTMP publish and play.
+//! - [`http_stream`]: HTTP-FLV, HTTP-TS and HLS players, static files.
+//!
+//! Every protocol picks its origin the same way ([`pick`]): a proposal from the shard's
+//! snapshot (rendezvous hash), confirmed by the control thread's pin table, so one stream has
+//! one origin whatever protocol or shard asks.
 
+pub mod http_stream;
 pub mod rtmp;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::balance::{Origin, OriginId, StreamKey};
+use crate::shard::Shard;
+
+/// This shard's rendezvous choice for `key` from its newest snapshot.
+pub fn propose(shard: &Shard, key: &StreamKey) -> Result<OriginId, String> {
+    let snapshot = shard.link.snapshots.borrow().clone();
+    snapshot.propose(key, Instant::now()).map(|origin| origin.id.clone()).map_err(|e| e.to_string())
+}
+
+/// Chooses the stream's origin: a proposal from this shard's snapshot, confirmed by the
+/// control thread's pin table.
+pub async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, String> {
+    let proposal = propose(shard, key)?;
+    shard.link.claim(key, Some(proposal)).await.map_err(|e| e.to_string())
+}

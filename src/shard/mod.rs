@@ -1,5 +1,5 @@
 //! Shards: one glommio `LocalExecutor` per chosen CPU, pinned to it, owning its connections
-//! from accept to close. Each shard binds every TCP listener itself with SO_REUSEPORT (glommio
+//! from accept to close. Each shard binds every TCP listener (RTMP, HTTP stream) itself with SO_REUSEPORT (glommio
 //! always sets it), so the kernel spreads new connections across shards and no connection ever
 //! moves between threads. Shard state is `!Send` and lock-free; what a shard needs from the rest
 //! of the process arrives through its [`ShardLink`].
@@ -89,6 +89,15 @@ async fn run(
             return;
         }
     };
+    let http_addr = config.listen.http_stream.0;
+    let http = match TcpListener::bind(http_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready
+                .send(Err(format!("cannot listen on HTTP stream {http_addr} (--http-server, PROXY_HTTP_SERVER): {e}")));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     let shard = Rc::new(Shard {
         index,
@@ -100,7 +109,11 @@ async fn run(
         saturated: Cell::new(false),
     });
     let reporter = glommio::spawn_local(report_traffic(shard.clone()));
-    accept_loop(&shard, rtmp, "rtmp", shutdown, crate::proxy::rtmp::serve).await;
+    future::zip(
+        accept_loop(&shard, rtmp, "rtmp", shutdown.clone(), crate::proxy::rtmp::serve),
+        accept_loop(&shard, http, "http", shutdown, crate::proxy::http_stream::serve),
+    )
+    .await;
     drain(&shard).await;
     drop(reporter);
     flush_traffic(&shard).await;

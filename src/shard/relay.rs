@@ -96,19 +96,46 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// down so the peer sees the end too.
 pub async fn one_way(mode: RelayMode, src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
     let total = match mode {
-        RelayMode::Splice => splice_loop(src, dst, counter).await?,
-        RelayMode::Copy => copy_loop(src, dst, counter).await?,
+        RelayMode::Splice => splice_loop(src, dst, counter, u64::MAX).await?,
+        RelayMode::Copy => copy_loop(src, dst, counter, u64::MAX).await?,
     };
     let _ = dst.shutdown(std::net::Shutdown::Write).await;
     Ok(total)
 }
 
-async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
+/// Moves exactly `len` bytes from `src` to `dst` (an HTTP body of known length), leaving both
+/// open; `src` ending early is an `UnexpectedEof` error.
+pub async fn forward_exact(
+    mode: RelayMode,
+    src: &TcpStream,
+    dst: &TcpStream,
+    len: u64,
+    counter: &Cell<u64>,
+) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let total = match mode {
+        RelayMode::Splice => splice_loop(src, dst, counter, len).await?,
+        RelayMode::Copy => copy_loop(src, dst, counter, len).await?,
+    };
+    if total < len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("source ended after {total} of {len} bytes")));
+    }
+    Ok(())
+}
+
+/// Relays until `src` ends or `limit` bytes have moved; returns the byte count.
+async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>, limit: u64) -> io::Result<u64> {
     src.readable().await?;
     let mut buf = vec![0u8; COPY_BUFFER_START];
     let mut total = 0u64;
     loop {
-        let n = recv(src, &mut buf).await?;
+        let want = usize::try_from(limit - total).unwrap_or(usize::MAX).min(buf.len());
+        if want == 0 {
+            return Ok(total);
+        }
+        let n = recv(src, &mut buf[..want]).await?;
         if n == 0 {
             return Ok(total);
         }
@@ -168,7 +195,8 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Moved> {
     }
 }
 
-async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
+/// Relays until `src` ends or `limit` bytes have moved; returns the byte count.
+async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>, limit: u64) -> io::Result<u64> {
     // Wait for the first bytes before making the pipe: idle directions hold no pipe.
     src.readable().await?;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
@@ -176,6 +204,8 @@ async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> i
     set_nonblocking(dst_fd)?;
     let mut pipe = Pipe::new()?;
     let mut total = 0u64;
+    // Bytes taken from `src` so far (some may still be in the pipe).
+    let mut taken = 0u64;
     let mut src_done = false;
     // The last read from `src` got less than it asked for: the socket is probably empty, so
     // wait for readiness instead of paying a splice that returns EAGAIN.
@@ -186,11 +216,13 @@ async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> i
                 src_drained = false;
                 src.readable().await?;
             }
-            let want = pipe.capacity - pipe.len;
+            let want = usize::try_from(limit - taken).unwrap_or(usize::MAX).min(pipe.capacity - pipe.len);
             match splice(src_fd, pipe.write.as_raw_fd(), want)? {
                 Moved::Bytes(n) => {
                     pipe.len += n;
+                    taken += n as u64;
                     src_drained = n < want;
+                    src_done = taken == limit;
                 }
                 Moved::End => src_done = true,
                 Moved::WouldBlock => src_drained = true,

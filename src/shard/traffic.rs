@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::balance::StreamKey;
+use crate::balance::session::Protocol;
 
 /// Bytes a connection moved: `bytes_in` from its client, `bytes_out` to its client. Both only
 /// grow; the table remembers how much of them it already reported.
@@ -29,10 +30,11 @@ impl Traffic {
     }
 }
 
-/// One stream's bytes since the last report.
+/// One stream's bytes over one protocol since the last report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficDelta {
     pub key: StreamKey,
+    pub protocol: Protocol,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -40,31 +42,33 @@ pub struct TrafficDelta {
 /// The shard's live connections' counters.
 #[derive(Debug, Default)]
 pub struct TrafficTable {
-    entries: RefCell<Vec<(StreamKey, Rc<Traffic>)>>,
+    entries: RefCell<Vec<(StreamKey, Protocol, Rc<Traffic>)>>,
 }
 
 impl TrafficTable {
-    /// Counters for a new connection of `key`.
-    pub fn register(&self, key: &StreamKey) -> Rc<Traffic> {
+    /// Counters for a new connection of `key` speaking `protocol`.
+    pub fn register(&self, key: &StreamKey, protocol: Protocol) -> Rc<Traffic> {
         let traffic = Rc::new(Traffic::default());
-        self.entries.borrow_mut().push((key.clone(), traffic.clone()));
+        self.entries.borrow_mut().push((key.clone(), protocol, traffic.clone()));
         traffic
     }
 
-    /// What every connection moved since the previous call, summed per stream; forgets
-    /// connections that have ended.
+    /// What every connection moved since the previous call, summed per stream and protocol;
+    /// forgets connections that have ended.
     pub fn take(&self) -> Vec<TrafficDelta> {
-        let mut sums: HashMap<StreamKey, (u64, u64)> = HashMap::new();
-        self.entries.borrow_mut().retain(|(key, t)| {
+        let mut sums: HashMap<(StreamKey, Protocol), (u64, u64)> = HashMap::new();
+        self.entries.borrow_mut().retain(|(key, protocol, t)| {
             let (i, o) = t.take_delta();
             if i + o > 0 {
-                let sum = sums.entry(key.clone()).or_default();
+                let sum = sums.entry((key.clone(), *protocol)).or_default();
                 sum.0 += i;
                 sum.1 += o;
             }
             Rc::strong_count(t) > 1
         });
-        sums.into_iter().map(|(key, (bytes_in, bytes_out))| TrafficDelta { key, bytes_in, bytes_out }).collect()
+        sums.into_iter()
+            .map(|((key, protocol), (bytes_in, bytes_out))| TrafficDelta { key, protocol, bytes_in, bytes_out })
+            .collect()
     }
 }
 
@@ -76,15 +80,23 @@ mod tests {
     fn sums_per_stream_and_forgets_finished_connections() {
         let table = TrafficTable::default();
         let k = StreamKey::from_url("rtmp://h/live/a").unwrap();
-        let (a, b) = (table.register(&k), table.register(&k));
+        let (a, b) = (table.register(&k, Protocol::Rtmp), table.register(&k, Protocol::Rtmp));
         a.bytes_in.set(10);
         b.bytes_out.set(5);
         drop(b);
-        assert_eq!(table.take(), vec![TrafficDelta { key: k.clone(), bytes_in: 10, bytes_out: 5 }]);
+        let rtmp = |bytes_in, bytes_out| TrafficDelta { key: k.clone(), protocol: Protocol::Rtmp, bytes_in, bytes_out };
+        assert_eq!(table.take(), vec![rtmp(10, 5)]);
         assert!(table.take().is_empty(), "nothing moved since");
         assert_eq!(a.bytes_in.get(), 10, "the connection keeps its totals");
         a.bytes_out.set(1);
-        assert_eq!(table.take(), vec![TrafficDelta { key: k.clone(), bytes_in: 0, bytes_out: 1 }]);
+        assert_eq!(table.take(), vec![rtmp(0, 1)]);
         assert_eq!(table.entries.borrow().len(), 1, "the finished connection is gone");
+        let flv = table.register(&k, Protocol::HttpFlv);
+        flv.bytes_out.set(7);
+        a.bytes_out.set(2);
+        let mut batch = table.take();
+        batch.sort_by_key(|d| d.protocol);
+        let http = TrafficDelta { key: k.clone(), protocol: Protocol::HttpFlv, bytes_in: 0, bytes_out: 7 };
+        assert_eq!(batch, vec![rtmp(0, 1), http], "one delta per protocol");
     }
 }

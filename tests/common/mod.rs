@@ -52,13 +52,16 @@ pub struct Proxy {
 /// The HTTP stream listener gets a free port too unless `extra` names one.
 pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(&dir.0)
-        .args(["--rtmp-server", &format!("127.0.0.1:{rtmp}"), "--system-api", &format!("127.0.0.1:{api}")]);
+    cmd.current_dir(&dir.0).args([
+        "--rtmp-server",
+        &format!("127.0.0.1:{rtmp}"),
+        "--system-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
     if !extra.contains(&"--http-server") {
         cmd.args(["--http-server", &format!("127.0.0.1:{}", free_port())]);
     }
-    cmd.args(extra)
-        .env_remove("RUST_LOG");
+    cmd.args(extra).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {
         if k.starts_with("PROXY_") || k.starts_with("STREAMGATE_") {
             cmd.env_remove(k);

@@ -20,7 +20,6 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncWriteExt, future};
@@ -60,7 +59,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             return refuse(&client, session_role, 128, &e.to_string()).await;
         }
     };
-    let origin = match pick(&shard, &key).await {
+    let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
             log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
@@ -68,7 +67,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         }
     };
     shard.link.session(&key, Protocol::Rtmp, session_role, true).await;
-    let traffic = shard.traffic.register(&key);
+    let traffic = shard.traffic.register(&key, Protocol::Rtmp);
     let started = Instant::now();
     let outcome = proxy(&shard, client, session_role, replay, &origin, &traffic).await;
     shard.link.session(&key, Protocol::Rtmp, session_role, false).await;
@@ -81,18 +80,6 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         ),
         Err(e) => log::warn!("rtmp {role} {key} from {peer} via origin {}: {e}", origin.id),
     }
-}
-
-/// Chooses the stream's origin: a proposal from this shard's snapshot, confirmed by the
-/// control thread's pin table.
-async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, String> {
-    let snapshot = shard.link.snapshots.borrow().clone();
-    let now = Instant::now();
-    let proposal = match snapshot.propose(key, now) {
-        Ok(origin) => origin.id.clone(),
-        Err(e) => return Err(e.to_string()),
-    };
-    shard.link.claim(key, Some(proposal)).await.map_err(|e| e.to_string())
 }
 
 /// Sends the client an error status on its stream and closes it. `chunk_size` is the client's

@@ -1,0 +1,135 @@
+//! `--static-files`: everything on the HTTP stream listener that is not a stream (SRS's own
+//! players at `/players/*.html`, for example). GET and HEAD; `dir/` means `dir/index.html`;
+//! paths are resolved and must stay inside the directory (symbolic links included), else 404.
+//! Files are read through the shard's io_uring in 64 KiB pieces.
+
+use std::path::{Path, PathBuf};
+
+use glommio::io::BufferedFile;
+use glommio::net::TcpStream;
+
+use super::{Next, SERVER, reply, text};
+use crate::balance::stream_key::percent_decode;
+use crate::codec::http::{self, Request};
+use crate::shard::{Shard, relay};
+
+/// Bytes read from a file at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Serves a file from the static directory, or 404.
+pub async fn serve(shard: &Shard, client: &TcpStream, req: &Request, keep: Next) -> Next {
+    let Some(root) = &shard.config.static_files else {
+        return reply(client, req, text(404, &format!("no stream or file at {}", req.path)), keep).await;
+    };
+    let Some(path) = resolve(root, &req.path) else {
+        return reply(client, req, text(404, &format!("no stream or file at {}", req.path)), keep).await;
+    };
+    let file = match BufferedFile::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            log::debug!("static file {}: {e}", path.display());
+            return reply(client, req, text(404, &format!("no stream or file at {}", req.path)), keep).await;
+        }
+    };
+    let next = send_file(client, req, &file, content_type(&path), keep).await;
+    let _ = file.close().await;
+    next
+}
+
+async fn send_file(client: &TcpStream, req: &Request, file: &BufferedFile, kind: &str, keep: Next) -> Next {
+    let Ok(size) = file.file_size().await else {
+        return reply(client, req, text(500, "cannot read the file's size"), keep).await;
+    };
+    let length = size.to_string();
+    let connection: &[u8] = if keep == Next::KeepAlive { b"keep-alive" } else { b"close" };
+    let mut head = Vec::new();
+    let headers = [
+        ("Content-Type", kind.as_bytes()),
+        ("Content-Length", length.as_bytes()),
+        ("Server", SERVER.as_bytes()),
+        ("Connection", connection),
+    ];
+    http::write_head(&mut head, 200, "", headers);
+    if relay::send_all(client, &head).await.is_err() {
+        return Next::Close;
+    }
+    if req.method == "HEAD" {
+        return keep;
+    }
+    let mut at = 0;
+    while at < size {
+        let piece = match file.read_at(at, READ_SIZE).await {
+            Ok(piece) if !piece.is_empty() => piece,
+            // The file shrank or failed under us: the length is already sent, so only closing
+            // tells the player.
+            _ => return Next::Close,
+        };
+        let piece = &piece[..piece.len().min(usize::try_from(size - at).unwrap_or(usize::MAX))];
+        if relay::send_all(client, piece).await.is_err() {
+            return Next::Close;
+        }
+        at += piece.len() as u64;
+    }
+    keep
+}
+
+/// The file a request path names under `root` (already canonical), if it is a regular file
+/// inside it. Resolving touches the file system (a few stat calls, served from the kernel's
+/// caches for any directory a player can name twice).
+fn resolve(root: &Path, request_path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode(request_path);
+    let mut relative = decoded.trim_start_matches('/').to_string();
+    if relative.is_empty() || relative.ends_with('/') {
+        relative.push_str("index.html");
+    }
+    let full = root.join(relative).canonicalize().ok()?;
+    (full.starts_with(root) && full.is_file()).then_some(full)
+}
+
+/// The Content-Type for a file name.
+pub fn content_type(path: &Path) -> &'static str {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "ico" => "image/x-icon",
+        "wasm" => "application/wasm",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        "flv" => "video/x-flv",
+        "mp4" | "m4s" => "video/mp4",
+        "mpd" => "application/dash+xml",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_inside_the_root_only() {
+        let root = std::env::temp_dir().join(format!("streamgate-static-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("players")).unwrap();
+        std::fs::write(root.join("players/whep.html"), "x").unwrap();
+        std::fs::write(root.join("index.html"), "i").unwrap();
+        let root = root.canonicalize().unwrap();
+        assert_eq!(resolve(&root, "/players/whep.html"), Some(root.join("players/whep.html")));
+        assert_eq!(resolve(&root, "/players%2Fwhep.html"), Some(root.join("players/whep.html")));
+        assert_eq!(resolve(&root, "/"), Some(root.join("index.html")));
+        assert_eq!(resolve(&root, "/players"), None, "a directory is not a file");
+        assert_eq!(resolve(&root, "/missing.js"), None);
+        assert_eq!(resolve(&root, "/players/../../etc/passwd"), None);
+        std::os::unix::fs::symlink("/etc/passwd", root.join("escape")).unwrap();
+        assert_eq!(resolve(&root, "/escape"), None, "a link out of the root is not served");
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(content_type(Path::new("a/b.HTML")), "text/html; charset=utf-8");
+    }
+}
