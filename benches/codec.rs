@@ -1,10 +1,11 @@
 //! Codec parse rates in bytes per second: RTMP chunks (media at the chunk sizes ffmpeg/OBS,
-//! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads.
+//! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads, HLS playlist rewriting.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use streamgate::codec::http::{self, Limits};
+use streamgate::codec::m3u8;
 use streamgate::codec::rtmp::amf0::{self, Amf0Value};
 use streamgate::codec::rtmp::message::{COMMAND_CSID, Command, Message, VIDEO};
 use streamgate::codec::rtmp::{ChunkDecoder, ChunkEncoder};
@@ -90,5 +91,41 @@ fn http_heads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chunk_decoding, amf0_commands, http_heads);
+/// A live media playlist as nginx-rtmp writes it: six 2 s segments.
+fn nginx_rtmp_live_playlist() -> String {
+    let mut p = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:12\n#EXT-X-TARGETDURATION:3\n");
+    for seq in 12..18 {
+        p.push_str(&format!("#EXTINF:2.000,\nlivestream-{seq}.ts\n"));
+    }
+    p
+}
+
+/// A VOD-style playlist of 1000 fMP4 segments, each with a query (as SRS's `hls_ctx` or a
+/// token-signing CDN would write), an init section and a key.
+fn vod_playlist() -> String {
+    let mut p = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-MAP:URI=\"init.mp4?hls_ctx=8k2n7x1q\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"keys/k1.bin\",IV=0x1234\n",
+    );
+    for seq in 0..1000 {
+        p.push_str(&format!("#EXTINF:6.006,\nvideo/seg-{seq:05}.m4s?hls_ctx=8k2n7x1q&exp=1767225600\n"));
+    }
+    p.push_str("#EXT-X-ENDLIST\n");
+    p
+}
+
+fn m3u8_rewrite(c: &mut Criterion) {
+    let mut group = c.benchmark_group("m3u8_rewrite");
+    for (name, playlist) in
+        [("nginx_rtmp_live_6", nginx_rtmp_live_playlist()), ("vod_1000_with_queries", vod_playlist())]
+    {
+        group.throughput(Throughput::Bytes(playlist.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(m3u8::add_query_param(black_box(playlist.as_bytes()), "spbhid", "o7f3").unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, chunk_decoding, amf0_commands, http_heads, m3u8_rewrite);
 criterion_main!(benches);

@@ -16,7 +16,8 @@
 //! Everything else is copied byte for byte: line endings (LF or CRLF, per line), the presence
 //! of a final newline, a UTF-8 BOM, blank lines, comments and tags without a `URI` attribute.
 //! Absolute URIs (`https://...`, `skd://...`, `//host/...`) point elsewhere and are not
-//! touched. The rewrite is one pass over the text into a preallocated buffer.
+//! touched. The rewrite is one pass over the lines into a buffer sized up front (after UTF-8
+//! validation and a vectorized newline count); the bytes between insertions are copied in runs.
 
 use std::borrow::Cow;
 
@@ -46,22 +47,38 @@ pub fn add_query_param(playlist: &[u8], name: &str, value: &str) -> Result<Vec<u
     // The BOM and whitespace before `#EXTM3U` are copied as they are, never read as a URI.
     let head = extm3u_offset(playlist).ok_or(PlaylistError::NotAPlaylist)?;
     let text = std::str::from_utf8(playlist).map_err(|_| PlaylistError::NotUtf8)?;
-
-    // At most every other line holds a URI in the usual playlists (a tag, then its URI line);
-    // the count is a vectorized byte scan, far cheaper than growing the buffer mid-way.
     let bytes = text.as_bytes();
-    let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
-    let mut out = String::with_capacity(text.len() + (lines / 2 + 1) * (name.len() + value.len() + 2));
-    // `text[copied..]` is not yet in `out`: unchanged runs are copied in one go. Lines are short,
-    // so plain byte loops beat `memchr` and `str` searchers here (their setup dominates).
+
+    // Every insertion is a slice of this: `?name=value` (no query yet), `name=value&` (in
+    // front of a query) or `name=value` (after a bare `?`).
+    let insertion = format!("?{name}={value}&");
+    // At most every other line holds a URI in the usual playlists (a tag, then its URI line);
+    // counting lines is a vectorized scan, far cheaper than growing the buffer mid-way.
+    let lines = count_newlines(bytes) + 1;
+    let mut out = String::with_capacity(text.len() + (lines / 2 + 1) * insertion.len());
+    // `text[copied..]` is not yet in `out`: what is not inserted is copied in runs, and a
+    // URI's own bytes are never copied separately.
     let mut copied = 0;
+    let mut edit = |out: &mut String, from: usize, to: usize| {
+        let uri = &text[from..to];
+        match plan(uri, name) {
+            Edit::Keep => {}
+            Edit::Insert { at, question, ampersand } => {
+                out.push_str(&text[copied..from + at]);
+                out.push_str(&insertion[usize::from(!question)..insertion.len() - usize::from(!ampersand)]);
+                copied = from + at;
+            }
+            Edit::Rewrite => {
+                out.push_str(&text[copied..from]);
+                rewrite(out, uri, name, value);
+                copied = to;
+            }
+        }
+    };
     let mut next = head;
     while next < bytes.len() {
         let mut start = next;
-        let mut end = start;
-        while end < bytes.len() && bytes[end] != b'\n' {
-            end += 1;
-        }
+        let mut end = find_byte(&bytes[start..], b'\n').map_or(bytes.len(), |i| start + i);
         next = end + 1;
         while start < end && bytes[start].is_ascii_whitespace() {
             start += 1;
@@ -73,18 +90,12 @@ pub fn add_query_param(playlist: &[u8], name: &str, value: &str) -> Result<Vec<u
             while bytes[end - 1].is_ascii_whitespace() {
                 end -= 1;
             }
-            out.push_str(&text[copied..start]);
-            push_uri(&mut out, &text[start..end], name, value);
-            copied = end;
+            edit(&mut out, start, end);
         } else if bytes[start..end].starts_with(b"#EXT")
-            && let Some(colon) = bytes[start..end].iter().position(|&b| b == b':')
+            && let Some(colon) = find_byte(&bytes[start..end], b':')
         {
             let base = start + colon + 1;
-            for_each_uri_attribute(&bytes[base..end], |from, to| {
-                out.push_str(&text[copied..base + from]);
-                push_uri(&mut out, &text[base + from..base + to], name, value);
-                copied = base + to;
-            });
+            for_each_uri_attribute(&bytes[base..end], |from, to| edit(&mut out, base + from, base + to));
         }
     }
     out.push_str(&text[copied..]);
@@ -107,12 +118,67 @@ pub fn add_query_param(playlist: &[u8], name: &str, value: &str) -> Result<Vec<u
 /// assert_eq!(add_to_uri("https://cdn.example.com/a.ts", "spbhid", "o1"), "https://cdn.example.com/a.ts");
 /// ```
 pub fn add_to_uri<'a>(uri: &'a str, name: &str, value: &str) -> Cow<'a, str> {
-    if uri.is_empty() || is_absolute(uri) {
-        return Cow::Borrowed(uri);
-    }
     let mut out = String::with_capacity(uri.len() + name.len() + value.len() + 2);
-    push_uri(&mut out, uri, name, value);
+    match plan(uri, name) {
+        Edit::Keep => return Cow::Borrowed(uri),
+        Edit::Insert { at, question, ampersand } => {
+            out.push_str(&uri[..at]);
+            if question {
+                out.push('?');
+            }
+            out.push_str(name);
+            out.push('=');
+            out.push_str(value);
+            if ampersand {
+                out.push('&');
+            }
+            out.push_str(&uri[at..]);
+        }
+        Edit::Rewrite => rewrite(&mut out, uri, name, value),
+    }
     Cow::Owned(out)
+}
+
+/// How `name=value` gets into one URI.
+#[derive(Debug, PartialEq, Eq)]
+enum Edit {
+    /// Not at all: the URI is absolute or empty.
+    Keep,
+    /// Inserted at byte `at`, after a `?` if `question` and before a `&` if `ampersand`.
+    Insert { at: usize, question: bool, ampersand: bool },
+    /// The URI is written anew by [`rewrite`]: its query already has a `name` parameter or an
+    /// empty one.
+    Rewrite,
+}
+
+/// Decides the [`Edit`] for `uri`, reading it once.
+fn plan(uri: &str, name: &str) -> Edit {
+    let bytes = uri.as_bytes();
+    if bytes.is_empty() {
+        return Edit::Keep;
+    }
+    // The query is between the first `?` and the first `#` (a `?` after `#` is the fragment's);
+    // a scheme ends before either.
+    let boundary = find_either(bytes, b'?', b'#');
+    if is_absolute(&bytes[..boundary.unwrap_or(bytes.len())]) {
+        return Edit::Keep;
+    }
+    match boundary {
+        None => Edit::Insert { at: bytes.len(), question: true, ampersand: false },
+        Some(hash) if bytes[hash] == b'#' => Edit::Insert { at: hash, question: true, ampersand: false },
+        Some(question) => {
+            let at = question + 1;
+            let hash = find_byte(&bytes[at..], b'#').map_or(bytes.len(), |i| at + i);
+            let query = &bytes[at..hash];
+            if query.is_empty() {
+                Edit::Insert { at, question: false, ampersand: false }
+            } else if plain_query(query, name.as_bytes()) {
+                Edit::Insert { at, question: false, ampersand: true }
+            } else {
+                Edit::Rewrite
+            }
+        }
+    }
 }
 
 /// Where the `#EXTM3U` tag (followed by whitespace or the end) starts if `body` is nothing but
@@ -123,25 +189,21 @@ fn extm3u_offset(body: &[u8]) -> Option<usize> {
     after.first().is_none_or(u8::is_ascii_whitespace).then_some(body.len() - rest.len())
 }
 
-/// Whether `uri` is absolute or network-path: a scheme (`ALPHA *(ALPHA / DIGIT / "+" / "-" /
-/// ".") ":"`, RFC 3986 §3.1) or a leading `//`.
-fn is_absolute(uri: &str) -> bool {
-    let bytes = uri.as_bytes();
-    if bytes.starts_with(b"//") {
+/// Whether the part of a URI before its query and fragment makes it absolute or network-path:
+/// a scheme (`ALPHA *(ALPHA / DIGIT / "+" / "-" / ".") ":"`, RFC 3986 §3.1) or a leading `//`.
+fn is_absolute(path: &[u8]) -> bool {
+    if path.starts_with(b"//") {
         return true;
     }
-    if !bytes.first().is_some_and(u8::is_ascii_alphabetic) {
+    if !path.first().is_some_and(u8::is_ascii_alphabetic) {
         return false;
     }
-    for &b in &bytes[1..] {
-        match b {
-            b':' => return true,
-            b'+' | b'-' | b'.' => {}
-            _ if b.is_ascii_alphanumeric() => {}
-            _ => return false,
+    match find_either(path, b':', b'/') {
+        Some(colon) if path[colon] == b':' => {
+            path[..colon].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
         }
+        _ => false,
     }
-    false
 }
 
 /// The key of a query parameter: the text before the first `=`, or all of it.
@@ -149,70 +211,42 @@ fn param_key(param: &str) -> &str {
     param.split_once('=').map_or(param, |(key, _)| key)
 }
 
-/// Appends `uri` with `name=value` added (see [`add_to_uri`]) to `out`.
-fn push_uri(out: &mut String, uri: &str, name: &str, value: &str) {
-    let bytes = uri.as_bytes();
-    if bytes.is_empty() || is_absolute(uri) {
-        out.push_str(uri);
-        return;
-    }
-    // The query is between the first `?` and the first `#` (a `?` after `#` is the fragment's).
-    let mut question = None;
-    let mut hash = bytes.len();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'#' {
-            hash = i;
-            break;
-        }
-        if b == b'?' && question.is_none() {
-            question = Some(i);
-        }
-    }
-    let (path, query) = match question {
-        Some(q) => (&uri[..q], &uri[q + 1..hash]),
-        None => (&uri[..hash], ""),
-    };
+/// Appends `uri` with its query rebuilt to `out`: `name=value` in place of the first `name`
+/// parameter (or first of all if there is none), further `name` parameters and empty ones
+/// dropped. The rare case of [`plan`], so it favours plainness over speed.
+fn rewrite(out: &mut String, uri: &str, name: &str, value: &str) {
+    let (rest, fragment) = uri.find('#').map_or((uri, ""), |i| uri.split_at(i));
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     out.push_str(path);
     out.push('?');
-    if query.is_empty() || plain_query(query.as_bytes(), name.as_bytes()) {
-        // The common case: put ours first and keep the query as it is.
+    let present = query.split('&').any(|p| param_key(p) == name);
+    let mut first = true;
+    if !present {
         out.push_str(name);
         out.push('=');
         out.push_str(value);
-        if !query.is_empty() {
-            out.push('&');
-            out.push_str(query);
+        first = false;
+    }
+    let mut replaced = false;
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        let ours = param_key(param) == name;
+        if ours && replaced {
+            continue;
         }
-    } else {
-        let present = query.split('&').any(|p| param_key(p) == name);
-        let mut first = true;
-        if !present {
+        if !first {
+            out.push('&');
+        }
+        first = false;
+        if ours {
             out.push_str(name);
             out.push('=');
             out.push_str(value);
-            first = false;
-        }
-        let mut replaced = false;
-        for param in query.split('&').filter(|p| !p.is_empty()) {
-            let ours = param_key(param) == name;
-            if ours && replaced {
-                continue;
-            }
-            if !first {
-                out.push('&');
-            }
-            first = false;
-            if ours {
-                out.push_str(name);
-                out.push('=');
-                out.push_str(value);
-                replaced = true;
-            } else {
-                out.push_str(param);
-            }
+            replaced = true;
+        } else {
+            out.push_str(param);
         }
     }
-    out.push_str(&uri[hash..]);
+    out.push_str(fragment);
 }
 
 /// Whether the non-empty `query` has no empty parameter and no parameter named `name`, so
@@ -220,12 +254,11 @@ fn push_uri(out: &mut String, uri: &str, name: &str, value: &str) {
 fn plain_query(query: &[u8], name: &[u8]) -> bool {
     let mut start = 0;
     loop {
-        let mut end = start;
-        while end < query.len() && query[end] != b'&' {
-            end += 1;
-        }
+        let end = find_byte(&query[start..], b'&').map_or(query.len(), |i| start + i);
         let param = &query[start..end];
-        let ours = param.starts_with(name) && param.get(name.len()).is_none_or(|&b| b == b'=');
+        let ours = param.first() == name.first()
+            && param.starts_with(name)
+            && param.get(name.len()).is_none_or(|&b| b == b'=');
         if param.is_empty() || ours {
             return false;
         }
@@ -234,6 +267,58 @@ fn plain_query(query: &[u8], name: &[u8]) -> bool {
         }
         start = end + 1;
     }
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The next eight bytes of `hay` from `at` as a little-endian word.
+fn word_at(hay: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&hay[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// A high bit in each byte of `word` that equals the byte repeated in `pattern`. Bytes above
+/// the first match may be flagged wrongly, so only the lowest flag is to be trusted.
+fn zero_bytes(word: u64, pattern: u64) -> u64 {
+    let x = word ^ pattern;
+    x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS
+}
+
+/// The index of the first `needle` in `hay`, eight bytes at a time: playlist lines are too short
+/// for `memchr`'s setup to pay off, and a byte loop costs several instructions a byte.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    let pattern = LOW_BITS * u64::from(needle);
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let found = zero_bytes(word_at(hay, i), pattern);
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
+}
+
+/// The index of the first `a` or `b` in `hay` (see [`find_byte`]).
+fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    let (pattern_a, pattern_b) = (LOW_BITS * u64::from(a), LOW_BITS * u64::from(b));
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let word = word_at(hay, i);
+        let found = zero_bytes(word, pattern_a) | zero_bytes(word, pattern_b);
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&c| c == a || c == b).map(|p| i + p)
+}
+
+/// The number of `\n` in `bytes`, counted in byte lanes (which the compiler vectorizes).
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.chunks(255).map(|chunk| usize::from(chunk.iter().map(|&b| u8::from(b == b'\n')).sum::<u8>())).sum()
 }
 
 /// Calls `f(from, to)` with the byte range of the value (inside the quotes) of every quoted
@@ -623,6 +708,32 @@ x-1.ts\n";
         );
     }
 
+    #[test]
+    fn playlist_and_single_uri_agree() {
+        for uri in [
+            "a.ts",
+            "a.ts?x=1",
+            "a.ts?",
+            "a.ts#f",
+            "a.ts?#f",
+            "a.ts?x=1#f",
+            "a.ts?spbhid=old&x=1",
+            "a.ts?x=1&&y",
+            "/live/a.ts",
+            "https://h/a.ts",
+            "//h/a.ts",
+            "?x=1",
+        ] {
+            let single = add_to_uri(uri, NAME, ID);
+            assert_eq!(rewrite(&format!("#EXTM3U\n{uri}\n")), format!("#EXTM3U\n{single}\n"), "{uri}");
+            assert_eq!(
+                rewrite(&format!("#EXTM3U\n#EXT-X-MAP:URI=\"{uri}\",BYTERANGE=\"1@0\"\n")),
+                format!("#EXTM3U\n#EXT-X-MAP:URI=\"{single}\",BYTERANGE=\"1@0\"\n"),
+                "{uri}"
+            );
+        }
+    }
+
     mod property {
         use super::super::*;
         use proptest::prelude::*;
@@ -643,8 +754,62 @@ x-1.ts\n";
                 })
         }
 
+        /// Any short mix of path text and URI delimiters, our parameter's name included.
+        fn any_uri() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                "[a-z0-9.]{1,4}",
+                Just("/".to_string()),
+                Just("//".to_string()),
+                Just("?".to_string()),
+                Just("&".to_string()),
+                Just("=".to_string()),
+                Just("#".to_string()),
+                Just(":".to_string()),
+                Just("spbhid".to_string()),
+            ];
+            prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// For any URI: it is left alone only if empty or absolute; otherwise the path and
+            /// fragment are kept, the query holds exactly one `spbhid=ID` and no empty parameter,
+            /// the other parameters keep their order, and a playlist rewrites it the same way.
+            #[test]
+            fn any_uri_gets_exactly_one_param(uri in any_uri()) {
+                let out = add_to_uri(&uri, "spbhid", "ID");
+                let split = |u: &str| -> (String, Option<String>, String) {
+                    let (rest, fragment) = u.find('#').map_or((u, ""), |i| u.split_at(i));
+                    match rest.split_once('?') {
+                        Some((path, query)) => (path.to_string(), Some(query.to_string()), fragment.to_string()),
+                        None => (rest.to_string(), None, fragment.to_string()),
+                    }
+                };
+                let (path, query, fragment) = split(&uri);
+                if matches!(out, Cow::Borrowed(_)) {
+                    prop_assert!(uri.is_empty() || path.starts_with("//") || path.contains(':'), "{}", uri);
+                } else {
+                    let (out_path, out_query, out_fragment) = split(&out);
+                    prop_assert_eq!(&out_path, &path);
+                    prop_assert_eq!(&out_fragment, &fragment);
+                    let out_query = out_query.unwrap();
+                    let params: Vec<&str> = out_query.split('&').collect();
+                    prop_assert!(params.iter().all(|p| !p.is_empty()), "{} -> {}", uri, out);
+                    prop_assert_eq!(params.iter().filter(|p| param_key(p) == "spbhid").count(), 1);
+                    prop_assert!(params.contains(&"spbhid=ID"));
+                    let others = |q: &str| -> Vec<String> {
+                        q.split('&').filter(|p| !p.is_empty() && param_key(p) != "spbhid").map(String::from).collect()
+                    };
+                    prop_assert_eq!(others(&out_query), others(query.as_deref().unwrap_or("")));
+                }
+                if !uri.is_empty() && !uri.starts_with('#') {
+                    let playlist = add_query_param(format!("#EXTM3U\n{uri}\n").as_bytes(), "spbhid", "ID").unwrap();
+                    prop_assert_eq!(String::from_utf8(playlist).unwrap(), format!("#EXTM3U\n{out}\n"));
+                }
+                let tag = add_query_param(format!("#EXTM3U\n#EXT-X-MAP:URI=\"{uri}\"\n").as_bytes(), "spbhid", "ID");
+                prop_assert_eq!(String::from_utf8(tag.unwrap()).unwrap(), format!("#EXTM3U\n#EXT-X-MAP:URI=\"{out}\"\n"));
+            }
 
             /// Every URI line gets exactly one `spbhid` right after the path and nothing else
             /// changes: removing what was inserted gives the input back byte for byte.
