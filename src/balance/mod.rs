@@ -2,6 +2,7 @@
 //!
 //! - [`endpoint`]: the listen endpoints SRS reports (`1935`, `ip:port`, `udp://:8000`, ...);
 //! - [`hls`]: the `spbhid` ids that keep HLS segments on their playlist's origin;
+//! - [`ice`]: WebRTC sessions by ICE username, for routing STUN from new addresses;
 //! - [`origin`]: registration requests and origin records;
 //! - [`stream_key`]: the `vhost/app/stream` key every protocol of one stream shares;
 //! - [`pick`]: rendezvous hashing and the immutable [`pick::Snapshot`] shards see;
@@ -13,6 +14,7 @@
 
 pub mod endpoint;
 pub mod hls;
+pub mod ice;
 pub mod origin;
 pub mod pick;
 pub mod registry;

@@ -9,3 +9,5 @@
 pub mod http;
 pub mod m3u8;
 pub mod rtmp;
+pub mod sdp;
+pub mod stun;

@@ -43,13 +43,13 @@ pub struct Cli {
     #[arg(long, env = "PROXY_HTTP_SERVER", default_value = "18080", value_name = "ADDR", help_heading = "Listeners")]
     pub http_server: ListenAddr,
 
-    /// HTTP API listener (WebRTC WHIP/WHEP signalling). Not served yet in this version: the
-    /// address is checked, not bound.
+    /// HTTP API listener (WebRTC WHIP/WHEP signalling, SRS's legacy /rtc/v1/publish/ and
+    /// /rtc/v1/play/), served by every shard with SO_REUSEPORT.
     #[arg(long, env = "PROXY_HTTP_API", default_value = "11985", value_name = "ADDR", help_heading = "Listeners")]
     pub http_api: ListenAddr,
 
-    /// WebRTC media UDP listener; its port is also the one written into SDP answers. Not served
-    /// yet in this version: the address is checked, not bound.
+    /// WebRTC media UDP listener (ICE, DTLS, SRTP relayed to the session's origin); its port is
+    /// the one written into the host candidates of SDP answers.
     #[arg(long, env = "PROXY_WEBRTC_SERVER", default_value = "18000", value_name = "ADDR", help_heading = "Listeners")]
     pub webrtc_server: ListenAddr,
 
@@ -227,9 +227,9 @@ pub struct Cli {
     #[arg(long, env = "STREAMGATE_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logs")]
     pub log_level: LogLevel,
 
-    /// Deadline for an HTTP client (System API or HTTP stream listener) to send a request head
-    /// once it has started one, and then its body; past it the client gets 408 and is
-    /// disconnected.
+    /// Deadline for an HTTP client (System API or HTTP listeners) to send a request head (the
+    /// first of a connection counts from the connect, later ones from their first byte), and
+    /// then its body; past it the client gets 408 and is disconnected.
     #[arg(
         long,
         env = "STREAMGATE_HTTP_REQUEST_TIMEOUT",
@@ -260,6 +260,22 @@ pub struct Cli {
         help_heading = "HTTP"
     )]
     pub http_origin_timeout: GoDuration,
+
+    /// IP address written into the host candidates of WebRTC answers. Default: the address the
+    /// client's signalling request reached the proxy at (the SRS proxy left the origin's own,
+    /// often internal, address there: ossrs/srs#4623).
+    #[arg(long, env = "STREAMGATE_WEBRTC_CANDIDATE", value_name = "IP", help_heading = "WebRTC and SRT")]
+    pub webrtc_candidate: Option<IpAddr>,
+
+    /// A WebRTC or SRT session with no datagram in either direction for this long is dropped.
+    #[arg(
+        long,
+        env = "STREAMGATE_UDP_IDLE_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        help_heading = "WebRTC and SRT"
+    )]
+    pub udp_idle_timeout: GoDuration,
 
     /// Directory served on the HTTP stream listener for paths that are not streams (SRS's
     /// players, for example). Unset: such paths get 404. It must exist when given.
@@ -405,6 +421,8 @@ pub struct Config {
     pub http_origin_timeout: Duration,
     /// The canonical static-files directory, if any.
     pub static_files: Option<PathBuf>,
+    pub webrtc_candidate: Option<IpAddr>,
+    pub udp_idle_timeout: Duration,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub grace_quit_timeout: Duration,
@@ -461,6 +479,9 @@ impl Cli {
         }
         if self.http_request_timeout.0.is_zero() {
             return Err(ConfigError::new("--http-request-timeout", "must be longer than 0s"));
+        }
+        if self.udp_idle_timeout.0.is_zero() {
+            return Err(ConfigError::new("--udp-idle-timeout", "must be longer than 0s"));
         }
         if self.http_idle_timeout.0.is_zero() {
             return Err(ConfigError::new("--http-idle-timeout", "must be longer than 0s"));
@@ -523,6 +544,8 @@ impl Cli {
             http_idle_timeout: self.http_idle_timeout.0,
             http_origin_timeout: self.http_origin_timeout.0,
             static_files,
+            webrtc_candidate: self.webrtc_candidate,
+            udp_idle_timeout: self.udp_idle_timeout.0,
             log_level: self.log_level,
             log_format: self.log_format,
             grace_quit_timeout: self.grace_quit_timeout.0,

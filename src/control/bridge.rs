@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::balance::ice::IceSession;
 use crate::balance::registry::RegistryError;
 pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
@@ -37,6 +38,10 @@ pub enum ShardEvent {
     ClaimHls { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<HlsClaimReply> },
     /// Which stream an HLS id belongs to, and that stream's claim.
     ResolveHls { id: String, reply: oneshot::Sender<HlsResolveReply> },
+    /// Signalling answered a WebRTC offer: STUN with this USERNAME belongs to that session.
+    IceBind { username: String, session: IceSession },
+    /// Which session (and its origin, if still alive) a STUN USERNAME belongs to.
+    IceResolve { username: String, reply: oneshot::Sender<Option<(IceSession, Arc<Origin>)>> },
     /// A session of `key` opened or closed.
     Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
     /// Bytes moved per stream on one shard since its previous report.
@@ -89,6 +94,19 @@ impl ShardLink {
             None => Ok(None),
             Some((key, id, claim)) => Ok(Some((key, id, claim?))),
         }
+    }
+
+    /// Records a WebRTC session's ICE username.
+    pub async fn ice_bind(&self, username: String, session: IceSession) {
+        let _ = self.events.send(ShardEvent::IceBind { username, session }).await;
+    }
+
+    /// The WebRTC session of a STUN USERNAME, with its origin while that is registered.
+    pub async fn ice_resolve(&self, username: &str) -> Option<(IceSession, Arc<Origin>)> {
+        let (reply, answer) = oneshot::channel();
+        let event = ShardEvent::IceResolve { username: username.to_string(), reply };
+        self.events.send(event).await.ok()?;
+        answer.await.ok().flatten()
     }
 
     /// Reports a session opening or closing.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::balance::hls::HlsIds;
+use crate::balance::ice::IceTable;
 use crate::balance::registry::{Limits, Registry};
 use crate::balance::session::Protocol;
 use crate::balance::{Registration, Snapshot, StreamKey};
@@ -29,6 +30,12 @@ use bridge::ShardEvent;
 /// How often the default backend is re-registered (as in the SRS proxy).
 pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Most WebRTC sessions remembered by ICE username.
+pub const ICE_SESSIONS: usize = 100_000;
+/// A WebRTC session's ICE username is forgotten after this long without a lookup (shards look
+/// up only addresses they have not seen; a live session's consent checks keep it on its shard).
+pub const ICE_TTL: Duration = Duration::from_secs(3600);
+
 /// The control thread's state, shared by its tasks on one thread.
 pub struct State {
     pub config: Arc<Config>,
@@ -37,6 +44,8 @@ pub struct State {
     pub traffic: HashMap<StreamKey, StreamTraffic>,
     /// HLS `spbhid` ids of the streams the registry knows.
     pub hls: HlsIds,
+    /// WebRTC sessions by ICE username.
+    pub ice: IceTable,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -74,6 +83,18 @@ impl State {
                 });
                 let _ = reply.send(answer);
             }
+            ShardEvent::IceBind { username, session } => {
+                log::debug!("webrtc {} {} bound to ICE username {username:?}", session.role.name(), session.key);
+                self.ice.bind(username, session, now);
+            }
+            ShardEvent::IceResolve { username, reply } => {
+                let found = self.ice.resolve(&username, now).cloned();
+                let answer = found.and_then(|s| {
+                    let origin = self.registry.origin(&s.origin)?.clone();
+                    Some((s, origin))
+                });
+                let _ = reply.send(answer);
+            }
             ShardEvent::Traffic(batch) => {
                 for delta in batch {
                     let t = self.traffic.entry(delta.key).or_default();
@@ -95,6 +116,7 @@ impl State {
         let known: std::collections::HashSet<&StreamKey> = self.registry.streams().map(|(k, _)| k).collect();
         self.traffic.retain(|k, _| known.contains(k));
         self.hls.retain(|k| known.contains(k));
+        self.ice.expire(Instant::now());
         for t in self.traffic.values_mut() {
             t.sample();
         }
@@ -181,6 +203,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         registry,
         traffic: HashMap::new(),
         hls: HlsIds::default(),
+        ice: IceTable::new(ICE_SESSIONS, ICE_TTL),
         snapshots,
         published_version: u64::MAX,
     }));

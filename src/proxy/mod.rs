@@ -9,6 +9,7 @@
 
 pub mod http_stream;
 pub mod rtmp;
+pub mod webrtc;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -98,6 +98,24 @@ async fn run(
             return;
         }
     };
+    let api_addr = config.listen.http_api.0;
+    let api = match TcpListener::bind(api_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen on HTTP API {api_addr} (--http-api, PROXY_HTTP_API): {e}")));
+            return;
+        }
+    };
+    let webrtc_addr = config.listen.webrtc.0;
+    let webrtc = match crate::proxy::webrtc::media::bind(webrtc_addr) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot listen on WebRTC UDP {webrtc_addr} (--webrtc-server, PROXY_WEBRTC_SERVER): {e}"
+            )));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     let shard = Rc::new(Shard {
         index,
@@ -109,12 +127,24 @@ async fn run(
         saturated: Cell::new(false),
     });
     let reporter = glommio::spawn_local(report_traffic(shard.clone()));
+    let mut stop_udp = shutdown.clone();
+    let media = glommio::spawn_local(crate::proxy::webrtc::media::serve(shard.clone(), webrtc, async move {
+        while !*stop_udp.borrow() {
+            if stop_udp.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
     future::zip(
-        accept_loop(&shard, rtmp, "rtmp", shutdown.clone(), crate::proxy::rtmp::serve),
-        accept_loop(&shard, http, "http", shutdown, crate::proxy::http_stream::serve),
+        future::zip(
+            accept_loop(&shard, rtmp, "rtmp", shutdown.clone(), crate::proxy::rtmp::serve),
+            accept_loop(&shard, http, "http", shutdown.clone(), crate::proxy::http_stream::serve),
+        ),
+        accept_loop(&shard, api, "http-api", shutdown, crate::proxy::http_stream::serve_api),
     )
     .await;
     drain(&shard).await;
+    media.await;
     drop(reporter);
     flush_traffic(&shard).await;
 }

@@ -20,6 +20,11 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free UDP port on 127.0.0.1 (bound and released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -60,6 +65,12 @@ pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Comm
     ]);
     if !extra.contains(&"--http-server") {
         cmd.args(["--http-server", &format!("127.0.0.1:{}", free_port())]);
+    }
+    if !extra.contains(&"--http-api") {
+        cmd.args(["--http-api", &format!("127.0.0.1:{}", free_port())]);
+    }
+    if !extra.contains(&"--webrtc-server") {
+        cmd.args(["--webrtc-server", &format!("127.0.0.1:{}", free_udp_port())]);
     }
     cmd.args(extra).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {

@@ -127,8 +127,9 @@ async fn fetch(
 ) -> Result<Fetched, OriginError> {
     let timeout = shard.config.http_origin_timeout;
     let addr = origin::http_addr(origin)?;
-    let mut answered = origin::request(addr, req, peer, true, timeout).await?;
-    let body = origin::read_body(&mut answered, &req.method, Instant::now() + timeout).await?;
+    let mut answered = origin::request(addr, req, &[], peer, true, timeout).await?;
+    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() }; // see origin::encode_request
+    let body = origin::read_body(&mut answered, method, Instant::now() + timeout).await?;
     Ok((answered.head.status, answered.head.headers, body))
 }
 

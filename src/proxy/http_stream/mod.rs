@@ -46,7 +46,7 @@ pub const REQUEST_LIMITS: Limits = Limits { max_head: 16 * 1024, max_headers: 64
 /// Bytes read from a client at a time while its head is incomplete.
 const READ_CHUNK: usize = 4096;
 /// The `Server` header.
-const SERVER: &str = concat!("streamgate/", env!("CARGO_PKG_VERSION"));
+pub(crate) const SERVER: &str = concat!("streamgate/", env!("CARGO_PKG_VERSION"));
 
 /// Whether the connection takes another request after this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +55,31 @@ pub enum Next {
     Close,
 }
 
-/// Serves one HTTP client connection until it closes, idles out or a response ends it.
+/// The HTTP listeners the shards serve with this loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `--http-server`: streams, versions, static files.
+    Stream,
+    /// `--http-api`: WebRTC signalling ([`crate::proxy::webrtc::signal`]).
+    Api,
+}
+
+/// Serves one connection of the HTTP stream listener.
 pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    serve_on(shard, client, peer, Listener::Stream).await
+}
+
+/// Serves one connection of the HTTP API listener (WHIP/WHEP signalling).
+pub async fn serve_api(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    serve_on(shard, client, peer, Listener::Api).await
+}
+
+/// Serves one HTTP client connection until it closes, idles out or a response ends it.
+async fn serve_on(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr, listener: Listener) {
     let mut pending = Vec::new();
+    let mut first = true;
     loop {
-        let req = match read_request(&shard, &client, &mut pending).await {
+        let req = match read_request(&shard, &client, &mut pending, first).await {
             Ok(Some(req)) => req,
             Ok(None) => break,
             Err(reply) => {
@@ -69,7 +89,12 @@ pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
             }
         };
         pending.drain(..req.head_len);
-        if route(&shard, &client, peer, &req).await == Next::Close {
+        first = false;
+        let next = match listener {
+            Listener::Stream => route(&shard, &client, peer, &req).await,
+            Listener::Api => crate::proxy::webrtc::signal::route(&shard, &client, peer, &req, &mut pending).await,
+        };
+        if next == Next::Close {
             break;
         }
         if pending.is_empty() {
@@ -80,10 +105,18 @@ pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
 }
 
 /// Reads the next request head into `buf`: `Ok(None)` when the client closed or stayed idle
-/// past `--http-idle-timeout`, `Err` with the answer for a bad or late head.
-async fn read_request(shard: &Shard, client: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, Response> {
+/// past `--http-idle-timeout`, `Err` with the answer for a bad or late head. The first request
+/// of a connection must arrive whole within `--http-request-timeout` of the accept (a client
+/// that connects and says nothing holds its slot no longer than one that talks slowly); later
+/// ones get the idle timeout to start and then the request timeout to finish.
+async fn read_request(
+    shard: &Shard,
+    client: &TcpStream,
+    buf: &mut Vec<u8>,
+    first: bool,
+) -> Result<Option<Request>, Response> {
     let config = &shard.config;
-    if buf.is_empty() {
+    if buf.is_empty() && !first {
         let idle = config.http_idle_timeout;
         let woke = future::or(async { client.readable().await.is_ok() }, async {
             glommio::timer::sleep(idle).await;
@@ -118,6 +151,35 @@ async fn read_request(shard: &Shard, client: &TcpStream, buf: &mut Vec<u8>) -> R
             None => return Err(text(408, &format!("request head not complete within {timeout:?}"))),
         }
     }
+}
+
+/// Reads a request body of `len` bytes (some may already be in `pending`) within
+/// `--http-request-timeout`; `Err` with the answer when it does not arrive.
+pub(crate) async fn read_body(
+    shard: &Shard,
+    client: &TcpStream,
+    pending: &mut Vec<u8>,
+    len: usize,
+) -> Result<Vec<u8>, Response> {
+    let timeout = shard.config.http_request_timeout;
+    let deadline = Instant::now() + timeout;
+    let mut body: Vec<u8> = pending.drain(..len.min(pending.len())).collect();
+    while body.len() < len {
+        let old = body.len();
+        body.resize(len, 0);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = future::or(async { Some(relay::recv(client, &mut body[old..]).await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => body.truncate(old + n),
+            Some(_) => return Err(text(400, "the client closed before sending its whole body")),
+            None => return Err(text(408, &format!("request body not complete within {timeout:?}"))),
+        }
+    }
+    Ok(body)
 }
 
 /// What a request asks for.
@@ -219,7 +281,7 @@ async fn forward(
 ) -> Next {
     let name = protocol.name();
     let answered = match origin::http_addr(origin) {
-        Ok(addr) => origin::request(addr, req, peer, false, shard.config.http_origin_timeout).await,
+        Ok(addr) => origin::request(addr, req, &[], peer, false, shard.config.http_origin_timeout).await,
         Err(e) => Err(e),
     };
     let mut answered = match answered {
@@ -357,7 +419,7 @@ pub const CORS: [(&str, &str); 3] = [
     ("Access-Control-Allow-Methods", "*"),
 ];
 
-fn cors(mut r: Response) -> Response {
+pub(crate) fn cors(mut r: Response) -> Response {
     for (n, v) in CORS {
         r = r.with_header(n, v);
     }
@@ -370,7 +432,7 @@ pub fn text(status: u16, message: &str) -> Response {
 }
 
 /// Sends a complete response (no body for HEAD) and says what the connection does next.
-async fn reply(client: &TcpStream, req: &Request, response: Response, keep: Next) -> Next {
+pub(crate) async fn reply(client: &TcpStream, req: &Request, response: Response, keep: Next) -> Next {
     let response = response.with_header("Server", SERVER);
     let mut wire = response.encode(keep == Next::KeepAlive);
     if req.method == "HEAD" {

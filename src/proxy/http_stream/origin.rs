@@ -71,12 +71,13 @@ pub struct Answered {
     pub rest: Vec<u8>,
 }
 
-/// Sends `req` to the origin at `addr` and reads the response head, all within `timeout` (the
-/// dial, then the head, each get the whole timeout). `playlist` asks for an unencoded,
-/// unconditional answer.
+/// Sends `req` (and its `body`, whose length its `Content-Length` gives) to the origin at
+/// `addr` and reads the response head, all within `timeout` (the dial, then the head, each get
+/// the whole timeout). `playlist` asks for an unencoded, unconditional answer.
 pub async fn request(
     addr: SocketAddr,
     req: &Request,
+    body: &[u8],
     peer: SocketAddr,
     playlist: bool,
     timeout: Duration,
@@ -92,7 +93,8 @@ pub async fn request(
         }
     };
     let _ = stream.set_nodelay(true);
-    let wire = encode_request(req, addr, peer, playlist);
+    let mut wire = encode_request(req, addr, peer, playlist);
+    wire.extend_from_slice(body);
     let deadline = Instant::now() + timeout;
     within(deadline, addr, relay::send_all(&stream, &wire)).await?.map_err(|e| OriginError::Io(addr, e))?;
     let mut buf = Vec::new();
@@ -116,7 +118,8 @@ pub async fn request(
     }
 }
 
-/// Reads the whole body of an answered request (at most [`MAX_PLAYLIST`] bytes) by `deadline`.
+/// Reads the whole body of an answered request (a playlist, an SDP answer; at most
+/// [`MAX_PLAYLIST`] bytes) by `deadline`.
 pub async fn read_body(answered: &mut Answered, method: &str, deadline: Instant) -> Result<Vec<u8>, OriginError> {
     let addr = answered.addr;
     let length = answered.head.body_length(method).map_err(|e| OriginError::Bad(addr, e.to_string()))?;
@@ -178,7 +181,9 @@ async fn within<T>(deadline: Instant, addr: SocketAddr, f: impl Future<Output = 
 /// address appended to `X-Forwarded-For`, and `Connection: close`.
 fn encode_request(req: &Request, addr: SocketAddr, peer: SocketAddr, playlist: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method.as_bytes());
+    // A playlist is always fetched whole: the player's HEAD gets the rewritten length.
+    let method = if playlist && req.method == "HEAD" { "GET" } else { req.method.as_str() };
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.path.as_bytes());
     if let Some(q) = &req.query {

@@ -1,0 +1,271 @@
+//! WebRTC signalling on the HTTP API listener (default 11985): WHIP `/rtc/v1/whip/`, WHEP
+//! `/rtc/v1/whep/`, and SRS's legacy JSON `/rtc/v1/publish/` and `/rtc/v1/play/`.
+//!
+//! A request is forwarded to the pinned origin's `api` endpoint with its method, path, query,
+//! end-to-end headers (`Content-Type`, `Authorization`, ...) and body. The origin's status and
+//! headers come back (the SRS proxy lost `Content-Type` and `Location`), with:
+//! - `Location` made relative, so the WHIP resource (`DELETE`/`PATCH`) is asked of the proxy,
+//!   which sends it to the same origin (the resource URL names the stream);
+//! - the answer's host candidates on the origin's WebRTC ports rewritten to the proxy's
+//!   WebRTC port and to `--webrtc-candidate` (default: the address the client reached the
+//!   proxy at), so media flows through the proxy and never to an origin-internal address;
+//! - the session's ICE username (`answerUfrag:offerUfrag`) recorded with the control thread,
+//!   so the shard that gets the client's first STUN request knows its origin.
+//!
+//! The stream: WHIP/WHEP from `?app=&stream=` (or the path), legacy from the body's
+//! `streamurl` (the SRS proxy keyed every legacy session as `/rtc/v1/play/`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::net::TcpStream;
+use serde_json::Value;
+
+use crate::balance::StreamKey;
+use crate::balance::endpoint::{first_tcp, parse_list};
+use crate::balance::ice::IceSession;
+use crate::codec::http::{self, Request, Response};
+use crate::codec::sdp;
+use crate::control::bridge::Role;
+use crate::proxy::http_stream::origin::{self as http_origin, OriginError};
+use crate::proxy::http_stream::{Next, cors, read_body, reply, text};
+use crate::shard::Shard;
+
+/// Largest offer accepted.
+pub const MAX_OFFER: usize = 64 * 1024;
+
+/// The signalling APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Whip,
+    Whep,
+    LegacyPublish,
+    LegacyPlay,
+}
+
+impl Api {
+    fn from_path(path: &str) -> Option<Api> {
+        match path.trim_end_matches('/') {
+            "/rtc/v1/whip" => Some(Api::Whip),
+            "/rtc/v1/whep" => Some(Api::Whep),
+            "/rtc/v1/publish" => Some(Api::LegacyPublish),
+            "/rtc/v1/play" => Some(Api::LegacyPlay),
+            _ => None,
+        }
+    }
+
+    fn role(self) -> Role {
+        match self {
+            Api::Whip | Api::LegacyPublish => Role::Publish,
+            Api::Whep | Api::LegacyPlay => Role::Play,
+        }
+    }
+
+    fn legacy(self) -> bool {
+        matches!(self, Api::LegacyPublish | Api::LegacyPlay)
+    }
+}
+
+/// Answers one request on the HTTP API listener.
+pub async fn route(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    req: &Request,
+    pending: &mut Vec<u8>,
+) -> Next {
+    let keep = if req.keep_alive() { Next::KeepAlive } else { Next::Close };
+    if req.path == "/api/v1/versions" {
+        return reply(client, req, crate::control::system_api::versions(), keep).await;
+    }
+    let Some(api) = Api::from_path(&req.path) else {
+        return reply(client, req, text(404, &format!("no route for {}", req.path)), keep).await;
+    };
+    if req.method == "OPTIONS" {
+        return reply(client, req, cors(Response::new(200, "text/plain", "")), keep).await;
+    }
+    let body = match req.content_length() {
+        Ok(None) => Vec::new(),
+        Ok(Some(n)) if n > MAX_OFFER as u64 => {
+            return reply(client, req, cors(text(413, &format!("body over {MAX_OFFER} bytes"))), Next::Close).await;
+        }
+        Ok(Some(n)) => match read_body(shard, client, pending, n as usize).await {
+            Ok(body) => body,
+            Err(answer) => return reply(client, req, cors(answer), Next::Close).await,
+        },
+        Err(e) => return reply(client, req, cors(text(411, &e.to_string())), Next::Close).await,
+    };
+    match signal(shard, client, peer, req, api, &body).await {
+        Ok(response) => reply(client, req, cors(response), keep).await,
+        Err(response) => reply(client, req, cors(response), keep).await,
+    }
+}
+
+async fn signal(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    req: &Request,
+    api: Api,
+    body: &[u8],
+) -> Result<Response, Response> {
+    let role = api.role();
+    let offer = offer_sdp(api, body);
+    let key = stream_key(req, api, body).map_err(|e| text(400, &e))?;
+    let origin = super::super::pick(shard, &key).await.map_err(|reason| {
+        log::warn!("webrtc {} {key} from {peer} refused: {reason}", role.name());
+        text(503, &format!("no origin for {key}: {reason}"))
+    })?;
+    let reg = &origin.registration;
+    let api_endpoint = first_tcp(&reg.api).ok_or_else(|| {
+        log::warn!("webrtc {} {key}: origin {} has no api endpoint", role.name(), origin.id);
+        text(502, &format!("origin {} has no api endpoint", origin.id))
+    })?;
+    let addr = SocketAddr::new(reg.ip, api_endpoint.port);
+    let timeout = shard.config.http_origin_timeout;
+    let failed = |e: OriginError| {
+        log::warn!("webrtc {} {key} from {peer}: {e}", role.name());
+        text(e.status(), &e.to_string())
+    };
+    let mut answered = http_origin::request(addr, req, body, peer, false, timeout).await.map_err(failed)?;
+    let answer = http_origin::read_body(&mut answered, &req.method, Instant::now() + timeout).await.map_err(failed)?;
+    let status = answered.head.status;
+    let candidate_ip = shard.config.webrtc_candidate.or_else(|| reached_at(client));
+    let rtc_ports: Vec<u16> = parse_list(&reg.rtc.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .map(|list| list.iter().map(|e| e.port).collect())
+        .unwrap_or_default();
+    let proxy_port = shard.config.listen.webrtc.0.port();
+    let rewrite = |sdp_text: &str| sdp::rewrite_host_candidates(sdp_text, &rtc_ports, proxy_port, candidate_ip);
+    let (answer, answer_sdp) = if (200..300).contains(&status) && !answer.is_empty() {
+        rewrite_answer(api, &answer, rewrite)
+    } else {
+        (answer, None)
+    };
+    if let (Some(offer), Some(answer_sdp)) = (offer.as_deref(), answer_sdp.as_deref())
+        && let (Some(o), Some(a)) = (sdp::ice_credentials(offer), sdp::ice_credentials(answer_sdp))
+    {
+        let username = format!("{}:{}", a.ufrag, o.ufrag);
+        let session = IceSession { key: key.clone(), origin: origin.id.clone(), role };
+        shard.link.ice_bind(username, session).await;
+    } else if req.method == "POST" && (200..300).contains(&status) {
+        log::warn!("webrtc {} {key}: no ICE credentials in the offer or the origin's answer", role.name());
+    }
+    log::info!("webrtc {} {} {key} from {peer} via origin {}: {status}", role.name(), req.method, origin.id);
+    let mut response = Response { status, headers: Vec::new(), body: answer };
+    for (name, value) in http::end_to_end(&answered.head.headers) {
+        let lower = name.to_ascii_lowercase();
+        if lower == "content-length" || lower == "server" || lower.starts_with("access-control-") {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value).into_owned();
+        let value = if lower == "location" { relative_location(&value) } else { value };
+        response.headers.push((name.clone(), value));
+    }
+    Ok(response)
+}
+
+/// The offer's SDP: the body itself, or the legacy envelope's `sdp`.
+fn offer_sdp(api: Api, body: &[u8]) -> Option<String> {
+    if api.legacy() {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        return value.get("sdp")?.as_str().map(str::to_string);
+    }
+    std::str::from_utf8(body).ok().map(str::to_string)
+}
+
+/// The stream: the legacy envelope's `streamurl`, else `?app=&stream=` or the path.
+fn stream_key(req: &Request, api: Api, body: &[u8]) -> Result<StreamKey, String> {
+    if api.legacy() && req.method == "POST" {
+        let value: Value = serde_json::from_slice(body).map_err(|e| format!("legacy body is not JSON: {e}"))?;
+        let url = value.get("streamurl").and_then(Value::as_str).ok_or("legacy body has no streamurl")?;
+        return StreamKey::from_url(url).map_err(|e| e.to_string());
+    }
+    StreamKey::from_http(req.header("host"), &req.path, req.query.as_deref())
+        .map_err(|e| format!("{e}; name the stream with ?app=APP&stream=STREAM"))
+}
+
+/// The answer with its candidates rewritten, and its SDP text.
+fn rewrite_answer(api: Api, answer: &[u8], rewrite: impl Fn(&str) -> String) -> (Vec<u8>, Option<String>) {
+    if api.legacy() {
+        let Ok(mut value) = serde_json::from_slice::<Value>(answer) else {
+            return (answer.to_vec(), None);
+        };
+        let Some(sdp_text) = value.get("sdp").and_then(Value::as_str).map(&rewrite) else {
+            return (answer.to_vec(), None);
+        };
+        value["sdp"] = Value::String(sdp_text.clone());
+        return (value.to_string().into_bytes(), Some(sdp_text));
+    }
+    match std::str::from_utf8(answer) {
+        Ok(text) => {
+            let new = rewrite(text);
+            (new.clone().into_bytes(), Some(new))
+        }
+        Err(_) => (answer.to_vec(), None),
+    }
+}
+
+/// An absolute `Location` (`http://origin:1985/rtc/v1/whip/?...`) as a path on the proxy.
+fn relative_location(location: &str) -> String {
+    match location.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(at) => rest[at..].to_string(),
+            None => "/".to_string(),
+        },
+        None => location.to_string(),
+    }
+}
+
+/// The local address a client reached the proxy at, unless unspecified.
+fn reached_at(client: &TcpStream) -> Option<IpAddr> {
+    let ip = client.local_addr().ok()?.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::http::{Limits, Status};
+
+    fn req(raw: &str) -> Request {
+        match http::parse_request(raw.as_bytes(), Limits::default()).unwrap() {
+            Status::Complete(r) => r,
+            Status::Partial => panic!(),
+        }
+    }
+
+    #[test]
+    fn stream_keys_for_every_api() {
+        let whip = req("POST /rtc/v1/whip/?app=live&stream=livestream HTTP/1.1\r\nHost: 127.0.0.1:11985\r\n\r\n");
+        assert_eq!(stream_key(&whip, Api::Whip, b"v=0").unwrap().as_str(), "__defaultVhost__/live/livestream");
+        let legacy = req("POST /rtc/v1/play/ HTTP/1.1\r\nHost: h\r\n\r\n");
+        let body = br#"{"api":"x","streamurl":"webrtc://example.com/live/cam1","sdp":"v=0"}"#;
+        assert_eq!(stream_key(&legacy, Api::LegacyPlay, body).unwrap().as_str(), "example.com/live/cam1");
+        assert!(stream_key(&legacy, Api::LegacyPlay, b"{}").is_err());
+        let bare = req("POST /rtc/v1/whep/ HTTP/1.1\r\n\r\n");
+        assert!(stream_key(&bare, Api::Whep, b"").unwrap_err().contains("?app=APP&stream=STREAM"));
+        assert_eq!(Api::from_path("/rtc/v1/whip"), Some(Api::Whip));
+        assert_eq!(Api::from_path("/rtc/v1/other/"), None);
+    }
+
+    #[test]
+    fn legacy_answers_are_rewritten_inside_their_json() {
+        let answer = br#"{"code":0,"server":"vid-1","sdp":"v=0\r\na=candidate:0 1 udp 2130706431 10.0.0.5 8000 typ host generation 0\r\n","sessionid":"s:c"}"#;
+        let rewrite = |s: &str| s.replace("10.0.0.5 8000", "192.0.2.1 18000");
+        let (body, sdp_text) = rewrite_answer(Api::LegacyPlay, answer, rewrite);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["sessionid"], "s:c");
+        assert!(value["sdp"].as_str().unwrap().contains("192.0.2.1 18000 typ host"));
+        assert_eq!(sdp_text.as_deref(), value["sdp"].as_str());
+        assert_eq!(
+            relative_location("http://10.0.0.5:1985/rtc/v1/whip/?action=delete&token=t"),
+            "/rtc/v1/whip/?action=delete&token=t"
+        );
+        assert_eq!(relative_location("/rtc/v1/whip/?x"), "/rtc/v1/whip/?x");
+    }
+}
