@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::balance::StreamKey;
 use crate::balance::endpoint::{first_tcp, parse_list};
+use crate::balance::stream_key::query_param;
 use crate::balance::ice::IceSession;
 use crate::codec::http::{self, Request, Response};
 use crate::codec::sdp;
@@ -181,8 +182,11 @@ fn stream_key(req: &Request, api: Api, body: &[u8]) -> Result<StreamKey, String>
         let url = value.get("streamurl").and_then(Value::as_str).ok_or("legacy body has no streamurl")?;
         return StreamKey::from_url(url).map_err(|e| e.to_string());
     }
-    StreamKey::from_http(req.header("host"), &req.path, req.query.as_deref())
-        .map_err(|e| format!("{e}; name the stream with ?app=APP&stream=STREAM"))
+    let query = req.query.as_deref();
+    if query_param(query, "app").is_none() || query_param(query, "stream").is_none() {
+        return Err(format!("{} names no stream; add ?app=APP&stream=STREAM", req.path));
+    }
+    StreamKey::from_http(req.header("host"), &req.path, query).map_err(|e| e.to_string())
 }
 
 /// The answer with its candidates rewritten, and its SDP text.
