@@ -4,10 +4,14 @@
 //!
 //! - [`http`]: HTTP/1.x request heads (httparse) and responses;
 //! - [`m3u8`]: HLS playlist rewriting (sticky segments);
-//! - [`rtmp`]: RTMP handshake, chunk stream, AMF0 and messages.
+//! - [`rtmp`]: RTMP handshake, chunk stream, AMF0 and messages;
+//! - [`sdp`]: ICE credentials and host-candidate rewriting in WebRTC offers and answers;
+//! - [`srt`]: SRT headers, handshakes, stream ids and the listener's induction reply;
+//! - [`stun`]: STUN parsing (ICE USERNAME) and RFC 7983 demultiplexing of the WebRTC port.
 
 pub mod http;
 pub mod m3u8;
 pub mod rtmp;
 pub mod sdp;
+pub mod srt;
 pub mod stun;

@@ -57,12 +57,23 @@ fn token_spans(line: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-/// Where the address and port of a candidate line are, if it is a UDP host candidate.
+/// A UDP host candidate line cut around its address and port.
+struct HostCandidate<'a> {
+    /// `a=candidate:<foundation> <component> <transport> <priority> `.
+    head: &'a str,
+    address: &'a str,
+    /// The separator between address and port (normally one space).
+    between: &'a str,
+    port: u16,
+    /// ` typ host` and whatever follows, without the line ending.
+    tail: &'a str,
+}
+
+/// `line` cut around its address and port, if it is a UDP host candidate.
 ///
 /// RFC 8839 §5.1: `a=candidate:<foundation> <component> <transport> <priority> <address>
 /// <port> typ <type> [raddr .. rport ..] *(<name> <value>)`.
-#[allow(clippy::type_complexity)]
-fn udp_host_candidate(line: &str) -> Option<((usize, usize), (usize, usize), u16)> {
+fn udp_host_candidate(line: &str) -> Option<HostCandidate<'_>> {
     if !line.starts_with("a=candidate:") {
         return None;
     }
@@ -71,8 +82,17 @@ fn udp_host_candidate(line: &str) -> Option<((usize, usize), (usize, usize), u16
     let is_udp_host = text(2)?.eq_ignore_ascii_case("udp")
         && text(6)?.eq_ignore_ascii_case("typ")
         && text(7)?.eq_ignore_ascii_case("host");
-    let port = text(5)?.parse().ok()?;
-    is_udp_host.then_some((*spans.get(4)?, *spans.get(5)?, port))
+    if !is_udp_host {
+        return None;
+    }
+    let (&(addr_start, addr_end), &(port_start, port_end)) = (spans.get(4)?, spans.get(5)?);
+    Some(HostCandidate {
+        head: line.get(..addr_start)?,
+        address: line.get(addr_start..addr_end)?,
+        between: line.get(addr_end..port_start)?,
+        port: text(5)?.parse().ok()?,
+        tail: line.get(port_end..)?,
+    })
 }
 
 /// Points the UDP host candidates of an origin's answer at the proxy.
@@ -100,24 +120,15 @@ pub fn rewrite_host_candidates(sdp: &str, origin_ports: &[u16], new_port: u16, n
         let line = raw.trim_end_matches(['\r', '\n']);
         let ending = raw.get(line.len()..).unwrap_or_default();
         match udp_host_candidate(line) {
-            Some(((addr_start, addr_end), (port_start, port_end), port)) if origin_ports.contains(&port) => {
-                let (Some(head), Some(address), Some(between), Some(tail)) = (
-                    line.get(..addr_start),
-                    line.get(addr_start..addr_end),
-                    line.get(addr_end..port_start),
-                    line.get(port_end..),
-                ) else {
-                    out.push_str(raw);
-                    continue;
-                };
-                out.push_str(head);
+            Some(c) if origin_ports.contains(&c.port) => {
+                out.push_str(c.head);
                 match new_ip {
                     Some(ip) => {
                         let _ = write!(out, "{ip}");
                     }
-                    None => out.push_str(address),
+                    None => out.push_str(c.address),
                 }
-                let _ = write!(out, "{between}{new_port}{tail}{ending}");
+                let _ = write!(out, "{}{new_port}{}{ending}", c.between, c.tail);
             }
             _ => out.push_str(raw),
         }

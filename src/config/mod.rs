@@ -53,7 +53,8 @@ pub struct Cli {
     #[arg(long, env = "PROXY_WEBRTC_SERVER", default_value = "18000", value_name = "ADDR", help_heading = "Listeners")]
     pub webrtc_server: ListenAddr,
 
-    /// SRT UDP listener. Not served yet in this version: the address is checked, not bound.
+    /// SRT UDP listener (publish and play, routed by the stream id), served by every shard with
+    /// SO_REUSEPORT.
     #[arg(long, env = "PROXY_SRT_SERVER", default_value = "20080", value_name = "ADDR", help_heading = "Listeners")]
     pub srt_server: ListenAddr,
 

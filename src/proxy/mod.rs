@@ -2,6 +2,8 @@
 //!
 //! - [`rtmp`]: RTMP publish and play.
 //! - [`http_stream`]: HTTP-FLV, HTTP-TS and HLS players, static files.
+//! - [`webrtc`]: WHIP/WHEP signalling and the WebRTC media relay.
+//! - [`srt`]: SRT publish and play.
 //!
 //! Every protocol picks its origin the same way ([`pick`]): a proposal from the shard's
 //! snapshot (rendezvous hash), confirmed by the control thread's pin table, so one stream has
@@ -9,6 +11,7 @@
 
 pub mod http_stream;
 pub mod rtmp;
+pub mod srt;
 pub mod webrtc;
 
 use std::sync::Arc;

@@ -116,6 +116,15 @@ async fn run(
             return;
         }
     };
+    let srt_addr = config.listen.srt.0;
+    let srt = match crate::proxy::srt::bind(srt_addr) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ =
+                ready.send(Err(format!("cannot listen on SRT UDP {srt_addr} (--srt-server, PROXY_SRT_SERVER): {e}")));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     let shard = Rc::new(Shard {
         index,
@@ -127,14 +136,9 @@ async fn run(
         saturated: Cell::new(false),
     });
     let reporter = glommio::spawn_local(report_traffic(shard.clone()));
-    let mut stop_udp = shutdown.clone();
-    let media = glommio::spawn_local(crate::proxy::webrtc::media::serve(shard.clone(), webrtc, async move {
-        while !*stop_udp.borrow() {
-            if stop_udp.changed().await.is_err() {
-                break;
-            }
-        }
-    }));
+    let media =
+        glommio::spawn_local(crate::proxy::webrtc::media::serve(shard.clone(), webrtc, stopped(shutdown.clone())));
+    let srt = glommio::spawn_local(crate::proxy::srt::serve(shard.clone(), srt, stopped(shutdown.clone())));
     future::zip(
         future::zip(
             accept_loop(&shard, rtmp, "rtmp", shutdown.clone(), crate::proxy::rtmp::serve),
@@ -144,9 +148,18 @@ async fn run(
     )
     .await;
     drain(&shard).await;
-    media.await;
+    future::zip(media, srt).await;
     drop(reporter);
     flush_traffic(&shard).await;
+}
+
+/// Resolves once shutdown starts.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// How often a shard reports traffic to the control thread.

@@ -69,6 +69,9 @@ pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Comm
     if !extra.contains(&"--http-api") {
         cmd.args(["--http-api", &format!("127.0.0.1:{}", free_port())]);
     }
+    if !extra.contains(&"--srt-server") {
+        cmd.args(["--srt-server", &format!("127.0.0.1:{}", free_udp_port())]);
+    }
     if !extra.contains(&"--webrtc-server") {
         cmd.args(["--webrtc-server", &format!("127.0.0.1:{}", free_udp_port())]);
     }

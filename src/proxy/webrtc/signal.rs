@@ -24,8 +24,8 @@ use serde_json::Value;
 
 use crate::balance::StreamKey;
 use crate::balance::endpoint::{first_tcp, parse_list};
-use crate::balance::stream_key::query_param;
 use crate::balance::ice::IceSession;
+use crate::balance::stream_key::query_param;
 use crate::codec::http::{self, Request, Response};
 use crate::codec::sdp;
 use crate::control::bridge::Role;
