@@ -1,5 +1,10 @@
 //! Codec parse rates in bytes per second: RTMP chunks (media at the chunk sizes ffmpeg/OBS,
+<<<<<<< ours
 //! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads, HLS playlist rewriting.
+=======
+//! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads, STUN binding requests
+//! and SRT handshakes.
+>>>>>>> theirs
 
 use std::hint::black_box;
 
@@ -9,6 +14,8 @@ use streamgate::codec::m3u8;
 use streamgate::codec::rtmp::amf0::{self, Amf0Value};
 use streamgate::codec::rtmp::message::{COMMAND_CSID, Command, Message, VIDEO};
 use streamgate::codec::rtmp::{ChunkDecoder, ChunkEncoder};
+use streamgate::codec::srt::{self, Extension, Handshake};
+use streamgate::codec::stun;
 
 /// 2 s of 25 fps video at about 2 Mbit/s: one 40 KB keyframe, then 10 KB frames.
 fn media_stream(chunk_size: u32) -> Vec<u8> {
@@ -91,6 +98,7 @@ fn http_heads(c: &mut Criterion) {
     group.finish();
 }
 
+<<<<<<< ours
 /// A live media playlist as nginx-rtmp writes it: six 2 s segments.
 fn nginx_rtmp_live_playlist() -> String {
     let mut p = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:12\n#EXT-X-TARGETDURATION:3\n");
@@ -122,10 +130,80 @@ fn m3u8_rewrite(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(playlist.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| black_box(m3u8::add_query_param(black_box(playlist.as_bytes()), "spbhid", "o7f3").unwrap()))
+=======
+/// RFC 5769 §2.1 "Sample Request": an ICE Binding request with USERNAME "evtj:h6vY".
+const RFC5769_REQUEST: [u8; 108] = [
+    0x00, 0x01, 0x00, 0x58, 0x21, 0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf,
+    0xae, 0x80, 0x22, 0x00, 0x10, 0x53, 0x54, 0x55, 0x4e, 0x20, 0x74, 0x65, 0x73, 0x74, 0x20, 0x63, 0x6c, 0x69, 0x65,
+    0x6e, 0x74, 0x00, 0x24, 0x00, 0x04, 0x6e, 0x00, 0x01, 0xff, 0x80, 0x29, 0x00, 0x08, 0x93, 0x2f, 0xf9, 0xb1, 0x51,
+    0x26, 0x3b, 0x36, 0x00, 0x06, 0x00, 0x09, 0x65, 0x76, 0x74, 0x6a, 0x3a, 0x68, 0x36, 0x76, 0x59, 0x20, 0x20, 0x20,
+    0x00, 0x08, 0x00, 0x14, 0x9a, 0xea, 0xa7, 0x0c, 0xbf, 0xd8, 0xcb, 0x56, 0x78, 0x1e, 0xf2, 0xb5, 0xb2, 0xd3, 0xf2,
+    0x49, 0xc1, 0xb5, 0x71, 0xa2, 0x80, 0x28, 0x00, 0x04, 0xe5, 0x7a, 0x3b, 0xcf,
+];
+
+fn stun_binding_requests(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stun_parse");
+    group.throughput(Throughput::Bytes(RFC5769_REQUEST.len() as u64));
+    group.bench_function("rfc5769_request_username", |b| {
+        b.iter(|| {
+            let bytes = black_box(&RFC5769_REQUEST[..]);
+            let kind = stun::classify(bytes);
+            let msg = stun::Message::parse(bytes).unwrap();
+            black_box((kind, msg.username()))
+        })
+    });
+    group.finish();
+}
+
+fn srt_handshakes(c: &mut Criterion) {
+    // A libsrt caller's INDUCTION and its CONCLUSION with HSREQ and a stream id.
+    let induction = Handshake {
+        version: 4,
+        encryption_field: 0,
+        extension_field: srt::UDT_DGRAM,
+        initial_seq: 0x2a3f_1c5d,
+        mtu: 1500,
+        flow_window: 8192,
+        handshake_type: srt::HS_INDUCTION,
+        socket_id: 0x1d4a_7f3b,
+        syn_cookie: 0,
+        peer_ip: srt::encode_peer_ip([127, 0, 0, 1].into()),
+        extensions: vec![],
+    };
+    let conclusion = Handshake {
+        version: 5,
+        extension_field: srt::HS_EXT_HSREQ | srt::HS_EXT_CONFIG,
+        handshake_type: srt::HS_CONCLUSION,
+        syn_cookie: 0x418d_5e4e,
+        extensions: vec![
+            Extension { type_: srt::EXT_HSREQ, contents: vec![0, 1, 4, 4, 0, 0, 0, 0xbf, 0, 0x78, 0, 0] },
+            srt::encode_stream_id("#!::r=live/livestream,m=publish"),
+        ],
+        ..induction.clone()
+    };
+    let mut group = c.benchmark_group("srt_handshake_parse");
+    for (name, hs) in [("induction", &induction), ("conclusion_stream_id", &conclusion)] {
+        let bytes = hs.encode(20_000, 0);
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (_, hs) = Handshake::parse(black_box(&bytes)).unwrap();
+                let sid = srt::stream_id(&hs).map(|s| srt::parse_stream_id(&s).map(|id| id.resource));
+                black_box((hs.syn_cookie, sid))
+            })
+>>>>>>> theirs
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, chunk_decoding, amf0_commands, http_heads, m3u8_rewrite);
+criterion_group!(
+    benches,
+    chunk_decoding,
+    amf0_commands,
+    http_heads,
+    m3u8_rewrite,
+    stun_binding_requests,
+    srt_handshakes
+);
 criterion_main!(benches);
