@@ -1,10 +1,6 @@
 //! Codec parse rates in bytes per second: RTMP chunks (media at the chunk sizes ffmpeg/OBS,
-<<<<<<< ours
-//! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads, HLS playlist rewriting.
-=======
-//! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads, STUN binding requests
-//! and SRT handshakes.
->>>>>>> theirs
+//! nginx-rtmp and SRS use), AMF0 command decoding, HTTP request heads, HLS playlist rewriting,
+//! STUN binding requests and SRT handshakes.
 
 use std::hint::black_box;
 
@@ -98,7 +94,6 @@ fn http_heads(c: &mut Criterion) {
     group.finish();
 }
 
-<<<<<<< ours
 /// A live media playlist as nginx-rtmp writes it: six 2 s segments.
 fn nginx_rtmp_live_playlist() -> String {
     let mut p = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:12\n#EXT-X-TARGETDURATION:3\n");
@@ -130,7 +125,11 @@ fn m3u8_rewrite(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(playlist.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| black_box(m3u8::add_query_param(black_box(playlist.as_bytes()), "spbhid", "o7f3").unwrap()))
-=======
+        });
+    }
+    group.finish();
+}
+
 /// RFC 5769 §2.1 "Sample Request": an ICE Binding request with USERNAME "evtj:h6vY".
 const RFC5769_REQUEST: [u8; 108] = [
     0x00, 0x01, 0x00, 0x58, 0x21, 0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf,
@@ -191,7 +190,6 @@ fn srt_handshakes(c: &mut Criterion) {
                 let sid = srt::stream_id(&hs).map(|s| srt::parse_stream_id(&s).map(|id| id.resource));
                 black_box((hs.syn_cookie, sid))
             })
->>>>>>> theirs
         });
     }
     group.finish();
