@@ -9,6 +9,9 @@ source scripts/lib.sh
 need_cargo
 # gcc/pkg-config build glommio's liburing shim; the peers are real programs used by the tests.
 apt_install gcc pkg-config ca-certificates procps curl ffmpeg nginx libnginx-mod-rtmp rtmpdump
+# tests/grpc.rs: the reference's Python gRPC client (stubs made by grpcio-tools) and the
+# Prometheus text parser.
+pip_install grpcio==1.85.3 grpcio-tools==1.85.1 prometheus_client==0.26.0
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

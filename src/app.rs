@@ -117,13 +117,14 @@ fn fail(reason: &str) -> ExitCode {
 
 fn log_started(config: &Config, system_api: std::net::SocketAddr) {
     log::info!(
-        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; System API {system_api}; relay {}; origin TTL {:?}",
+        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; System API {system_api}; gRPC {}; relay {}; origin TTL {:?}",
         env!("CARGO_PKG_VERSION"),
         env!("STREAMGATE_COMMIT"),
         config.cpus.len(),
         config.cpus,
         config.listen.rtmp,
         config.listen.http_stream,
+        config.listen.grpc,
         config.relay.name(),
         config.origin_ttl,
     );

@@ -62,6 +62,12 @@ pub struct Cli {
     #[arg(long, env = "PROXY_SYSTEM_API", default_value = "12025", value_name = "ADDR", help_heading = "Listeners")]
     pub system_api: ListenAddr,
 
+    /// gRPC listener: the MarchProxy ModuleService (GetStatus, GetRoutes, GetMetrics,
+    /// HealthCheck), the standard grpc.health.v1 service and server reflection, on the control
+    /// thread.
+    #[arg(long, env = "RTMP_GRPC_PORT", default_value = "50053", value_name = "ADDR", help_heading = "Listeners")]
+    pub grpc: ListenAddr,
+
     /// Number of data-plane shards (one thread pinned per CPU). Default: one per CPU this
     /// process may run on, or one per CPU given with --cpus.
     #[arg(long, env = "STREAMGATE_SHARDS", value_name = "N", help_heading = "Threads")]
@@ -224,6 +230,17 @@ pub struct Cli {
     )]
     pub http_api_auth_token: Option<String>,
 
+    /// Most streams with their own series in /metrics (bit rates, bytes, fps): those moving the
+    /// most bits per second; the rest are only counted (streamgate_stream_series_omitted).
+    #[arg(
+        long,
+        env = "STREAMGATE_METRICS_STREAMS",
+        default_value_t = 100,
+        value_name = "N",
+        help_heading = "System API"
+    )]
+    pub metrics_streams: usize,
+
     /// Least level of log lines written to stderr.
     #[arg(long, env = "STREAMGATE_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logs")]
     pub log_level: LogLevel,
@@ -378,6 +395,7 @@ pub struct Listeners {
     pub webrtc: ListenAddr,
     pub srt: ListenAddr,
     pub system_api: ListenAddr,
+    pub grpc: ListenAddr,
 }
 
 /// The origin registered at startup by `PROXY_DEFAULT_BACKEND_*`; endpoints are left for the
@@ -428,6 +446,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub grace_quit_timeout: Duration,
     pub force_quit_timeout: Duration,
+    /// Most streams with their own series in `/metrics`.
+    pub metrics_streams: usize,
 }
 
 /// A startup configuration error: one line naming the flag, its variable and the problem.
@@ -525,6 +545,7 @@ impl Cli {
                 webrtc: self.webrtc_server,
                 srt: self.srt_server,
                 system_api: self.system_api,
+                grpc: self.grpc,
             },
             cpus,
             max_connections_per_shard: self.max_connections_per_shard,
@@ -551,6 +572,7 @@ impl Cli {
             log_format: self.log_format,
             grace_quit_timeout: self.grace_quit_timeout.0,
             force_quit_timeout: self.force_quit_timeout.0,
+            metrics_streams: self.metrics_streams,
         })
     }
 

@@ -7,7 +7,12 @@
 //! and session counts stay consistent to the end.
 
 pub mod bridge;
+pub mod grpc;
+pub mod health;
 pub mod http_server;
+pub mod metrics;
+pub mod process;
+pub mod stats;
 pub mod system_api;
 
 use std::cell::RefCell;
@@ -46,6 +51,16 @@ pub struct State {
     pub hls: HlsIds,
     /// WebRTC sessions by ICE username.
     pub ice: IceTable,
+    /// Media facts of published streams.
+    pub media: HashMap<StreamKey, stats::StreamMedia>,
+    /// The shards' latest reports, by shard index.
+    pub shards: Vec<stats::ShardView>,
+    /// Bytes (in, out) per protocol over the process's life.
+    pub protocol_bytes: std::collections::BTreeMap<Protocol, (u64, u64)>,
+    /// When the control thread started.
+    pub started: Instant,
+    /// The process's CPU use, sampled every tick.
+    pub cpu: process::CpuSampler,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -97,6 +112,9 @@ impl State {
             }
             ShardEvent::Traffic(batch) => {
                 for delta in batch {
+                    let total = self.protocol_bytes.entry(delta.protocol).or_default();
+                    total.0 += delta.bytes_in;
+                    total.1 += delta.bytes_out;
                     let t = self.traffic.entry(delta.key).or_default();
                     t.bytes_in += delta.bytes_in;
                     t.bytes_out += delta.bytes_out;
@@ -112,6 +130,7 @@ impl State {
     }
 
     fn tick(&mut self) {
+        self.cpu.sample(Instant::now());
         let report = self.registry.tick(Instant::now());
         let known: std::collections::HashSet<&StreamKey> = self.registry.streams().map(|(k, _)| k).collect();
         self.traffic.retain(|k, _| known.contains(k));
@@ -204,11 +223,25 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         traffic: HashMap::new(),
         hls: HlsIds::default(),
         ice: IceTable::new(ICE_SESSIONS, ICE_TTL),
+        media: HashMap::new(),
+        shards: vec![stats::ShardView::default(); config.cpus.len()],
+        protocol_bytes: Default::default(),
+        started: Instant::now(),
+        cpu: process::CpuSampler::default(),
         snapshots,
         published_version: u64::MAX,
     }));
+    let grpc_listener = match grpc::bind(config.listen.grpc.0).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     state.borrow_mut().publish_snapshot();
     let _ = ready.send(Ok(listener.local_addr().unwrap_or(addr)));
+    let (ask_tx, mut asks) = mpsc::channel::<grpc::Ask>(grpc::ASK_QUEUE);
+    let grpc = tokio::task::spawn(grpc::serve(grpc_listener, ask_tx));
     let api_state = state.clone();
     let api = tokio::task::spawn_local(http_server::serve(
         listener,
@@ -231,9 +264,11 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
                 None => break,
             },
             _ = tick.tick() => state.borrow_mut().tick(),
+            Some(ask) = asks.recv() => ask(&mut state.borrow_mut()),
         }
     }
     api.abort();
+    grpc.abort();
     log::debug!("control thread stopped");
 }
 

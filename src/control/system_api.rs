@@ -6,6 +6,7 @@
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
 //! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates |
+//! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //!
 //! Handlers run on the control thread and borrow its state only between awaits.
 
@@ -32,7 +33,10 @@ pub async fn handle(state: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer
         ("GET" | "HEAD", "/api/v1/versions") => versions(),
         ("GET" | "HEAD", "/api/v1/origins") => origins(&state),
         ("GET" | "HEAD", "/api/v1/streams") => streams(&state),
-        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams") => method_not_allowed("GET"),
+        ("GET" | "HEAD", "/metrics") => {
+            Response::new(200, super::metrics::CONTENT_TYPE, super::metrics::render(&state, Instant::now()))
+        }
+        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/metrics") => method_not_allowed("GET"),
         (method, path) => error_response(404, &format!("no route for {method} {path}")),
     }
 }

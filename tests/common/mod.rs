@@ -49,6 +49,8 @@ pub struct Proxy {
     pub api: u16,
     /// The HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files).
     pub http: u16,
+    /// The gRPC listener (ModuleService, health, reflection).
+    pub grpc: u16,
     pub log: PathBuf,
     _dir: TempDir,
 }
@@ -71,6 +73,9 @@ pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Comm
     }
     if !extra.contains(&"--srt-server") {
         cmd.args(["--srt-server", &format!("127.0.0.1:{}", free_udp_port())]);
+    }
+    if !extra.contains(&"--grpc") {
+        cmd.args(["--grpc", &format!("127.0.0.1:{}", free_port())]);
     }
     if !extra.contains(&"--webrtc-server") {
         cmd.args(["--webrtc-server", &format!("127.0.0.1:{}", free_udp_port())]);
@@ -96,11 +101,19 @@ impl Proxy {
         let log = dir.0.join("streamgate.log");
         let http_flag = format!("127.0.0.1:{http}");
         let mut args = vec!["--http-server", http_flag.as_str()];
+        let grpc = match extra.iter().position(|a| *a == "--grpc") {
+            Some(i) => extra[i + 1].rsplit(':').next().and_then(|p| p.parse().ok()).expect("--grpc IP:PORT"),
+            None => free_port(),
+        };
+        let grpc_flag = format!("127.0.0.1:{grpc}");
+        if !extra.contains(&"--grpc") {
+            args.extend_from_slice(&["--grpc", grpc_flag.as_str()]);
+        }
         args.extend_from_slice(extra);
         let mut cmd = proxy_command(&dir, rtmp, api, &args);
         cmd.envs(env.iter().copied()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().expect("start streamgate");
-        let proxy = Proxy { child, rtmp, api, http, log, _dir: dir };
+        let proxy = Proxy { child, rtmp, api, http, grpc, log, _dir: dir };
         proxy.wait_ready();
         proxy
     }

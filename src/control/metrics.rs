@@ -1,0 +1,270 @@
+//! Prometheus metrics, text exposition format 0.0.4, at `GET /metrics` on the System API.
+//!
+//! Everything is read from the control thread's state when scraped: the shards' once-a-second
+//! reports (connections, pick failures, bytes), the registry (origins, sessions) and the
+//! process (`/proc/self`). Names follow the Prometheus conventions: a `streamgate_` prefix,
+//! base units (bytes, seconds, bits per second), `_total` for counters.
+//!
+//! Stream labels are bounded: per-stream series exist for at most `--metrics-streams` streams
+//! (default 100), those moving the most bits per second (in + out) at the scrape; the rest
+//! are counted in `streamgate_stream_series_omitted`. Every other label set is bounded by the
+//! configuration (shards, listeners, protocols, roles, pick-failure reasons) or by the origin
+//! registry, whose dead origins are forgotten after a second TTL.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::State;
+use super::health::Level;
+use super::process;
+
+/// The content type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Writes families of samples.
+struct Out(String);
+
+impl Out {
+    /// Starts a family: its HELP and TYPE lines.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"");
+                escape_label(&mut self.0, v);
+                self.0.push('"');
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {}", number(value));
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape_label(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Integers without a fraction, the rest as Rust prints them; never NaN or infinite.
+fn number(v: f64) -> String {
+    if !v.is_finite() {
+        "0".to_string()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The whole exposition, now.
+pub fn render(state: &State, now: Instant) -> String {
+    let mut out = Out(String::with_capacity(8 * 1024));
+    let o = &mut out;
+
+    o.family("streamgate_build_info", "gauge", "Version and commit of this build (always 1).");
+    o.sample(
+        "streamgate_build_info",
+        &[("version", env!("CARGO_PKG_VERSION")), ("commit", env!("STREAMGATE_COMMIT"))],
+        1.0,
+    );
+    o.family("streamgate_relay_mode", "gauge", "The relay established streams use (--relay): 1 for the mode in use.");
+    o.sample("streamgate_relay_mode", &[("mode", state.config.relay.name())], 1.0);
+
+    let health = state.health(now);
+    o.family(
+        "streamgate_health",
+        "gauge",
+        "1 for the current health level (the same rules as gRPC HealthCheck), 0 for the others.",
+    );
+    for level in [Level::Healthy, Level::Degraded, Level::Unhealthy] {
+        o.sample("streamgate_health", &[("level", level.name())], f64::from(u8::from(level == health.level)));
+    }
+    o.family("streamgate_health_problems", "gauge", "Active problems counted by the health rules.");
+    o.sample("streamgate_health_problems", &[], health.problems.len() as f64);
+
+    shards(o, state, now);
+    traffic(o, state);
+    origins(o, state, now);
+    sessions(o, state);
+    streams(o, state);
+    process_metrics(o, state, now);
+    out.0
+}
+
+fn shards(o: &mut Out, state: &State, now: Instant) {
+    o.family(
+        "streamgate_connections_accepted_total",
+        "counter",
+        "Connections (UDP: sessions) accepted, per shard and listener.",
+    );
+    for (i, shard) in state.shards.iter().enumerate() {
+        let shard_label = i.to_string();
+        for (listener, n) in &shard.counters.accepted {
+            o.sample(
+                "streamgate_connections_accepted_total",
+                &[("shard", &shard_label), ("listener", listener.name())],
+                *n as f64,
+            );
+        }
+    }
+    o.family("streamgate_connections_open", "gauge", "Client connections open now, per shard.");
+    for (i, shard) in state.shards.iter().enumerate() {
+        o.sample("streamgate_connections_open", &[("shard", &i.to_string())], shard.counters.open as f64);
+    }
+    o.family(
+        "streamgate_shard_report_age_seconds",
+        "gauge",
+        "Seconds since the shard's last report (shards report once a second; -1 before the first).",
+    );
+    for (i, shard) in state.shards.iter().enumerate() {
+        let age = shard.last_report.map_or(-1.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        o.sample("streamgate_shard_report_age_seconds", &[("shard", &i.to_string())], age);
+    }
+    let mut failures = BTreeMap::new();
+    for shard in &state.shards {
+        for (reason, n) in &shard.counters.pick_failures {
+            *failures.entry(reason.name()).or_insert(0u64) += n;
+        }
+    }
+    o.family("streamgate_pick_failures_total", "counter", "Clients that could not be given an origin, by reason.");
+    for (reason, n) in failures {
+        o.sample("streamgate_pick_failures_total", &[("reason", reason)], n as f64);
+    }
+}
+
+fn traffic(o: &mut Out, state: &State) {
+    o.family("streamgate_received_bytes_total", "counter", "Bytes received from clients, by protocol.");
+    for (protocol, (bytes_in, _)) in &state.protocol_bytes {
+        o.sample("streamgate_received_bytes_total", &[("protocol", protocol.name())], *bytes_in as f64);
+    }
+    o.family("streamgate_sent_bytes_total", "counter", "Bytes sent to clients, by protocol.");
+    for (protocol, (_, bytes_out)) in &state.protocol_bytes {
+        o.sample("streamgate_sent_bytes_total", &[("protocol", protocol.name())], *bytes_out as f64);
+    }
+}
+
+fn origins(o: &mut Out, state: &State, now: Instant) {
+    let ttl = state.registry.ttl();
+    o.family("streamgate_origin_up", "gauge", "1 while the origin's last heartbeat is within the TTL, else 0.");
+    for origin in state.registry.origins() {
+        let up = f64::from(u8::from(origin.is_alive(now, ttl)));
+        o.sample("streamgate_origin_up", &[("origin", &origin.id.0)], up);
+    }
+    o.family("streamgate_origin_heartbeat_age_seconds", "gauge", "Seconds since the origin's last heartbeat.");
+    for origin in state.registry.origins() {
+        let age = now.saturating_duration_since(origin.last_seen).as_secs_f64();
+        o.sample("streamgate_origin_heartbeat_age_seconds", &[("origin", &origin.id.0)], age);
+    }
+}
+
+fn sessions(o: &mut Out, state: &State) {
+    let mut by_kind = BTreeMap::new();
+    for (_, stream) in state.registry.streams() {
+        for ((protocol, role), n) in &stream.sessions {
+            *by_kind.entry((protocol.name(), role.name())).or_insert(0u64) += n;
+        }
+    }
+    o.family("streamgate_sessions", "gauge", "Open sessions, by protocol and role (publish or play).");
+    for ((protocol, role), n) in by_kind {
+        o.sample("streamgate_sessions", &[("protocol", protocol), ("role", role)], n as f64);
+    }
+    o.family("streamgate_streams", "gauge", "Streams with at least one open session.");
+    o.sample("streamgate_streams", &[], state.active_streams().count() as f64);
+}
+
+fn streams(o: &mut Out, state: &State) {
+    let mut ranked: Vec<_> = state.traffic.iter().collect();
+    ranked.sort_by(|a, b| {
+        (b.1.in_bps + b.1.out_bps).cmp(&(a.1.in_bps + a.1.out_bps)).then(a.0.as_str().cmp(b.0.as_str()))
+    });
+    let limit = state.config.metrics_streams;
+    let omitted = ranked.len().saturating_sub(limit);
+    ranked.truncate(limit);
+    let families: [(&str, &str, &str); 5] = [
+        ("streamgate_stream_received_bytes_total", "counter", "Bytes received from the stream's clients."),
+        ("streamgate_stream_sent_bytes_total", "counter", "Bytes sent to the stream's clients."),
+        (
+            "streamgate_stream_received_bits_per_second",
+            "gauge",
+            "Bits per second from the stream's clients over the last second.",
+        ),
+        (
+            "streamgate_stream_sent_bits_per_second",
+            "gauge",
+            "Bits per second to the stream's clients over the last second.",
+        ),
+        (
+            "streamgate_stream_fps",
+            "gauge",
+            "Video frames per second of the stream's RTMP publisher over the last second.",
+        ),
+    ];
+    for (n, (name, kind, help)) in families.iter().enumerate() {
+        o.family(name, kind, help);
+        for (key, t) in &ranked {
+            let value = match n {
+                0 => t.bytes_in as f64,
+                1 => t.bytes_out as f64,
+                2 => t.in_bps as f64,
+                3 => t.out_bps as f64,
+                _ => state.media.get(*key).map_or(0.0, |m| m.fps),
+            };
+            o.sample(name, &[("stream", key.as_str())], value);
+        }
+    }
+    o.family(
+        "streamgate_stream_series_omitted",
+        "gauge",
+        "Streams left out of the per-stream series (more than --metrics-streams).",
+    );
+    o.sample("streamgate_stream_series_omitted", &[], omitted as f64);
+}
+
+fn process_metrics(o: &mut Out, state: &State, now: Instant) {
+    o.family("process_cpu_seconds_total", "counter", "User and system CPU time of the process, all threads.");
+    o.sample("process_cpu_seconds_total", &[], process::cpu_seconds().unwrap_or(state.cpu.total_seconds));
+    o.family("process_resident_memory_bytes", "gauge", "Resident memory of the process.");
+    o.sample("process_resident_memory_bytes", &[], process::resident_bytes().unwrap_or(0) as f64);
+    if let Some(fds) = process::open_fds() {
+        o.family("process_open_fds", "gauge", "Open file descriptors of the process.");
+        o.sample("process_open_fds", &[], fds as f64);
+    }
+    let uptime = now.saturating_duration_since(state.started);
+    let start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(uptime);
+    o.family("process_start_time_seconds", "gauge", "When the process started, in seconds since the Unix epoch.");
+    o.sample("process_start_time_seconds", &[], start.as_secs_f64().floor());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_numbers_plain() {
+        let mut o = Out(String::new());
+        o.family("x_total", "counter", "Help.");
+        o.sample("x_total", &[("a", "q\"b\\c\nd"), ("z", "1")], 3.0);
+        o.sample("x_total", &[], 0.25);
+        o.sample("x_total", &[], f64::NAN);
+        assert_eq!(
+            o.0,
+            "# HELP x_total Help.\n# TYPE x_total counter\nx_total{a=\"q\\\"b\\\\c\\nd\",z=\"1\"} 3\nx_total 0.25\nx_total 0\n"
+        );
+    }
+}
