@@ -25,6 +25,7 @@ use crate::balance::registry::{Limits, Registry};
 use crate::balance::session::Protocol;
 use crate::balance::{Registration, Snapshot, StreamKey};
 use crate::config::Config;
+use crate::shard::tables::TableSizes;
 use bridge::ShardEvent;
 
 /// How often the default backend is re-registered (as in the SRS proxy).
@@ -46,6 +47,8 @@ pub struct State {
     pub hls: HlsIds,
     /// WebRTC sessions by ICE username.
     pub ice: IceTable,
+    /// Each shard's latest UDP table sizes (now, peak), by shard index.
+    pub udp_tables: std::collections::BTreeMap<usize, (TableSizes, TableSizes)>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -107,6 +110,9 @@ impl State {
             }
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
+            }
+            ShardEvent::UdpTables { shard, now, peak } => {
+                self.udp_tables.insert(shard, (now, peak));
             }
         }
     }
@@ -204,6 +210,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         traffic: HashMap::new(),
         hls: HlsIds::default(),
         ice: IceTable::new(ICE_SESSIONS, ICE_TTL),
+        udp_tables: Default::default(),
         snapshots,
         published_version: u64::MAX,
     }));

@@ -84,6 +84,12 @@ impl Srt {
         self.started.elapsed().as_secs() / COOKIE_SLOT.as_secs()
     }
 
+    /// Tells the shard's table counters (`GET /api/v1/shards`) the current size.
+    fn note_sizes(&self) {
+        let sessions = self.sessions.borrow().len();
+        self.shard.udp.update(|t| t.srt_sessions = sessions);
+    }
+
     async fn send(&self, packet: &[u8], to: SocketAddr) {
         if let Err(e) = self.socket.send_to(packet, to).await {
             log::debug!("srt: send to {to}: {e}");
@@ -220,6 +226,7 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
         task: RefCell::new(None),
     });
     srt.sessions.borrow_mut().insert(from, session.clone());
+    srt.note_sizes();
     let task = spawn_local(connect_origin(srt.clone(), session.clone(), hs, from, target));
     *session.task.borrow_mut() = Some(task);
 }
@@ -357,6 +364,7 @@ async fn remove(srt: &Srt, peer: SocketAddr, session: &Rc<Session>, why: &str) {
     let same = srt.sessions.borrow().get(&peer).is_some_and(|s| Rc::ptr_eq(s, session));
     if same {
         srt.sessions.borrow_mut().remove(&peer);
+        srt.note_sizes();
         close(srt, peer, session, why).await;
     }
 }

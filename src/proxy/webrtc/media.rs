@@ -71,6 +71,22 @@ pub struct Media {
     unknown: RefCell<HashMap<String, Instant>>,
 }
 
+impl Media {
+    /// Tells the shard's table counters (`GET /api/v1/shards`) the current sizes.
+    fn note_sizes(&self) {
+        let sessions = self.by_user.borrow().len();
+        let addresses = self.by_addr.borrow().len();
+        let lookups = self.lookups.borrow().len();
+        let unknown = self.unknown.borrow().len();
+        self.shard.udp.update(|t| {
+            t.webrtc_sessions = sessions;
+            t.webrtc_addresses = addresses;
+            t.webrtc_lookups = lookups;
+            t.webrtc_unknown = unknown;
+        });
+    }
+}
+
 /// Binds this shard's WebRTC UDP socket.
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::bind(addr).map_err(std::io::Error::from)
@@ -151,13 +167,16 @@ fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
         }
         lookups.insert(username.to_string());
     }
+    media.note_sizes();
     let (media, username, data) = (media.clone(), username.to_string(), data.to_vec());
     spawn_local(async move {
         let found = media.shard.link.ice_resolve(&username).await;
         media.lookups.borrow_mut().remove(&username);
+        media.note_sizes();
         let Some((ice, origin)) = found else {
             log::debug!("webrtc: STUN from {from} with unknown username {username:?} dropped");
             media.unknown.borrow_mut().insert(username, Instant::now());
+            media.note_sizes();
             return;
         };
         if media.by_user.borrow().len() >= MAX_SESSIONS {
@@ -239,6 +258,8 @@ fn adopt(media: &Media, session: &Rc<Session>, from: SocketAddr) {
         if session.client.get() != from {
             log::info!("webrtc {} {}: client moved to {from}", session.role.name(), session.key);
         }
+        drop(addresses);
+        media.note_sizes();
     }
 }
 
@@ -292,8 +313,8 @@ async fn sweep(media: Rc<Media>) {
             }
             close(&media, &session, &format!("no datagram for {idle:?}")).await;
         }
-        let mut unknown = media.unknown.borrow_mut();
-        unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+        media.unknown.borrow_mut().retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+        media.note_sizes();
     }
 }
 
