@@ -39,8 +39,10 @@ use crate::shard::traffic::Traffic;
 
 /// Most SRT sessions one shard relays.
 pub const MAX_SESSIONS: usize = 10_000;
-/// How long an origin gets to complete its handshake.
-pub const ORIGIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an origin gets to complete its handshake. Under libsrt's default connect timeout
+/// (`SRTO_CONNTIMEO`, 3 s from the caller's first INDUCTION), with room for the caller's round
+/// trip, so that a caller of a silent origin reads the 1404 rejection instead of timing out.
+pub const ORIGIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retransmission interval of the handshake packets sent to an origin.
 pub const RETRANSMIT: Duration = Duration::from_millis(250);
 /// Largest datagram relayed.
