@@ -151,19 +151,13 @@ async fn on_datagram(media: &Rc<Media>, data: &[u8], from: SocketAddr) {
 fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
     let now = Instant::now();
     {
-        let mut unknown = media.unknown.borrow_mut();
+        let unknown = media.unknown.borrow();
         if unknown.get(username).is_some_and(|since| now.saturating_duration_since(*since) < UNKNOWN_FOR) {
             return;
         }
         let mut lookups = media.lookups.borrow_mut();
         if lookups.len() >= MAX_LOOKUPS || lookups.contains(username) {
             return;
-        }
-        if unknown.len() >= MAX_UNKNOWN {
-            unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
-            if unknown.len() >= MAX_UNKNOWN {
-                unknown.clear();
-            }
         }
         lookups.insert(username.to_string());
     }
@@ -175,8 +169,7 @@ fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
         media.note_sizes();
         let Some((ice, origin)) = found else {
             log::debug!("webrtc: STUN from {from} with unknown username {username:?} dropped");
-            media.unknown.borrow_mut().insert(username, Instant::now());
-            media.note_sizes();
+            remember_unknown(&media, username);
             return;
         };
         if media.by_user.borrow().len() >= MAX_SESSIONS {
@@ -207,6 +200,25 @@ fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
         forward(&session, &data, from).await;
     })
     .detach();
+}
+
+/// Remembers a username the control thread did not know, keeping at most [`MAX_UNKNOWN`]: when
+/// full, the expired ones go, and if none has expired (a flood of made-up names), all of them.
+/// The bound is enforced here, at the insert: up to [`MAX_LOOKUPS`] lookups finish after any
+/// check made when they started.
+fn remember_unknown(media: &Media, username: String) {
+    let now = Instant::now();
+    {
+        let mut unknown = media.unknown.borrow_mut();
+        if unknown.len() >= MAX_UNKNOWN && !unknown.contains_key(&username) {
+            unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+            if unknown.len() >= MAX_UNKNOWN {
+                unknown.clear();
+            }
+        }
+        unknown.insert(username, now);
+    }
+    media.note_sizes();
 }
 
 async fn open(
