@@ -22,3 +22,11 @@ need_cargo() {
   fi
   command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
+
+# python_venv DIR PKG...: makes a Python venv in DIR (once) and pip-installs the pinned PKGs into
+# it from wheels (quiet; nothing is fetched when they are already there).
+python_venv() {
+  local dir="$1"; shift
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "$@"
+}

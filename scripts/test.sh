@@ -9,6 +9,8 @@ source scripts/lib.sh
 need_cargo
 # gcc/pkg-config build glommio's liburing shim; the peers are real programs used by the tests.
 apt_install gcc pkg-config ca-certificates procps curl ffmpeg nginx libnginx-mod-rtmp rtmpdump
+apt_install srt-tools python3 python3-venv  # SRT and WebRTC peers (tests/srt_proxy.rs, tests/webrtc_proxy.rs)
+python_venv target/py aiortc==1.16.0        # aiortc for tests/webrtc/peer.py (tests find target/py)
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

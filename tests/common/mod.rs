@@ -5,6 +5,7 @@
 pub mod http_peers;
 pub mod peers;
 pub mod rtmp_client;
+pub mod udp_peers;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
