@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::udp_peers::*;
 use common::wait_until;
@@ -25,8 +25,12 @@ const CONNECT: Duration = Duration::from_secs(30);
 /// The origin and a proxy that knows its two sites (`rtc` written the SRS heartbeat way for one,
 /// as a bare port for the other).
 fn origin_and_proxy() -> (AiortcOrigin, UdpProxy) {
+    origin_and_proxy_with(&[])
+}
+
+fn origin_and_proxy_with(flags: &[&str]) -> (AiortcOrigin, UdpProxy) {
     let origin = AiortcOrigin::start(2);
-    let proxy = UdpProxy::start(&[]);
+    let proxy = UdpProxy::start(flags);
     let (a, b) = (origin.sites[0], origin.sites[1]);
     proxy.register(&origin_body_udp("rtc-a", &[], &[a.api], &[format!("udp://0.0.0.0:{}", a.rtc)]));
     proxy.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
@@ -261,4 +265,63 @@ fn bad_webrtc_input_next_to_a_healthy_session() {
     player.wait_event("done", CONNECT).unwrap_or_else(|e| panic!("{e}"));
     assert!(player.frames() >= before + 150, "{}", player.describe());
     let _ = publisher.wait_exit(Duration::from_secs(1));
+}
+
+/// A spoofed connectivity check: the player's own USERNAME from another address, without the
+/// MESSAGE-INTEGRITY only the holder of the ICE password can write. The session stays with the
+/// player: the spoofer gets at most the origin's STUN error answers to its own requests, never
+/// media, and the player keeps decoding. One shard, so the spoofer's datagrams reach the shard
+/// that holds the player's session (with more, the kernel may hash them to another shard, which
+/// opens a session of its own that the origin never authenticates).
+#[test]
+fn a_spoofed_check_does_not_take_the_session() {
+    let (origin, proxy) = origin_and_proxy_with(&["--shards", "1"]);
+    let publish = name_on("__defaultVhost__", "pub", A, &[A, B]);
+    let play = name_on("__defaultVhost__", "play", B, &[A, B]);
+    let mut publisher = whip_publish(&proxy.rtc_url("whip", &publish), 20);
+    publisher.wait_event("connected", CONNECT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(wait_until(Duration::from_secs(15), || origin.whip_frames() >= 30), "{}", publisher.describe());
+    let mut player = whep_play(&proxy.rtc_url("whep", &play), 12);
+    player.wait_event("connected", CONNECT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(wait_until(Duration::from_secs(10), || player.frames() >= 30), "{}", player.describe());
+    let to = proxy.webrtc_addr();
+    let mut buf = vec![0u8; 65_536];
+
+    // A spoofed connectivity check: the player's own USERNAME from another address, without
+    // the MESSAGE-INTEGRITY only the holder of the ICE password can write. The session stays
+    // with the player: the spoofer gets at most the origin's STUN error answer to its own
+    // requests, never media, and the player keeps decoding.
+    let username = player.event("answer").unwrap()["username"].as_str().unwrap().to_string();
+    let spoofer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    spoofer.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let (before, t0) = (player.frames(), Instant::now());
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for i in 0u8.. {
+        if t0.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        let _ = spoofer.send_to(&stun_binding(username.as_bytes(), [i; 12]), to);
+        while let Ok((n, _)) = spoofer.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    assert!(!got.is_empty(), "the origin's answers to the spoofer's checks did not come back to it\n{}", proxy.log());
+    let not_stun_errors =
+        got.iter().filter(|d| d.len() < 20 || d[..2] != [0x01, 0x11] || d[4..8] != [0x21, 0x12, 0xA4, 0x42]);
+    assert_eq!(
+        not_stun_errors.count(),
+        0,
+        "the spoofer of {username:?} received {} datagrams, not all STUN error responses\n{}",
+        got.len(),
+        proxy.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || player.frames() >= before + 60),
+        "the player stalled while its USERNAME was spoofed: {before} -> {}\n{}",
+        player.frames(),
+        proxy.log()
+    );
+
+    assert_eq!(proxy.table("udp_tables", "webrtc_addresses"), 2, "the spoofer joined a session: {:?}", proxy.shards());
+    player.wait_event("done", CONNECT).unwrap_or_else(|e| panic!("{e}"));
 }

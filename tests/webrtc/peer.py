@@ -22,7 +22,8 @@ the pinned version into target/py).
         WHEP: receives one video track and counts decoded frames for S seconds.
 
 Every event goes to stdout as one JSON object a line, flushed at once: "answer" (status,
-Location, Content-Type, the answer's a=candidate lines), "state" (ICE/connection states),
+Location, Content-Type, the answer's a=candidate lines, the USERNAME of the client's
+connectivity checks), "state" (ICE/connection states),
 "connected" (local and remote address of the nominated ICE pair), "frames" (a count, every
 half second), "deleted" (the DELETE's status), "done". A failure is {"event": "error", ...}
 and exit status 1.
@@ -93,6 +94,13 @@ def config():
 
 def candidates(sdp):
     return [line.strip() for line in sdp.splitlines() if line.startswith("a=candidate:")]
+
+
+def ufrag(sdp):
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def nominated_pair(pc):
@@ -357,6 +365,8 @@ async def negotiate(pc, url):
     answer = body.decode(errors="replace")
     emit("answer", status=status, location=headers.get("location"), content_type=headers.get("content-type"),
          candidates=candidates(answer), offer_candidates=candidates(pc.localDescription.sdp),
+         # The USERNAME of this client's connectivity checks: answer ufrag, then its own.
+         username=f"{ufrag(answer)}:{ufrag(pc.localDescription.sdp)}",
          body=answer if status >= 300 else None)
     if status not in (200, 201):
         raise RuntimeError(f"signalling answered {status}: {answer[:300]}")
