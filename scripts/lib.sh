@@ -23,19 +23,10 @@ need_cargo() {
   command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
 
-# pip_install REQ...: installs the Python packages (pinned requirements) not installed yet.
-pip_install() {
-  local missing=()
-  for req in "$@"; do
-    python3 -m pip show -q "${req%%[=<>]*}" >/dev/null 2>&1 || missing+=("$req")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  python3 -m pip --version >/dev/null 2>&1 || apt_install python3 python3-pip
-  local flags=(-q --disable-pip-version-check)
-  [ "$(id -u)" -eq 0 ] && flags+=(--root-user-action=ignore)
-  # Debian's own python3 refuses pip installs (PEP 668) unless told otherwise.
-  python3 -c 'import sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' \
-    && flags+=(--break-system-packages)
-  echo "installing (pip): ${missing[*]}" >&2
-  python3 -m pip install "${flags[@]}" "${missing[@]}"
+# python_venv DIR PKG...: makes a Python venv in DIR (once) and pip-installs the pinned PKGs into
+# it from wheels (quiet; nothing is fetched when they are already there).
+python_venv() {
+  local dir="$1"; shift
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "$@"
 }

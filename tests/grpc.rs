@@ -179,7 +179,10 @@ fn no_origin_is_unhealthy_everywhere() {
 
 /// Runs `python3 args...` with the stubs on PYTHONPATH; its output, or why it failed.
 fn python(stubs: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
-    let mut cmd = Command::new("python3");
+    let python = python_with("grpc, grpc_tools, prometheus_client").map_err(|tried| {
+        format!("no Python with grpcio, grpcio-tools and prometheus_client ({tried}); scripts/test.sh installs them in target/py")
+    })?;
+    let mut cmd = Command::new(python);
     cmd.args(args).env("PYTHONPATH", stubs);
     let out = run_with_timeout(cmd, timeout);
     let text = format!("{}{}", out.stdout, out.stderr);

@@ -17,6 +17,7 @@ use crate::balance::ice::IceSession;
 use crate::balance::registry::RegistryError;
 pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
+use crate::shard::tables::TableSizes;
 use crate::shard::traffic::TrafficDelta;
 
 /// Capacity of the shard -> control event queue.
@@ -46,6 +47,8 @@ pub enum ShardEvent {
     Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
     /// Bytes moved per stream on one shard since its previous report.
     Traffic(Vec<TrafficDelta>),
+    /// A shard's UDP table sizes now and the largest since start (sent when they changed).
+    UdpTables { shard: usize, now: TableSizes, peak: TableSizes },
 }
 
 /// The shard's end of the bridge; cheap to clone, one per shard.

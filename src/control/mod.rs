@@ -30,6 +30,7 @@ use crate::balance::registry::{Limits, Registry};
 use crate::balance::session::Protocol;
 use crate::balance::{Registration, Snapshot, StreamKey};
 use crate::config::Config;
+use crate::shard::tables::TableSizes;
 use bridge::ShardEvent;
 
 /// How often the default backend is re-registered (as in the SRS proxy).
@@ -61,6 +62,8 @@ pub struct State {
     pub started: Instant,
     /// The process's CPU use, sampled every tick.
     pub cpu: process::CpuSampler,
+    /// Each shard's latest UDP table sizes (now, peak), by shard index.
+    pub udp_tables: std::collections::BTreeMap<usize, (TableSizes, TableSizes)>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -125,6 +128,9 @@ impl State {
             }
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
+            }
+            ShardEvent::UdpTables { shard, now, peak } => {
+                self.udp_tables.insert(shard, (now, peak));
             }
         }
     }
@@ -228,6 +234,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         protocol_bytes: Default::default(),
         started: Instant::now(),
         cpu: process::CpuSampler::default(),
+        udp_tables: Default::default(),
         snapshots,
         published_version: u64::MAX,
     }));

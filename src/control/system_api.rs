@@ -6,6 +6,7 @@
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
 //! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates |
+//! | `GET /api/v1/shards` | per shard: its UDP table sizes (SRT and WebRTC sessions, addresses, lookups, unknown usernames), now and the largest since start |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //!
 //! Handlers run on the control thread and borrow its state only between awaits.
@@ -23,6 +24,7 @@ use crate::balance::Registration;
 use crate::balance::endpoint::Endpoint;
 use crate::balance::registry::Registered;
 use crate::codec::http::{Request, Response};
+use crate::shard::tables::TableSizes;
 
 /// Routes one request.
 pub async fn handle(state: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer: SocketAddr) -> Response {
@@ -33,10 +35,13 @@ pub async fn handle(state: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer
         ("GET" | "HEAD", "/api/v1/versions") => versions(),
         ("GET" | "HEAD", "/api/v1/origins") => origins(&state),
         ("GET" | "HEAD", "/api/v1/streams") => streams(&state),
+        ("GET" | "HEAD", "/api/v1/shards") => shards(&state),
         ("GET" | "HEAD", "/metrics") => {
             Response::new(200, super::metrics::CONTENT_TYPE, super::metrics::render(&state, Instant::now()))
         }
-        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/metrics") => method_not_allowed("GET"),
+        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" | "/metrics") => {
+            method_not_allowed("GET")
+        }
         (method, path) => error_response(404, &format!("no route for {method} {path}")),
     }
 }
@@ -175,6 +180,27 @@ fn streams(state: &State) -> Response {
     list.sort_by(|a, b| a.0.cmp(b.0));
     let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
     Response::json(200, &json!({ "code": 0, "streams": list }))
+}
+
+fn table_sizes(t: &TableSizes) -> Value {
+    json!({
+        "srt_sessions": t.srt_sessions,
+        "webrtc_sessions": t.webrtc_sessions,
+        "webrtc_addresses": t.webrtc_addresses,
+        "webrtc_lookups": t.webrtc_lookups,
+        "webrtc_unknown_usernames": t.webrtc_unknown,
+    })
+}
+
+/// Per shard, what it last reported of its UDP tables (shards report once a second, when they
+/// changed; a shard that never had a UDP datagram has not reported).
+fn shards(state: &State) -> Response {
+    let list: Vec<Value> = state
+        .udp_tables
+        .iter()
+        .map(|(shard, (now, peak))| json!({ "shard": shard, "udp_tables": table_sizes(now), "udp_tables_peak": table_sizes(peak) }))
+        .collect();
+    Response::json(200, &json!({ "code": 0, "shards": list }))
 }
 
 #[cfg(test)]

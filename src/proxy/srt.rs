@@ -39,8 +39,10 @@ use crate::shard::traffic::Traffic;
 
 /// Most SRT sessions one shard relays.
 pub const MAX_SESSIONS: usize = 10_000;
-/// How long an origin gets to complete its handshake.
-pub const ORIGIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an origin gets to complete its handshake. Under libsrt's default connect timeout
+/// (`SRTO_CONNTIMEO`, 3 s from the caller's first INDUCTION), with room for the caller's round
+/// trip, so that a caller of a silent origin reads the 1404 rejection instead of timing out.
+pub const ORIGIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retransmission interval of the handshake packets sent to an origin.
 pub const RETRANSMIT: Duration = Duration::from_millis(250);
 /// Largest datagram relayed.
@@ -82,6 +84,12 @@ impl Srt {
 
     fn slot(&self) -> u64 {
         self.started.elapsed().as_secs() / COOKIE_SLOT.as_secs()
+    }
+
+    /// Tells the shard's table counters (`GET /api/v1/shards`) the current size.
+    fn note_sizes(&self) {
+        let sessions = self.sessions.borrow().len();
+        self.shard.udp.update(|t| t.srt_sessions = sessions);
     }
 
     async fn send(&self, packet: &[u8], to: SocketAddr) {
@@ -220,6 +228,7 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
         task: RefCell::new(None),
     });
     srt.sessions.borrow_mut().insert(from, session.clone());
+    srt.note_sizes();
     let task = spawn_local(connect_origin(srt.clone(), session.clone(), hs, from, target));
     *session.task.borrow_mut() = Some(task);
 }
@@ -357,6 +366,7 @@ async fn remove(srt: &Srt, peer: SocketAddr, session: &Rc<Session>, why: &str) {
     let same = srt.sessions.borrow().get(&peer).is_some_and(|s| Rc::ptr_eq(s, session));
     if same {
         srt.sessions.borrow_mut().remove(&peer);
+        srt.note_sizes();
         close(srt, peer, session, why).await;
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod preflight;
 pub mod relay;
+pub mod tables;
 pub mod traffic;
 
 use std::cell::Cell;
@@ -43,6 +44,8 @@ pub struct Shard {
     pub link: ShardLink,
     /// Per-connection byte counters, reported to the control thread once a second.
     pub traffic: traffic::TrafficTable,
+    /// Sizes of the SRT and WebRTC tables, reported with the traffic.
+    pub udp: tables::UdpTables,
     gate: Gate,
     permits: Rc<Semaphore>,
     saturated: Cell<bool>,
@@ -132,6 +135,7 @@ async fn run(
         config,
         link,
         traffic: traffic::TrafficTable::default(),
+        udp: tables::UdpTables::default(),
         gate: Gate::new(),
         saturated: Cell::new(false),
     });
@@ -166,9 +170,16 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 pub const TRAFFIC_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn report_traffic(shard: Rc<Shard>) {
+    let mut reported = None;
     loop {
         glommio::timer::sleep(TRAFFIC_REPORT_INTERVAL).await;
         flush_traffic(&shard).await;
+        let (now, peak) = shard.udp.get();
+        if reported != Some((now, peak)) {
+            reported = Some((now, peak));
+            let event = crate::control::bridge::ShardEvent::UdpTables { shard: shard.index, now, peak };
+            let _ = shard.link.events.send(event).await;
+        }
     }
 }
 

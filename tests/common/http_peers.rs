@@ -469,7 +469,7 @@ impl Drop for FfmpegProc {
 
 /// The lavfi test signal every ffmpeg here encodes: 320x180 25 fps H.264 with a keyframe every
 /// second (`-g 25`) and AAC, in real time (`-re`), for `seconds`.
-fn test_signal_args(seconds: u32) -> Vec<String> {
+pub fn test_signal_args(seconds: u32) -> Vec<String> {
     [
         "-re",
         "-f",

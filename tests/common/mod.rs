@@ -5,10 +5,11 @@
 pub mod http_peers;
 pub mod peers;
 pub mod rtmp_client;
+pub mod udp_peers;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -253,6 +254,28 @@ pub fn origin_body(server: &str, service: &str, rtmp_port: u16) -> String {
     format!(
         r#"{{"device_id":"{server}","ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"1","rtmp":["{rtmp_port}"]}}"#
     )
+}
+
+/// The first Python that can import `modules` (`"a, b"`): `$STREAMGATE_TEST_PYTHON`, else
+/// `target/py/bin/python` (the venv scripts/test.sh makes), else `python3`; or what each said.
+pub fn python_with(modules: &str) -> Result<PathBuf, String> {
+    let mut candidates: Vec<PathBuf> =
+        std::env::var_os("STREAMGATE_TEST_PYTHON").map(PathBuf::from).into_iter().collect();
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py/bin/python"));
+    candidates.push(PathBuf::from("python3"));
+    let mut tried = Vec::new();
+    for candidate in candidates {
+        match Command::new(&candidate).args(["-c", &format!("import {modules}")]).output() {
+            Ok(o) if o.status.success() => return Ok(candidate),
+            Ok(o) => tried.push(format!(
+                "{}: {}",
+                candidate.display(),
+                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("failed")
+            )),
+            Err(e) => tried.push(format!("{}: {e}", candidate.display())),
+        }
+    }
+    Err(tried.join("; "))
 }
 
 /// Polls `f` until it is true or `timeout` passes.

@@ -5,16 +5,20 @@
 //! - A datagram from a known client address goes to its session's origin socket.
 //! - From an unknown address, only a well-formed STUN binding request is considered: its
 //!   USERNAME (`answerUfrag:offerUfrag`) names the session, found in this shard's table or
-//!   asked of the control thread (which signalling told). The address then joins the session:
-//!   the newest address receives the origin's datagrams, so NAT rebinding and ICE restarts keep
-//!   working. A rebinding the kernel hashes to another shard is served there with its own origin
-//!   socket; the origin sees a new address with a valid STUN request, which ICE allows.
+//!   asked of the control thread (which signalling told). The request goes to the origin, and
+//!   the address joins the session when the origin answers it with a Binding success (matched
+//!   by transaction id): the origin has then checked the MESSAGE-INTEGRITY that only a holder
+//!   of the ICE password can write, so a check spoofed with a known USERNAME gets the origin's
+//!   error answer and nothing else. The newest joined address receives the origin's datagrams,
+//!   so NAT rebinding and ICE restarts keep working. A rebinding the kernel hashes to another
+//!   shard is served there with its own origin socket; the origin sees a new address with a
+//!   valid STUN request, which ICE allows.
 //! - Anything else from an unknown address is dropped without a reply.
 //! - Each session has one connected UDP socket to its origin's WebRTC endpoint and one task
 //!   reading it. A session with no datagram either way for `--udp-idle-timeout` is dropped.
 //!
-//! Bounds: at most [`MAX_SESSIONS`] sessions per shard, [`MAX_ADDRESSES`] client addresses per
-//! session, [`MAX_LOOKUPS`] control-thread lookups in flight (spoofed STUN floods are dropped
+//! Bounds: at most [`MAX_SESSIONS`] sessions per shard, [`MAX_ADDRESSES`] client addresses and
+//! [`MAX_PENDING`] checks awaiting the origin's answer per session, [`MAX_LOOKUPS`] control-thread lookups in flight (spoofed STUN floods are dropped
 //! past it), and recently failed usernames remembered ([`MAX_UNKNOWN`]) so a repeated bogus one
 //! costs no lookup.
 
@@ -39,11 +43,17 @@ use crate::shard::traffic::Traffic;
 pub const MAX_SESSIONS: usize = 10_000;
 /// Most client addresses one session keeps (the newest win).
 pub const MAX_ADDRESSES: usize = 4;
+/// Most checks from not yet joined addresses one session remembers until the origin answers
+/// them (the oldest are forgotten: their answers then go to the current client, which ignores
+/// them, and that address has to ask again).
+pub const MAX_PENDING: usize = 8;
 /// Most control-thread lookups one shard has in flight.
 pub const MAX_LOOKUPS: usize = 64;
 /// Most unknown usernames remembered, each for [`UNKNOWN_FOR`].
 pub const MAX_UNKNOWN: usize = 4096;
 const UNKNOWN_FOR: Duration = Duration::from_secs(5);
+/// The STUN Binding method (RFC 8489 §18.2).
+const BINDING: u16 = 0x001;
 /// Largest datagram relayed (a UDP payload cannot be larger).
 const DATAGRAM: usize = 65_536;
 
@@ -56,6 +66,8 @@ struct Session {
     /// Where the origin's datagrams go: the address that sent the latest datagram.
     client: Cell<SocketAddr>,
     addresses: RefCell<VecDeque<SocketAddr>>,
+    /// Binding requests from addresses that have not joined yet: transaction id, address.
+    pending: RefCell<VecDeque<([u8; 12], SocketAddr)>>,
     last_seen: Cell<Instant>,
     traffic: Rc<Traffic>,
     reader: RefCell<Option<Task<()>>>,
@@ -69,6 +81,22 @@ pub struct Media {
     by_user: RefCell<HashMap<String, Rc<Session>>>,
     lookups: RefCell<HashSet<String>>,
     unknown: RefCell<HashMap<String, Instant>>,
+}
+
+impl Media {
+    /// Tells the shard's table counters (`GET /api/v1/shards`) the current sizes.
+    fn note_sizes(&self) {
+        let sessions = self.by_user.borrow().len();
+        let addresses = self.by_addr.borrow().len();
+        let lookups = self.lookups.borrow().len();
+        let unknown = self.unknown.borrow().len();
+        self.shard.udp.update(|t| {
+            t.webrtc_sessions = sessions;
+            t.webrtc_addresses = addresses;
+            t.webrtc_lookups = lookups;
+            t.webrtc_unknown = unknown;
+        });
+    }
 }
 
 /// Binds this shard's WebRTC UDP socket.
@@ -124,18 +152,17 @@ async fn on_datagram(media: &Rc<Media>, data: &[u8], from: SocketAddr) {
     };
     let found = media.by_user.borrow().get(username).cloned();
     if let Some(session) = found {
-        adopt(media, &session, from);
-        return forward(&session, data, from).await;
+        return ask_origin(&session, message.transaction_id, data, from).await;
     }
-    lookup(media, username, data, from);
+    lookup(media, username, message.transaction_id, data, from);
 }
 
 /// Asks the control thread for an unknown username, in its own task so the receive loop goes
 /// on; the datagram that asked is relayed once the session exists.
-fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
+fn lookup(media: &Rc<Media>, username: &str, txid: [u8; 12], data: &[u8], from: SocketAddr) {
     let now = Instant::now();
     {
-        let mut unknown = media.unknown.borrow_mut();
+        let unknown = media.unknown.borrow();
         if unknown.get(username).is_some_and(|since| now.saturating_duration_since(*since) < UNKNOWN_FOR) {
             return;
         }
@@ -143,21 +170,17 @@ fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
         if lookups.len() >= MAX_LOOKUPS || lookups.contains(username) {
             return;
         }
-        if unknown.len() >= MAX_UNKNOWN {
-            unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
-            if unknown.len() >= MAX_UNKNOWN {
-                unknown.clear();
-            }
-        }
         lookups.insert(username.to_string());
     }
+    media.note_sizes();
     let (media, username, data) = (media.clone(), username.to_string(), data.to_vec());
     spawn_local(async move {
         let found = media.shard.link.ice_resolve(&username).await;
         media.lookups.borrow_mut().remove(&username);
+        media.note_sizes();
         let Some((ice, origin)) = found else {
             log::debug!("webrtc: STUN from {from} with unknown username {username:?} dropped");
-            media.unknown.borrow_mut().insert(username, Instant::now());
+            remember_unknown(&media, username);
             return;
         };
         if media.by_user.borrow().len() >= MAX_SESSIONS {
@@ -184,10 +207,28 @@ fn lookup(media: &Rc<Media>, username: &str, data: &[u8], from: SocketAddr) {
             Some(s) => s, // another datagram won the race
             None => open(&media, username, ice.key, ice.role, origin.id.0.clone(), upstream, from).await,
         };
-        adopt(&media, &session, from);
-        forward(&session, &data, from).await;
+        ask_origin(&session, txid, &data, from).await;
     })
     .detach();
+}
+
+/// Remembers a username the control thread did not know, keeping at most [`MAX_UNKNOWN`]: when
+/// full, the expired ones go, and if none has expired (a flood of made-up names), all of them.
+/// The bound is enforced here, at the insert: up to [`MAX_LOOKUPS`] lookups finish after any
+/// check made when they started.
+fn remember_unknown(media: &Media, username: String) {
+    let now = Instant::now();
+    {
+        let mut unknown = media.unknown.borrow_mut();
+        if unknown.len() >= MAX_UNKNOWN && !unknown.contains_key(&username) {
+            unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+            if unknown.len() >= MAX_UNKNOWN {
+                unknown.clear();
+            }
+        }
+        unknown.insert(username, now);
+    }
+    media.note_sizes();
 }
 
 async fn open(
@@ -208,6 +249,7 @@ async fn open(
         upstream,
         client: Cell::new(from),
         addresses: RefCell::default(),
+        pending: RefCell::default(),
         last_seen: Cell::new(Instant::now()),
         traffic,
         reader: RefCell::new(None),
@@ -239,7 +281,48 @@ fn adopt(media: &Media, session: &Rc<Session>, from: SocketAddr) {
         if session.client.get() != from {
             log::info!("webrtc {} {}: client moved to {from}", session.role.name(), session.key);
         }
+        drop(addresses);
+        media.note_sizes();
     }
+}
+
+/// Relays a Binding request from an address that has not joined `session` and remembers it, so
+/// that the origin's answer goes back there (and a success makes the address join). The session
+/// does not count it as activity: only the origin's answer does.
+async fn ask_origin(session: &Session, txid: [u8; 12], data: &[u8], from: SocketAddr) {
+    {
+        let mut pending = session.pending.borrow_mut();
+        if !pending.iter().any(|(t, a)| *t == txid && *a == from) {
+            if pending.len() >= MAX_PENDING {
+                pending.pop_front();
+            }
+            pending.push_back((txid, from));
+        }
+    }
+    if session.upstream.send(data).await.is_ok() {
+        let t = &session.traffic.bytes_in;
+        t.set(t.get() + data.len() as u64);
+    }
+}
+
+/// If `datagram` is the origin's answer to a pending Binding request: who asked, and whether
+/// the origin accepted (a success response) or refused (an error response).
+fn answered(session: &Session, datagram: &[u8]) -> Option<(SocketAddr, bool)> {
+    if session.pending.borrow().is_empty() || stun::classify(datagram) != Kind::Stun {
+        return None;
+    }
+    let message = Message::parse(datagram).ok()?;
+    let accepted = match message.class() {
+        stun::Class::SuccessResponse => true,
+        stun::Class::ErrorResponse => false,
+        _ => return None,
+    };
+    if message.method() != BINDING {
+        return None;
+    }
+    let mut pending = session.pending.borrow_mut();
+    let at = pending.iter().position(|(t, _)| *t == message.transaction_id)?;
+    pending.remove(at).map(|(_, from)| (from, accepted))
 }
 
 async fn forward(session: &Session, data: &[u8], from: SocketAddr) {
@@ -251,7 +334,8 @@ async fn forward(session: &Session, data: &[u8], from: SocketAddr) {
     }
 }
 
-/// The origin's datagrams, to the session's newest client address.
+/// The origin's datagrams, to the session's newest client address; an answer to a pending
+/// Binding request goes to the address that asked, which joins the session on a success.
 async fn read_origin(media: Rc<Media>, session: Rc<Session>) {
     let mut buf = vec![0u8; DATAGRAM];
     loop {
@@ -265,7 +349,16 @@ async fn read_origin(media: Rc<Media>, session: Rc<Session>) {
             }
         };
         session.last_seen.set(Instant::now());
-        if media.socket.send_to(&buf[..n], session.client.get()).await.is_ok() {
+        let to = match answered(&session, &buf[..n]) {
+            Some((from, true)) => {
+                adopt(&media, &session, from);
+                session.client.set(from);
+                from
+            }
+            Some((from, false)) => from,
+            None => session.client.get(),
+        };
+        if media.socket.send_to(&buf[..n], to).await.is_ok() {
             let t = &session.traffic.bytes_out;
             t.set(t.get() + n as u64);
         }
@@ -292,8 +385,8 @@ async fn sweep(media: Rc<Media>) {
             }
             close(&media, &session, &format!("no datagram for {idle:?}")).await;
         }
-        let mut unknown = media.unknown.borrow_mut();
-        unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+        media.unknown.borrow_mut().retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+        media.note_sizes();
     }
 }
 
