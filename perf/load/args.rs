@@ -16,12 +16,12 @@ use clap::Parser;
 /// over those streams (or all play --play-stream), over RTMP or HTTP-FLV (the scheme of
 /// --play-url, else of --url); churn connectors repeat connect -> play -> first media -> close.
 /// One line per --report-every seconds goes to stderr, then a summary table (stderr) and, with
-/// --json, a JSON summary on stdout.
+/// --json, a JSON summary on stdout. A flag given twice takes its last value.
 ///
 /// `streamgate-load origin-flv --help`: an HTTP-FLV origin that fans one paced FLV file out to
 /// any number of players.
 #[derive(Debug, Parser)]
-#[command(name = "streamgate-load", version, about, long_about)]
+#[command(name = "streamgate-load", version, about, long_about, args_override_self = true)]
 pub struct Args {
     /// Target URL rtmp://HOST[:PORT]/APP (the proxy, an origin, or a TCP balancer; PORT
     /// defaults to 1935) or, for HTTP-FLV players and churn connectors without publishers,
@@ -252,5 +252,6 @@ mod tests {
         assert!(args(&["--url", "http://h/live", "--publishers", "1"]).check().is_err());
         assert!(args(&["--url", "rtmp://h/live", "--publishers", "1", "--play-url", "http://h/live"]).check().is_ok());
         assert!(args(&["--url", "http://h/live", "--players", "1"]).check().is_ok());
+        assert_eq!(args(&["--url", "http://h/live", "--players", "500", "--players", "50"]).players, 50);
     }
 }

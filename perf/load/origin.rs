@@ -11,7 +11,8 @@
 //!   timestamps, like a paced publisher); the tags due together form one [`Chunk`], built
 //!   once and shared by every player through a broadcast ring of `--max-lag-chunks`. A player
 //!   that falls that far behind, or whose socket takes no bytes for [`STALL`], is dropped (as
-//!   nginx-rtmp drops slow players): memory stays bounded whatever the players do.
+//!   nginx-rtmp drops slow players): memory stays bounded whatever the players do. A player
+//!   that closes is noticed at once (its socket is read, and what it sends dropped).
 //! - `GET /stats`: JSON counters (players now and in all, dropped, bytes sent, the pacer's
 //!   worst lateness since the previous `/stats`, this process's CPU), so a benchmark can tell
 //!   whether the origin kept up.
@@ -318,7 +319,13 @@ async fn play(origin: &Origin, mut stream: TcpStream, head_only: bool) {
     drop(out);
     let mut joined = false;
     loop {
-        let chunk = match rx.recv().await {
+        // Waiting for the next chunk, also notice a player that left: without this, one that
+        // closes before its first keyframe would hold its socket until that keyframe.
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = closed(&mut stream) => return,
+        };
+        let chunk = match next {
             Ok(chunk) => chunk,
             Err(RecvError::Lagged(_)) => {
                 c.dropped_lagging.fetch_add(1, Relaxed);
@@ -331,6 +338,12 @@ async fn play(origin: &Origin, mut stream: TcpStream, head_only: bool) {
             return;
         }
     }
+}
+
+/// Returns once the player closed its side (or the socket failed); what it sends is dropped.
+async fn closed(stream: &mut TcpStream) {
+    let mut sink = [0u8; 256];
+    while let Ok(1..) = stream.read(&mut sink).await {}
 }
 
 /// The FLV header, then metadata and sequence headers stamped with the stream's time now.

@@ -93,6 +93,8 @@ pub fn summary(ctx: &Ctx, end: &EndState) {
     let per_player = |x: f64| (a.players > 0).then(|| x / a.players as f64);
     let summary = json!({
         "url": a.url,
+        "play_url": a.play_url.as_deref().unwrap_or(&a.url),
+        "protocol": ctx.play.protocol.name(),
         "seconds": secs,
         "threads": a.threads,
         "publishers": a.publishers,
