@@ -305,10 +305,17 @@ def origin_lines(rows):
             continue
         secs = max(1e-9, r["load"].get("seconds", 1))
         dropped = o.get("dropped_lagging", 0) + o.get("dropped_stalled", 0)
-        late = o.get("late_max_ms", 0)
-        verdict = "kept up" if dropped == 0 and late < 50 else "MAY BE THE BOTTLENECK"
+        late, share = o.get("late_max_ms", 0), 100 * r["origin_cpu_s"] / secs
+        if share >= 80:
+            verdict = "ORIGIN SATURATED (near a full core): the numbers measure it, not the proxy"
+        elif dropped > 0:
+            verdict = "players dropped: the path to them (proxy or generator) fell behind"
+        elif late >= 50:
+            verdict = "pacing fell behind while the origin used little CPU: the machine was busy"
+        else:
+            verdict = "kept up"
         lines.append(f"- origin-flv during {r['target']}: {r['origin_cpu_s']:.2f} CPU-s "
-                     f"({100 * r['origin_cpu_s'] / secs:.0f}% of one core), {o.get('bytes_sent', 0) / 2**20:.0f} MiB sent, "
+                     f"({share:.0f}% of one core), {o.get('bytes_sent', 0) / 2**20:.0f} MiB sent, "
                      f"players dropped {o.get('dropped_lagging', 0)} lagging / {o.get('dropped_stalled', 0)} stalled, "
                      f"{o.get('late_tags', 0)} tags sent 10+ ms late, worst {late:.1f} ms: {verdict}")
     return lines
