@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Runs one benchmark scenario side by side against the same nginx-rtmp origin:
+"""Runs one benchmark scenario side by side against the same origin (nginx-rtmp for RTMP,
+`streamgate-load origin-flv` for HTTP-FLV: nginx-rtmp serves no HTTP-FLV):
 
   direct   the load generator talks to the origin itself (the floor)
   splice   through streamgate --relay splice
@@ -9,11 +10,15 @@
 For each it records the proxy's CPU seconds (utime+stime of all its threads, from /proc) and
 CPU-seconds per GiB delivered, peak RSS, throughput, setup rate and time-to-first-media
 percentiles from the load generator's JSON summary, plus the generator's and the origin's own
-CPU. The markdown table (with the streamgate/HAProxy ratios) is appended to
-perf/results/<date>-<commit>.md and printed.
+CPU (for origin-flv also its /stats: players dropped, worst pacing lateness, so a run shows
+whether the origin kept up). The markdown table (with the streamgate/HAProxy ratios) is
+appended to perf/results/<date>-<commit>.md (or --out) and printed.
 
-Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy] [--load-args "..."]
-Scenarios: fanout, bulk, churn, idle (see SCENARIOS below).
+Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy]
+                            [--load-args "..."] [--out PATH|-]
+Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn (see SCENARIOS below).
+A short smoke run that keeps perf/results/ clean:
+  perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
 """
 
 import argparse
@@ -35,7 +40,9 @@ PROXY = os.path.join(ROOT, "target/release/streamgate")
 LOAD = os.path.join(ROOT, "target/release/streamgate-load")
 TICK = os.sysconf("SC_CLK_TCK")
 
-# Each scenario: what the FLV is, and the load generator's arguments (besides --url/--json).
+# Each scenario: what the FLV is, the load generator's arguments (besides --url/--json; later
+# flags given with --load-args override these), and the origin: "rtmp" (nginx-rtmp, the
+# generator publishes the FLV) or "flv" (origin-flv paces the FLV itself, players use HTTP-FLV).
 SCENARIOS = {
     "fanout": {
         "about": "1 publisher at about 2 Mbit/s (paced), 500 RTMP players",
@@ -60,6 +67,20 @@ SCENARIOS = {
         "flv": None,
         "args": ["--players", "5000", "--play-stream", "paused", "--ramp-per-sec", "1000"],
         "duration": 15,
+    },
+    "httpflv": {
+        "about": "1 stream at about 2 Mbit/s (paced by the HTTP-FLV origin), 500 HTTP-FLV players",
+        "flv": ("1280x720", "2M"),
+        "origin": "flv",
+        "args": ["--players", "500", "--ramp-per-sec", "250"],
+        "duration": 60,
+    },
+    "httpflv-churn": {
+        "about": "50 concurrent HTTP-FLV connectors: connect, GET, first media tag, close, repeat",
+        "flv": ("640x360", "1M"),
+        "origin": "flv",
+        "args": ["--churn", "50"],
+        "duration": 20,
     },
 }
 
@@ -98,6 +119,9 @@ def status_kib(pid, field):
 
 
 class Nginx:
+    """nginx-rtmp: the RTMP origin."""
+    protocol = "rtmp"
+
     def __init__(self, tmp):
         self.dir = os.path.join(tmp, "nginx")
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
@@ -136,18 +160,56 @@ rtmp {{ server {{ listen 127.0.0.1:{self.port}; chunk_size 4096;
     def stop(self):
         subprocess.run(["nginx", "-p", self.dir, "-c", self.conf, "-s", "quit"], stderr=subprocess.DEVNULL)
 
+    def registration(self):
+        return {"rtmp": [str(self.port)]}
+
+    def stats(self):
+        return None
+
+
+class FlvOrigin:
+    """`streamgate-load origin-flv`: the HTTP-FLV origin, pacing the FLV file itself."""
+    protocol = "http"
+
+    def __init__(self, tmp, flv):
+        self.port = free_port()
+        self.log = open(os.path.join(tmp, "origin-flv.log"), "w")
+        self.proc = subprocess.Popen([LOAD, "origin-flv", "--listen", f"127.0.0.1:{self.port}", "--flv", flv,
+                                      "--report-every", "5"], stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_port(self.port)
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def registration(self):
+        # The registration needs an RTMP endpoint: a closed port (no RTMP client goes there).
+        return {"rtmp": [str(free_port())], "http": [str(self.port)]}
+
+    def stats(self):
+        """The origin's counters; reading them restarts its worst-lateness figure."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
+            return json.loads(r.read())
+
 
 class Streamgate:
-    def __init__(self, tmp, origin_port, relay):
-        self.port, self.api = free_port(), free_port()
+    def __init__(self, tmp, origin, relay):
+        rtmp, http, self.api = free_port(), free_port(), free_port()
+        self.port = http if origin.protocol == "http" else rtmp
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
+        # Every listener on a port of its own, so nothing else on the machine is in the way.
         self.proc = subprocess.Popen(
-            [PROXY, "--rtmp-server", f"127.0.0.1:{self.port}", "--system-api", f"127.0.0.1:{self.api}",
+            [PROXY, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
+             "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
+             "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
              "--relay", relay, "--log-level", "warn"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.api)
         body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",
-                           "rtmp": [str(origin_port)]}).encode()
+                           **origin.registration()}).encode()
         urllib.request.urlopen(f"http://127.0.0.1:{self.api}/api/v1/srs/register", body, timeout=5).read()
         wait_port(self.port)
         self.pid = self.proc.pid
@@ -173,7 +235,7 @@ defaults
     timeout connect 5s
     timeout client 1h
     timeout server 1h
-frontend rtmp
+frontend front
     bind 127.0.0.1:{self.port}
     default_backend origin
 backend origin
@@ -199,34 +261,64 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def run_target(name, scenario, tmp, nginx, duration, load_args):
+def run_target(name, scenario, tmp, origin, duration, load_args):
     proxy = None
     if name in ("splice", "copy"):
-        proxy = Streamgate(tmp, nginx.port, name)
+        proxy = Streamgate(tmp, origin, name)
         port = proxy.port
     elif name == "haproxy":
-        proxy = Haproxy(tmp, nginx.port)
+        proxy = Haproxy(tmp, origin.port)
         port = proxy.port
     else:
-        port = nginx.port
-    args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration), "--json"]
+        port = origin.port
+    args = [LOAD, "--url", f"{origin.protocol}://127.0.0.1:{port}/live", "--duration", str(duration), "--json"]
     args += scenario["args"] + load_args
-    if scenario["flv"]:
+    if scenario["flv"] and origin.protocol == "rtmp":
         args += ["--flv", make_flv(tmp, *scenario["flv"])]
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
     rss0 = status_kib(proxy.pid, "VmRSS") if proxy else 0
-    origin_cpu0 = nginx.cpu()
+    origin_cpu0, origin_stats0 = origin.cpu(), origin.stats()
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:
         raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    row = {"target": name, "load": summary, "origin_cpu_s": nginx.cpu() - origin_cpu0}
+    row = {"target": name, "load": summary, "origin_cpu_s": origin.cpu() - origin_cpu0}
+    if origin_stats0 is not None:
+        after = origin.stats()
+        row["origin_stats"] = {k: (v - origin_stats0.get(k, 0) if k not in ("clients", "late_max_ms", "stream_ms",
+                                                                           "max_rss_kib") else v)
+                               for k, v in after.items()}
     if proxy:
         row["proxy_cpu_s"] = cpu_seconds(proxy.pid) - cpu0
         row["proxy_peak_rss_kib"] = status_kib(proxy.pid, "VmHWM")
         row["proxy_rss_growth_kib"] = status_kib(proxy.pid, "VmRSS") - rss0
         proxy.stop()
     return row
+
+
+def origin_lines(rows):
+    """For origin-flv: whether it kept up in each run (CPU share, drops, pacing lateness)."""
+    lines = []
+    for r in rows:
+        o = r.get("origin_stats")
+        if o is None:
+            continue
+        secs = max(1e-9, r["load"].get("seconds", 1))
+        dropped = o.get("dropped_lagging", 0) + o.get("dropped_stalled", 0)
+        late, share = o.get("late_max_ms", 0), 100 * r["origin_cpu_s"] / secs
+        if share >= 80:
+            verdict = "ORIGIN SATURATED (near a full core): the numbers measure it, not the proxy"
+        elif dropped > 0:
+            verdict = "players dropped: the path to them (proxy or generator) fell behind"
+        elif late >= 50:
+            verdict = "pacing fell behind while the origin used little CPU: the machine was busy"
+        else:
+            verdict = "kept up"
+        lines.append(f"- origin-flv during {r['target']}: {r['origin_cpu_s']:.2f} CPU-s "
+                     f"({share:.0f}% of one core), {o.get('bytes_sent', 0) / 2**20:.0f} MiB sent, "
+                     f"players dropped {o.get('dropped_lagging', 0)} lagging / {o.get('dropped_stalled', 0)} stalled, "
+                     f"{o.get('late_tags', 0)} tags sent 10+ ms late, worst {late:.1f} ms: {verdict}")
+    return lines
 
 
 def fmt(v, digits=2):
@@ -278,7 +370,7 @@ def table(scenario_name, rows):
                 ratios.append(f"- added first-media p99 over direct, streamgate {relay}: {pa - pd:.2f} ms")
             if pa is not None and pb is not None and pd is not None:
                 pass
-    return "\n".join(lines + [""] + ratios)
+    return "\n".join(lines + [""] + ratios + origin_lines(rows))
 
 
 def main():
@@ -287,8 +379,11 @@ def main():
     ap.add_argument("--duration", type=int)
     ap.add_argument("--targets", default="direct,splice,copy,haproxy")
     ap.add_argument("--load-args", default="",
-                    help="extra streamgate-load flags for every target, e.g. --quickack (the generator then "
-                         "acknowledges at once, so its own delayed ACKs do not dominate first-media times)")
+                    help="extra streamgate-load flags for every target, after the scenario's (so they override "
+                         "them: --players 50 for a smoke run), e.g. --quickack (the generator then acknowledges "
+                         "at once, so its own delayed ACKs do not dominate first-media times)")
+    ap.add_argument("--out", help="file to append the section to (default perf/results/<date>-<commit>.md); "
+                                  "- only prints it (smoke runs)")
     opts = ap.parse_args()
     scenario = SCENARIOS[opts.scenario]
     duration = opts.duration or scenario["duration"]
@@ -296,28 +391,38 @@ def main():
         if not os.path.exists(tool):
             sys.exit(f"{tool} missing: run `cargo build --release --bins` first")
     tmp = tempfile.mkdtemp(prefix="streamgate-perf-")
-    nginx = Nginx(tmp)
+    origin = None
     rows = []
     try:
+        if scenario.get("origin") == "flv":
+            origin = FlvOrigin(tmp, make_flv(tmp, *scenario["flv"]))
+        else:
+            origin = Nginx(tmp)
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
-            rows.append(run_target(target, scenario, tmp, nginx, duration, opts.load_args.split()))
+            rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split()))
     finally:
-        nginx.stop()
+        if origin:
+            origin.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     date = datetime.date.today().isoformat()
     extra = f" (load generator also given `{opts.load_args}`)" if opts.load_args else ""
+    ran = rows[0]["load"] if rows else {}
+    counts = ", ".join(f"{ran.get(k, 0)} {k}" for k in ("publishers", "players", "churn"))
     header = (f"## {opts.scenario}: {scenario['about']}, {duration} s{extra}\n\n"
               f"{datetime.datetime.now().isoformat(timespec='seconds')}, commit {commit}, {platform.node()}, "
-              f"kernel {platform.release()}, {os.cpu_count()} CPUs; all processes on the same machine.\n")
+              f"kernel {platform.release()}, {os.cpu_count()} CPUs; all processes on the same machine; "
+              f"load generator ran {counts} ({ran.get('protocol', 'rtmp')}).\n")
     text = header + "\n" + table(opts.scenario, rows) + "\n\n<details><summary>raw</summary>\n\n```json\n" + \
         json.dumps(rows, indent=1) + "\n```\n</details>\n\n"
-    os.makedirs(os.path.join(ROOT, "perf/results"), exist_ok=True)
-    path = os.path.join(ROOT, f"perf/results/{date}-{commit}.md")
+    print(text)
+    if opts.out == "-":
+        return
+    path = opts.out or os.path.join(ROOT, f"perf/results/{date}-{commit}.md")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as f:
         f.write(text)
-    print(text)
     print(f"appended to {path}", file=sys.stderr)
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One benchmark scenario side by side: direct to the origin, streamgate --relay splice,
-# streamgate --relay copy and HAProxy in TCP mode, against one nginx-rtmp origin.
+# streamgate --relay copy and HAProxy in TCP mode, against one origin (nginx-rtmp for the RTMP
+# scenarios, streamgate-load origin-flv for the HTTP-FLV ones).
 # Installs what is missing, builds release, runs perf/run.py; the table is appended to
-# perf/results/<date>-<commit>.md and printed.
+# perf/results/<date>-<commit>.md (or --out PATH; --out - only prints it) and printed.
 #
-# usage: perf/scenario.sh fanout|bulk|churn|idle [--duration S] [--targets direct,splice,...]
+# usage: perf/scenario.sh fanout|bulk|churn|idle|httpflv|httpflv-churn [--duration S]
+#            [--targets direct,splice,...] [--load-args "--players 50"] [--out PATH|-]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -1,7 +1,7 @@
 //! Command-line flags of `streamgate-load` and the target they name.
 //!
 //! [`Args`] is the clap definition (every flag documented for `--help`); [`Args::check`]
-//! rejects combinations that cannot run and [`Target`] is the parsed `--url`.
+//! rejects combinations that cannot run and [`Target`] is a parsed `--url` / `--play-url`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -9,19 +9,31 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// RTMP load generator for streamgate (or any RTMP server / TCP balancer).
+/// RTMP and HTTP-FLV load generator for streamgate (or any RTMP / HTTP-FLV server, or a TCP
+/// balancer).
 ///
-/// Publishers send an FLV file to streams PREFIX0..PREFIX{N-1}; players are spread over those
-/// streams (or all play --play-stream); churn connectors repeat connect -> play -> first media
-/// -> close. One line per --report-every seconds goes to stderr, then a summary table (stderr)
-/// and, with --json, a JSON summary on stdout.
+/// Publishers send an FLV file to streams PREFIX0..PREFIX{N-1} over RTMP; players are spread
+/// over those streams (or all play --play-stream), over RTMP or HTTP-FLV (the scheme of
+/// --play-url, else of --url); churn connectors repeat connect -> play -> first media -> close.
+/// One line per --report-every seconds goes to stderr, then a summary table (stderr) and, with
+/// --json, a JSON summary on stdout. A flag given twice takes its last value.
+///
+/// `streamgate-load origin-flv --help`: an HTTP-FLV origin that fans one paced FLV file out to
+/// any number of players.
 #[derive(Debug, Parser)]
-#[command(name = "streamgate-load", version, about, long_about)]
+#[command(name = "streamgate-load", version, about, long_about, args_override_self = true)]
 pub struct Args {
-    /// Target URL rtmp://HOST[:PORT]/APP (the proxy, an origin, or a TCP balancer); PORT
-    /// defaults to 1935, APP may contain '/' (app/instance).
+    /// Target URL rtmp://HOST[:PORT]/APP (the proxy, an origin, or a TCP balancer; PORT
+    /// defaults to 1935) or, for HTTP-FLV players and churn connectors without publishers,
+    /// http://HOST[:PORT]/APP (PORT defaults to 80; they GET /APP/NAME.flv). APP may contain
+    /// '/' (app/instance).
     #[arg(long)]
     pub url: String,
+
+    /// Where players and churn connectors go instead of --url, as rtmp:// or http:// URL: for
+    /// instance RTMP publishers to an origin and HTTP-FLV players through a proxy.
+    #[arg(long, value_name = "URL")]
+    pub play_url: Option<String>,
 
     /// Number of publishing connections; publisher i publishes stream PREFIX{i}.
     #[arg(long, default_value_t = 0)]
@@ -82,8 +94,9 @@ pub struct Args {
     pub threads: usize,
 
     /// Seconds allowed for each setup step: TCP connect, handshake, every awaited RTMP answer
-    /// (connect/createStream results, Publish.Start/Play.Start), and a churn connector's first
-    /// media message. Long-lived players wait for media without a limit.
+    /// (connect/createStream results, Publish.Start/Play.Start) or the HTTP response head, and
+    /// a churn connector's first media message. Long-lived players wait for media without a
+    /// limit.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
 
@@ -99,15 +112,38 @@ pub struct Args {
     pub max_message_size: u32,
 }
 
-/// The parsed `--url`.
+/// How players talk to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// RTMP (`rtmp://`).
+    Rtmp,
+    /// HTTP-FLV (`http://`): GET /APP/NAME.flv, then an FLV body.
+    HttpFlv,
+}
+
+impl Protocol {
+    /// Name in the JSON summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::HttpFlv => "http-flv",
+        }
+    }
+}
+
+/// A parsed `--url` or `--play-url`.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// RTMP or HTTP-FLV.
+    pub protocol: Protocol,
     /// First address HOST:PORT resolved to.
     pub addr: SocketAddr,
-    /// The `app` sent in `connect`.
+    /// The `app` sent in `connect` (HTTP-FLV: the path's directory).
     pub app: String,
-    /// The `tcUrl` sent in `connect`: rtmp://HOST:PORT/APP.
+    /// The `tcUrl` sent in `connect`: rtmp://HOST:PORT/APP (HTTP-FLV: http://HOST:PORT/APP).
     pub tc_url: String,
+    /// HOST:PORT as written, for the HTTP `Host` header.
+    pub authority: String,
 }
 
 impl Args {
@@ -133,6 +169,9 @@ impl Args {
         if self.publishers + self.players + self.churn == 0 {
             return Err("nothing to do: give --publishers, --players and/or --churn".to_owned());
         }
+        if self.publishers > 0 && !self.url.starts_with("rtmp://") {
+            return Err("--publishers publish over RTMP: --url must be rtmp:// (players may use --play-url)".to_owned());
+        }
         Ok(())
     }
 
@@ -151,21 +190,32 @@ impl Args {
 }
 
 impl Target {
-    /// Parses rtmp://HOST[:PORT]/APP and resolves HOST (once, at startup).
+    /// Parses rtmp://HOST[:PORT]/APP or http://HOST[:PORT]/APP and resolves HOST (once, at
+    /// startup).
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url.strip_prefix("rtmp://").ok_or_else(|| format!("--url {url:?}: must start with rtmp://"))?;
+        let (protocol, scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("rtmp://") {
+            (Protocol::Rtmp, "rtmp", rest, 1935)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (Protocol::HttpFlv, "http", rest, 80)
+        } else {
+            return Err(format!("{url:?}: must start with rtmp:// or http://"));
+        };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let app = path.trim_matches('/');
-        if authority.is_empty() || app.is_empty() {
-            return Err(format!("--url {url:?}: expected rtmp://HOST[:PORT]/APP"));
+        if authority.is_empty()
+            || app.is_empty()
+            || app.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(format!("{url:?}: expected {scheme}://HOST[:PORT]/APP"));
         }
-        let host_port = if has_port(authority) { authority.to_owned() } else { format!("{authority}:1935") };
+        let host_port = if has_port(authority) { authority.to_owned() } else { format!("{authority}:{default_port}") };
         let addr = host_port
             .to_socket_addrs()
-            .map_err(|e| format!("--url {url:?}: cannot resolve {host_port}: {e}"))?
+            .map_err(|e| format!("{url:?}: cannot resolve {host_port}: {e}"))?
             .next()
-            .ok_or_else(|| format!("--url {url:?}: {host_port} resolves to no address"))?;
-        Ok(Target { addr, app: app.to_owned(), tc_url: format!("rtmp://{host_port}/{app}") })
+            .ok_or_else(|| format!("{url:?}: {host_port} resolves to no address"))?;
+        let tc_url = format!("{scheme}://{host_port}/{app}");
+        Ok(Target { protocol, addr, app: app.to_owned(), tc_url, authority: authority.to_owned() })
     }
 }
 
@@ -174,5 +224,34 @@ fn has_port(authority: &str) -> bool {
     match authority.rsplit_once(':') {
         Some((host, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':'),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_protocol_port_and_app() {
+        let t = Target::parse("rtmp://127.0.0.1/live").unwrap();
+        assert_eq!((t.protocol, t.addr.port(), t.app.as_str()), (Protocol::Rtmp, 1935, "live"));
+        assert_eq!(t.tc_url, "rtmp://127.0.0.1:1935/live");
+        let t = Target::parse("http://127.0.0.1:8080/live/sub/").unwrap();
+        assert_eq!((t.protocol, t.addr.port(), t.app.as_str()), (Protocol::HttpFlv, 8080, "live/sub"));
+        assert_eq!(t.authority, "127.0.0.1:8080");
+        assert_eq!(Target::parse("http://[::1]/live").unwrap().addr.port(), 80);
+        for bad in ["rtsp://h/live", "http://127.0.0.1:8080/", "http:///live", "http://127.0.0.1/a b"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn publishers_need_an_rtmp_url() {
+        let args =
+            |extra: &[&str]| Args::parse_from(["streamgate-load", "--flv", "x.flv"].iter().chain(extra).copied());
+        assert!(args(&["--url", "http://h/live", "--publishers", "1"]).check().is_err());
+        assert!(args(&["--url", "rtmp://h/live", "--publishers", "1", "--play-url", "http://h/live"]).check().is_ok());
+        assert!(args(&["--url", "http://h/live", "--players", "1"]).check().is_ok());
+        assert_eq!(args(&["--url", "http://h/live", "--players", "500", "--players", "50"]).players, 50);
     }
 }

@@ -1,5 +1,6 @@
 //! One RTMP client connection: TCP dial, simple handshake, the `connect` / `createStream` /
-//! `publish` / `play` exchange, and reading messages with bounded buffers.
+//! `publish` / `play` exchange, and reading messages with bounded buffers. The dial and the
+//! read helper serve HTTP-FLV players ([`crate::httpflv`]) too.
 //!
 //! Reads go through one 64 KiB buffer per worker thread: runtimes are current-thread and the
 //! buffer is only borrowed inside one poll of the socket (read plus decoding), never across an
@@ -12,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,11 +29,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::Ctx;
+use crate::args::Target;
 use crate::rtmp::{self, is_media};
 use crate::stats::{Failure, Kind};
 
 /// Size of the per-thread read buffer.
-const READ_BUF: usize = 64 * 1024;
+pub const READ_BUF: usize = 64 * 1024;
 /// Inbox capacity kept between reads.
 const INBOX_KEEP: usize = 32;
 /// Chunk streams the decoder tracks at most.
@@ -41,11 +44,51 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
 }
 
+/// Dials `addr` within `--timeout` (TCP_NODELAY on); the guard counts the connection as open
+/// while it lives.
+pub async fn dial(ctx: &Arc<Ctx>, addr: SocketAddr) -> Result<(TcpStream, OpenGuard), Failure> {
+    let step = ctx.args.step_timeout();
+    let stream = match timeout(step, TcpStream::connect(addr)).await {
+        Err(_) => return Err(Failure::new(Kind::ConnectTimeout, format!("connect {addr}: no answer in {step:?}"))),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(Failure::new(Kind::ConnectRefused, format!("connect {addr}: {e}")));
+        }
+        Ok(Err(e)) => return Err(Failure::new(Kind::ConnectError, format!("connect {addr}: {e}"))),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok((stream, OpenGuard::new(Arc::clone(ctx))))
+}
+
+/// Waits for the socket `stream(s)` returns, reads once into the thread's buffer and runs `f`
+/// on `s` and the bytes; `None` at end of stream. Reading through `poll_read` lets tokio clear
+/// the readiness after a short read, so each arrival costs one `recv` instead of a second one
+/// that would only say EAGAIN. The buffer is borrowed only within one poll, never across an
+/// `.await`, so one per thread serves every connection.
+pub async fn read_with<S, R>(
+    s: &mut S,
+    stream: fn(&mut S) -> &mut TcpStream,
+    mut f: impl FnMut(&mut S, &[u8]) -> R,
+) -> io::Result<Option<R>> {
+    std::future::poll_fn(|cx| {
+        BUF.with_borrow_mut(|buf| {
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(stream(s)).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(f(s, rb.filled())))),
+            }
+        })
+    })
+    .await
+}
+
 /// Counts the connection as open while it lives.
 pub struct OpenGuard(Arc<Ctx>);
 
 impl OpenGuard {
-    fn new(ctx: Arc<Ctx>) -> Self {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
         ctx.stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.stats.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         OpenGuard(ctx)
@@ -77,18 +120,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Dials the target and runs the handshake, each within `--timeout`.
-    pub async fn open(ctx: &Arc<Ctx>) -> Result<Conn, Failure> {
-        let (addr, step) = (ctx.target.addr, ctx.args.step_timeout());
-        let stream = match timeout(step, TcpStream::connect(addr)).await {
-            Err(_) => return Err(Failure::new(Kind::ConnectTimeout, format!("connect {addr}: no answer in {step:?}"))),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                return Err(Failure::new(Kind::ConnectRefused, format!("connect {addr}: {e}")));
-            }
-            Ok(Err(e)) => return Err(Failure::new(Kind::ConnectError, format!("connect {addr}: {e}"))),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+    /// Dials `target` and runs the handshake, each within `--timeout`.
+    pub async fn open(ctx: &Arc<Ctx>, target: &Target) -> Result<Conn, Failure> {
+        let (stream, guard) = dial(ctx, target.addr).await?;
+        let step = ctx.args.step_timeout();
         let mut conn = Conn {
             stream,
             decoder: ChunkDecoder::with_limits(ctx.args.max_message_size, MAX_CHUNK_STREAMS),
@@ -102,7 +137,7 @@ impl Conn {
             acked: 0,
             step,
             quickack: ctx.args.quickack,
-            guard: OpenGuard::new(Arc::clone(ctx)),
+            guard,
         };
         match timeout(step, conn.handshake()).await {
             Ok(r) => r.map(|()| conn),
@@ -138,30 +173,21 @@ impl Conn {
         }
     }
 
-    /// Waits for the socket, reads once into the thread's buffer and runs `f` on the bytes;
-    /// `None` at end of stream. Reading through `poll_read` lets tokio clear the readiness
-    /// after a short read, so each arrival costs one `recv` instead of a second one that
-    /// would only say EAGAIN.
+    /// Reads once (see [`read_with`]), counts the bytes and runs `f` on them; `None` at end of
+    /// stream.
     async fn read_with<R>(&mut self, mut f: impl FnMut(&mut Self, &[u8]) -> R) -> io::Result<Option<R>> {
-        std::future::poll_fn(|cx| {
-            BUF.with_borrow_mut(|buf| {
-                let mut rb = ReadBuf::new(buf);
-                match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(None)),
-                    Poll::Ready(Ok(())) => {
-                        let data = rb.filled();
-                        self.rx_total += data.len() as u64;
-                        self.rx_unreported += data.len() as u64;
-                        if self.quickack {
-                            streamgate::util::quickack(self.stream.as_raw_fd());
-                        }
-                        Poll::Ready(Ok(Some(f(self, data))))
-                    }
+        read_with(
+            self,
+            |c| &mut c.stream,
+            |c, data| {
+                c.rx_total += data.len() as u64;
+                c.rx_unreported += data.len() as u64;
+                if c.quickack {
+                    streamgate::util::quickack(c.stream.as_raw_fd());
                 }
-            })
-        })
+                f(c, data)
+            },
+        )
         .await
     }
 
@@ -268,8 +294,8 @@ impl Conn {
     }
 
     /// Sends `connect` for the target's app and waits for its `_result`.
-    pub async fn connect(&mut self, ctx: &Ctx) -> Result<(), Failure> {
-        self.send(&rtmp::connect(&ctx.target).to_message(COMMAND_CSID, 0))?;
+    pub async fn connect(&mut self, target: &Target) -> Result<(), Failure> {
+        self.send(&rtmp::connect(target).to_message(COMMAND_CSID, 0))?;
         self.flush().await?;
         self.result(1.0, "connect _result").await.map(drop)
     }

@@ -1,4 +1,6 @@
-//! `streamgate-load`: RTMP load generator for streamgate (works against any RTMP server).
+//! `streamgate-load`: RTMP and HTTP-FLV load generator for streamgate (works against any RTMP
+//! or HTTP-FLV server), and `streamgate-load origin-flv`, an HTTP-FLV origin for benchmarks
+//! ([`origin`]).
 //!
 //! ## Shape
 //!
@@ -6,15 +8,17 @@
 //!   each group (publishers, then players and churn connectors) runs on thread `i % threads`.
 //! - Publishers ([`publisher`]) start at once; players and churn connectors ([`player`]) start
 //!   once every publisher got `NetStream.Publish.Start` (or failed), at `--ramp-per-sec`.
-//! - Every connection ([`conn`]) uses the library's sans-io codec (`streamgate::codec::rtmp`):
-//!   simple client handshake, `ChunkDecoder` with a message size limit, `ChunkEncoder`.
+//! - Every RTMP connection ([`conn`]) uses the library's sans-io codec
+//!   (`streamgate::codec::rtmp`): simple client handshake, `ChunkDecoder` with a message size
+//!   limit, `ChunkEncoder`. HTTP-FLV players ([`httpflv`]) parse the response head and chunked
+//!   bodies with `streamgate::codec::http` and count FLV tags ([`flv::TagReader`]).
 //! - Counters ([`stats`]) are shared atomics; the main thread prints one progress line per
 //!   `--report-every` and, after `--duration` (or Ctrl-C), stops the workers (their runtimes
 //!   are dropped, closing every connection) and prints the summary ([`report`]).
 //!
 //! Nothing the server sends can panic the generator: failures end that connection and are
-//! counted by kind (connect refused / timeout / error, handshake, RTMP error status with its
-//! code, closed early, timeout, protocol, io).
+//! counted by kind (connect refused / timeout / error, handshake, RTMP or HTTP error status
+//! with its code, closed early, timeout, protocol, io).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -22,6 +26,8 @@ mod args;
 mod conn;
 mod cpu;
 mod flv;
+mod httpflv;
+mod origin;
 mod player;
 mod publisher;
 mod report;
@@ -54,8 +60,10 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub struct Ctx {
     /// The flags.
     pub args: Args,
-    /// The parsed `--url`.
+    /// The parsed `--url` (publishers, and players without `--play-url`).
     pub target: Target,
+    /// Where players and churn connectors go: `--play-url`, else `--url`.
+    pub play: Target,
     /// The file publishers send (`None` without publishers).
     pub flv: Option<Flv>,
     /// The run's counters.
@@ -65,6 +73,10 @@ pub struct Ctx {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "origin-flv") {
+        let argv = std::iter::once("streamgate-load origin-flv".into()).chain(std::env::args_os().skip(2));
+        return origin::main(origin::OriginArgs::parse_from(argv));
+    }
     let args = Args::parse();
     let ctx = match prepare(args) {
         Ok(ctx) => Arc::new(ctx),
@@ -101,7 +113,11 @@ fn main() -> ExitCode {
 /// Checks the flags, resolves the target and loads the FLV file.
 fn prepare(args: Args) -> Result<Ctx, String> {
     args.check()?;
-    let target = Target::parse(&args.url)?;
+    let target = Target::parse(&args.url).map_err(|e| format!("--url {e}"))?;
+    let play = match &args.play_url {
+        Some(url) => Target::parse(url).map_err(|e| format!("--play-url {e}"))?,
+        None => target.clone(),
+    };
     let flv = match &args.flv {
         Some(path) if args.publishers > 0 => Some(flv::load(path)?),
         _ => None,
@@ -115,17 +131,26 @@ fn prepare(args: Args) -> Result<Ctx, String> {
         );
     }
     eprintln!(
-        "target {} (app {:?}): {} publishers ({}), {} players, {} churn, {} threads, {} s",
+        "target {} (app {:?}): {} publishers ({}), {} {} players, {} churn, {} threads, {} s",
         target.addr,
         target.app,
         args.publishers,
         if args.paced { "paced" } else { "unpaced" },
         args.players,
+        play.tc_url,
         args.churn,
         args.threads,
         args.duration,
     );
-    Ok(Ctx { args, target, flv, stats: Stats::default(), stop: AtomicBool::new(false) })
+    Ok(Ctx { args, target, play, flv, stats: Stats::default(), stop: AtomicBool::new(false) })
+}
+
+#[cfg(test)]
+impl Ctx {
+    /// A context for one player of `url`, with default flags.
+    pub fn for_tests(url: &str) -> Ctx {
+        prepare(Args::parse_from(["streamgate-load", "--url", url, "--players", "1"])).unwrap()
+    }
 }
 
 /// Worker thread `t`: runs its share of the connections until [`Ctx::stop`].

@@ -47,8 +47,8 @@ pub async fn run(ctx: Arc<Ctx>, idx: usize) {
 /// confirmed with `NetStream.Publish.Start`, and the message stream id.
 async fn setup(ctx: &Arc<Ctx>, name: &str) -> Result<(Conn, u32), Failure> {
     let started = Instant::now();
-    let mut conn = Conn::open(ctx).await?;
-    conn.connect(ctx).await?;
+    let mut conn = Conn::open(ctx, &ctx.target).await?;
+    conn.connect(&ctx.target).await?;
     conn.send(&message::set_chunk_size(ctx.args.publish_chunk_size))?;
     let sid = conn.create_stream().await?;
     conn.send(&rtmp::publish(name).to_message(STREAM_CSID, sid))?;

@@ -6,14 +6,15 @@
 //! `[  12.0s] rx 9.6 MB/s 76.5 Mbit/s | video 1250/s audio 2150/s key 50/s | tx 0.2 MB/s |
 //! open 51 | setups 0 | cycles 0 | errors 0`
 //!
-//! JSON keys: `url seconds threads publishers players churn paced`; received / sent:
+//! JSON keys: `url play_url protocol seconds threads publishers players churn paced`;
+//! received / sent:
 //! `bytes_received rx_mbit_per_s bytes_sent tx_mbit_per_s messages video_frames audio_frames
 //! keyframes video_fps audio_fps video_fps_per_player rx_mbit_per_s_per_player`; connections:
 //! `connections_opened setups setups_per_sec churn_cycles churn_cycles_per_sec open_at_end
 //! players_without_media_at_end`; latencies `first_media_ms` and `setup_ms`, each
 //! `{count p50 p90 p99 mean max}` (null without samples); `errors_total`, `errors` (count by
-//! kind, `rtmp_status:CODE` per status code, only kinds that occurred), `error_examples`
-//! (first message per key); the generator's own use: `cpu_seconds cpu_user_seconds
+//! kind, `rtmp_status:CODE` / `http_status:CODE` per status, only kinds that occurred),
+//! `error_examples` (first message per key); the generator's own use: `cpu_seconds cpu_user_seconds
 //! cpu_system_seconds cpu_seconds_per_gib_received cpu_utilization max_rss_kib` (getrusage of
 //! the whole process, all threads, so runs can subtract or compare it).
 
@@ -92,6 +93,8 @@ pub fn summary(ctx: &Ctx, end: &EndState) {
     let per_player = |x: f64| (a.players > 0).then(|| x / a.players as f64);
     let summary = json!({
         "url": a.url,
+        "play_url": a.play_url.as_deref().unwrap_or(&a.url),
+        "protocol": ctx.play.protocol.name(),
         "seconds": secs,
         "threads": a.threads,
         "publishers": a.publishers,

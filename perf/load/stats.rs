@@ -3,7 +3,8 @@
 //! Connections update relaxed atomics once per socket read (a [`Batch`]), so threads do not
 //! contend per message. Latencies go to fixed-size log-linear [`Histogram`]s (about 3%
 //! resolution, no allocation per sample). Errors are counted by [`Kind`] name, RTMP error
-//! statuses by `rtmp_status:CODE`, and the first message seen of each is kept as an example.
+//! statuses by `rtmp_status:CODE` and HTTP ones by `http_status:CODE`, and the first message
+//! seen of each is kept as an example.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -26,11 +27,14 @@ pub enum Kind {
     Handshake,
     /// The server answered with an error `_error` / `onStatus` (counted by code too).
     RtmpStatus,
+    /// An HTTP-FLV request was answered with a status other than 200 (counted by status too).
+    HttpStatus,
     /// The server closed the connection before the run ended.
     ClosedEarly,
-    /// An awaited RTMP answer (or a churn connector's first media) did not come in time.
+    /// An awaited RTMP answer or HTTP response head (or a churn connector's first media) did
+    /// not come in time.
     Timeout,
-    /// Undecodable chunk stream or command from the server.
+    /// Undecodable chunk stream, command, HTTP response or FLV stream from the server.
     Protocol,
     /// Other socket errors (reset, ...) after the handshake.
     Io,
@@ -45,6 +49,7 @@ impl Kind {
             Kind::ConnectError => "connect_error",
             Kind::Handshake => "handshake",
             Kind::RtmpStatus => "rtmp_status",
+            Kind::HttpStatus => "http_status",
             Kind::ClosedEarly => "closed_early",
             Kind::Timeout => "timeout",
             Kind::Protocol => "protocol",
@@ -58,7 +63,7 @@ impl Kind {
 pub struct Failure {
     /// Counter it goes to.
     pub kind: Kind,
-    /// The status code for [`Kind::RtmpStatus`], empty otherwise.
+    /// The status code for [`Kind::RtmpStatus`] and [`Kind::HttpStatus`], empty otherwise.
     pub code: String,
     /// Human-readable detail (kept as the example of its kind).
     pub detail: String,
@@ -76,25 +81,31 @@ impl Failure {
 pub struct Batch {
     /// Bytes read from the socket.
     pub bytes: u64,
-    /// Complete RTMP messages (control messages the connection answers itself excluded).
+    /// Complete RTMP messages (control messages the connection answers itself excluded) or
+    /// FLV tags.
     pub messages: u64,
-    /// Video messages (type 9).
+    /// Video messages or tags (type 9).
     pub video: u64,
-    /// Audio messages (type 8).
+    /// Audio messages or tags (type 8).
     pub audio: u64,
-    /// Video messages whose frame type nibble is 1 (keyframe).
+    /// Video messages or tags whose frame type nibble is 1 (keyframe).
     pub keyframes: u64,
 }
 
 impl Batch {
-    /// Counts one received message.
+    /// Counts one received RTMP message.
     pub fn count(&mut self, msg: &Message) {
+        self.tag(msg.type_id, msg.payload.first().copied());
+    }
+
+    /// Counts one received message or FLV tag of `type_id` whose body starts with `first`.
+    pub fn tag(&mut self, type_id: u8, first: Option<u8>) {
         self.messages += 1;
-        match msg.type_id {
+        match type_id {
             AUDIO => self.audio += 1,
             VIDEO => {
                 self.video += 1;
-                if msg.payload.first().is_some_and(|b| b >> 4 == 1) {
+                if first.is_some_and(|b| b >> 4 == 1) {
                     self.keyframes += 1;
                 }
             }
@@ -223,8 +234,8 @@ impl Snapshot {
     }
 }
 
-/// Error counts and examples by key (kind name, or `rtmp_status:CODE`), behind a lock
-/// (errors are rare).
+/// Error counts and examples by key (kind name, `rtmp_status:CODE` or `http_status:CODE`),
+/// behind a lock (errors are rare).
 #[derive(Default)]
 struct ErrorInfo {
     counts: BTreeMap<String, u64>,
@@ -240,7 +251,7 @@ pub struct Stats {
     video: AtomicU64,
     audio: AtomicU64,
     keyframes: AtomicU64,
-    /// Connections that got Publish.Start / Play.Start.
+    /// Connections that got Publish.Start / Play.Start (HTTP-FLV: a 200 response head).
     setups: AtomicU64,
     /// Completed churn cycles (first media received, then closed).
     cycles: AtomicU64,
@@ -254,9 +265,9 @@ pub struct Stats {
     pub waiting_media: AtomicI64,
     /// Publishers that got Publish.Start or failed.
     pub publishers_settled: AtomicUsize,
-    /// Time to first media message (TCP connect start to its arrival).
+    /// Time to first media message or FLV tag (TCP connect start to its last byte's arrival).
     pub ttfm: Histogram,
-    /// Time to Publish.Start / Play.Start (TCP connect start to its arrival).
+    /// Time to Publish.Start / Play.Start / the 200 head (TCP connect start to its arrival).
     pub setup: Histogram,
 }
 
@@ -298,7 +309,7 @@ impl Stats {
     pub fn fail(&self, f: &Failure) {
         self.errors.fetch_add(1, Relaxed);
         let key = match f.kind {
-            Kind::RtmpStatus => format!("{}:{}", f.kind.name(), f.code),
+            Kind::RtmpStatus | Kind::HttpStatus => format!("{}:{}", f.kind.name(), f.code),
             kind => kind.name().to_owned(),
         };
         let mut info = self.info.lock().unwrap_or_else(|e| e.into_inner());
@@ -321,7 +332,7 @@ impl Stats {
         }
     }
 
-    /// Error counts by kind name; RTMP error statuses as `rtmp_status:CODE`.
+    /// Error counts by kind name; error statuses as `rtmp_status:CODE` / `http_status:CODE`.
     pub fn errors_by_kind(&self) -> BTreeMap<String, u64> {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).counts.clone()
     }
