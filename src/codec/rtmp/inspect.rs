@@ -494,3 +494,263 @@ fn on_audio(info: &mut MediaInfo, kept: &[u8]) {
         Packet::Other => {}
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::codec::flv::{TAG_SCRIPT, tags};
+    use crate::codec::rtmp::amf0::Amf0Value;
+    use crate::codec::rtmp::message::{Command, Message};
+    use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder};
+    use proptest::prelude::*;
+
+    /// ffmpeg 5.1 publishing 2 s of 320x180 25 fps x264 + AAC to nginx-rtmp, the bytes it sent
+    /// after C2 (captured with a tee in front of nginx): its own chunk size, compressed headers.
+    const FFMPEG_PUBLISH: &[u8] = include_bytes!("../../../tests/data/media/ffmpeg_publish_320x180.rtmp");
+    /// ffmpeg 5.1, 1 s of 640x360 25 fps x264 (-g 10) + AAC, as an FLV file.
+    const FLV_640X360: &[u8] = include_bytes!("../../../tests/data/media/x264_640x360.flv");
+
+    fn inspect(bytes: &[u8]) -> Inspector {
+        let mut i = Inspector::new();
+        i.feed(bytes).unwrap();
+        i
+    }
+
+    /// The same facts from whole messages reassembled by the chunk decoder.
+    fn reference(bytes: &[u8]) -> MediaInfo {
+        let mut info = MediaInfo::default();
+        for (msg, _) in ChunkDecoder::new().decode_all(bytes).unwrap() {
+            info.messages += 1;
+            match msg.type_id {
+                VIDEO => on_video(&mut info, &msg.payload),
+                AUDIO => on_audio(&mut info, &msg.payload),
+                DATA_AMF0 | DATA_AMF3 => {
+                    if let Some(m) = flv::metadata(&msg.payload, msg.type_id == DATA_AMF3) {
+                        info.metadata = Some(m);
+                    }
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+
+    /// A publish session as a client writes it: connect, createStream, publish, then the FLV
+    /// file's tags as messages; SetChunkSize to each of `chunk_sizes` spread over the media.
+    fn publish_stream(flv_file: &[u8], chunk_sizes: &[u32]) -> Vec<u8> {
+        let mut enc = ChunkEncoder::new();
+        let mut out = Vec::new();
+        let app = Amf0Value::object([("app", Amf0Value::string("live"))]);
+        let commands = [
+            Command::new("connect", 1.0, app, vec![]).to_message(3, 0),
+            Command::new("createStream", 2.0, Amf0Value::Null, vec![]).to_message(3, 0),
+            Command::new("publish", 3.0, Amf0Value::Null, vec![Amf0Value::string("s")]).to_message(8, 1),
+        ];
+        for m in &commands {
+            enc.encode(m, &mut out).unwrap();
+        }
+        let all: Vec<_> = tags(flv_file).collect();
+        let every = all.len() / (chunk_sizes.len() + 1);
+        for (i, tag) in all.iter().enumerate() {
+            if every > 0 && i % every == 0 && i / every >= 1 {
+                if let Some(&size) = chunk_sizes.get(i / every - 1) {
+                    enc.encode(&message::set_chunk_size(size), &mut out).unwrap();
+                }
+            }
+            let mut payload = tag.data.to_vec();
+            if tag.tag_type == TAG_SCRIPT {
+                payload = amf0_set_data_frame(tag.data);
+            }
+            let csid = match tag.tag_type {
+                AUDIO => 4,
+                VIDEO => 6,
+                _ => 5,
+            };
+            let msg = Message { csid, timestamp: tag.timestamp, type_id: tag.tag_type, stream_id: 1, payload };
+            enc.encode(&msg, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn amf0_set_data_frame(script: &[u8]) -> Vec<u8> {
+        let mut out = crate::codec::rtmp::amf0::encode_all(&[Amf0Value::string("@setDataFrame")]);
+        out.extend_from_slice(script);
+        out
+    }
+
+    #[test]
+    fn real_ffmpeg_publish() {
+        let i = inspect(FFMPEG_PUBLISH);
+        let info = i.info();
+        assert_eq!((info.video_codec(), info.audio_codec()), (Some("h264"), Some("aac")));
+        assert_eq!(info.size(), (320, 180));
+        assert_eq!((info.sps_width, info.sps_height), (320, 180), "the SPS agrees with the metadata");
+        assert_eq!(info.meta_fps(), 25.0);
+        assert_eq!((info.video_frames, info.keyframes), (50, 1), "2 s at 25 fps, -g 50");
+        assert!((80..=90).contains(&info.audio_frames), "2 s of 1024-sample AAC frames at 44.1 kHz: {info:?}");
+        assert_eq!((info.audio_sample_rate, info.audio_channels), (44100, 1));
+        assert_eq!(*info, reference(FFMPEG_PUBLISH), "same as whole messages");
+        assert!(!i.stopped());
+    }
+
+    #[test]
+    fn byte_at_a_time_is_the_same() {
+        let mut i = Inspector::new();
+        for b in FFMPEG_PUBLISH {
+            i.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(i.info(), inspect(FFMPEG_PUBLISH).info());
+    }
+
+    #[test]
+    fn chunk_size_changes() {
+        for sizes in [&[][..], &[4096], &[1, 60000], &[64, 128, 4096, 129]] {
+            let bytes = publish_stream(FLV_640X360, sizes);
+            let info = inspect(&bytes).info().clone();
+            assert_eq!(info.size(), (640, 360), "{sizes:?}");
+            assert_eq!((info.video_frames, info.keyframes), (25, 3), "{sizes:?}");
+            assert_eq!(info.audio_frames, 45, "{sizes:?}");
+            assert_eq!(info, reference(&bytes), "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn size_from_the_sps_when_metadata_has_none() {
+        let no_meta: Vec<u8> = {
+            // The FLV file without its script tag.
+            let mut file = FLV_640X360[..13].to_vec();
+            for t in tags(FLV_640X360).filter(|t| t.tag_type != TAG_SCRIPT) {
+                let len = t.data.len() as u32;
+                file.push(t.tag_type);
+                file.extend_from_slice(&len.to_be_bytes()[1..]);
+                file.extend_from_slice(&t.timestamp.to_be_bytes()[1..]);
+                file.extend_from_slice(&[(t.timestamp >> 24) as u8, 0, 0, 0]);
+                file.extend_from_slice(t.data);
+                file.extend_from_slice(&(len + 11).to_be_bytes());
+            }
+            file
+        };
+        let info = inspect(&publish_stream(&no_meta, &[4096])).info().clone();
+        assert!(info.metadata.is_none());
+        assert_eq!((info.size(), info.meta_fps()), ((640, 360), 0.0));
+        assert_eq!(info.video_codec(), Some("h264"));
+    }
+
+    #[test]
+    fn big_key_frames_are_counted_not_kept() {
+        let mut enc = ChunkEncoder::new();
+        let mut bytes = Vec::new();
+        let mut key = vec![0x17, 1, 0, 0, 0];
+        key.resize(3 << 20, 0xAB);
+        // Extended timestamps too: every continuation chunk repeats them.
+        let msg = Message { csid: 6, timestamp: 0x0100_0000, type_id: VIDEO, stream_id: 1, payload: key };
+        enc.encode(&msg, &mut bytes).unwrap();
+        let meta = vec![0u8; MAX_CAPTURE + 1];
+        enc.encode(&Message { csid: 5, timestamp: 0, type_id: DATA_AMF0, stream_id: 1, payload: meta }, &mut bytes)
+            .unwrap();
+        let mut i = Inspector::new();
+        let mut most = 0;
+        for piece in bytes.chunks(1000) {
+            i.feed(piece).unwrap();
+            most = most.max(i.held());
+        }
+        assert_eq!((i.info().video_frames, i.info().keyframes), (1, 1));
+        assert!(most < 4096, "held {most} bytes");
+    }
+
+    #[test]
+    fn interleaved_sequence_headers_share_a_bounded_budget() {
+        // Many chunk streams each opening a 64 KiB sequence header at once: at most
+        // CAPTURE_BUDGET bytes are kept.
+        let mut bytes = Vec::new();
+        let mut seq = vec![0x17, 0, 0, 0, 0];
+        seq.resize(MAX_CAPTURE, 0);
+        for csid in 3..40u8 {
+            bytes.extend_from_slice(&[csid, 0, 0, 0, 0x01, 0x00, 0x00, VIDEO, 1, 0, 0, 0]);
+            bytes.extend_from_slice(&seq[..128]);
+        }
+        let mut i = Inspector::new();
+        i.feed(&bytes).unwrap();
+        assert!(i.reserved <= CAPTURE_BUDGET);
+        assert!(i.held() < CAPTURE_BUDGET + MAX_CHUNK_STREAMS * 256, "{}", i.held());
+    }
+
+    #[test]
+    fn abort_drops_the_partial_message() {
+        let mut bytes = vec![0x06, 0, 0, 0, 0, 0x01, 0x00, VIDEO, 1, 0, 0, 0];
+        bytes.extend_from_slice(&[0x17, 1, 0, 0, 0]);
+        bytes.extend_from_slice(&[0; 123]);
+        bytes.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 4, message::ABORT, 0, 0, 0, 0, 0, 0, 0, 6]);
+        // The chunk stream starts a new, 6-byte message with a fmt 1 header.
+        bytes.extend_from_slice(&[0x46, 0, 0, 40, 0, 0, 6, VIDEO, 0x27, 1, 0, 0, 0, 0]);
+        let info = inspect(&bytes).info().clone();
+        assert_eq!((info.video_frames, info.keyframes), (1, 0), "only the frame after the abort");
+        assert_eq!(info, reference(&bytes));
+    }
+
+    #[test]
+    fn errors_stop_inspection_once() {
+        // Cut at a message boundary, then a fmt 1 header on a chunk stream never seen.
+        let ends = ChunkDecoder::new().decode_all(FFMPEG_PUBLISH).unwrap();
+        let cut = ends.iter().map(|(_, end)| *end as usize).find(|&end| end > 5000).unwrap();
+        let mut i = Inspector::new();
+        i.feed(&FFMPEG_PUBLISH[..cut]).unwrap();
+        let before = i.info().clone();
+        assert_eq!(
+            i.feed(&[0x4A, 0, 0, 0, 0, 0, 1, VIDEO]),
+            Err(InspectError::MissingPreviousHeader { csid: 10, fmt: 1 })
+        );
+        assert!(i.stopped());
+        assert_eq!(i.feed(&FFMPEG_PUBLISH[cut..]), Ok(()), "later input is ignored");
+        assert_eq!(i.info(), &before);
+        assert_eq!(i.held(), 0);
+        let bad_size = [0x02, 0, 0, 0, 0, 0, 4, message::SET_CHUNK_SIZE, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(Inspector::new().feed(&bad_size), Err(InspectError::Control(_))));
+        let mut inside = vec![0x06, 0, 0, 0, 0, 1, 0, VIDEO, 1, 0, 0, 0];
+        inside.extend_from_slice(&[0; 128]);
+        inside.extend_from_slice(&[0x06, 0, 0, 0, 0, 1, 0, VIDEO, 1, 0, 0, 0]);
+        assert_eq!(Inspector::new().feed(&inside), Err(InspectError::HeaderInsideMessage { csid: 6, fmt: 0 }));
+        // 65 chunk streams with 2-byte basic headers (csid 64 + c), empty audio messages.
+        let many: Vec<u8> =
+            (0..=MAX_CHUNK_STREAMS as u8).flat_map(|c| [0, c, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]).collect();
+        assert_eq!(Inspector::new().feed(&many), Err(InspectError::TooManyChunkStreams));
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_the_same_facts(cuts in proptest::collection::vec(0usize..FFMPEG_PUBLISH.len(), 0..40)) {
+            let mut cuts = cuts;
+            cuts.push(0);
+            cuts.push(FFMPEG_PUBLISH.len());
+            cuts.sort_unstable();
+            let mut i = Inspector::new();
+            for w in cuts.windows(2) {
+                i.feed(&FFMPEG_PUBLISH[w[0]..w[1]]).unwrap();
+            }
+            prop_assert_eq!(i.info(), &reference(FFMPEG_PUBLISH));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000), split in 1usize..64) {
+            let mut i = Inspector::new();
+            for piece in bytes.chunks(split) {
+                let _ = i.feed(piece);
+            }
+            prop_assert!(i.held() <= CAPTURE_BUDGET + MAX_CHUNK_STREAMS * 256);
+        }
+
+        #[test]
+        fn flipped_real_streams_never_panic(flips in proptest::collection::vec((0usize..FFMPEG_PUBLISH.len(), any::<u8>()), 1..8)) {
+            let mut bytes = FFMPEG_PUBLISH.to_vec();
+            for (at, b) in flips {
+                bytes[at] = b;
+            }
+            let mut i = Inspector::new();
+            for piece in bytes.chunks(1500) {
+                let _ = i.feed(piece);
+            }
+            prop_assert!(i.held() <= CAPTURE_BUDGET + MAX_CHUNK_STREAMS * 256);
+        }
+    }
+}
