@@ -8,6 +8,7 @@
 
 pub mod bridge;
 pub mod http_server;
+pub mod stats;
 pub mod system_api;
 
 use std::cell::RefCell;
@@ -46,6 +47,14 @@ pub struct State {
     pub hls: HlsIds,
     /// WebRTC sessions by ICE username.
     pub ice: IceTable,
+    /// Media facts of published streams (RTMP publishers), dropped with their streams.
+    pub media: stats::MediaTable,
+    /// What each shard last reported; index = shard index, sized to the shard count.
+    pub shards: Vec<stats::ShardView>,
+    /// Bytes (in, out) per protocol over the process life (kept when streams are forgotten).
+    pub protocol_bytes: std::collections::BTreeMap<Protocol, (u64, u64)>,
+    /// When the control thread started.
+    pub started: Instant,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -95,15 +104,8 @@ impl State {
                 });
                 let _ = reply.send(answer);
             }
-            ShardEvent::Traffic(batch) => {
-                for delta in batch {
-                    let t = self.traffic.entry(delta.key).or_default();
-                    t.bytes_in += delta.bytes_in;
-                    t.bytes_out += delta.bytes_out;
-                    let p = t.by_protocol.entry(delta.protocol).or_default();
-                    p.0 += delta.bytes_in;
-                    p.1 += delta.bytes_out;
-                }
+            ShardEvent::Report { shard, traffic, media, counters } => {
+                self.on_report(shard, traffic, media, counters, now);
             }
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
@@ -115,6 +117,7 @@ impl State {
         let report = self.registry.tick(Instant::now());
         let known: std::collections::HashSet<&StreamKey> = self.registry.streams().map(|(k, _)| k).collect();
         self.traffic.retain(|k, _| known.contains(k));
+        stats::tick_media(&mut self.media, &known, Instant::now());
         self.hls.retain(|k| known.contains(k));
         self.ice.expire(Instant::now());
         for t in self.traffic.values_mut() {
@@ -204,6 +207,10 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         traffic: HashMap::new(),
         hls: HlsIds::default(),
         ice: IceTable::new(ICE_SESSIONS, ICE_TTL),
+        media: HashMap::new(),
+        shards: stats::shard_views(config.cpus.len()),
+        protocol_bytes: Default::default(),
+        started: Instant::now(),
         snapshots,
         published_version: u64::MAX,
     }));

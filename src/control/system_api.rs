@@ -5,11 +5,13 @@
 //! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text; 401 without the bearer token when auth is on |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
-//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates |
+//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
+//! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, pick failures by reason, age of its last report |
 //!
 //! Handlers run on the control thread and borrow its state only between awaits.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -18,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::State;
 use super::http_server::error_response;
+use super::stats::{Listener, PickFailure, ShardCounters, StreamMedia};
 use crate::balance::Registration;
 use crate::balance::endpoint::Endpoint;
 use crate::balance::registry::Registered;
@@ -32,7 +35,8 @@ pub async fn handle(state: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer
         ("GET" | "HEAD", "/api/v1/versions") => versions(),
         ("GET" | "HEAD", "/api/v1/origins") => origins(&state),
         ("GET" | "HEAD", "/api/v1/streams") => streams(&state),
-        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams") => method_not_allowed("GET"),
+        ("GET" | "HEAD", "/api/v1/shards") => shards(&state),
+        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards") => method_not_allowed("GET"),
         (method, path) => error_response(404, &format!("no route for {method} {path}")),
     }
 }
@@ -164,6 +168,7 @@ fn streams(state: &State) -> Response {
                     .iter()
                     .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
                     .collect()),
+                "media": state.media.get(key).map(|m| media(m, now)),
             });
             (key.as_str(), value)
         })
@@ -171,6 +176,82 @@ fn streams(state: &State) -> Response {
     list.sort_by(|a, b| a.0.cmp(b.0));
     let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
     Response::json(200, &json!({ "code": 0, "streams": list }))
+}
+
+fn media(m: &StreamMedia, now: Instant) -> Value {
+    json!({
+        "video_codec": m.video_codec,
+        "audio_codec": m.audio_codec,
+        "width": m.width,
+        "height": m.height,
+        "meta_fps": m.meta_fps,
+        "fps": (m.fps * 100.0).round() / 100.0,
+        "video_frames": m.video_frames,
+        "audio_frames": m.audio_frames,
+        "keyframes": m.keyframes,
+        "dropped_frames": m.dropped_frames,
+        "publishing": m.publishing_since.is_some(),
+        "publishing_seconds": m.publishing_since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+        "encoder": m.encoder,
+        "audio_sample_rate": m.audio_sample_rate,
+        "audio_channels": m.audio_channels,
+    })
+}
+
+fn by_name<K: Copy>(map: &BTreeMap<K, u64>, name: impl Fn(&K) -> &'static str) -> Value {
+    map.iter().map(|(k, v)| (name(k).to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+}
+
+fn counters(c: &ShardCounters) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("open".into(), json!(c.open));
+    out.insert("open_by_listener".into(), by_name(&c.open_by_listener, Listener::name));
+    out.insert("accepted".into(), by_name(&c.accepted, Listener::name));
+    out.insert("pick_failures".into(), by_name(&c.pick_failures, PickFailure::name));
+    out
+}
+
+fn shards(state: &State) -> Response {
+    let now = Instant::now();
+    let mut total = ShardCounters::default();
+    let list: Vec<Value> = state
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(index, view)| {
+            let c = &view.counters;
+            total.open += c.open;
+            for (maps, from) in [(&mut total.accepted, &c.accepted), (&mut total.open_by_listener, &c.open_by_listener)]
+            {
+                for (k, v) in from {
+                    *maps.entry(*k).or_default() += v;
+                }
+            }
+            for (k, v) in &c.pick_failures {
+                *total.pick_failures.entry(*k).or_default() += v;
+            }
+            let mut value = counters(c);
+            value.insert("index".into(), json!(index));
+            let age = view.last_report.map(|t| now.saturating_duration_since(t).as_secs_f64());
+            value.insert("report_age_seconds".into(), json!(age));
+            Value::Object(value)
+        })
+        .collect();
+    let bytes: serde_json::Map<String, Value> = state
+        .protocol_bytes
+        .iter()
+        .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
+        .collect();
+    Response::json(
+        200,
+        &json!({
+            "code": 0,
+            "uptime_seconds": now.saturating_duration_since(state.started).as_secs_f64(),
+            "bytes_by_protocol": bytes,
+            "total": counters(&total),
+            "shards": list,
+        }),
+    )
 }
 
 #[cfg(test)]
