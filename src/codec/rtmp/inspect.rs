@@ -553,10 +553,12 @@ mod tests {
         let all: Vec<_> = tags(flv_file).collect();
         let every = all.len() / (chunk_sizes.len() + 1);
         for (i, tag) in all.iter().enumerate() {
-            if every > 0 && i % every == 0 && i / every >= 1 {
-                if let Some(&size) = chunk_sizes.get(i / every - 1) {
-                    enc.encode(&message::set_chunk_size(size), &mut out).unwrap();
-                }
+            if every > 0
+                && i % every == 0
+                && i / every >= 1
+                && let Some(&size) = chunk_sizes.get(i / every - 1)
+            {
+                enc.encode(&message::set_chunk_size(size), &mut out).unwrap();
             }
             let mut payload = tag.data.to_vec();
             if tag.tag_type == TAG_SCRIPT {
