@@ -2,6 +2,8 @@
 //! registry and the pin table, serves the System API, answers shard claims, keeps the default
 //! backend registered, expires origins once a second and publishes a new [`Snapshot`] to the
 //! shards whenever the origin set changes.
+//! It aggregates the shards' once-a-second reports ([`stats`]: traffic, publishers' media,
+//! per-shard counters) into [`State`].
 //!
 //! It stops when every shard has dropped its event sender (the shards have drained), so pins
 //! and session counts stay consistent to the end.

@@ -1,7 +1,7 @@
 //! What the shards report once a second, as the control thread keeps it: per-shard counters
 //! ([`ShardView`]), per-stream media facts of RTMP publishers ([`StreamMedia`]) and bytes per
 //! protocol over the process life. The System API, gRPC and metrics read these from
-//! [`State`](super::State).
+//! [`State`].
 //!
 //! Each shard sends one [`ShardEvent::Report`](super::bridge::ShardEvent::Report) a second:
 //! its traffic deltas, its publishers' media deltas and its counters. The counters are
