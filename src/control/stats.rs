@@ -235,9 +235,14 @@ impl State {
             p.1 += delta.bytes_out;
         }
         // A publisher has claimed its stream, so the registry knows it; the tick drops the
-        // entries of streams it forgot, as for traffic.
+        // entries of streams it forgot, as for traffic. A session that read nothing (its
+        // origin was never reached) makes no entry.
         for delta in &media {
-            self.media.entry(delta.key.clone()).or_default().apply(delta, now);
+            if let Some(m) = self.media.get_mut(&delta.key) {
+                m.apply(delta, now);
+            } else if delta.info.messages > 0 {
+                self.media.entry(delta.key.clone()).or_default().apply(delta, now);
+            }
         }
         match self.shards.get_mut(shard) {
             Some(view) => {
@@ -272,7 +277,8 @@ mod tests {
     use crate::codec::rtmp::MediaInfo;
 
     fn delta(since: Instant, frames: u64, ended: bool) -> MediaDelta {
-        let info = MediaInfo { video_codec: Some("h264"), sps_width: 640, sps_height: 360, ..Default::default() };
+        let info =
+            MediaInfo { video_codec: Some("h264"), sps_width: 640, sps_height: 360, messages: 9, ..Default::default() };
         MediaDelta {
             key: StreamKey::from_url("rtmp://h/live/a").unwrap(),
             since,

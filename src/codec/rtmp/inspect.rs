@@ -69,7 +69,7 @@ pub struct MediaInfo {
     pub video_frames: u64,
     pub keyframes: u64,
     pub audio_frames: u64,
-    /// Messages of each kind that went by.
+    /// Messages read (of any type, commands included).
     pub messages: u64,
 }
 
