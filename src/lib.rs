@@ -12,9 +12,9 @@
 //!   shard 0 (CPU 0)   shard 1 (CPU 1)  ...   glommio LocalExecutor each, pinned, !Send state
 //!        |  ^              |  ^
 //!        |  | snapshots (tokio watch: newest registry copy)
-//!        v  | events (bounded tokio mpsc: claims, sessions)
+//!        v  | events (bounded tokio mpsc: claims, sessions, one report a second)
 //!   control thread: tokio current-thread runtime
-//!     System API (register, versions, origins, streams) | registry + pins | default backend
+//!     System API (register, versions, origins, streams, shards) | registry + pins | stats | default backend
 //! ```
 //!
 //! - A shard ([`shard`]) owns its connections from accept to close and never blocks or locks.
@@ -32,8 +32,11 @@
 //! forwards the origin's stream verbatim too: both peers see each other's chunk stream from its
 //! first byte, so the switch to relaying needs no re-framing. The relay
 //! ([`shard::relay`]) is splice(2) through a pipe or a copy loop, with readiness from the
-//! shard's io_uring; per-connection byte counters ([`shard::traffic`]) reach the control
-//! thread once a second.
+//! shard's io_uring. A publisher's upstream bytes go through the copy loop and a streaming
+//! inspector ([`codec::rtmp::inspect`]) that counts frames and reads metadata and the SPS.
+//! Once a second each shard sends the control thread one report: per-connection bytes
+//! ([`shard::traffic`]), its publishers' media ([`shard::media`]) and its counters
+//! ([`shard::counters`]), which [`control::stats`] aggregates.
 //!
 //! ## Modules
 //!

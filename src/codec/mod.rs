@@ -2,13 +2,15 @@
 //! here (a test in `tests/layering.rs` keeps it so), which makes every codec unit-testable,
 //! fuzzable and benchmarkable without a network.
 //!
+//! - [`flv`]: FLV tag bodies (codecs, frame types, `onMetaData`, H.264/HEVC SPS picture size);
 //! - [`http`]: HTTP/1.x request heads (httparse) and responses;
 //! - [`m3u8`]: HLS playlist rewriting (sticky segments);
-//! - [`rtmp`]: RTMP handshake, chunk stream, AMF0 and messages;
+//! - [`rtmp`]: RTMP handshake, chunk stream, AMF0, messages and the publisher inspector;
 //! - [`sdp`]: ICE credentials and host-candidate rewriting in WebRTC offers and answers;
 //! - [`srt`]: SRT headers, handshakes, stream ids and the listener's induction reply;
 //! - [`stun`]: STUN parsing (ICE USERNAME) and RFC 7983 demultiplexing of the WebRTC port.
 
+pub mod flv;
 pub mod http;
 pub mod m3u8;
 pub mod rtmp;

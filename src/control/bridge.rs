@@ -17,6 +17,8 @@ use crate::balance::ice::IceSession;
 use crate::balance::registry::RegistryError;
 pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
+use crate::control::stats::ShardCounters;
+use crate::shard::media::MediaDelta;
 use crate::shard::tables::TableSizes;
 use crate::shard::traffic::TrafficDelta;
 
@@ -45,10 +47,16 @@ pub enum ShardEvent {
     IceResolve { username: String, reply: oneshot::Sender<Option<(IceSession, Arc<Origin>)>> },
     /// A session of `key` opened or closed.
     Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
-    /// Bytes moved per stream on one shard since its previous report.
-    Traffic(Vec<TrafficDelta>),
-    /// A shard's UDP table sizes now and the largest since start (sent when they changed).
-    UdpTables { shard: usize, now: TableSizes, peak: TableSizes },
+    /// A shard's once-a-second report: bytes moved per stream and its publishers' media since
+    /// its previous report, its counters (cumulative since it started) and its UDP table sizes.
+    Report {
+        shard: usize,
+        traffic: Vec<TrafficDelta>,
+        media: Vec<MediaDelta>,
+        counters: ShardCounters,
+        /// Its SRT and WebRTC table sizes now and the largest since start.
+        udp: (TableSizes, TableSizes),
+    },
 }
 
 /// The shard's end of the bridge; cheap to clone, one per shard.

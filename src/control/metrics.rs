@@ -136,6 +136,24 @@ fn shards(o: &mut Out, state: &State, now: Instant) {
         let age = shard.last_report.map_or(-1.0, |at| now.saturating_duration_since(at).as_secs_f64());
         o.sample("streamgate_shard_report_age_seconds", &[("shard", &i.to_string())], age);
     }
+    o.family(
+        "streamgate_udp_table_entries",
+        "gauge",
+        "Entries in a shard's SRT and WebRTC tables now (each has a fixed bound, see the README).",
+    );
+    for (i, shard) in state.shards.iter().enumerate() {
+        let t = &shard.udp_tables;
+        let tables = [
+            ("srt_sessions", t.srt_sessions),
+            ("webrtc_sessions", t.webrtc_sessions),
+            ("webrtc_addresses", t.webrtc_addresses),
+            ("webrtc_lookups", t.webrtc_lookups),
+            ("webrtc_unknown_usernames", t.webrtc_unknown),
+        ];
+        for (table, n) in tables {
+            o.sample("streamgate_udp_table_entries", &[("shard", &i.to_string()), ("table", table)], n as f64);
+        }
+    }
     let mut failures = BTreeMap::new();
     for shard in &state.shards {
         for (reason, n) in &shard.counters.pick_failures {

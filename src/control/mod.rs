@@ -2,6 +2,8 @@
 //! registry and the pin table, serves the System API, answers shard claims, keeps the default
 //! backend registered, expires origins once a second and publishes a new [`Snapshot`] to the
 //! shards whenever the origin set changes.
+//! It aggregates the shards' once-a-second reports ([`stats`]: traffic, publishers' media,
+//! per-shard counters) into [`State`].
 //!
 //! It stops when every shard has dropped its event sender (the shards have drained), so pins
 //! and session counts stay consistent to the end.
@@ -52,18 +54,16 @@ pub struct State {
     pub hls: HlsIds,
     /// WebRTC sessions by ICE username.
     pub ice: IceTable,
-    /// Media facts of published streams.
-    pub media: HashMap<StreamKey, stats::StreamMedia>,
-    /// The shards' latest reports, by shard index.
+    /// Media facts of published streams (RTMP publishers), dropped with their streams.
+    pub media: stats::MediaTable,
+    /// What each shard last reported; index = shard index, sized to the shard count.
     pub shards: Vec<stats::ShardView>,
-    /// Bytes (in, out) per protocol over the process's life.
+    /// Bytes (in, out) per protocol over the process life (kept when streams are forgotten).
     pub protocol_bytes: std::collections::BTreeMap<Protocol, (u64, u64)>,
     /// When the control thread started.
     pub started: Instant,
     /// The process's CPU use, sampled every tick.
     pub cpu: process::CpuSampler,
-    /// Each shard's latest UDP table sizes (now, peak), by shard index.
-    pub udp_tables: std::collections::BTreeMap<usize, (TableSizes, TableSizes)>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     published_version: u64,
 }
@@ -113,24 +113,11 @@ impl State {
                 });
                 let _ = reply.send(answer);
             }
-            ShardEvent::Traffic(batch) => {
-                for delta in batch {
-                    let total = self.protocol_bytes.entry(delta.protocol).or_default();
-                    total.0 += delta.bytes_in;
-                    total.1 += delta.bytes_out;
-                    let t = self.traffic.entry(delta.key).or_default();
-                    t.bytes_in += delta.bytes_in;
-                    t.bytes_out += delta.bytes_out;
-                    let p = t.by_protocol.entry(delta.protocol).or_default();
-                    p.0 += delta.bytes_in;
-                    p.1 += delta.bytes_out;
-                }
+            ShardEvent::Report { shard, traffic, media, counters, udp } => {
+                self.on_report(shard, traffic, media, counters, udp, now);
             }
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
-            }
-            ShardEvent::UdpTables { shard, now, peak } => {
-                self.udp_tables.insert(shard, (now, peak));
             }
         }
     }
@@ -140,6 +127,7 @@ impl State {
         let report = self.registry.tick(Instant::now());
         let known: std::collections::HashSet<&StreamKey> = self.registry.streams().map(|(k, _)| k).collect();
         self.traffic.retain(|k, _| known.contains(k));
+        stats::tick_media(&mut self.media, &known, Instant::now());
         self.hls.retain(|k| known.contains(k));
         self.ice.expire(Instant::now());
         for t in self.traffic.values_mut() {
@@ -230,11 +218,10 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         hls: HlsIds::default(),
         ice: IceTable::new(ICE_SESSIONS, ICE_TTL),
         media: HashMap::new(),
-        shards: vec![stats::ShardView::default(); config.cpus.len()],
+        shards: stats::shard_views(config.cpus.len()),
         protocol_bytes: Default::default(),
         started: Instant::now(),
         cpu: process::CpuSampler::default(),
-        udp_tables: Default::default(),
         snapshots,
         published_version: u64::MAX,
     }));

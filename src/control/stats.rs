@@ -1,15 +1,27 @@
-//! PLACEHOLDER until the shard-stats branch lands: the agreed interface only.
+//! What the shards report once a second, as the control thread keeps it: per-shard counters
+//! ([`ShardView`]), per-stream media facts of RTMP publishers ([`StreamMedia`]) and bytes per
+//! protocol over the process life. The System API, gRPC and metrics read these from
+//! [`State`].
+//!
+//! Each shard sends one [`ShardEvent::Report`](super::bridge::ShardEvent::Report) a second:
+//! its traffic deltas, its publishers' media deltas and its counters. The counters are
+//! cumulative since the shard started, so a report that never arrives loses nothing; traffic
+//! and media are deltas, sent with back-pressure (the reporter waits for room in the queue,
+//! never a relay).
+//!
+//! Bounded: one [`ShardView`] per shard (sized at start), one [`StreamMedia`] per stream the
+//! registry knows (dropped with the stream, like traffic), one counter per protocol.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Default, Clone)]
-pub struct ShardCounters {
-    pub accepted: BTreeMap<Listener, u64>,
-    pub open: u64,
-    pub pick_failures: BTreeMap<PickFailure, u64>,
-}
+use super::State;
+use crate::balance::StreamKey;
+use crate::shard::media::MediaDelta;
+use crate::shard::tables::TableSizes;
+use crate::shard::traffic::TrafficDelta;
 
+/// A listener connections or sessions are accepted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Listener {
     Rtmp,
@@ -20,7 +32,10 @@ pub enum Listener {
 }
 
 impl Listener {
-    pub fn name(self) -> &'static str {
+    pub const ALL: [Listener; 5] =
+        [Listener::Rtmp, Listener::HttpStream, Listener::HttpApi, Listener::WebrtcUdp, Listener::SrtUdp];
+
+    pub fn name(&self) -> &'static str {
         match self {
             Listener::Rtmp => "rtmp",
             Listener::HttpStream => "http_stream",
@@ -29,36 +44,290 @@ impl Listener {
             Listener::SrtUdp => "srt",
         }
     }
-}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PickFailure {
-    NoOrigin,
-}
-
-impl PickFailure {
-    pub fn name(self) -> &'static str {
-        "no_origin"
+    /// Position in [`Listener::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
-#[derive(Debug, Default, Clone)]
-pub struct ShardView {
-    pub counters: ShardCounters,
-    pub last_report: Option<Instant>,
+/// Why a stream's session could not be given an origin (or its origin could not serve it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PickFailure {
+    /// No alive origin (none has sent a heartbeat within the TTL).
+    NoOrigin,
+    /// The stream's origin has no endpoint for the session's protocol.
+    NoEndpoint,
+    /// The origin could not be reached, timed out, or broke off before the session started
+    /// (dial, handshake, response head, confirmation).
+    DialFailed,
+    /// The origin answered with a refusal (an RTMP error status, an SRT rejection).
+    Refused,
+    /// The registry's limits (origins or streams table full).
+    Limit,
+    /// The control thread is gone (shutting down).
+    ControlGone,
 }
 
-#[derive(Debug, Default, Clone)]
+impl PickFailure {
+    pub const ALL: [PickFailure; 6] = [
+        PickFailure::NoOrigin,
+        PickFailure::NoEndpoint,
+        PickFailure::DialFailed,
+        PickFailure::Refused,
+        PickFailure::Limit,
+        PickFailure::ControlGone,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            PickFailure::NoOrigin => "no_origin",
+            PickFailure::NoEndpoint => "no_endpoint",
+            PickFailure::DialFailed => "dial_failed",
+            PickFailure::Refused => "refused",
+            PickFailure::Limit => "limit",
+            PickFailure::ControlGone => "control_gone",
+        }
+    }
+
+    /// Position in [`PickFailure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Cumulative counters of one shard since start, as last reported (cumulative so a lost
+/// report loses nothing). Every listener and reason is present, zeros included (also in
+/// `default()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Connections (TCP) or sessions (WebRTC media, SRT) accepted per listener.
+    pub accepted: BTreeMap<Listener, u64>,
+    /// Connections and UDP sessions open now on this shard (the sum of `open_by_listener`).
+    pub open: u64,
+    /// Open now, per listener.
+    pub open_by_listener: BTreeMap<Listener, u64>,
+    pub pick_failures: BTreeMap<PickFailure, u64>,
+}
+
+impl Default for ShardCounters {
+    fn default() -> Self {
+        let listeners: BTreeMap<Listener, u64> = Listener::ALL.iter().map(|l| (*l, 0)).collect();
+        ShardCounters {
+            accepted: listeners.clone(),
+            open: 0,
+            open_by_listener: listeners,
+            pick_failures: PickFailure::ALL.iter().map(|p| (*p, 0)).collect(),
+        }
+    }
+}
+
+/// One shard as the control thread last heard from it.
+#[derive(Clone, Debug, Default)]
+pub struct ShardView {
+    pub counters: ShardCounters,
+    /// When its last report arrived (`None` before the first, about 1 s after start).
+    pub last_report: Option<Instant>,
+    /// Its SRT and WebRTC table sizes as last reported: now, and the largest since start.
+    pub udp_tables: TableSizes,
+    pub udp_tables_peak: TableSizes,
+}
+
+/// Media facts of one published stream, from parsing the RTMP publisher's messages.
+#[derive(Clone, Debug, Default)]
 pub struct StreamMedia {
+    /// `"h264"`, `"hevc"`, `"av1"`, ...: FLV codec id or enhanced RTMP FourCC of the video
+    /// messages, else `videocodecid` of the metadata.
     pub video_codec: Option<&'static str>,
     pub audio_codec: Option<&'static str>,
+    /// From onMetaData, else from the SPS of the AVC/HEVC sequence header (0 = unknown).
     pub width: u32,
     pub height: u32,
+    /// onMetaData framerate (0 = absent).
     pub meta_fps: f64,
+    /// Video frames per second over the publisher shard's last report interval (about 1 s);
+    /// 0 without a publisher or when its reports stop.
     pub fps: f64,
+    /// Since the proxy first saw the stream published (over all its publish sessions).
     pub video_frames: u64,
     pub audio_frames: u64,
     pub keyframes: u64,
+    /// When the current publish session started (`None` = no publisher).
     pub publishing_since: Option<Instant>,
+    /// Frames the proxy dropped for a slow consumer. The proxy never drops: it has no queues
+    /// (a slow origin or player is pushed back on by TCP, see `shard::relay`), so this stays 0.
     pub dropped_frames: u64,
+    /// onMetaData `encoder` (at most 128 bytes).
+    pub encoder: Option<String>,
+    /// From the AAC sequence header (or the legacy audio header, or metadata); 0 = unknown.
+    pub audio_sample_rate: u32,
+    pub audio_channels: u8,
+    /// When the last media report of the current session arrived.
+    last_report: Option<Instant>,
+    /// Start of the newest publish session reported (ended or not).
+    newest_session: Option<Instant>,
+}
+
+/// Reports older than this make `fps` 0 (a shard reports once a second).
+pub const MEDIA_STALE: Duration = Duration::from_millis(3500);
+
+impl StreamMedia {
+    /// Applies one publish session's report.
+    fn apply(&mut self, delta: &MediaDelta, now: Instant) {
+        self.video_frames += delta.video_frames;
+        self.audio_frames += delta.audio_frames;
+        self.keyframes += delta.keyframes;
+        // Facts follow the newest session: a late report of an older one does not undo them.
+        if self.newest_session.is_some_and(|newest| delta.since < newest) {
+            return;
+        }
+        self.newest_session = Some(delta.since);
+        let info = &delta.info;
+        let (width, height) = info.size();
+        self.video_codec = info.video_codec();
+        self.audio_codec = info.audio_codec();
+        (self.width, self.height) = (width, height);
+        self.meta_fps = info.meta_fps();
+        let meta = info.metadata.as_ref();
+        self.encoder = meta.and_then(|m| m.encoder.clone());
+        (self.audio_sample_rate, self.audio_channels) = if info.audio_sample_rate > 0 {
+            (info.audio_sample_rate, info.audio_channels)
+        } else {
+            meta.map_or((0, 0), |m| (m.audio_sample_rate, m.audio_channels))
+        };
+        if delta.ended {
+            self.publishing_since = None;
+            self.fps = 0.0;
+            self.last_report = None;
+            return;
+        }
+        self.publishing_since = Some(delta.since);
+        let secs = delta.elapsed.as_secs_f64();
+        if secs >= 0.05 {
+            self.fps = delta.video_frames as f64 / secs;
+        }
+        self.last_report = Some(now);
+    }
+
+    /// Once a tick: `fps` is 0 when the publisher's reports stopped.
+    fn expire(&mut self, now: Instant) {
+        if self.last_report.is_none_or(|at| now.saturating_duration_since(at) > MEDIA_STALE) {
+            self.fps = 0.0;
+        }
+    }
+}
+
+impl State {
+    /// A shard's once-a-second report.
+    pub(super) fn on_report(
+        &mut self,
+        shard: usize,
+        traffic: Vec<TrafficDelta>,
+        media: Vec<MediaDelta>,
+        counters: ShardCounters,
+        (udp_now, udp_peak): (TableSizes, TableSizes),
+        now: Instant,
+    ) {
+        for delta in traffic {
+            let p = self.protocol_bytes.entry(delta.protocol).or_default();
+            p.0 += delta.bytes_in;
+            p.1 += delta.bytes_out;
+            let t = self.traffic.entry(delta.key).or_default();
+            t.bytes_in += delta.bytes_in;
+            t.bytes_out += delta.bytes_out;
+            let p = t.by_protocol.entry(delta.protocol).or_default();
+            p.0 += delta.bytes_in;
+            p.1 += delta.bytes_out;
+        }
+        // A publisher has claimed its stream, so the registry knows it; the tick drops the
+        // entries of streams it forgot, as for traffic. A session that read nothing (its
+        // origin was never reached) makes no entry.
+        for delta in &media {
+            if let Some(m) = self.media.get_mut(&delta.key) {
+                m.apply(delta, now);
+            } else if delta.info.messages > 0 {
+                self.media.entry(delta.key.clone()).or_default().apply(delta, now);
+            }
+        }
+        match self.shards.get_mut(shard) {
+            Some(view) => {
+                view.counters = counters;
+                view.last_report = Some(now);
+                view.udp_tables = udp_now;
+                view.udp_tables_peak = udp_peak;
+            }
+            None => log::debug!("report from shard {shard}, which is not one of {}", self.shards.len()),
+        }
+    }
+}
+
+/// Once a tick, after the registry's: forgets the media of streams the registry forgot, and
+/// zeroes the rates of publishers whose reports stopped.
+pub fn tick_media(media: &mut MediaTable, known: &std::collections::HashSet<&StreamKey>, now: Instant) {
+    media.retain(|k, _| known.contains(k));
+    for m in media.values_mut() {
+        m.expire(now);
+    }
+}
+
+/// One view per shard, for `State::shards`.
+pub fn shard_views(shards: usize) -> Vec<ShardView> {
+    vec![ShardView::default(); shards]
+}
+
+/// The per-stream media table, for `State::media`.
+pub type MediaTable = HashMap<StreamKey, StreamMedia>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::rtmp::MediaInfo;
+
+    fn delta(since: Instant, frames: u64, ended: bool) -> MediaDelta {
+        let info =
+            MediaInfo { video_codec: Some("h264"), sps_width: 640, sps_height: 360, messages: 9, ..Default::default() };
+        MediaDelta {
+            key: StreamKey::from_url("rtmp://h/live/a").unwrap(),
+            since,
+            info,
+            video_frames: frames,
+            audio_frames: 2 * frames,
+            keyframes: 1,
+            elapsed: Duration::from_millis(1000),
+            ended,
+        }
+    }
+
+    #[test]
+    fn sessions_set_and_clear_publishing() {
+        let t0 = Instant::now();
+        let mut m = StreamMedia::default();
+        m.apply(&delta(t0, 25, false), t0);
+        assert_eq!((m.fps, m.video_frames, m.width, m.height, m.video_codec), (25.0, 25, 640, 360, Some("h264")));
+        assert_eq!(m.publishing_since, Some(t0));
+        // A second session starts on another shard before the first one's end arrives.
+        let t1 = t0 + Duration::from_secs(5);
+        m.apply(&delta(t1, 30, false), t1);
+        m.apply(&delta(t0, 3, true), t1);
+        assert_eq!(m.publishing_since, Some(t1), "the old session's end leaves the new one");
+        assert_eq!((m.fps, m.video_frames), (30.0, 58));
+        m.expire(t1 + Duration::from_secs(1));
+        assert_eq!(m.fps, 30.0);
+        m.expire(t1 + Duration::from_secs(10));
+        assert_eq!(m.fps, 0.0, "stale reports");
+        m.apply(&delta(t1, 0, true), t1);
+        assert_eq!((m.publishing_since, m.fps, m.video_frames), (None, 0.0, 58));
+        m.apply(&delta(t0, 1, false), t1);
+        assert_eq!(m.publishing_since, None, "a late report of the old session does not revive it");
+    }
+
+    #[test]
+    fn names_are_stable() {
+        let names: Vec<&str> = Listener::ALL.iter().map(Listener::name).collect();
+        assert_eq!(names, ["rtmp", "http_stream", "http_api", "webrtc", "srt"]);
+        assert!(Listener::ALL.iter().enumerate().all(|(i, l)| l.index() == i));
+        assert!(PickFailure::ALL.iter().enumerate().all(|(i, p)| p.index() == i));
+        let names: Vec<&str> = PickFailure::ALL.iter().map(PickFailure::name).collect();
+        assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone"]);
+    }
 }

@@ -5,13 +5,14 @@
 //! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text; 401 without the bearer token when auth is on |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
-//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates |
-//! | `GET /api/v1/shards` | per shard: its UDP table sizes (SRT and WebRTC sessions, addresses, lookups, unknown usernames), now and the largest since start |
+//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
+//! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //!
 //! Handlers run on the control thread and borrow its state only between awaits.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::State;
 use super::http_server::error_response;
+use super::stats::{Listener, PickFailure, ShardCounters, StreamMedia};
 use crate::balance::Registration;
 use crate::balance::endpoint::Endpoint;
 use crate::balance::registry::Registered;
@@ -173,6 +175,7 @@ fn streams(state: &State) -> Response {
                     .iter()
                     .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
                     .collect()),
+                "media": state.media.get(key).map(|m| media(m, now)),
             });
             (key.as_str(), value)
         })
@@ -192,15 +195,82 @@ fn table_sizes(t: &TableSizes) -> Value {
     })
 }
 
-/// Per shard, what it last reported of its UDP tables (shards report once a second, when they
-/// changed; a shard that never had a UDP datagram has not reported).
+fn media(m: &StreamMedia, now: Instant) -> Value {
+    json!({
+        "video_codec": m.video_codec,
+        "audio_codec": m.audio_codec,
+        "width": m.width,
+        "height": m.height,
+        "meta_fps": m.meta_fps,
+        "fps": (m.fps * 100.0).round() / 100.0,
+        "video_frames": m.video_frames,
+        "audio_frames": m.audio_frames,
+        "keyframes": m.keyframes,
+        "dropped_frames": m.dropped_frames,
+        "publishing": m.publishing_since.is_some(),
+        "publishing_seconds": m.publishing_since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+        "encoder": m.encoder,
+        "audio_sample_rate": m.audio_sample_rate,
+        "audio_channels": m.audio_channels,
+    })
+}
+
+fn by_name<K: Copy>(map: &BTreeMap<K, u64>, name: impl Fn(&K) -> &'static str) -> Value {
+    map.iter().map(|(k, v)| (name(k).to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+}
+
+fn counters(c: &ShardCounters) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("open".into(), json!(c.open));
+    out.insert("open_by_listener".into(), by_name(&c.open_by_listener, Listener::name));
+    out.insert("accepted".into(), by_name(&c.accepted, Listener::name));
+    out.insert("pick_failures".into(), by_name(&c.pick_failures, PickFailure::name));
+    out
+}
+
 fn shards(state: &State) -> Response {
+    let now = Instant::now();
+    let mut total = ShardCounters::default();
     let list: Vec<Value> = state
-        .udp_tables
+        .shards
         .iter()
-        .map(|(shard, (now, peak))| json!({ "shard": shard, "udp_tables": table_sizes(now), "udp_tables_peak": table_sizes(peak) }))
+        .enumerate()
+        .map(|(index, view)| {
+            let c = &view.counters;
+            total.open += c.open;
+            for (maps, from) in [(&mut total.accepted, &c.accepted), (&mut total.open_by_listener, &c.open_by_listener)]
+            {
+                for (k, v) in from {
+                    *maps.entry(*k).or_default() += v;
+                }
+            }
+            for (k, v) in &c.pick_failures {
+                *total.pick_failures.entry(*k).or_default() += v;
+            }
+            let mut value = counters(c);
+            value.insert("index".into(), json!(index));
+            let age = view.last_report.map(|t| now.saturating_duration_since(t).as_secs_f64());
+            value.insert("report_age_seconds".into(), json!(age));
+            value.insert("udp_tables".into(), table_sizes(&view.udp_tables));
+            value.insert("udp_tables_peak".into(), table_sizes(&view.udp_tables_peak));
+            Value::Object(value)
+        })
         .collect();
-    Response::json(200, &json!({ "code": 0, "shards": list }))
+    let bytes: serde_json::Map<String, Value> = state
+        .protocol_bytes
+        .iter()
+        .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
+        .collect();
+    Response::json(
+        200,
+        &json!({
+            "code": 0,
+            "uptime_seconds": now.saturating_duration_since(state.started).as_secs_f64(),
+            "bytes_by_protocol": bytes,
+            "total": counters(&total),
+            "shards": list,
+        }),
+    )
 }
 
 #[cfg(test)]

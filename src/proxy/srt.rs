@@ -34,7 +34,9 @@ use crate::balance::endpoint::first_udp;
 use crate::balance::session::Protocol;
 use crate::codec::srt::{self, Handshake};
 use crate::control::bridge::Role;
+use crate::control::stats::{Listener, PickFailure};
 use crate::shard::Shard;
+use crate::shard::counters::OpenGuard;
 use crate::shard::traffic::Traffic;
 
 /// Most SRT sessions one shard relays.
@@ -67,6 +69,8 @@ struct Session {
     last_seen: Cell<Instant>,
     traffic: Rc<Traffic>,
     task: RefCell<Option<Task<()>>>,
+    /// Counts the session open on the shard while it exists.
+    _open: OpenGuard,
 }
 
 struct Srt {
@@ -203,6 +207,7 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
     };
     let reg = &origin.registration;
     let Some(endpoint) = first_udp(&reg.srt) else {
+        crate::proxy::failed(&srt.shard, PickFailure::NoEndpoint);
         log::warn!("srt {} {key} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id);
         return reject(srt, &hs, from, srt::REJX_NOT_FOUND).await;
     };
@@ -226,6 +231,7 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
         answer: RefCell::default(),
         last_seen: Cell::new(Instant::now()),
         task: RefCell::new(None),
+        _open: srt.shard.counters.accepted(Listener::SrtUdp),
     });
     srt.sessions.borrow_mut().insert(from, session.clone());
     srt.note_sizes();
@@ -238,6 +244,7 @@ async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from:
     let role = session.role.name();
     let key = session.key.clone();
     if let Err(e) = session.upstream.connect(target).await {
+        crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
         log::warn!("srt {role} {key} from {from}: cannot reach origin {} at {target}: {e}", session.origin_id);
         reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
         return remove_later(&srt, from, &session, "origin unreachable").await;
@@ -251,11 +258,13 @@ async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from:
     let answer = match answered {
         Some(Ok(answer)) => answer,
         Some(Err(e)) => {
+            crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
             log::warn!("srt {role} {key} from {from}: origin {} handshake: {e}", session.origin_id);
             reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
             return remove_later(&srt, from, &session, "origin handshake failed").await;
         }
         None => {
+            crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
             log::warn!(
                 "srt {role} {key} from {from}: origin {} did not complete the handshake within {ORIGIN_HANDSHAKE_TIMEOUT:?}",
                 session.origin_id
@@ -267,6 +276,7 @@ async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from:
     let accepted = Handshake::parse(&answer).map(|(_, h)| h.handshake_type == srt::HS_CONCLUSION).unwrap_or(false);
     srt.send(&answer, from).await;
     if !accepted {
+        crate::proxy::failed(&srt.shard, PickFailure::Refused);
         log::warn!("srt {role} {key} from {from}: origin {} rejected the stream", session.origin_id);
         return remove_later(&srt, from, &session, "origin rejected").await;
     }

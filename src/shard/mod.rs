@@ -12,6 +12,8 @@
 //! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
 //! closes whatever is left).
 
+pub mod counters;
+pub mod media;
 pub mod preflight;
 pub mod relay;
 pub mod tables;
@@ -31,7 +33,8 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::control::bridge::ShardLink;
+use crate::control::bridge::{ShardEvent, ShardLink};
+use crate::control::stats::Listener;
 
 /// Per-executor io_uring buffer registration: 1 MiB keeps three rings per shard under an
 /// 8 MiB memlock limit for non-root users (stack-findings.md); sockets do not use it.
@@ -44,8 +47,12 @@ pub struct Shard {
     pub link: ShardLink,
     /// Per-connection byte counters, reported to the control thread once a second.
     pub traffic: traffic::TrafficTable,
-    /// Sizes of the SRT and WebRTC tables, reported with the traffic.
+    /// Sizes of the SRT and WebRTC tables, reported once a second.
     pub udp: tables::UdpTables,
+    /// The RTMP publishers' media inspectors, reported once a second.
+    pub media: media::MediaTable,
+    /// Accepted and open connections per listener, pick failures; reported once a second.
+    pub counters: Rc<counters::Counters>,
     gate: Gate,
     permits: Rc<Semaphore>,
     saturated: Cell<bool>,
@@ -136,25 +143,27 @@ async fn run(
         link,
         traffic: traffic::TrafficTable::default(),
         udp: tables::UdpTables::default(),
+        media: media::MediaTable::default(),
+        counters: Rc::default(),
         gate: Gate::new(),
         saturated: Cell::new(false),
     });
-    let reporter = glommio::spawn_local(report_traffic(shard.clone()));
+    let reporter = glommio::spawn_local(report_every_second(shard.clone()));
     let media =
         glommio::spawn_local(crate::proxy::webrtc::media::serve(shard.clone(), webrtc, stopped(shutdown.clone())));
     let srt = glommio::spawn_local(crate::proxy::srt::serve(shard.clone(), srt, stopped(shutdown.clone())));
     future::zip(
         future::zip(
-            accept_loop(&shard, rtmp, "rtmp", shutdown.clone(), crate::proxy::rtmp::serve),
-            accept_loop(&shard, http, "http", shutdown.clone(), crate::proxy::http_stream::serve),
+            accept_loop(&shard, rtmp, Listener::Rtmp, shutdown.clone(), crate::proxy::rtmp::serve),
+            accept_loop(&shard, http, Listener::HttpStream, shutdown.clone(), crate::proxy::http_stream::serve),
         ),
-        accept_loop(&shard, api, "http-api", shutdown, crate::proxy::http_stream::serve_api),
+        accept_loop(&shard, api, Listener::HttpApi, shutdown, crate::proxy::http_stream::serve_api),
     )
     .await;
     drain(&shard).await;
     future::zip(media, srt).await;
     drop(reporter);
-    flush_traffic(&shard).await;
+    report(&shard).await;
 }
 
 /// Resolves once shutdown starts.
@@ -166,41 +175,41 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// How often a shard reports traffic to the control thread.
-pub const TRAFFIC_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a shard reports to the control thread.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-async fn report_traffic(shard: Rc<Shard>) {
-    let mut reported = None;
+async fn report_every_second(shard: Rc<Shard>) {
     loop {
-        glommio::timer::sleep(TRAFFIC_REPORT_INTERVAL).await;
-        flush_traffic(&shard).await;
-        let (now, peak) = shard.udp.get();
-        if reported != Some((now, peak)) {
-            reported = Some((now, peak));
-            let event = crate::control::bridge::ShardEvent::UdpTables { shard: shard.index, now, peak };
-            let _ = shard.link.events.send(event).await;
-        }
+        glommio::timer::sleep(REPORT_INTERVAL).await;
+        report(&shard).await;
     }
 }
 
-async fn flush_traffic(shard: &Shard) {
-    let batch = shard.traffic.take();
-    if !batch.is_empty() {
-        let _ = shard.link.events.send(crate::control::bridge::ShardEvent::Traffic(batch)).await;
-    }
+/// Sends the control thread one report: traffic and media since the previous one, and the
+/// counters (cumulative). Waits for room in the event queue (the reporter, never a relay).
+async fn report(shard: &Shard) {
+    let event = ShardEvent::Report {
+        shard: shard.index,
+        traffic: shard.traffic.take(),
+        media: shard.media.take(std::time::Instant::now()),
+        counters: shard.counters.snapshot(),
+        udp: shard.udp.get(),
+    };
+    let _ = shard.link.events.send(event).await;
 }
 
 /// Accepts on `listener` until shutdown, handing each connection to `handler` in its own task.
 async fn accept_loop<H, F>(
     shard: &Rc<Shard>,
     listener: TcpListener,
-    name: &'static str,
+    kind: Listener,
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Rc<Shard>, TcpStream, SocketAddr) -> F,
     F: Future<Output = ()> + 'static,
 {
+    let name = kind.name();
     loop {
         if *shutdown.borrow() {
             break;
@@ -228,9 +237,11 @@ async fn accept_loop<H, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let open = shard.counters.accepted(kind);
         let task = handler(shard.clone(), stream, peer);
         let spawned = shard.gate.spawn(async move {
             task.await;
+            drop(open);
             drop(permit);
         });
         match spawned {

@@ -14,6 +14,10 @@
 //! - **splice** (default): socket -> pipe -> socket with non-blocking `splice(2)` on the shard thread, so
 //!   the bytes never enter user space; the pipe is made with the first readable bytes.
 //!
+//! [`one_way_inspect`] is the copy relay (the same loop) handing each chunk to an observer
+//! after sending it: the upstream direction of RTMP publishers, whose bytes feed the media
+//! inspector. Players and everything else use [`one_way`].
+//!
 //! Back-pressure: neither holds more than one pipe ([`PIPE_SIZE`]) or one buffer per direction.
 //! A slow reader makes the relay stop reading from its source; the source's kernel buffers
 //! then fill and TCP flow control pushes back to the sender (for a player, the origin: the
@@ -97,8 +101,22 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 pub async fn one_way(mode: RelayMode, src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
     let total = match mode {
         RelayMode::Splice => splice_loop(src, dst, counter, u64::MAX).await?,
-        RelayMode::Copy => copy_loop(src, dst, counter, u64::MAX).await?,
+        RelayMode::Copy => copy_loop(src, dst, counter, u64::MAX, |_| {}).await?,
     };
+    let _ = dst.shutdown(std::net::Shutdown::Write).await;
+    Ok(total)
+}
+
+/// [`one_way`] with the copy relay whatever `--relay` says, handing `observe` every chunk
+/// right after it was sent on (the bytes pass through user space anyway). For RTMP
+/// publishers, whose upstream bytes feed the media inspector.
+pub async fn one_way_inspect(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &Cell<u64>,
+    observe: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    let total = copy_loop(src, dst, counter, u64::MAX, observe).await?;
     let _ = dst.shutdown(std::net::Shutdown::Write).await;
     Ok(total)
 }
@@ -117,7 +135,7 @@ pub async fn forward_exact(
     }
     let total = match mode {
         RelayMode::Splice => splice_loop(src, dst, counter, len).await?,
-        RelayMode::Copy => copy_loop(src, dst, counter, len).await?,
+        RelayMode::Copy => copy_loop(src, dst, counter, len, |_| {}).await?,
     };
     if total < len {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("source ended after {total} of {len} bytes")));
@@ -125,8 +143,15 @@ pub async fn forward_exact(
     Ok(())
 }
 
-/// Relays until `src` ends or `limit` bytes have moved; returns the byte count.
-async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>, limit: u64) -> io::Result<u64> {
+/// Relays until `src` ends or `limit` bytes have moved; returns the byte count. `observe` sees
+/// each chunk after it was sent.
+async fn copy_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &Cell<u64>,
+    limit: u64,
+    mut observe: impl FnMut(&[u8]),
+) -> io::Result<u64> {
     src.readable().await?;
     let mut buf = vec![0u8; COPY_BUFFER_START];
     let mut total = 0u64;
@@ -142,6 +167,7 @@ async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>, limit:
         send_all(dst, &buf[..n]).await?;
         total += n as u64;
         counter.set(counter.get() + n as u64);
+        observe(&buf[..n]);
         if n == buf.len() && buf.len() < COPY_BUFFER {
             buf.resize(buf.len() * 2, 0);
         }

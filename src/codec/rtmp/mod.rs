@@ -23,6 +23,8 @@
 //!   sends while accepting a connection (`_result`, `onStatus`, `_error`,
 //!   WindowAckSize, SetPeerBandwidth, SetChunkSize, StreamBegin).
 //! - [`amf0`]: [`Amf0Value`] with [`amf0::decode_all`] and [`amf0::encode`].
+//! - [`inspect`]: [`Inspector`], a bounded-memory reader of a publisher's chunk stream that
+//!   counts frames and reads metadata and sequence headers without reassembling media.
 //!
 //! ## Invariants
 //!
@@ -54,9 +56,11 @@
 pub mod amf0;
 pub mod chunk;
 pub mod handshake;
+pub mod inspect;
 pub mod message;
 
 pub use amf0::{Amf0Error, Amf0Value};
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkError};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeProgress, ServerHandshake};
+pub use inspect::{InspectError, Inspector, MediaInfo};
 pub use message::{Command, Message, MessageError};

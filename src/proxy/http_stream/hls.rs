@@ -52,7 +52,9 @@ pub async fn playlist(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, r
         Err(e) => return reply(client, req, cors(text(400, &e.to_string())), keep).await,
     };
     let claimed = match super::super::propose(shard, &key) {
-        Ok(proposal) => shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| e.to_string()),
+        Ok(proposal) => {
+            shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| super::super::claim_failed(shard, &e))
+        }
         Err(reason) => Err(reason),
     };
     let (origin, id) = match claimed {
@@ -71,8 +73,9 @@ pub async fn by_id(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, req:
     let resolved = match shard.link.resolve_hls(&id).await {
         Ok(resolved) => resolved,
         Err(e) => {
+            let e = super::super::claim_failed(shard, &e);
             log::warn!("hls {} from {peer} refused: {e}", req.path);
-            return reply(client, req, cors(text(503, &e.to_string())), keep).await;
+            return reply(client, req, cors(text(503, &e)), keep).await;
         }
     };
     let Some((key, id, origin)) = resolved else {
@@ -109,6 +112,7 @@ async fn fetch_playlist(
             reply(client, req, response, keep).await
         }
         Err(e) => {
+            super::super::failed(shard, e.pick_failure());
             log::warn!("hls {} {key} from {peer}: {e}", req.path);
             reply(client, req, cors(text(e.status(), &e.to_string())), keep).await
         }

@@ -286,13 +286,13 @@ async fn forward(
     };
     let mut answered = match answered {
         Ok(a) => a,
-        Err(e) => return origin_failed(client, req, peer, key, protocol, &e, keep).await,
+        Err(e) => return origin_failed(shard, client, req, peer, key, protocol, &e, keep).await,
     };
     let length = match answered.head.body_length(&req.method) {
         Ok(length) => length,
         Err(e) => {
             let e = OriginError::Bad(answered.addr, e.to_string());
-            return origin_failed(client, req, peer, key, protocol, &e, keep).await;
+            return origin_failed(shard, client, req, peer, key, protocol, &e, keep).await;
         }
     };
     let keep = match length {
@@ -376,7 +376,9 @@ async fn client_gone(client: &TcpStream) -> std::io::Result<()> {
 }
 
 /// Answers a failed origin request with its status and logs it.
+#[allow(clippy::too_many_arguments)]
 async fn origin_failed(
+    shard: &Shard,
     client: &TcpStream,
     req: &Request,
     peer: SocketAddr,
@@ -385,6 +387,7 @@ async fn origin_failed(
     e: &OriginError,
     keep: Next,
 ) -> Next {
+    super::failed(shard, e.pick_failure());
     log::warn!("{} {} {key} from {peer}: {e}", protocol.name(), req.path);
     reply(client, req, cors(text(e.status(), &e.to_string())), keep).await
 }

@@ -46,6 +46,15 @@ pub enum OriginError {
 }
 
 impl OriginError {
+    /// How the shard counts it: a missing endpoint, else an origin that failed.
+    pub fn pick_failure(&self) -> crate::control::stats::PickFailure {
+        use crate::control::stats::PickFailure;
+        match self {
+            OriginError::NoEndpoint(_) => PickFailure::NoEndpoint,
+            _ => PickFailure::DialFailed,
+        }
+    }
+
     /// The status the player gets: 504 for a timeout, else 502.
     pub fn status(&self) -> u16 {
         match self {

@@ -7,7 +7,9 @@
 //! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`), client handshake, send the
 //!    replay verbatim, then forward the origin's stream until it confirms the start.
 //! 4. Relay both directions with `--relay splice|copy` ([`crate::shard::relay`]) until either
-//!    side closes; then both are closed.
+//!    side closes; then both are closed. A publisher's upstream direction is always the copy
+//!    relay, feeding the media inspector ([`crate::shard::media`]): frames, key frames,
+//!    metadata and the SPS picture size, reported once a second.
 //!
 //! Failures after the stream is known are answered with an RTMP status the client shows
 //! (`NetStream.Publish.BadName` / `NetStream.Play.StreamNotFound` with the reason, or the
@@ -29,6 +31,8 @@ use crate::balance::endpoint::first_tcp;
 use crate::balance::{Origin, StreamKey};
 use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, message};
 use crate::control::bridge::{Protocol, Role};
+use crate::control::stats::PickFailure;
+use crate::shard::media::MediaProbe;
 use crate::shard::traffic::Traffic;
 use crate::shard::{Shard, relay};
 use identify::Identified;
@@ -69,7 +73,10 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
     shard.link.session(&key, Protocol::Rtmp, session_role, true).await;
     let traffic = shard.traffic.register(&key, Protocol::Rtmp);
     let started = Instant::now();
-    let outcome = proxy(&shard, client, session_role, replay, &origin, &traffic).await;
+    // A publisher's bytes go through the media inspector (one connection per stream).
+    let probe = (session_role == Role::Publish).then(|| shard.media.register(&key, started));
+    let outcome = proxy(&shard, client, session_role, replay, &origin, &traffic, probe.as_deref()).await;
+    drop(probe);
     shard.link.session(&key, Protocol::Rtmp, session_role, false).await;
     let (bytes_in, bytes_out) = (traffic.bytes_in.get(), traffic.bytes_out.get());
     match outcome {
@@ -127,6 +134,8 @@ enum SessionError {
     Relay(#[from] std::io::Error),
 }
 
+/// Dials the origin, replays, and relays both ways. A publisher's upstream bytes (the replay
+/// first: everything after C2) feed `probe`, over the copy relay.
 async fn proxy(
     shard: &Shard,
     client: TcpStream,
@@ -134,20 +143,28 @@ async fn proxy(
     replay: Vec<u8>,
     origin: &Origin,
     traffic: &Traffic,
+    probe: Option<&MediaProbe>,
 ) -> Result<End, SessionError> {
     let reg = &origin.registration;
-    let endpoint = first_tcp(&reg.rtmp).ok_or_else(|| SessionError::NoEndpoint(origin.id.0.clone()))?;
+    let Some(endpoint) = first_tcp(&reg.rtmp) else {
+        super::failed(shard, PickFailure::NoEndpoint);
+        return Err(SessionError::NoEndpoint(origin.id.0.clone()));
+    };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
     let upstream::Connected { stream: mut upstream, mut c2, first } =
         match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
             Ok(connected) => connected,
             Err(e) => {
+                super::failed(shard, PickFailure::DialFailed);
                 refuse(&client, role, 128, &e.to_string()).await;
                 return Err(e.into());
             }
         };
     log::debug!("rtmp {} -> origin {} ({addr})", role.name(), origin.id);
     traffic.bytes_in.set(replay.len() as u64);
+    if let Some(probe) = probe {
+        probe.feed(&replay);
+    }
     c2.extend_from_slice(&replay);
     drop(replay); // up to MAX_IDENTIFY_BYTES: not kept for the session's life
     upstream.write_all(&c2).await.map_err(UpstreamError::Io)?;
@@ -155,11 +172,14 @@ async fn proxy(
     let mode = shard.config.relay;
     let (client, upstream) = (&client, &upstream);
     let up = async {
-        let result = relay::one_way(mode, client, upstream, &traffic.bytes_in).await;
+        let result = match probe {
+            Some(probe) => relay::one_way_inspect(client, upstream, &traffic.bytes_in, |b| probe.feed(b)).await,
+            None => relay::one_way(mode, client, upstream, &traffic.bytes_in).await,
+        };
         result.map(|_| End::ClientClosed).map_err(SessionError::from)
     };
     let down = async {
-        confirm(upstream, client, first, role, traffic).await?;
+        confirm(shard, upstream, client, first, role, traffic).await?;
         relay::one_way(mode, upstream, client, &traffic.bytes_out).await?;
         Ok(End::OriginClosed)
     };
@@ -169,6 +189,7 @@ async fn proxy(
 /// Forwards the origin's stream until it confirms `role` (within [`CONFIRM_TIMEOUT`]), then
 /// what it sent past the confirmation. The chunk decoder lives only this long.
 async fn confirm(
+    shard: &Shard,
     origin: &TcpStream,
     client: &TcpStream,
     first: Vec<u8>,
@@ -185,10 +206,13 @@ async fn confirm(
     let forwarded = match confirmed {
         Some(Ok(forwarded)) => forwarded,
         Some(Err(e)) => {
+            let refused = matches!(e, UpstreamError::Refused { .. });
+            super::failed(shard, if refused { PickFailure::Refused } else { PickFailure::DialFailed });
             refuse_if_ours(client, role, &decoder, &e).await;
             return Err(e.into());
         }
         None => {
+            super::failed(shard, PickFailure::DialFailed);
             let reason = format!("origin did not confirm within {CONFIRM_TIMEOUT:?}");
             refuse(client, role, decoder.chunk_size(), &reason).await;
             return Err(SessionError::ConfirmTimeout(CONFIRM_TIMEOUT));

@@ -36,7 +36,9 @@ use crate::balance::endpoint::first_udp;
 use crate::balance::session::Protocol;
 use crate::codec::stun::{self, Kind, Message};
 use crate::control::bridge::Role;
+use crate::control::stats::{Listener, PickFailure};
 use crate::shard::Shard;
+use crate::shard::counters::OpenGuard;
 use crate::shard::traffic::Traffic;
 
 /// Most sessions one shard relays.
@@ -71,6 +73,8 @@ struct Session {
     last_seen: Cell<Instant>,
     traffic: Rc<Traffic>,
     reader: RefCell<Option<Task<()>>>,
+    /// Counts the session open on the shard while it exists.
+    _open: OpenGuard,
 }
 
 /// One shard's WebRTC media state.
@@ -189,6 +193,7 @@ fn lookup(media: &Rc<Media>, username: &str, txid: [u8; 12], data: &[u8], from: 
         }
         let reg = &origin.registration;
         let Some(endpoint) = first_udp(&reg.rtc) else {
+            crate::proxy::failed(&media.shard, PickFailure::NoEndpoint);
             log::warn!("webrtc {} {}: origin {} has no rtc endpoint", ice.role.name(), ice.key, origin.id);
             return;
         };
@@ -200,6 +205,7 @@ fn lookup(media: &Rc<Media>, username: &str, txid: [u8; 12], data: &[u8], from: 
             Err(e) => return log::warn!("webrtc {}: cannot open a socket to its origin: {e}", ice.key),
         };
         if let Err(e) = upstream.connect(target).await {
+            crate::proxy::failed(&media.shard, PickFailure::DialFailed);
             return log::warn!("webrtc {}: cannot reach origin {} at {target}: {e}", ice.key, origin.id);
         }
         let existing = media.by_user.borrow().get(&username).cloned();
@@ -253,6 +259,7 @@ async fn open(
         last_seen: Cell::new(Instant::now()),
         traffic,
         reader: RefCell::new(None),
+        _open: media.shard.counters.accepted(Listener::WebrtcUdp),
     });
     media.by_user.borrow_mut().insert(username, session.clone());
     let reader = spawn_local(read_origin(media.clone(), session.clone()));

@@ -29,6 +29,7 @@ use crate::balance::stream_key::query_param;
 use crate::codec::http::{self, Request, Response};
 use crate::codec::sdp;
 use crate::control::bridge::Role;
+use crate::control::stats::PickFailure;
 use crate::proxy::http_stream::origin::{self as http_origin, OriginError};
 use crate::proxy::http_stream::{Next, cors, read_body, reply, text};
 use crate::shard::Shard;
@@ -120,12 +121,14 @@ async fn signal(
     })?;
     let reg = &origin.registration;
     let api_endpoint = first_tcp(&reg.api).ok_or_else(|| {
+        super::super::failed(shard, PickFailure::NoEndpoint);
         log::warn!("webrtc {} {key}: origin {} has no api endpoint", role.name(), origin.id);
         text(502, &format!("origin {} has no api endpoint", origin.id))
     })?;
     let addr = SocketAddr::new(reg.ip, api_endpoint.port);
     let timeout = shard.config.http_origin_timeout;
     let failed = |e: OriginError| {
+        super::super::failed(shard, e.pick_failure());
         log::warn!("webrtc {} {key} from {peer}: {e}", role.name());
         text(e.status(), &e.to_string())
     };

@@ -1,0 +1,83 @@
+//! Per-shard counters: connections and sessions accepted and open per listener, and why
+//! streams could not be given an origin. Plain `Cell`s on the shard's own thread: no atomic,
+//! no lock; the reporter copies them into a [`ShardCounters`] once a second.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::control::stats::{Listener, PickFailure, ShardCounters};
+
+/// The shard's counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    accepted: [Cell<u64>; Listener::ALL.len()],
+    open: [Cell<u64>; Listener::ALL.len()],
+    pick_failures: [Cell<u64>; PickFailure::ALL.len()],
+}
+
+fn bump(cell: Option<&Cell<u64>>, by: i64) {
+    if let Some(c) = cell {
+        c.set(c.get().saturating_add_signed(by));
+    }
+}
+
+impl Counters {
+    /// Counts a connection or session accepted on `listener`; it is open until the guard drops.
+    pub fn accepted(self: &Rc<Self>, listener: Listener) -> OpenGuard {
+        bump(self.accepted.get(listener.index()), 1);
+        bump(self.open.get(listener.index()), 1);
+        OpenGuard { counters: self.clone(), listener }
+    }
+
+    /// Counts a stream that could not be given an origin.
+    pub fn pick_failed(&self, why: PickFailure) {
+        bump(self.pick_failures.get(why.index()), 1);
+    }
+
+    /// A copy for the report.
+    pub fn snapshot(&self) -> ShardCounters {
+        let by_listener = |cells: &[Cell<u64>]| Listener::ALL.iter().zip(cells).map(|(l, c)| (*l, c.get())).collect();
+        let open_by_listener: std::collections::BTreeMap<Listener, u64> = by_listener(&self.open);
+        ShardCounters {
+            accepted: by_listener(&self.accepted),
+            open: open_by_listener.values().sum(),
+            open_by_listener,
+            pick_failures: PickFailure::ALL.iter().zip(&self.pick_failures).map(|(p, c)| (*p, c.get())).collect(),
+        }
+    }
+}
+
+/// An open connection or session: counted open until dropped.
+#[derive(Debug)]
+pub struct OpenGuard {
+    counters: Rc<Counters>,
+    listener: Listener,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        bump(self.counters.open.get(self.listener.index()), -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_guards() {
+        let c = Rc::new(Counters::default());
+        let a = c.accepted(Listener::Rtmp);
+        let b = c.accepted(Listener::Rtmp);
+        let s = c.accepted(Listener::SrtUdp);
+        c.pick_failed(PickFailure::NoOrigin);
+        drop(b);
+        let snap = c.snapshot();
+        assert_eq!((snap.accepted[&Listener::Rtmp], snap.open_by_listener[&Listener::Rtmp]), (2, 1));
+        assert_eq!((snap.open, snap.pick_failures[&PickFailure::NoOrigin]), (2, 1));
+        assert_eq!(snap.accepted.len(), Listener::ALL.len(), "zeros included");
+        drop((a, s));
+        assert_eq!(c.snapshot().open, 0);
+        assert_eq!(c.snapshot().accepted[&Listener::Rtmp], 2, "accepted only grows");
+    }
+}
