@@ -32,7 +32,6 @@ use crate::balance::registry::{Limits, Registry};
 use crate::balance::session::Protocol;
 use crate::balance::{Registration, Snapshot, StreamKey};
 use crate::config::Config;
-use crate::shard::tables::TableSizes;
 use bridge::ShardEvent;
 
 /// How often the default backend is re-registered (as in the SRS proxy).
