@@ -5,6 +5,7 @@
   direct   the load generator talks to the origin itself (the floor)
   splice   through streamgate --relay splice
   copy     through streamgate --relay copy
+  splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
 
 For each it records the proxy's CPU seconds (utime+stime of all its threads, from /proc) and
@@ -15,7 +16,7 @@ whether the origin kept up). The markdown table (with the streamgate/HAProxy rat
 appended to perf/results/<date>-<commit>.md (or --out) and printed.
 
 Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy]
-                            [--load-args "..."] [--out PATH|-]
+                            [--batch 10ms] [--load-args "..."] [--out PATH|-]
 Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn (see SCENARIOS below).
 A short smoke run that keeps perf/results/ clean:
   perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
@@ -195,8 +196,12 @@ class FlvOrigin:
             return json.loads(r.read())
 
 
+# streamgate targets: relay mode, optionally with --relay-batch.
+RELAYS = ("splice", "copy", "splice-batch", "copy-batch")
+
+
 class Streamgate:
-    def __init__(self, tmp, origin, relay):
+    def __init__(self, tmp, origin, relay, batch=None):
         rtmp, http, self.api = free_port(), free_port(), free_port()
         self.port = http if origin.protocol == "http" else rtmp
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
@@ -205,7 +210,7 @@ class Streamgate:
             [PROXY, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
              "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
              "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
-             "--relay", relay, "--log-level", "warn"],
+             "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []),
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.api)
         body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",
@@ -261,10 +266,11 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def run_target(name, scenario, tmp, origin, duration, load_args):
+def run_target(name, scenario, tmp, origin, duration, load_args, batch):
     proxy = None
-    if name in ("splice", "copy"):
-        proxy = Streamgate(tmp, origin, name)
+    if name in RELAYS:
+        relay, batched = name.split("-")[0], name.endswith("-batch")
+        proxy = Streamgate(tmp, origin, relay, batch if batched else None)
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
@@ -354,7 +360,7 @@ def table(scenario_name, rows):
         ]) + " |")
     by = {r["target"]: r for r in rows}
     ratios = []
-    for relay in ("splice", "copy"):
+    for relay in RELAYS:
         if relay in by and "haproxy" in by:
             a, b = by[relay], by["haproxy"]
             ga, gb = a["load"].get("bytes_received", 0) / 2**30, b["load"].get("bytes_received", 0) / 2**30
@@ -377,7 +383,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--duration", type=int)
-    ap.add_argument("--targets", default="direct,splice,copy,haproxy")
+    ap.add_argument("--targets", default="direct,splice,copy,haproxy",
+                    help="comma-separated: direct, splice, copy, splice-batch, copy-batch (streamgate with "
+                         "--relay-batch BATCH), haproxy")
+    ap.add_argument("--batch", default="10ms", help="--relay-batch of the *-batch targets (default 10ms)")
     ap.add_argument("--load-args", default="",
                     help="extra streamgate-load flags for every target, after the scenario's (so they override "
                          "them: --players 50 for a smoke run), e.g. --quickack (the generator then acknowledges "
@@ -400,7 +409,7 @@ def main():
             origin = Nginx(tmp)
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
-            rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split()))
+            rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch))
     finally:
         if origin:
             origin.stop()

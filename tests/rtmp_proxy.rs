@@ -138,8 +138,14 @@ fn nginx_harness_works() {
 }
 
 fn publish_and_play(relay: &str) {
+    publish_and_play_with(relay, &[]);
+}
+
+fn publish_and_play_with(relay: &str, extra: &[&str]) {
     let origin = NginxRtmp::start(4096);
-    let p = Proxy::start(&["--relay", relay]);
+    let mut args = vec!["--relay", relay];
+    args.extend_from_slice(extra);
+    let p = Proxy::start(&args);
     assert_eq!(register(&p.api_addr(), &origin_body("one", relay, origin.rtmp_port)).status, 200);
     let url = proxy_url(&p, "a");
 
@@ -190,6 +196,13 @@ fn publish_and_play_through_the_proxy_relay_splice() {
 #[test]
 fn publish_and_play_through_the_proxy_relay_copy() {
     publish_and_play("copy");
+}
+
+/// With `--relay-batch` the player's bytes wait up to 20 ms and still all arrive and decode.
+#[test]
+fn publish_and_play_through_the_proxy_with_a_relay_batch() {
+    publish_and_play_with("splice", &["--relay-batch", "20ms"]);
+    publish_and_play_with("copy", &["--relay-batch", "20ms"]);
 }
 
 #[test]

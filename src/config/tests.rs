@@ -90,6 +90,14 @@ fn quit_timeouts_must_agree() {
 }
 
 #[test]
+fn relay_batch_is_off_by_default_and_bounded() {
+    assert_eq!(load(&[]).unwrap().relay_batch, Duration::ZERO);
+    assert_eq!(load(&["--relay-batch", "10ms"]).unwrap().relay_batch, Duration::from_millis(10));
+    let e = load(&["--relay-batch", "1s"]).unwrap_err();
+    assert!(e.contains("--relay-batch") && e.contains("STREAMGATE_RELAY_BATCH") && e.contains("100ms"), "{e}");
+}
+
+#[test]
 fn redis_mode_is_refused_until_it_exists() {
     let e = load(&["--load-balancer", "redis"]).unwrap_err();
     assert!(e.contains("PROXY_LOAD_BALANCER_TYPE") && e.contains("not built yet"), "{e}");

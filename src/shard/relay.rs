@@ -26,6 +26,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use glommio::net::TcpStream;
 
@@ -98,10 +99,22 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// Moves bytes from `src` to `dst` until `src` ends (returns the byte count) or either fails.
 /// `counter` is increased as bytes go out. On a clean end of `src`, `dst`'s write side is shut
 /// down so the peer sees the end too.
-pub async fn one_way(mode: RelayMode, src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>) -> io::Result<u64> {
+///
+/// `batch` (`--relay-batch`, zero for none): once `src` has been drained, the relay waits this
+/// long after it becomes readable again before moving its bytes, so that several small
+/// messages (a live stream's audio and video frames) go out in one syscall and fewer, larger
+/// segments. It delays those bytes by up to `batch`; a source that keeps its socket full (a
+/// bulk transfer) is never delayed.
+pub async fn one_way(
+    mode: RelayMode,
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &Cell<u64>,
+    batch: Duration,
+) -> io::Result<u64> {
     let total = match mode {
-        RelayMode::Splice => splice_loop(src, dst, counter, u64::MAX).await?,
-        RelayMode::Copy => copy_loop(src, dst, counter, u64::MAX, |_| {}).await?,
+        RelayMode::Splice => splice_loop(src, dst, counter, u64::MAX, batch).await?,
+        RelayMode::Copy => copy_loop(src, dst, counter, u64::MAX, batch, |_| {}).await?,
     };
     let _ = dst.shutdown(std::net::Shutdown::Write).await;
     Ok(total)
@@ -116,7 +129,7 @@ pub async fn one_way_inspect(
     counter: &Cell<u64>,
     observe: impl FnMut(&[u8]),
 ) -> io::Result<u64> {
-    let total = copy_loop(src, dst, counter, u64::MAX, observe).await?;
+    let total = copy_loop(src, dst, counter, u64::MAX, Duration::ZERO, observe).await?;
     let _ = dst.shutdown(std::net::Shutdown::Write).await;
     Ok(total)
 }
@@ -134,8 +147,8 @@ pub async fn forward_exact(
         return Ok(());
     }
     let total = match mode {
-        RelayMode::Splice => splice_loop(src, dst, counter, len).await?,
-        RelayMode::Copy => copy_loop(src, dst, counter, len, |_| {}).await?,
+        RelayMode::Splice => splice_loop(src, dst, counter, len, Duration::ZERO).await?,
+        RelayMode::Copy => copy_loop(src, dst, counter, len, Duration::ZERO, |_| {}).await?,
     };
     if total < len {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("source ended after {total} of {len} bytes")));
@@ -150,17 +163,24 @@ async fn copy_loop(
     dst: &TcpStream,
     counter: &Cell<u64>,
     limit: u64,
+    batch: Duration,
     mut observe: impl FnMut(&[u8]),
 ) -> io::Result<u64> {
     src.readable().await?;
     let mut buf = vec![0u8; COPY_BUFFER_START];
     let mut total = 0u64;
+    let mut drained = false;
     loop {
         let want = usize::try_from(limit - total).unwrap_or(usize::MAX).min(buf.len());
         if want == 0 {
             return Ok(total);
         }
+        if drained && !batch.is_zero() {
+            src.readable().await?;
+            glommio::timer::sleep(batch).await;
+        }
         let n = recv(src, &mut buf[..want]).await?;
+        drained = n < want;
         if n == 0 {
             return Ok(total);
         }
@@ -222,7 +242,13 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Moved> {
 }
 
 /// Relays until `src` ends or `limit` bytes have moved; returns the byte count.
-async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>, limit: u64) -> io::Result<u64> {
+async fn splice_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &Cell<u64>,
+    limit: u64,
+    batch: Duration,
+) -> io::Result<u64> {
     // Wait for the first bytes before making the pipe: idle directions hold no pipe.
     src.readable().await?;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
@@ -241,6 +267,9 @@ async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &Cell<u64>, limi
             if src_drained {
                 src_drained = false;
                 src.readable().await?;
+                if !batch.is_zero() {
+                    glommio::timer::sleep(batch).await;
+                }
             }
             let want = usize::try_from(limit - taken).unwrap_or(usize::MAX).min(pipe.capacity - pipe.len);
             match splice(src_fd, pipe.write.as_raw_fd(), want)? {

@@ -325,8 +325,10 @@ async fn forward(
         }
         (Ok(()), _) => {
             answered.rest = Vec::new();
-            let down =
-                async { relay::one_way(mode, upstream, client, &traffic.bytes_out).await.map(|_| "the origin closed") };
+            let down = async {
+                let batch = shard.config.relay_batch;
+                relay::one_way(mode, upstream, client, &traffic.bytes_out, batch).await.map(|_| "the origin closed")
+            };
             let gone = async { client_gone(client).await.map(|_| "the player closed") };
             future::or(down, gone).await
         }

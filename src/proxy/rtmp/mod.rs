@@ -174,13 +174,13 @@ async fn proxy(
     let up = async {
         let result = match probe {
             Some(probe) => relay::one_way_inspect(client, upstream, &traffic.bytes_in, |b| probe.feed(b)).await,
-            None => relay::one_way(mode, client, upstream, &traffic.bytes_in).await,
+            None => relay::one_way(mode, client, upstream, &traffic.bytes_in, Duration::ZERO).await,
         };
         result.map(|_| End::ClientClosed).map_err(SessionError::from)
     };
     let down = async {
         confirm(shard, upstream, client, first, role, traffic).await?;
-        relay::one_way(mode, upstream, client, &traffic.bytes_out).await?;
+        relay::one_way(mode, upstream, client, &traffic.bytes_out, shard.config.relay_batch).await?;
         Ok(End::OriginClosed)
     };
     future::or(up, down).await
