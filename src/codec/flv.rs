@@ -70,6 +70,24 @@ fn fourcc(b: &[u8], at: usize) -> Option<[u8; 4]> {
     Some([*s.first()?, *s.get(1)?, *s.get(2)?, *s.get(3)?])
 }
 
+/// The codec part of an enhanced RTMP header at `at`, after its packet type: a multitrack
+/// packet first has a byte with the multitrack type and the tracks' packet type; then comes the
+/// FourCC, unless every track has its own (multitrack type 2). Returns the packet type, the
+/// position after, whether it is one track, and the FourCC.
+fn codec_header(b: &[u8], at: usize, packet_type: u8, multitrack: bool) -> Option<(u8, usize, bool, Option<[u8; 4]>)> {
+    let (mut packet_type, mut at, mut single_track) = (packet_type, at, true);
+    if multitrack {
+        let m = byte(b, at)?;
+        packet_type = m & 0x0F;
+        single_track = m >> 4 == 0;
+        at += 1;
+        if m >> 4 == 2 {
+            return Some((packet_type, at, single_track, None));
+        }
+    }
+    Some((packet_type, at + 4, single_track, Some(fourcc(b, at)?)))
+}
+
 /// Codec name of an enhanced RTMP video FourCC.
 pub fn video_fourcc_name(cc: [u8; 4]) -> Option<&'static str> {
     Some(match &cc {
@@ -170,32 +188,12 @@ pub fn video_tag(b: &[u8]) -> Option<VideoTag> {
     }
     // Enhanced RTMP: IsExHeader, 3-bit frame type, 4-bit packet type, then a FourCC.
     let frame_type = (first >> 4) & 0x07;
-    let (mut packet_type, mut at) = skip_modex(b, 1, first & 0x0F, 7)?;
+    let (packet_type, at) = skip_modex(b, 1, first & 0x0F, 7)?;
     if frame_type == 5 && packet_type != 4 {
         return Some(VideoTag { codec: None, keyframe: false, packet: Packet::Other }); // command
     }
-    let mut single_track = true;
     let multitrack = packet_type == 6;
-    let cc = if multitrack {
-        // Multitrack: multitrack type and the tracks' packet type, then a FourCC unless each
-        // track has its own codec.
-        let m = byte(b, at)?;
-        let multitrack_type = m >> 4;
-        packet_type = m & 0x0F;
-        at += 1;
-        single_track = multitrack_type == 0;
-        if multitrack_type == 2 {
-            None
-        } else {
-            let cc = fourcc(b, at)?;
-            at += 4;
-            Some(cc)
-        }
-    } else {
-        let cc = fourcc(b, at)?;
-        at += 4;
-        Some(cc)
-    };
+    let (packet_type, at, single_track, cc) = codec_header(b, at, packet_type, multitrack)?;
     let codec = cc.and_then(video_fourcc_name);
     let packet = match packet_type {
         0 if single_track => Packet::SequenceHeader { config: at + usize::from(multitrack) },
@@ -230,26 +228,9 @@ pub fn audio_tag(b: &[u8]) -> Option<AudioTag> {
         return Some(AudioTag { codec: audio_format_name(format), packet, sample_rate, channels });
     }
     // Enhanced RTMP audio: SoundFormat 9 (ExHeader), packet type, then a FourCC.
-    let (mut packet_type, mut at) = skip_modex(b, 1, first & 0x0F, 7)?;
-    let mut single_track = true;
+    let (packet_type, at) = skip_modex(b, 1, first & 0x0F, 7)?;
     let multitrack = packet_type == 5;
-    let cc = if multitrack {
-        let m = byte(b, at)?;
-        packet_type = m & 0x0F;
-        at += 1;
-        single_track = m >> 4 == 0;
-        if m >> 4 == 2 {
-            None
-        } else {
-            let cc = fourcc(b, at)?;
-            at += 4;
-            Some(cc)
-        }
-    } else {
-        let cc = fourcc(b, at)?;
-        at += 4;
-        Some(cc)
-    };
+    let (packet_type, at, single_track, cc) = codec_header(b, at, packet_type, multitrack)?;
     let packet = match packet_type {
         // A one-track multitrack packet has a track id before the track's body.
         0 if single_track => Packet::SequenceHeader { config: at + usize::from(multitrack) },
