@@ -67,21 +67,26 @@ pub fn request(target: &Target, name: &str) -> String {
 }
 
 impl FlvConn {
+    /// A connection before its response head: body until close, nothing counted yet.
+    fn new(stream: TcpStream, quickack: bool, guard: OpenGuard) -> FlvConn {
+        FlvConn {
+            stream,
+            body: Body::UntilClose,
+            tags: TagReader::default(),
+            batch: Batch::default(),
+            ended: false,
+            quickack,
+            _guard: guard,
+        }
+    }
+
     /// Dials `target`, asks for stream `name` and reads the response head; returns once a 200
     /// head arrived (what came with it is already counted).
     pub async fn open(ctx: &Arc<Ctx>, target: &Target, name: &str) -> Result<FlvConn, Failure> {
         let (mut stream, guard) = dial(ctx, target.addr).await?;
         let deadline = Instant::now() + ctx.args.step_timeout();
         stream.write_all(request(target, name).as_bytes()).await.map_err(|e| io_failure("write", &e))?;
-        let mut conn = FlvConn {
-            stream,
-            body: Body::UntilClose,
-            tags: TagReader::default(),
-            batch: Batch::default(),
-            ended: false,
-            quickack: ctx.args.quickack,
-            _guard: guard,
-        };
+        let mut conn = FlvConn::new(stream, ctx.args.quickack, guard);
         let mut head = Vec::new();
         loop {
             let read = read_with(
@@ -222,15 +227,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let ctx = Arc::new(crate::Ctx::for_tests(&format!("http://{addr}/live")));
             let stream = TcpStream::connect(addr).await.unwrap();
-            let mut conn = FlvConn {
-                stream,
-                body: Body::UntilClose,
-                tags: TagReader::default(),
-                batch: Batch::default(),
-                ended: false,
-                quickack: false,
-                _guard: OpenGuard::new(Arc::clone(&ctx)),
-            };
+            let mut conn = FlvConn::new(stream, false, OpenGuard::new(Arc::clone(&ctx)));
             let mut head = Vec::new();
             let mut parts = response.chunks(split);
             let start = loop {

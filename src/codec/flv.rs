@@ -361,6 +361,15 @@ impl<'a> BitReader<'a> {
     }
 
     /// Unsigned exp-Golomb (ue(v)); values past 32 bits are refused.
+    /// A cropping (H.264 frame_cropping) or conformance (HEVC) window: a flag, then the left,
+    /// right, top and bottom offsets when it is set; zeros when not.
+    fn crop_window(&mut self) -> Option<(u64, u64, u64, u64)> {
+        if self.bit()? == 0 {
+            return Some((0, 0, 0, 0));
+        }
+        Some((self.ue()?.into(), self.ue()?.into(), self.ue()?.into(), self.ue()?.into()))
+    }
+
     fn ue(&mut self) -> Option<u32> {
         let mut zeros = 0;
         while self.bit()? == 0 {
@@ -472,13 +481,7 @@ pub fn h264_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
         r.bit()?; // mb_adaptive_frame_field_flag
     }
     r.bit()?; // direct_8x8_inference_flag
-    let (mut left, mut right, mut top, mut bottom) = (0u64, 0u64, 0u64, 0u64);
-    if r.bit()? == 1 {
-        left = r.ue()?.into();
-        right = r.ue()?.into();
-        top = r.ue()?.into();
-        bottom = r.ue()?.into();
-    }
+    let (left, right, top, bottom) = r.crop_window()?;
     let chroma_array_type = if separate_colour_plane == 1 { 0 } else { chroma_format_idc };
     let (crop_x, crop_y) = match chroma_array_type {
         0 => (1, 2 - frame_mbs_only),
@@ -553,13 +556,7 @@ pub fn hevc_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     }
     let width = u64::from(r.ue()?);
     let height = u64::from(r.ue()?);
-    let (mut left, mut right, mut top, mut bottom) = (0u64, 0u64, 0u64, 0u64);
-    if r.bit()? == 1 {
-        left = r.ue()?.into();
-        right = r.ue()?.into();
-        top = r.ue()?.into();
-        bottom = r.ue()?.into();
-    }
+    let (left, right, top, bottom) = r.crop_window()?;
     let chroma_array_type = if separate_colour_plane == 1 { 0 } else { chroma_format_idc };
     let (sub_w, sub_h) = match chroma_array_type {
         1 => (2, 2),

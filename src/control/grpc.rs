@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
 use super::State;
-use super::health::{Health, Level};
+use super::health::Level;
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_tcp;
 use crate::balance::registry::Stream;
@@ -240,40 +240,6 @@ fn metrics(state: &State, now: Instant) -> MetricsResponse {
         gpu_percent: 0,
         memory_mb: clamp_i32(super::process::resident_bytes().unwrap_or(0) / (1024 * 1024)),
         streams,
-    }
-}
-
-impl State {
-    /// The health rules ([`super::health`]) applied to the state now.
-    pub fn health(&self, now: Instant) -> Health {
-        let ttl = self.registry.ttl();
-        let mut inputs = super::health::Inputs {
-            max_connections_per_shard: self.config.max_connections_per_shard as u64,
-            uptime: now.saturating_duration_since(self.started),
-            cpu_percent: self.cpu.percent,
-            ..Default::default()
-        };
-        for origin in self.registry.origins() {
-            inputs.origins_registered += 1;
-            if origin.is_alive(now, ttl) {
-                inputs.origins_alive += 1;
-            } else {
-                let age = now.saturating_duration_since(origin.last_seen).as_secs_f64();
-                inputs.dead_origins.push((origin.id.0.clone(), age));
-            }
-        }
-        for shard in &self.shards {
-            inputs.shard_silence.push(shard.last_report.map(|at| now.saturating_duration_since(at)));
-            inputs.shard_open.push(shard.counters.open);
-        }
-        super::health::evaluate(&inputs)
-    }
-
-    /// Streams with at least one open session, in key order.
-    pub fn active_streams(&self) -> impl Iterator<Item = (&StreamKey, &Stream)> {
-        let mut active: Vec<_> = self.registry.streams().filter(|(_, s)| s.open_sessions() > 0).collect();
-        active.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        active.into_iter()
     }
 }
 

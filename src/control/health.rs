@@ -10,7 +10,7 @@
 //! | degraded | a registered origin is dead (no heartbeat within the TTL; its streams move on their next session) |
 //! | healthy | none of the above |
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A shard that has not reported for this long makes the proxy degraded.
 pub const SHARD_SILENT: Duration = Duration::from_secs(3);
@@ -103,6 +103,33 @@ pub fn evaluate(i: &Inputs) -> Health {
         [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
     };
     Health { level, message, problems }
+}
+
+impl super::State {
+    /// The rules of this module applied to the state now.
+    pub fn health(&self, now: Instant) -> Health {
+        let ttl = self.registry.ttl();
+        let mut inputs = Inputs {
+            max_connections_per_shard: self.config.max_connections_per_shard as u64,
+            uptime: now.saturating_duration_since(self.started),
+            cpu_percent: self.cpu.percent,
+            ..Default::default()
+        };
+        for origin in self.registry.origins() {
+            inputs.origins_registered += 1;
+            if origin.is_alive(now, ttl) {
+                inputs.origins_alive += 1;
+            } else {
+                let age = now.saturating_duration_since(origin.last_seen).as_secs_f64();
+                inputs.dead_origins.push((origin.id.0.clone(), age));
+            }
+        }
+        for shard in &self.shards {
+            inputs.shard_silence.push(shard.last_report.map(|at| now.saturating_duration_since(at)));
+            inputs.shard_open.push(shard.counters.open);
+        }
+        evaluate(&inputs)
+    }
 }
 
 #[cfg(test)]

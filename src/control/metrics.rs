@@ -214,36 +214,37 @@ fn streams(o: &mut Out, state: &State) {
     let limit = state.config.metrics_streams;
     let omitted = ranked.len().saturating_sub(limit);
     ranked.truncate(limit);
-    let families: [(&str, &str, &str); 5] = [
-        ("streamgate_stream_received_bytes_total", "counter", "Bytes received from the stream's clients."),
-        ("streamgate_stream_sent_bytes_total", "counter", "Bytes sent to the stream's clients."),
+    type Value = fn(&super::StreamTraffic, Option<&super::stats::StreamMedia>) -> f64;
+    let families: [(&str, &str, &str, Value); 5] = [
+        ("streamgate_stream_received_bytes_total", "counter", "Bytes received from the stream's clients.", |t, _| {
+            t.bytes_in as f64
+        }),
+        ("streamgate_stream_sent_bytes_total", "counter", "Bytes sent to the stream's clients.", |t, _| {
+            t.bytes_out as f64
+        }),
         (
             "streamgate_stream_received_bits_per_second",
             "gauge",
             "Bits per second from the stream's clients over the last second.",
+            |t, _| t.in_bps as f64,
         ),
         (
             "streamgate_stream_sent_bits_per_second",
             "gauge",
             "Bits per second to the stream's clients over the last second.",
+            |t, _| t.out_bps as f64,
         ),
         (
             "streamgate_stream_fps",
             "gauge",
             "Video frames per second of the stream's RTMP publisher over the last second.",
+            |_, m| m.map_or(0.0, |m| m.fps),
         ),
     ];
-    for (n, (name, kind, help)) in families.iter().enumerate() {
+    for (name, kind, help, value) in families {
         o.family(name, kind, help);
         for (key, t) in &ranked {
-            let value = match n {
-                0 => t.bytes_in as f64,
-                1 => t.bytes_out as f64,
-                2 => t.in_bps as f64,
-                3 => t.out_bps as f64,
-                _ => state.media.get(*key).map_or(0.0, |m| m.fps),
-            };
-            o.sample(name, &[("stream", key.as_str())], value);
+            o.sample(name, &[("stream", key.as_str())], value(t, state.media.get(*key)));
         }
     }
     o.family(

@@ -76,6 +76,13 @@ impl State {
         }
     }
 
+    /// Streams with at least one open session, in key order.
+    pub fn active_streams(&self) -> impl Iterator<Item = (&StreamKey, &crate::balance::registry::Stream)> {
+        let mut active: Vec<_> = self.registry.streams().filter(|(_, s)| s.open_sessions() > 0).collect();
+        active.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        active.into_iter()
+    }
+
     fn on_event(&mut self, event: ShardEvent) {
         let now = Instant::now();
         match event {
