@@ -300,3 +300,7 @@ async fn splice_loop(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;

@@ -302,13 +302,40 @@ impl Source {
         self.inner.borrow().stats_collection
     }
 
+    // Keeps one waiter for the calling future in the list (streamgate patch, see
+    // STREAMGATE-PATCH.md): `slot` is where this future's waker sits. A future that is
+    // polled again while still pending (another future in the same task woke it) replaces
+    // its own entry instead of pushing a new clone. The list is only ever appended to until
+    // the source completes (`wake_waiters` drains it right after setting the result, and a
+    // completed source returns before reaching here), so the slot stays valid.
+    pub(crate) fn add_waiter_in_slot(&self, slot: &mut Option<usize>, waker: &Waker) {
+        let mut inner = self.inner.borrow_mut();
+        let waiters = &mut inner.wakers.waiters;
+        match slot.and_then(|i| waiters.get_mut(i)) {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            None => {
+                *slot = Some(waiters.len());
+                waiters.push(waker.clone());
+            }
+        }
+    }
+
     pub(crate) async fn collect_rw(&self) -> io::Result<usize> {
+        // Upstream pushed `cx.waker().clone()` on every pending poll: a wait polled many
+        // times before its event (it shares a task with a busier future, as a relay's
+        // quiet direction does) held one more task reference per poll, until the task's
+        // 16-bit reference count overflowed and its wakers panicked.
+        let mut slot = None;
         future::poll_fn(|cx| {
             if let Some(result) = self.result() {
                 return Poll::Ready(result);
             }
 
-            self.add_waiter_many(cx.waker().clone());
+            self.add_waiter_in_slot(&mut slot, cx.waker());
             Poll::Pending
         })
         .await
