@@ -43,8 +43,9 @@
 //! - [`config`]: flags, environment variables, `.env` -> validated [`config::Config`];
 //! - [`codec`]: sans-io parsers and writers (no runtime inside);
 //! - [`balance`]: origins, stream keys, registry, picking, pins (pure data, no runtime);
-//! - [`shard`]: glommio executors, listeners, connection gate, relays, traffic counters,
-//!   startup checks;
+//! - [`shard`]: glommio executors, listeners, connection gate, connection tasks (a panic is
+//!   caught and a stalled session ended, both closed and counted: [`shard::conn`]), session
+//!   guards, relays, traffic counters, startup checks;
 //! - [`proxy`]: per-protocol connection handling;
 //! - [`control`]: the control thread, its System API and the shard bridge;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines.

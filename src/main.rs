@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Err(e) => return startup_error(&e),
     };
     logging::init(config.log_level.filter(), config.log_format);
+    shard::conn::install_panic_hook();
     if let Err(e) = shard::preflight::check() {
         eprintln!("streamgate: {e}");
         return ExitCode::FAILURE;

@@ -107,6 +107,20 @@ pub struct Cli {
     )]
     pub relay_batch: GoDuration,
 
+    /// A relayed session that has moved no byte in either direction for this long while its
+    /// client or its origin has hung up is closed by the shard, counted (`stalled` in
+    /// /api/v1/shards, streamgate_connections_stalled_total) and logged. A working relay
+    /// notices a hang-up at once, so this only catches a session whose task stopped being
+    /// woken (a bug); it never closes an idle session whose peers are still there.
+    #[arg(
+        long,
+        env = "STREAMGATE_STALL_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        help_heading = "Threads"
+    )]
+    pub stall_timeout: GoDuration,
+
     /// How long to wait for an origin to accept an RTMP connection before the client is told
     /// the origin is unreachable.
     #[arg(
@@ -443,6 +457,8 @@ pub struct Config {
     pub relay: RelayMode,
     /// `--relay-batch`: zero for none.
     pub relay_batch: Duration,
+    /// `--stall-timeout`.
+    pub stall_timeout: Duration,
     pub origin_ttl: Duration,
     pub rtmp_dial_timeout: Duration,
     pub load_balancer: LoadBalancer,
@@ -516,6 +532,9 @@ impl Cli {
         if self.http_request_timeout.0.is_zero() {
             return Err(ConfigError::new("--http-request-timeout", "must be longer than 0s"));
         }
+        if self.stall_timeout.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new("--stall-timeout", "must be at least 1s (the shards check once a second)"));
+        }
         if self.udp_idle_timeout.0.is_zero() {
             return Err(ConfigError::new("--udp-idle-timeout", "must be longer than 0s"));
         }
@@ -572,6 +591,7 @@ impl Cli {
             max_connections_per_shard: self.max_connections_per_shard,
             relay: self.relay,
             relay_batch: self.relay_batch.0,
+            stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
             rtmp_dial_timeout: self.rtmp_dial_timeout.0,
             load_balancer: self.load_balancer,

@@ -120,3 +120,11 @@ fn default_backend_endpoints_are_checked_at_startup() {
     let e = load(&["--default-backend-enabled=on", "--default-backend-rtc=udp://x"]).unwrap_err();
     assert!(e.contains("PROXY_DEFAULT_BACKEND_RTC") && e.contains("not a port"), "{e}");
 }
+
+#[test]
+fn stall_timeout_defaults_to_30s_and_is_at_least_a_second() {
+    assert_eq!(load(&[]).unwrap().stall_timeout, Duration::from_secs(30));
+    assert_eq!(load(&["--stall-timeout", "2s"]).unwrap().stall_timeout, Duration::from_secs(2));
+    let e = load(&["--stall-timeout", "500ms"]).unwrap_err();
+    assert!(e.contains("--stall-timeout") && e.contains("STREAMGATE_STALL_TIMEOUT") && e.contains("1s"), "{e}");
+}

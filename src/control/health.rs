@@ -8,12 +8,15 @@
 //! | degraded | a shard holds its `--max-connections-per-shard` (new clients wait in the listen backlog) |
 //! | degraded | the process used at least [`CPU_BUSY`]% of the CPUs it may run on over the last second |
 //! | degraded | a registered origin is dead (no heartbeat within the TTL; its streams move on their next session) |
+//! | degraded | a shard closed a connection after a panic in its task, or ended one as stalled, within the last [`TROUBLE_RECENT`] (a bug: the log line names the stream) |
 //! | healthy | none of the above |
 
 use std::time::{Duration, Instant};
 
 /// A shard that has not reported for this long makes the proxy degraded.
 pub const SHARD_SILENT: Duration = Duration::from_secs(3);
+/// How long a panicked or stalled connection keeps the proxy degraded.
+pub const TROUBLE_RECENT: Duration = Duration::from_secs(600);
 /// CPU use (percent of the allowed CPUs) from which the proxy is degraded.
 pub const CPU_BUSY: f64 = 90.0;
 
@@ -51,6 +54,10 @@ pub struct Inputs {
     /// How long the process has run (a shard that never reported is not silent at startup).
     pub uptime: Duration,
     pub cpu_percent: f64,
+    /// Per shard: connections closed after a panic (all time) and how long ago the last one.
+    pub panics: Vec<(u64, Option<Duration>)>,
+    /// Per shard: connections ended as stalled (all time) and how long ago the last one.
+    pub stalls: Vec<(u64, Option<Duration>)>,
 }
 
 /// The verdict: a level, one line, and every active problem.
@@ -94,6 +101,15 @@ pub fn evaluate(i: &Inputs) -> Health {
     if i.cpu_percent >= CPU_BUSY {
         problem(Level::Degraded, format!("CPU usage at {:.0}%", i.cpu_percent));
     }
+    let troubles = [(&i.panics, "closed after a panic in its task"), (&i.stalls, "ended as stalled")];
+    for (counts, what) in troubles {
+        for (shard, (n, ago)) in counts.iter().enumerate() {
+            if let Some(ago) = ago.filter(|a| *a < TROUBLE_RECENT) {
+                let text = format!("shard {shard}: {n} connections {what} (the last {:.0} s ago)", ago.as_secs_f64());
+                problem(Level::Degraded, text);
+            }
+        }
+    }
     for (id, age) in &i.dead_origins {
         problem(Level::Degraded, format!("origin {id} is dead: no heartbeat for {age:.0} s"));
     }
@@ -127,6 +143,9 @@ impl super::State {
         for shard in &self.shards {
             inputs.shard_silence.push(shard.last_report.map(|at| now.saturating_duration_since(at)));
             inputs.shard_open.push(shard.counters.open);
+            let ago = |at: Option<Instant>| at.map(|t| now.saturating_duration_since(t));
+            inputs.panics.push((shard.counters.panicked.values().sum(), ago(shard.last_panic)));
+            inputs.stalls.push((shard.counters.stalled.values().sum(), ago(shard.last_stall)));
         }
         evaluate(&inputs)
     }
@@ -187,5 +206,16 @@ mod tests {
         let dead = evaluate(&Inputs { dead_origins: vec![("o1".into(), 312.2)], origins_alive: 1, ..fine() });
         assert_eq!(dead.problems, ["origin o1 is dead: no heartbeat for 312 s"]);
         assert_eq!(dead.level, Level::Degraded);
+    }
+
+    #[test]
+    fn a_recent_panic_or_stall_degrades_for_ten_minutes() {
+        let panic = evaluate(&Inputs { panics: vec![(0, None), (2, Some(Duration::from_secs(12)))], ..fine() });
+        assert_eq!(panic.level, Level::Degraded);
+        assert_eq!(panic.problems, ["shard 1: 2 connections closed after a panic in its task (the last 12 s ago)"]);
+        let stall = evaluate(&Inputs { stalls: vec![(1, Some(Duration::from_secs(3)))], ..fine() });
+        assert_eq!(stall.problems, ["shard 0: 1 connections ended as stalled (the last 3 s ago)"]);
+        let old = evaluate(&Inputs { panics: vec![(5, Some(TROUBLE_RECENT))], ..fine() });
+        assert_eq!(old.level, Level::Healthy, "an old panic no longer degrades");
     }
 }

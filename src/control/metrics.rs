@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::State;
 use super::health::Level;
 use super::process;
+use super::stats::{Listener, ShardView};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -121,6 +122,27 @@ fn shards(o: &mut Out, state: &State, now: Instant) {
                 &[("shard", &shard_label), ("listener", listener.name())],
                 *n as f64,
             );
+        }
+    }
+    let ended = [
+        (
+            "streamgate_connections_panicked_total",
+            "Connections closed (both sides) after a panic in their task, per shard and listener.",
+            (|s: &ShardView| &s.counters.panicked) as fn(&ShardView) -> &BTreeMap<Listener, u64>,
+        ),
+        (
+            "streamgate_connections_stalled_total",
+            "Connections the shard closed because their session moved no byte for --stall-timeout while a peer had hung up, per shard and listener.",
+            |s: &ShardView| &s.counters.stalled,
+        ),
+    ];
+    for (name, help, counts) in ended {
+        o.family(name, "counter", help);
+        for (i, shard) in state.shards.iter().enumerate() {
+            let shard_label = i.to_string();
+            for (listener, n) in counts(shard) {
+                o.sample(name, &[("shard", &shard_label), ("listener", listener.name())], *n as f64);
+            }
         }
     }
     o.family("streamgate_connections_open", "gauge", "Client connections open now, per shard.");

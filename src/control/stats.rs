@@ -107,6 +107,11 @@ pub struct ShardCounters {
     pub open: u64,
     /// Open now, per listener.
     pub open_by_listener: BTreeMap<Listener, u64>,
+    /// Connections whose task panicked (each was closed, both sides), per listener.
+    pub panicked: BTreeMap<Listener, u64>,
+    /// Connections the shard ended because their session moved no byte for
+    /// `--stall-timeout` while a peer had hung up, per listener.
+    pub stalled: BTreeMap<Listener, u64>,
     pub pick_failures: BTreeMap<PickFailure, u64>,
 }
 
@@ -116,7 +121,9 @@ impl Default for ShardCounters {
         ShardCounters {
             accepted: listeners.clone(),
             open: 0,
-            open_by_listener: listeners,
+            open_by_listener: listeners.clone(),
+            panicked: listeners.clone(),
+            stalled: listeners,
             pick_failures: PickFailure::ALL.iter().map(|p| (*p, 0)).collect(),
         }
     }
@@ -131,6 +138,10 @@ pub struct ShardView {
     /// Its SRT and WebRTC table sizes as last reported: now, and the largest since start.
     pub udp_tables: TableSizes,
     pub udp_tables_peak: TableSizes,
+    /// When its count of connections closed after a panic last grew.
+    pub last_panic: Option<Instant>,
+    /// When its count of connections ended as stalled last grew.
+    pub last_stall: Option<Instant>,
 }
 
 /// Media facts of one published stream, from parsing the RTMP publisher's messages.
@@ -251,6 +262,13 @@ impl State {
         }
         match self.shards.get_mut(shard) {
             Some(view) => {
+                let sum = |m: &BTreeMap<Listener, u64>| m.values().sum::<u64>();
+                if sum(&counters.panicked) > sum(&view.counters.panicked) {
+                    view.last_panic = Some(now);
+                }
+                if sum(&counters.stalled) > sum(&view.counters.stalled) {
+                    view.last_stall = Some(now);
+                }
                 view.counters = counters;
                 view.last_report = Some(now);
                 view.udp_tables = udp_now;

@@ -6,7 +6,7 @@
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
 //! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
-//! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
+//! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, connections closed after a panic (`panicked`) or as stalled (`stalled`) per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //!
 //! Handlers run on the control thread and borrow its state only between awaits.
@@ -224,6 +224,8 @@ fn counters(c: &ShardCounters) -> serde_json::Map<String, Value> {
     out.insert("open".into(), json!(c.open));
     out.insert("open_by_listener".into(), by_name(&c.open_by_listener, Listener::name));
     out.insert("accepted".into(), by_name(&c.accepted, Listener::name));
+    out.insert("panicked".into(), by_name(&c.panicked, Listener::name));
+    out.insert("stalled".into(), by_name(&c.stalled, Listener::name));
     out.insert("pick_failures".into(), by_name(&c.pick_failures, PickFailure::name));
     out
 }
@@ -238,8 +240,13 @@ fn shards(state: &State) -> Response {
         .map(|(index, view)| {
             let c = &view.counters;
             total.open += c.open;
-            for (maps, from) in [(&mut total.accepted, &c.accepted), (&mut total.open_by_listener, &c.open_by_listener)]
-            {
+            let summed = [
+                (&mut total.accepted, &c.accepted),
+                (&mut total.open_by_listener, &c.open_by_listener),
+                (&mut total.panicked, &c.panicked),
+                (&mut total.stalled, &c.stalled),
+            ];
+            for (maps, from) in summed {
                 for (k, v) in from {
                     *maps.entry(*k).or_default() += v;
                 }

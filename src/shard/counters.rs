@@ -1,5 +1,6 @@
-//! Per-shard counters: connections and sessions accepted and open per listener, and why
-//! streams could not be given an origin. Plain `Cell`s on the shard's own thread: no atomic,
+//! Per-shard counters: connections and sessions accepted and open per listener, connections
+//! that panicked or that the shard ended as stalled, and why streams could not be given an
+//! origin. Plain `Cell`s on the shard's own thread: no atomic,
 //! no lock; the reporter copies them into a [`ShardCounters`] once a second.
 
 use std::cell::Cell;
@@ -12,6 +13,8 @@ use crate::control::stats::{Listener, PickFailure, ShardCounters};
 pub struct Counters {
     accepted: [Cell<u64>; Listener::ALL.len()],
     open: [Cell<u64>; Listener::ALL.len()],
+    panicked: [Cell<u64>; Listener::ALL.len()],
+    stalled: [Cell<u64>; Listener::ALL.len()],
     pick_failures: [Cell<u64>; PickFailure::ALL.len()],
 }
 
@@ -29,6 +32,16 @@ impl Counters {
         OpenGuard { counters: self.clone(), listener }
     }
 
+    /// Counts a connection whose task panicked (it was closed).
+    pub fn panicked(&self, listener: Listener) {
+        bump(self.panicked.get(listener.index()), 1);
+    }
+
+    /// Counts a connection the shard ended because its session stalled.
+    pub fn stalled(&self, listener: Listener) {
+        bump(self.stalled.get(listener.index()), 1);
+    }
+
     /// Counts a stream that could not be given an origin.
     pub fn pick_failed(&self, why: PickFailure) {
         bump(self.pick_failures.get(why.index()), 1);
@@ -42,6 +55,8 @@ impl Counters {
             accepted: by_listener(&self.accepted),
             open: open_by_listener.values().sum(),
             open_by_listener,
+            panicked: by_listener(&self.panicked),
+            stalled: by_listener(&self.stalled),
             pick_failures: PickFailure::ALL.iter().zip(&self.pick_failures).map(|(p, c)| (*p, c.get())).collect(),
         }
     }
@@ -71,11 +86,15 @@ mod tests {
         let b = c.accepted(Listener::Rtmp);
         let s = c.accepted(Listener::SrtUdp);
         c.pick_failed(PickFailure::NoOrigin);
+        c.panicked(Listener::HttpStream);
+        c.stalled(Listener::Rtmp);
         drop(b);
         let snap = c.snapshot();
         assert_eq!((snap.accepted[&Listener::Rtmp], snap.open_by_listener[&Listener::Rtmp]), (2, 1));
         assert_eq!((snap.open, snap.pick_failures[&PickFailure::NoOrigin]), (2, 1));
         assert_eq!(snap.accepted.len(), Listener::ALL.len(), "zeros included");
+        assert_eq!((snap.panicked[&Listener::HttpStream], snap.panicked[&Listener::Rtmp]), (1, 0));
+        assert_eq!(snap.stalled[&Listener::Rtmp], 1);
         drop((a, s));
         assert_eq!(c.snapshot().open, 0);
         assert_eq!(c.snapshot().accepted[&Listener::Rtmp], 2, "accepted only grows");

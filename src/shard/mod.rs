@@ -12,10 +12,13 @@
 //! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
 //! closes whatever is left).
 
+pub mod conn;
 pub mod counters;
+pub mod fault;
 pub mod media;
 pub mod preflight;
 pub mod relay;
+pub mod session;
 pub mod tables;
 pub mod traffic;
 
@@ -53,6 +56,10 @@ pub struct Shard {
     pub media: media::MediaTable,
     /// Accepted and open connections per listener, pick failures; reported once a second.
     pub counters: Rc<counters::Counters>,
+    /// Live TCP connections, swept for stalled sessions once a second.
+    pub conns: conn::ConnTable,
+    /// Session-close events waiting for room in the event queue.
+    pub closing: Rc<session::Closing>,
     gate: Gate,
     permits: Rc<Semaphore>,
     saturated: Cell<bool>,
@@ -145,6 +152,8 @@ async fn run(
         udp: tables::UdpTables::default(),
         media: media::MediaTable::default(),
         counters: Rc::default(),
+        conns: conn::ConnTable::default(),
+        closing: Rc::default(),
         gate: Gate::new(),
         saturated: Cell::new(false),
     });
@@ -181,13 +190,16 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 async fn report_every_second(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(REPORT_INTERVAL).await;
+        shard.conns.sweep(std::time::Instant::now(), shard.config.stall_timeout);
         report(&shard).await;
     }
 }
 
-/// Sends the control thread one report: traffic and media since the previous one, and the
-/// counters (cumulative). Waits for room in the event queue (the reporter, never a relay).
+/// Sends the control thread the session closes that found its queue full, then one report:
+/// traffic and media since the previous one, and the counters (cumulative). Waits for room in
+/// the event queue (the reporter, never a relay).
 async fn report(shard: &Shard) {
+    shard.closing.flush(&shard.link.events).await;
     let event = ShardEvent::Report {
         shard: shard.index,
         traffic: shard.traffic.take(),
@@ -238,9 +250,13 @@ async fn accept_loop<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let open = shard.counters.accepted(kind);
-        let task = handler(shard.clone(), stream, peer);
+        let conn = Rc::new(conn::Conn::new(kind, peer, &stream));
+        shard.conns.insert(&conn);
+        let task = conn::ConnTask::new(conn.clone(), handler(shard.clone(), stream, peer));
+        let owner = shard.clone();
         let spawned = shard.gate.spawn(async move {
-            task.await;
+            let ended = task.await;
+            ended_early(&owner, &conn, ended);
             drop(open);
             drop(permit);
         });
@@ -250,6 +266,26 @@ async fn accept_loop<H, F>(
         }
     }
     log::debug!("shard {}: stopped accepting {name}", shard.index);
+}
+
+/// Counts and logs (once, with the stream) a connection whose task panicked or that the shard
+/// ended; its sockets are closed and its session reported closed by then.
+fn ended_early(shard: &Shard, conn: &conn::Conn, ended: conn::Ended) {
+    let what = conn.label().map_or_else(|| format!("{} connection", conn.listener.name()), |l| l.to_string());
+    match ended {
+        conn::Ended::Done => {}
+        conn::Ended::Panicked(message) => {
+            shard.counters.panicked(conn.listener);
+            log::error!("{what} from {}: closed both sides after a panic in its task: {message}", conn.peer);
+        }
+        conn::Ended::Forced(conn::Forced::Stalled(after)) => {
+            shard.counters.stalled(conn.listener);
+            log::error!(
+                "{what} from {}: closed both sides: it moved no byte for {after:?} while its peer had hung up (its task was no longer woken)",
+                conn.peer
+            );
+        }
+    }
 }
 
 async fn acquire(shard: &Rc<Shard>) -> Option<glommio::sync::StaticPermit> {

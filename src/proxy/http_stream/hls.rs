@@ -101,8 +101,8 @@ async fn fetch_playlist(
     id: &str,
     keep: Next,
 ) -> Next {
-    shard.link.session(key, Protocol::Hls, Role::Play, true).await;
-    let traffic = shard.traffic.register(key, Protocol::Hls);
+    let session = shard.open_session(key, Protocol::Hls, Role::Play).await;
+    let traffic = &session.traffic;
     let fetched = fetch(shard, req, peer, origin).await;
     let next = match fetched {
         Ok((status, headers, body)) => {
@@ -117,7 +117,7 @@ async fn fetch_playlist(
             reply(client, req, cors(text(e.status(), &e.to_string())), keep).await
         }
     };
-    shard.link.session(key, Protocol::Hls, Role::Play, false).await;
+    drop(session);
     next
 }
 

@@ -303,8 +303,8 @@ async fn forward(
     let extra = [("Transfer-Encoding", &b"chunked"[..])];
     let chunked = if length == BodyLength::Chunked { &extra[..] } else { &[] };
     write_head(&mut head, answered.head.status, &answered.head.reason, &answered.head.headers, chunked, keep);
-    shard.link.session(key, protocol, Role::Play, true).await;
-    let traffic = shard.traffic.register(key, protocol);
+    let session = shard.open_session(key, protocol, Role::Play).await;
+    let traffic = session.traffic.clone();
     let started = Instant::now();
     let mode = shard.config.relay;
     let body_start = match length {
@@ -316,6 +316,8 @@ async fn forward(
     let sent_first = relay::send_all(client, &head).await;
     traffic.bytes_out.set(head.len() as u64);
     let upstream = &answered.stream;
+    crate::shard::conn::set_origin(upstream);
+    crate::shard::fault::inject().await;
     let outcome: std::io::Result<&str> = match (sent_first, length) {
         (Err(e), _) => Err(e),
         (Ok(()), BodyLength::Empty) => Ok("answered"),
@@ -333,7 +335,7 @@ async fn forward(
             future::or(down, gone).await
         }
     };
-    shard.link.session(key, protocol, Role::Play, false).await;
+    drop(session);
     let bytes = traffic.bytes_out.get();
     let status = answered.head.status;
     let took = started.elapsed();

@@ -70,14 +70,14 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             return refuse(&client, session_role, 128, &reason).await;
         }
     };
-    shard.link.session(&key, Protocol::Rtmp, session_role, true).await;
-    let traffic = shard.traffic.register(&key, Protocol::Rtmp);
+    let session = shard.open_session(&key, Protocol::Rtmp, session_role).await;
+    let traffic = session.traffic.clone();
     let started = Instant::now();
     // A publisher's bytes go through the media inspector (one connection per stream).
     let probe = (session_role == Role::Publish).then(|| shard.media.register(&key, started));
     let outcome = proxy(&shard, client, session_role, replay, &origin, &traffic, probe.as_deref()).await;
     drop(probe);
-    shard.link.session(&key, Protocol::Rtmp, session_role, false).await;
+    drop(session);
     let (bytes_in, bytes_out) = (traffic.bytes_in.get(), traffic.bytes_out.get());
     match outcome {
         Ok(end) => log::info!(
@@ -161,6 +161,7 @@ async fn proxy(
             }
         };
     log::debug!("rtmp {} -> origin {} ({addr})", role.name(), origin.id);
+    crate::shard::conn::set_origin(&upstream);
     traffic.bytes_in.set(replay.len() as u64);
     if let Some(probe) = probe {
         probe.feed(&replay);
@@ -171,6 +172,7 @@ async fn proxy(
     drop(c2);
     let mode = shard.config.relay;
     let (client, upstream) = (&client, &upstream);
+    crate::shard::fault::inject().await;
     let up = async {
         let result = match probe {
             Some(probe) => relay::one_way_inspect(client, upstream, &traffic.bytes_in, |b| probe.feed(b)).await,
