@@ -120,3 +120,18 @@ fn default_backend_endpoints_are_checked_at_startup() {
     let e = load(&["--default-backend-enabled=on", "--default-backend-rtc=udp://x"]).unwrap_err();
     assert!(e.contains("PROXY_DEFAULT_BACKEND_RTC") && e.contains("not a port"), "{e}");
 }
+
+#[test]
+fn grpc_limits_have_defaults_and_refuse_zero() {
+    let c = load(&[]).unwrap();
+    assert_eq!((c.grpc_max_connections, c.grpc_idle_timeout), (1024, Duration::from_secs(60)));
+    let c = load(&["--grpc-max-connections", "8", "--grpc-idle-timeout", "1m30s"]).unwrap();
+    assert_eq!((c.grpc_max_connections, c.grpc_idle_timeout), (8, Duration::from_secs(90)));
+    let e = load(&["--grpc-max-connections", "0"]).unwrap_err();
+    assert!(e.contains("--grpc-max-connections") && e.contains("STREAMGATE_GRPC_MAX_CONNECTIONS"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    let e = load(&["--grpc-max-connections", "many"]).unwrap_err();
+    assert!(e.contains("STREAMGATE_GRPC_MAX_CONNECTIONS") && e.contains("\"many\""), "{e}");
+    let e = load(&["--grpc-idle-timeout", "0s"]).unwrap_err();
+    assert!(e.contains("--grpc-idle-timeout") && e.contains("STREAMGATE_GRPC_IDLE_TIMEOUT"), "{e}");
+}

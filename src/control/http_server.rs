@@ -3,6 +3,11 @@
 //! whole request head (a client sending one byte a second gets 408), a body size cap (413
 //! before reading it), a body deadline, and an idle keep-alive timeout. Handlers get a parsed
 //! request and its body and return a [`Response`]; nothing they do can see a partial request.
+//!
+//! At the connection cap the server logs one warning and waits for a connection to close
+//! (clients wait in the kernel's backlog). When `accept` fails for lack of descriptors or
+//! kernel memory it backs off, 100 ms growing to 1 s, with one warning per episode
+//! ([`AcceptBackoff`]), instead of retrying at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use crate::codec::http::{self, BodyError, Limits, Request, Response, Status};
+use crate::shard::backoff::AcceptBackoff;
 
 /// Bounds of one server.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +32,8 @@ pub struct ServerLimits {
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// What log lines call this server.
+    pub name: &'static str,
 }
 
 impl Default for ServerLimits {
@@ -37,6 +45,7 @@ impl Default for ServerLimits {
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            name: "HTTP server",
         }
     }
 }
@@ -54,15 +63,21 @@ where
 {
     let handler = Rc::new(handler);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let name = match listener.local_addr() {
+        Ok(addr) => format!("{} {addr}", limits.name),
+        Err(_) => limits.name.to_string(),
+    };
+    let mut backoff = AcceptBackoff::new(name.clone());
+    let mut saturated = false;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let Some(permit) = acquire(&permits, &name, limits.max_connections, &mut saturated).await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        let accepted = listener.accept().await;
+        let (stream, peer) = match backoff.check(accepted, std::time::Instant::now()) {
             Ok(conn) => conn,
-            Err(e) => {
-                log::warn!("accept on {:?} failed: {e}", listener.local_addr());
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(wait) => {
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -74,6 +89,23 @@ where
             }
         });
     }
+}
+
+/// A connection permit, taken before `accept`; logs one warning each time the cap is reached.
+pub async fn acquire(
+    permits: &Arc<Semaphore>,
+    name: &str,
+    cap: usize,
+    saturated: &mut bool,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(permit) = permits.clone().try_acquire_owned() {
+        *saturated = false;
+        return Some(permit);
+    }
+    if !std::mem::replace(saturated, true) {
+        log::warn!("{name}: {cap} connections open, its cap; new clients wait in the backlog");
+    }
+    permits.clone().acquire_owned().await.ok()
 }
 
 /// How one exchange ended early.
