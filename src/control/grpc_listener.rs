@@ -1,8 +1,8 @@
 //! The gRPC listener's connections, handed to tonic as its incoming stream ([`incoming`]):
 //!
 //! - at most `--grpc-max-connections` open: a permit is taken *before* `accept`, so past the
-//!   cap new clients wait in the kernel's backlog, holding no descriptor of ours (one warning
-//!   each time the cap is reached);
+//!   cap new clients wait in the kernel's backlog, holding no descriptor of ours (a warning
+//!   when the cap is reached, at most one a minute: [`Gate`]);
 //! - each closed after `--grpc-idle-timeout` without a byte in either direction
 //!   ([`IdleConn`]): a client that connects and says nothing, a dead peer, or an HTTP/2
 //!   connection with no traffic. The server sends no HTTP/2 pings of its own (their answers
@@ -19,18 +19,17 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_lite::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::http_server::acquire;
+use super::http_server::Gate;
 use crate::shard::backoff::AcceptBackoff;
 
 /// The bounds of the gRPC listener (`--grpc-max-connections`, `--grpc-idle-timeout`).
@@ -43,10 +42,8 @@ pub struct GrpcLimits {
 struct Accepting {
     listener: TcpListener,
     limits: GrpcLimits,
-    permits: Arc<Semaphore>,
+    gate: Gate,
     backoff: AcceptBackoff,
-    saturated: bool,
-    name: String,
 }
 
 /// tonic's incoming connections from `listener`, within `limits`.
@@ -58,13 +55,11 @@ pub fn incoming(listener: TcpListener, limits: GrpcLimits) -> impl Stream<Item =
     let state = Accepting {
         listener,
         limits,
-        permits: Arc::new(Semaphore::new(limits.max_connections)),
-        backoff: AcceptBackoff::new(name.clone()),
-        saturated: false,
-        name,
+        gate: Gate::new(name.clone(), limits.max_connections),
+        backoff: AcceptBackoff::new(name),
     };
     futures_lite::stream::unfold(state, |mut st| async move {
-        let permit = acquire(&st.permits, &st.name, st.limits.max_connections, &mut st.saturated).await?;
+        let permit = st.gate.acquire().await?;
         loop {
             let accepted = st.listener.accept().await;
             match st.backoff.check(accepted, std::time::Instant::now()) {

@@ -4,7 +4,7 @@
 //! before reading it), a body deadline, and an idle keep-alive timeout. Handlers get a parsed
 //! request and its body and return a [`Response`]; nothing they do can see a partial request.
 //!
-//! At the connection cap the server logs one warning and waits for a connection to close
+//! At the connection cap ([`Gate`]) the server logs one warning and waits for a connection to close
 //! (clients wait in the kernel's backlog). When `accept` fails for lack of descriptors or
 //! kernel memory it backs off, 100 ms growing to 1 s, with one warning per episode
 //! ([`AcceptBackoff`]), instead of retrying at once.
@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use crate::codec::http::{self, BodyError, Limits, Request, Response, Status};
+use crate::logging::throttle::LogThrottle;
 use crate::shard::backoff::AcceptBackoff;
 
 /// Bounds of one server.
@@ -62,15 +63,14 @@ where
     F: Future<Output = Response> + 'static,
 {
     let handler = Rc::new(handler);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let name = match listener.local_addr() {
         Ok(addr) => format!("{} {addr}", limits.name),
         Err(_) => limits.name.to_string(),
     };
     let mut backoff = AcceptBackoff::new(name.clone());
-    let mut saturated = false;
+    let mut gate = Gate::new(name, limits.max_connections);
     loop {
-        let Some(permit) = acquire(&permits, &name, limits.max_connections, &mut saturated).await else {
+        let Some(permit) = gate.acquire().await else {
             return;
         };
         let accepted = listener.accept().await;
@@ -91,21 +91,55 @@ where
     }
 }
 
-/// A connection permit, taken before `accept`; logs one warning each time the cap is reached.
-pub async fn acquire(
-    permits: &Arc<Semaphore>,
-    name: &str,
+/// The connection cap of a control-thread server: a permit is taken before each `accept`, so
+/// past the cap clients wait in the kernel's backlog holding no descriptor of ours. Reaching
+/// the cap is logged once, then at most once per [`CAP_WARNING_INTERVAL`] with how many more
+/// times it was reached (a flood of idle clients refills the server each time one closes).
+pub struct Gate {
+    permits: Arc<Semaphore>,
     cap: usize,
-    saturated: &mut bool,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(permit) = permits.clone().try_acquire_owned() {
-        *saturated = false;
-        return Some(permit);
+    name: String,
+    saturated: bool,
+    warnings: LogThrottle<()>,
+}
+
+/// The least time between two "cap reached" warnings of one server.
+pub const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Gate {
+    pub fn new(name: impl Into<String>, cap: usize) -> Gate {
+        Gate {
+            permits: Arc::new(Semaphore::new(cap)),
+            cap,
+            name: name.into(),
+            saturated: false,
+            warnings: LogThrottle::new(1, CAP_WARNING_INTERVAL),
+        }
     }
-    if !std::mem::replace(saturated, true) {
-        log::warn!("{name}: {cap} connections open, its cap; new clients wait in the backlog");
+
+    /// A permit for one connection; waits while `cap` are open. `None` never happens in
+    /// practice (the semaphore is never closed).
+    pub async fn acquire(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            self.saturated = false;
+            return Some(permit);
+        }
+        if !std::mem::replace(&mut self.saturated, true) {
+            let admit = self.warnings.admit((), std::time::Instant::now());
+            if admit.write {
+                let again = admit
+                    .summary
+                    .map(|s| format!(" (reached {} more times in the last {} s)", s.suppressed, s.over.as_secs()))
+                    .unwrap_or_default();
+                log::warn!(
+                    "{}: {} connections open, its cap; new clients wait in the backlog{again}",
+                    self.name,
+                    self.cap
+                );
+            }
+        }
+        self.permits.clone().acquire_owned().await.ok()
     }
-    permits.clone().acquire_owned().await.ok()
 }
 
 /// How one exchange ended early.
