@@ -19,6 +19,7 @@ use common::udp_peers::SrtCaller;
 use common::*;
 use streamgate::control::grpc::proto::Empty;
 use streamgate::control::grpc::proto::module_service_client::ModuleServiceClient;
+use streamgate::shard::backoff::SETTLE;
 
 const PUBLISH_WAIT: Duration = Duration::from_secs(20);
 const PLAY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -226,8 +227,9 @@ fn idle_grpc_connections_past_the_cap_wait_in_the_backlog_and_time_out() {
 /// the rest: each listener that hits EMFILE writes one warning (not one per failed accept)
 /// and waits between tries, so the proxy stays under 10% of a core while the healthy stream,
 /// already set up, keeps flowing. A System API request and a gRPC call made meanwhile wait in
-/// their backlogs; once the idle clients go, each listener logs one line saying it accepts
-/// again, both calls are answered, and a new stream publishes and plays.
+/// their backlogs; once the idle clients go both are answered, each listener logs one line
+/// saying it accepts again (once accepting has worked for SETTLE), and a new stream publishes
+/// and plays.
 #[test]
 fn running_out_of_descriptors_backs_off_with_one_warning_per_listener() {
     let mut live = Healthy::start("emfile", &["--http-request-timeout", "60s"]);
@@ -275,18 +277,33 @@ fn running_out_of_descriptors_backs_off_with_one_warning_per_listener() {
     assert!(listeners.iter().any(|l| l.starts_with("http_stream on shard")), "{listeners:?}");
 
     drop(flood);
-    let recovered = wait_until(Duration::from_secs(10), || {
+    let (status, took) = api_call.join().unwrap();
+    assert_eq!(status, 200, "the System API request made while out of descriptors (took {took:?})");
+    let grpc = grpc_call.join().unwrap();
+    assert_eq!(
+        grpc.as_deref(),
+        Ok("rtmp-proxy"),
+        "the gRPC call made while out of descriptors\n{}",
+        live.proxy.log_text()
+    );
+    // An episode ends at the first accept that works SETTLE after its last failure: poke every
+    // listener that failed (20 HTTP connections reach both shards' listeners).
+    std::thread::sleep(SETTLE + Duration::from_secs(1));
+    for _ in 0..20 {
+        assert_eq!(get(&live.proxy.http_addr(), "/").status, 404);
+    }
+    assert_eq!(grpc_status(live.proxy.grpc, Duration::from_secs(10)).as_deref(), Ok("rtmp-proxy"));
+    let recovered = wait_until(Duration::from_secs(5), || {
+        let _ = get(&live.proxy.api_addr(), "/api/v1/versions");
         lines_with(&live.proxy.log_text(), "accepting again after").len() >= listeners.len()
     });
     let log = live.proxy.log_text();
     assert!(recovered, "not every listener said it accepts again:\n{log}");
-    for line in lines_with(&log, "accepting again after") {
+    let again = lines_with(&log, "accepting again after");
+    assert_eq!(again.len(), listeners.len(), "one line per episode: {again:#?}");
+    for line in again {
         assert!(line.contains(" INFO ") && line.contains(" failed accepts over "), "{line}");
     }
-    let (status, took) = api_call.join().unwrap();
-    assert_eq!(status, 200, "the System API request made while out of descriptors (took {took:?})");
-    let grpc = grpc_call.join().unwrap();
-    assert_eq!(grpc.as_deref(), Ok("rtmp-proxy"), "the gRPC call made while out of descriptors\n{log}");
     assert_api_quick(&live.proxy, "after");
     live.assert_flowing("after", Duration::from_secs(5));
     live.assert_new_stream("emfile-after");

@@ -7,9 +7,12 @@
 //! connection off the backlog: the listener stays readable, and a loop that retries at once
 //! spins a core and logs every failure (3 515 warnings in 35 s were seen). [`AcceptBackoff`]
 //! makes that one episode: the first failure logs one warning and asks for a wait of
-//! [`FIRST_WAIT`], doubling up to [`MAX_WAIT`] while failures go on; the first accept that
-//! works again logs one info line with how many accepts failed and for how long, and resets the
-//! wait. Errors the kernel reports for one pending connection only (`ECONNABORTED`, `EPROTO`,
+//! [`FIRST_WAIT`], doubling up to [`MAX_WAIT`] while failures go on (an accept that works
+//! resets the wait). The episode ends, with one info line saying how many accepts failed and
+//! for how long, at the first accept that works [`SETTLE`] or more after the last failure: a
+//! listener whose descriptors come back one at a time (idle clients timing out while more wait
+//! in the backlog) flips between failing and working many times a second, and that stays one
+//! episode and two lines instead of two lines per flip. Errors the kernel reports for one pending connection only (`ECONNABORTED`, `EPROTO`,
 //! a network error passed on by Linux: accept(2), "Error handling") are logged at debug and
 //! retried at once; they cost their sender a connection each, so they cannot spin. Any other
 //! error is treated like a resource error: an unknown failure that repeats must not spin either.
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 pub const FIRST_WAIT: Duration = Duration::from_millis(100);
 /// The longest wait between two accepts while failures go on.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);
+/// How long accepting must have worked (no failure) for an episode to end.
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// How one accept error is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,16 +89,17 @@ impl Note {
 #[derive(Debug)]
 pub struct AcceptBackoff {
     listener: String,
-    /// Accepts failed in the current episode (0: none going on).
+    /// Accepts failed in the current episode.
     failed: u64,
-    since: Option<Instant>,
+    /// The current episode's first and last failures.
+    episode: Option<(Instant, Instant)>,
     wait: Duration,
 }
 
 impl AcceptBackoff {
     /// `listener` names it in the log lines (`rtmp on shard 0`, `System API 127.0.0.1:12025`).
     pub fn new(listener: impl Into<String>) -> Self {
-        AcceptBackoff { listener: listener.into(), failed: 0, since: None, wait: FIRST_WAIT }
+        AcceptBackoff { listener: listener.into(), failed: 0, episode: None, wait: FIRST_WAIT }
     }
 
     /// Passes an accepted connection through (ending an episode), or logs the failure as
@@ -126,32 +132,37 @@ impl AcceptBackoff {
             );
         }
         self.failed += 1;
-        if self.since.is_some() {
-            let wait = self.wait;
-            self.wait = (self.wait * 2).min(MAX_WAIT);
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(MAX_WAIT);
+        if let Some((_, last)) = &mut self.episode {
+            *last = now;
             return (wait, None);
         }
-        self.since = Some(now);
-        self.wait = (FIRST_WAIT * 2).min(MAX_WAIT);
+        self.episode = Some((now, now));
         let line = format!(
             "{} accept failed: {e}; waiting {FIRST_WAIT:?} growing to {MAX_WAIT:?} between tries until accepting works again (pending clients wait in the backlog)",
             self.listener
         );
-        (FIRST_WAIT, Some(Note::Started(line)))
+        (wait, Some(Note::Started(line)))
     }
 
-    /// Records a successful accept; ends an episode with one line.
+    /// Records a successful accept: the next failure waits [`FIRST_WAIT`] again, and an
+    /// episode whose last failure is [`SETTLE`] or more ago ends, with one line.
     pub fn accepted(&mut self, now: Instant) -> Option<Note> {
-        let since = self.since.take()?;
-        let failed = std::mem::take(&mut self.failed);
         self.wait = FIRST_WAIT;
-        let lasted = now.saturating_duration_since(since);
+        let (first, last) = self.episode?;
+        if now.saturating_duration_since(last) < SETTLE {
+            return None;
+        }
+        self.episode = None;
+        let failed = std::mem::take(&mut self.failed);
+        let lasted = last.saturating_duration_since(first);
         Some(Note::Ended(format!("{} accepting again after {failed} failed accepts over {lasted:.1?}", self.listener)))
     }
 
     /// Whether an episode is going on.
     pub fn failing(&self) -> bool {
-        self.since.is_some()
+        self.episode.is_some()
     }
 }
 
@@ -195,14 +206,39 @@ mod tests {
         let [Note::Started(warn)] = notes.as_slice() else { panic!("{notes:?}") };
         assert!(warn.starts_with("rtmp on shard 0 accept failed: Too many open files"), "{warn}");
 
-        let Some(Note::Ended(info)) = b.accepted(t0 + Duration::from_secs(12)) else { panic!("no end") };
-        assert_eq!(info, "rtmp on shard 0 accepting again after 10000 failed accepts over 12.0s");
+        assert_eq!(b.accepted(t0 + Duration::from_secs(12)), None, "working for 2 s only: not settled");
+        assert!(b.failing());
+        let Some(Note::Ended(info)) = b.accepted(t0 + Duration::from_secs(15)) else { panic!("no end") };
+        assert_eq!(info, "rtmp on shard 0 accepting again after 10000 failed accepts over 10.0s");
         assert!(!b.failing());
-        assert_eq!(b.accepted(t0 + Duration::from_secs(13)), None, "no episode, nothing to say");
+        assert_eq!(b.accepted(t0 + Duration::from_secs(16)), None, "no episode, nothing to say");
 
         let (wait, note) = b.failed(&os(libc::ENFILE), t0 + Duration::from_secs(20));
         assert_eq!(wait, FIRST_WAIT, "a new episode starts from the first wait");
         assert!(matches!(note, Some(Note::Started(_))), "{note:?}");
+    }
+
+    /// Descriptors coming back one at a time: every accept that works is followed by one that
+    /// fails, for a minute. One episode, one warning, the wait reset by each success; it ends
+    /// once accepting has worked for SETTLE.
+    #[test]
+    fn flapping_is_one_episode() {
+        let mut b = AcceptBackoff::new("http_stream on shard 1");
+        let t0 = Instant::now();
+        let mut notes = Vec::new();
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(60) {
+            let (wait, note) = b.failed(&os(libc::EMFILE), t);
+            assert_eq!(wait, FIRST_WAIT, "a success in between resets the wait");
+            notes.extend(note);
+            t += wait;
+            notes.extend(b.accepted(t));
+        }
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(matches!(&notes[0], Note::Started(_)));
+        let last_failure = t - FIRST_WAIT;
+        let Some(Note::Ended(info)) = b.accepted(last_failure + SETTLE) else { panic!("no end") };
+        assert!(info.contains("after 600 failed accepts over 59.9s"), "{info}");
     }
 
     #[test]
@@ -224,6 +260,9 @@ mod tests {
         assert_eq!(b.check::<u8, _>(Err(os(libc::EMFILE)), now), Err(FIRST_WAIT));
         assert_eq!(b.check::<u8, _>(Err(os(libc::EMFILE)), now), Err(FIRST_WAIT * 2));
         assert_eq!(b.check(Ok::<_, io::Error>(8), now), Ok(8));
+        assert!(b.failing(), "not settled yet");
+        assert_eq!(b.check::<u8, _>(Err(os(libc::EMFILE)), now), Err(FIRST_WAIT), "the wait starts over");
+        assert_eq!(b.check(Ok::<_, io::Error>(9), now + SETTLE), Ok(9));
         assert!(!b.failing());
     }
 }
