@@ -4,10 +4,10 @@
 //! before reading it), a body deadline, and an idle keep-alive timeout. Handlers get a parsed
 //! request and its body and return a [`Response`]; nothing they do can see a partial request.
 //!
-//! At the connection cap ([`Gate`]) the server logs one warning and waits for a connection to close
-//! (clients wait in the kernel's backlog). When `accept` fails for lack of descriptors or
-//! kernel memory it backs off, 100 ms growing to 1 s, with one warning per episode
-//! ([`AcceptBackoff`]), instead of retrying at once.
+//! At the connection cap ([`Gate`]) the server waits for a connection to close (clients wait
+//! in the kernel's backlog) and warns, at most once a minute. When `accept` fails for lack of
+//! descriptors or kernel memory it backs off, 100 ms growing to 1 s, with one warning per
+//! episode ([`AcceptBackoff`]), instead of retrying at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
