@@ -48,7 +48,9 @@
 //!   guards, relays, traffic counters, startup checks;
 //! - [`proxy`]: per-protocol connection handling;
 //! - [`control`]: the control thread, its System API and the shard bridge;
-//! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines.
+//! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text
+//!   lines escape control characters; [`logging::throttle`] rate-limits warnings peers cause);
+//! - [`shard::backoff`]: the accept backoff every listener uses when descriptors run out.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 

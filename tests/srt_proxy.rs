@@ -247,3 +247,93 @@ fn bad_srt_input_next_to_a_healthy_session() {
         t0.elapsed()
     );
 }
+
+/// 5000 CONCLUSIONs with a valid cookie and a 500-byte stream id the proxy refuses (no `r=`),
+/// from 50 sockets, while a publisher and a player flow through the proxy: each caller gets its
+/// 1400 rejection, but the log holds at most 5 such warnings per shard per 10 s, each cut to
+/// a sane length, plus summary lines that account for every other refusal; the player keeps
+/// decoding and the System API keeps answering quickly.
+#[test]
+fn refused_srt_handshakes_log_a_bounded_number_of_lines() {
+    let (origin, proxy) = relay_and_proxy();
+    let publish = name_on("__defaultVhost__", "pub", IN, &[IN, OUT]);
+    let play = name_on("__defaultVhost__", "play", OUT, &[IN, OUT]);
+    let mut publisher = publish_srt(&proxy.srt_url(&format!("#!::r=live/{publish},m=publish")), 60);
+    let mut player = play_srt(&proxy.srt_url(&format!("#!::r=live/{play},m=request")));
+    assert!(
+        wait_until(Duration::from_secs(20), || player.frames() >= 25),
+        "the healthy player got {} frames\n{}\n{}\n{}",
+        player.frames(),
+        player.describe(),
+        publisher.describe(),
+        proxy.log()
+    );
+    let to = proxy.srt_addr();
+    let bad_sid = format!("#!::m=publish,u={}", "\"x".repeat(250)); // no r=: refused with 1400
+    let t0 = Instant::now();
+    let refused: usize = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..50u32)
+            .map(|i| {
+                let bad_sid = &bad_sid;
+                scope.spawn(move || {
+                    let caller = SrtCaller::new(0x3333_0000 + i);
+                    let cookie = caller.induction(to).unwrap();
+                    let conclusion = srt_conclusion(caller.socket_id, cookie, Some(bad_sid));
+                    (0..100)
+                        .filter(|_| {
+                            caller.ask(to, &conclusion, Duration::from_secs(2)).is_some_and(|a| a.hs_type == 2400)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().unwrap()).sum()
+    });
+    let took = t0.elapsed();
+    assert!(refused >= 4990, "only {refused} of 5000 refusals came back");
+    let before = player.frames();
+    let api = proxy.p.api_addr();
+    let t_api = Instant::now();
+    assert_eq!(common::get(&api, "/api/v1/versions").status, 200);
+    assert!(t_api.elapsed() < Duration::from_millis(500), "the System API took {:?}", t_api.elapsed());
+
+    // The summaries of the last windows come once those are over (10 s, checked every second).
+    let summaries = |log: &str| -> Vec<u64> {
+        log.lines()
+            .filter(|l| l.contains("srt caller refused (bad stream id): ... and "))
+            .filter_map(|l| l.split(" and ").nth(1)?.split(' ').next()?.parse().ok())
+            .collect()
+    };
+    let warned = |log: &str| log.lines().filter(|l| l.contains("refused: stream id")).count() as u64;
+    let accounted = wait_until(Duration::from_secs(15), || {
+        let log = proxy.p.log_text();
+        warned(&log) + summaries(&log).iter().sum::<u64>() >= refused as u64
+    });
+    let log = proxy.p.log_text();
+    let (lines, suppressed) = (warned(&log), summaries(&log));
+    eprintln!(
+        "{refused} refusals in {took:?}: {lines} warnings, summaries {suppressed:?}, {} log lines in all",
+        log.lines().count()
+    );
+    assert!(accounted, "refusals not accounted for: {lines} lines + {suppressed:?}\n{log}");
+    // 2 shards; the flood and the wait fit in three windows of 10 s.
+    let windows = took.as_secs() / 10 + 3;
+    assert!(lines <= 2 * 5 * windows, "{lines} warnings for {refused} refusals in {took:?}");
+    assert!(suppressed.len() as u64 <= 2 * windows, "{suppressed:?}");
+    assert!(log.lines().count() < 200, "{} log lines", log.lines().count());
+    for line in log.lines().filter(|l| l.contains("refused: stream id")) {
+        assert!(line.len() < 600, "{} characters: {line}", line.len());
+        let cut = format!("…\" ({} bytes)", bad_sid.len());
+        assert!(line.contains(&cut), "the stream id is cut and its size given: {line}");
+    }
+
+    assert!(
+        wait_until(Duration::from_secs(10), || player.frames() >= before + 50),
+        "the healthy player stalled: {} -> {} frames\n{}\n{}",
+        before,
+        player.frames(),
+        player.describe(),
+        origin.log_text()
+    );
+    assert!(publisher.running() && player.running(), "{}\n{}", publisher.describe(), player.describe());
+}

@@ -61,6 +61,10 @@ fn help_documents_every_flag_and_its_variable() {
         "PROXY_HTTP_API_AUTH_TYPE",
         "PROXY_HTTP_API_AUTH_TOKEN",
         "--env-file",
+        "--grpc-max-connections",
+        "STREAMGATE_GRPC_MAX_CONNECTIONS",
+        "--grpc-idle-timeout",
+        "STREAMGATE_GRPC_IDLE_TIMEOUT",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }

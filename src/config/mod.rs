@@ -68,6 +68,31 @@ pub struct Cli {
     #[arg(long, env = "RTMP_GRPC_PORT", default_value = "50053", value_name = "ADDR", help_heading = "Listeners")]
     pub grpc: ListenAddr,
 
+    /// Most gRPC connections open at once; past it new clients wait in the kernel's listen
+    /// backlog until one closes (the cap is taken before accept, so waiting clients hold no
+    /// descriptor of the proxy's).
+    #[arg(
+        long,
+        env = "STREAMGATE_GRPC_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_name = "N",
+        help_heading = "gRPC"
+    )]
+    pub grpc_max_connections: usize,
+
+    /// A gRPC connection with no byte in either direction for this long is closed (a client
+    /// that connects and says nothing, a dead peer, an idle HTTP/2 connection). The proxy sends
+    /// no HTTP/2 pings of its own; a client that keeps a quiet stream open longer sends its own
+    /// keepalive pings.
+    #[arg(
+        long,
+        env = "STREAMGATE_GRPC_IDLE_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION",
+        help_heading = "gRPC"
+    )]
+    pub grpc_idle_timeout: GoDuration,
+
     /// Number of data-plane shards (one thread pinned per CPU). Default: one per CPU this
     /// process may run on, or one per CPU given with --cpus.
     #[arg(long, env = "STREAMGATE_SHARDS", value_name = "N", help_heading = "Threads")]
@@ -479,6 +504,10 @@ pub struct Config {
     pub force_quit_timeout: Duration,
     /// Most streams with their own series in `/metrics`.
     pub metrics_streams: usize,
+    /// Most gRPC connections open at once.
+    pub grpc_max_connections: usize,
+    /// A gRPC connection without traffic for this long is closed.
+    pub grpc_idle_timeout: Duration,
 }
 
 /// A startup configuration error: one line naming the flag, its variable and the problem.
@@ -560,6 +589,12 @@ impl Cli {
                 format!("{} is longer than 100ms; live players would lag", self.relay_batch),
             ));
         }
+        if self.grpc_max_connections == 0 {
+            return Err(ConfigError::new("--grpc-max-connections", "must be at least 1"));
+        }
+        if self.grpc_idle_timeout.0.is_zero() {
+            return Err(ConfigError::new("--grpc-idle-timeout", "must be longer than 0s"));
+        }
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError::new("--max-connections-per-shard", "must be at least 1"));
         }
@@ -615,6 +650,8 @@ impl Cli {
             grace_quit_timeout: self.grace_quit_timeout.0,
             force_quit_timeout: self.force_quit_timeout.0,
             metrics_streams: self.metrics_streams,
+            grpc_max_connections: self.grpc_max_connections,
+            grpc_idle_timeout: self.grpc_idle_timeout.0,
         })
     }
 

@@ -128,3 +128,18 @@ fn stall_timeout_defaults_to_30s_and_is_at_least_a_second() {
     let e = load(&["--stall-timeout", "500ms"]).unwrap_err();
     assert!(e.contains("--stall-timeout") && e.contains("STREAMGATE_STALL_TIMEOUT") && e.contains("1s"), "{e}");
 }
+
+#[test]
+fn grpc_limits_have_defaults_and_refuse_zero() {
+    let c = load(&[]).unwrap();
+    assert_eq!((c.grpc_max_connections, c.grpc_idle_timeout), (1024, Duration::from_secs(60)));
+    let c = load(&["--grpc-max-connections", "8", "--grpc-idle-timeout", "1m30s"]).unwrap();
+    assert_eq!((c.grpc_max_connections, c.grpc_idle_timeout), (8, Duration::from_secs(90)));
+    let e = load(&["--grpc-max-connections", "0"]).unwrap_err();
+    assert!(e.contains("--grpc-max-connections") && e.contains("STREAMGATE_GRPC_MAX_CONNECTIONS"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    let e = load(&["--grpc-max-connections", "many"]).unwrap_err();
+    assert!(e.contains("STREAMGATE_GRPC_MAX_CONNECTIONS") && e.contains("\"many\""), "{e}");
+    let e = load(&["--grpc-idle-timeout", "0s"]).unwrap_err();
+    assert!(e.contains("--grpc-idle-timeout") && e.contains("STREAMGATE_GRPC_IDLE_TIMEOUT"), "{e}");
+}

@@ -8,6 +8,9 @@
 //! shard reports, process CPU), never from a copy that could be stale, and nothing is shared
 //! with the shards. The health service follows [`super::health`]: `SERVING` unless unhealthy,
 //! re-evaluated once a second.
+//!
+//! Connections are capped (`--grpc-max-connections`, taken before `accept`) and closed after
+//! `--grpc-idle-timeout` without traffic; see [`super::grpc_listener`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
 use super::State;
+use super::grpc_listener::GrpcLimits;
 use super::health::Level;
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_tcp;
@@ -97,8 +101,9 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on gRPC {addr} (--grpc, RTMP_GRPC_PORT): {e}"))
 }
 
-/// Serves ModuleService, health and reflection on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, asks: mpsc::Sender<Ask>) {
+/// Serves ModuleService, health and reflection on `listener` until the task is dropped, with
+/// the connection cap and idle timeout of `limits` ([`super::grpc_listener`]).
+pub async fn serve(listener: tokio::net::TcpListener, limits: GrpcLimits, asks: mpsc::Sender<Ask>) {
     let module = Module::new(asks);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -114,7 +119,7 @@ pub async fn serve(listener: tokio::net::TcpListener, asks: mpsc::Sender<Ask>) {
         .add_service(ModuleServiceServer::new(module))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .serve_with_incoming(super::grpc_listener::incoming(listener, limits))
         .await;
     if let Err(e) = served {
         log::error!("gRPC server stopped: {e}");

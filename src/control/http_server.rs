@@ -3,6 +3,11 @@
 //! whole request head (a client sending one byte a second gets 408), a body size cap (413
 //! before reading it), a body deadline, and an idle keep-alive timeout. Handlers get a parsed
 //! request and its body and return a [`Response`]; nothing they do can see a partial request.
+//!
+//! At the connection cap ([`Gate`]) the server waits for a connection to close (clients wait
+//! in the kernel's backlog) and warns, at most once a minute. When `accept` fails for lack of
+//! descriptors or kernel memory it backs off, 100 ms growing to 1 s, with one warning per
+//! episode ([`AcceptBackoff`]), instead of retrying at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +21,8 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use crate::codec::http::{self, BodyError, Limits, Request, Response, Status};
+use crate::logging::throttle::LogThrottle;
+use crate::shard::backoff::AcceptBackoff;
 
 /// Bounds of one server.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +33,8 @@ pub struct ServerLimits {
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// What log lines call this server.
+    pub name: &'static str,
 }
 
 impl Default for ServerLimits {
@@ -37,6 +46,7 @@ impl Default for ServerLimits {
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            name: "HTTP server",
         }
     }
 }
@@ -53,16 +63,21 @@ where
     F: Future<Output = Response> + 'static,
 {
     let handler = Rc::new(handler);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let name = match listener.local_addr() {
+        Ok(addr) => format!("{} {addr}", limits.name),
+        Err(_) => limits.name.to_string(),
+    };
+    let mut backoff = AcceptBackoff::new(name.clone());
+    let mut gate = Gate::new(name, limits.max_connections);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let Some(permit) = gate.acquire().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        let accepted = listener.accept().await;
+        let (stream, peer) = match backoff.check(accepted, std::time::Instant::now()) {
             Ok(conn) => conn,
-            Err(e) => {
-                log::warn!("accept on {:?} failed: {e}", listener.local_addr());
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(wait) => {
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -73,6 +88,57 @@ where
                 log::debug!("http connection from {peer}: {e}");
             }
         });
+    }
+}
+
+/// The connection cap of a control-thread server: a permit is taken before each `accept`, so
+/// past the cap clients wait in the kernel's backlog holding no descriptor of ours. Reaching
+/// the cap is logged once, then at most once per [`CAP_WARNING_INTERVAL`] with how many more
+/// times it was reached (a flood of idle clients refills the server each time one closes).
+pub struct Gate {
+    permits: Arc<Semaphore>,
+    cap: usize,
+    name: String,
+    saturated: bool,
+    warnings: LogThrottle<()>,
+}
+
+/// The least time between two "cap reached" warnings of one server.
+pub const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Gate {
+    pub fn new(name: impl Into<String>, cap: usize) -> Gate {
+        Gate {
+            permits: Arc::new(Semaphore::new(cap)),
+            cap,
+            name: name.into(),
+            saturated: false,
+            warnings: LogThrottle::new(1, CAP_WARNING_INTERVAL),
+        }
+    }
+
+    /// A permit for one connection; waits while `cap` are open. `None` never happens in
+    /// practice (the semaphore is never closed).
+    pub async fn acquire(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            self.saturated = false;
+            return Some(permit);
+        }
+        if !std::mem::replace(&mut self.saturated, true) {
+            let admit = self.warnings.admit((), std::time::Instant::now());
+            if admit.write {
+                let again = admit
+                    .summary
+                    .map(|s| format!(" (reached {} more times in the last {} s)", s.suppressed, s.over.as_secs()))
+                    .unwrap_or_default();
+                log::warn!(
+                    "{}: {} connections open, its cap; new clients wait in the backlog{again}",
+                    self.name,
+                    self.cap
+                );
+            }
+        }
+        self.permits.clone().acquire_owned().await.ok()
     }
 }
 

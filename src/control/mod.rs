@@ -10,6 +10,7 @@
 
 pub mod bridge;
 pub mod grpc;
+pub mod grpc_listener;
 pub mod health;
 pub mod http_server;
 pub mod metrics;
@@ -241,13 +242,18 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
     state.borrow_mut().publish_snapshot();
     let _ = ready.send(Ok(listener.local_addr().unwrap_or(addr)));
     let (ask_tx, mut asks) = mpsc::channel::<grpc::Ask>(grpc::ASK_QUEUE);
-    let grpc = tokio::task::spawn(grpc::serve(grpc_listener, ask_tx));
+    let grpc_limits = grpc_listener::GrpcLimits {
+        max_connections: config.grpc_max_connections,
+        idle_timeout: config.grpc_idle_timeout,
+    };
+    let grpc = tokio::task::spawn(grpc::serve(grpc_listener, grpc_limits, ask_tx));
     let api_state = state.clone();
     let api = tokio::task::spawn_local(http_server::serve(
         listener,
         http_server::ServerLimits {
             head_timeout: config.http_request_timeout,
             body_timeout: config.http_request_timeout,
+            name: "System API",
             ..Default::default()
         },
         move |req, body, peer| system_api::handle(api_state.clone(), req, body, peer),

@@ -18,6 +18,12 @@
 //! Failures reach the caller as an SRT rejection (`srt_getrejectreason` shows 1400 for a bad
 //! stream id, 1404 for no origin, 1402 when this shard is full) and a log line.
 //! Bounds: at most [`MAX_SESSIONS`] sessions per shard; nothing is stored for an INDUCTION.
+//!
+//! Log lines: every warning a caller can cause (a refused handshake, an origin that fails) is
+//! rate-limited per shard and per kind ([`Warning`]): at most [`WARNINGS_PER_INTERVAL`] per
+//! [`WARNING_INTERVAL`], then one line "... and K more like it in the last S s"
+//! ([`LogThrottle`]). Stream ids, keys and error texts from callers are cut to [`CLIP`]
+//! characters with an ellipsis.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -35,6 +41,8 @@ use crate::balance::session::Protocol;
 use crate::codec::srt::{self, Handshake};
 use crate::control::bridge::Role;
 use crate::control::stats::{Listener, PickFailure};
+use crate::logging::clip;
+use crate::logging::throttle::LogThrottle;
 use crate::shard::Shard;
 use crate::shard::counters::OpenGuard;
 use crate::shard::traffic::Traffic;
@@ -51,6 +59,45 @@ pub const RETRANSMIT: Duration = Duration::from_millis(250);
 const DATAGRAM: usize = 65_536;
 /// SYN cookies change every minute; the previous minute's still count.
 const COOKIE_SLOT: Duration = Duration::from_secs(60);
+/// Most warnings of one [`Warning`] kind a shard writes per [`WARNING_INTERVAL`].
+pub const WARNINGS_PER_INTERVAL: u32 = 5;
+/// The window of [`WARNINGS_PER_INTERVAL`].
+pub const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// Most characters of a caller's stream id, stream key or error text in one log line.
+pub const CLIP: usize = 128;
+
+/// The warnings callers can cause, each rate-limited on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning {
+    BadStreamId,
+    ShardFull,
+    NoOrigin,
+    NoEndpoint,
+    NoSocket,
+    OriginUnreachable,
+    OriginHandshake,
+    OriginTimeout,
+    OriginRejected,
+    Receive,
+}
+
+impl Warning {
+    /// What the summary line says the suppressed lines were.
+    fn what(self) -> &'static str {
+        match self {
+            Warning::BadStreamId => "srt caller refused (bad stream id)",
+            Warning::ShardFull => "srt caller refused (sessions full on this shard)",
+            Warning::NoOrigin => "srt caller refused (no origin)",
+            Warning::NoEndpoint => "srt caller refused (origin without an srt endpoint)",
+            Warning::NoSocket => "srt: cannot open a socket to an origin",
+            Warning::OriginUnreachable => "srt: origin unreachable",
+            Warning::OriginHandshake => "srt: origin handshake failed",
+            Warning::OriginTimeout => "srt: origin handshake timed out",
+            Warning::OriginRejected => "srt: origin rejected the stream",
+            Warning::Receive => "srt udp receive failed",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -79,6 +126,7 @@ struct Srt {
     sessions: RefCell<HashMap<SocketAddr, Rc<Session>>>,
     secret: [u8; 32],
     started: Instant,
+    warnings: RefCell<LogThrottle<Warning>>,
 }
 
 impl Srt {
@@ -94,6 +142,23 @@ impl Srt {
     fn note_sizes(&self) {
         let sessions = self.sessions.borrow().len();
         self.shard.udp.update(|t| t.srt_sessions = sessions);
+    }
+
+    /// Whether a warning of `kind` may be written now; writes the summary of the kind's
+    /// previous window first when one is due.
+    fn may_warn(&self, kind: Warning) -> bool {
+        let admit = self.warnings.borrow_mut().admit(kind, Instant::now());
+        if let Some(summary) = admit.summary {
+            log::warn!("{}: ... {}", kind.what(), summary.tail());
+        }
+        admit.write
+    }
+
+    /// Writes the summaries of the warning windows that are over.
+    fn flush_warnings(&self) {
+        self.warnings
+            .borrow_mut()
+            .flush(Instant::now(), |summary| log::warn!("{}: ... {}", summary.kind.what(), summary.tail()));
     }
 
     async fn send(&self, packet: &[u8], to: SocketAddr) {
@@ -112,8 +177,14 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub async fn serve(shard: Rc<Shard>, socket: UdpSocket, stop: impl Future<Output = ()>) {
     let mut secret = [0u8; 32];
     crate::util::fill_random(&mut secret);
-    let srt =
-        Rc::new(Srt { shard, socket: Rc::new(socket), sessions: RefCell::default(), secret, started: Instant::now() });
+    let srt = Rc::new(Srt {
+        shard,
+        socket: Rc::new(socket),
+        sessions: RefCell::default(),
+        secret,
+        started: Instant::now(),
+        warnings: RefCell::new(LogThrottle::new(WARNINGS_PER_INTERVAL, WARNING_INTERVAL)),
+    });
     let sweeper = spawn_local(sweep(srt.clone()));
     let receive = async {
         let mut buf = vec![0u8; DATAGRAM];
@@ -121,7 +192,9 @@ pub async fn serve(shard: Rc<Shard>, socket: UdpSocket, stop: impl Future<Output
             match srt.socket.recv_from(&mut buf).await {
                 Ok((n, from)) => on_datagram(&srt, &buf[..n], from).await,
                 Err(e) => {
-                    log::warn!("srt udp receive failed: {e}");
+                    if srt.may_warn(Warning::Receive) {
+                        log::warn!("srt udp receive failed: {e}");
+                    }
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -189,26 +262,40 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
     let (key, id) = match key {
         Ok(found) => found,
         Err(e) => {
-            log::warn!("srt caller {from} refused: stream id {sid:?}: {e}");
+            if srt.may_warn(Warning::BadStreamId) {
+                log::warn!(
+                    "srt caller {from} refused: stream id {:?} ({} bytes): {}",
+                    clip(&sid, CLIP),
+                    sid.len(),
+                    clip(&e, CLIP)
+                );
+            }
             return reject(srt, &hs, from, srt::REJX_BAD_REQUEST).await;
         }
     };
     let role = if id.is_publish() { Role::Publish } else { Role::Play };
+    let short = clip(key.as_str(), CLIP);
     if srt.sessions.borrow().len() >= MAX_SESSIONS {
-        log::warn!("srt {} {key} from {from} refused: {MAX_SESSIONS} sessions on this shard", role.name());
+        if srt.may_warn(Warning::ShardFull) {
+            log::warn!("srt {} {short} from {from} refused: {MAX_SESSIONS} sessions on this shard", role.name());
+        }
         return reject(srt, &hs, from, srt::REJX_OVERLOAD).await;
     }
     let origin = match super::pick(&srt.shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
-            log::warn!("srt {} {key} from {from} refused: {reason}", role.name());
+            if srt.may_warn(Warning::NoOrigin) {
+                log::warn!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason, CLIP));
+            }
             return reject(srt, &hs, from, srt::REJX_NOT_FOUND).await;
         }
     };
     let reg = &origin.registration;
     let Some(endpoint) = first_udp(&reg.srt) else {
         crate::proxy::failed(&srt.shard, PickFailure::NoEndpoint);
-        log::warn!("srt {} {key} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id);
+        if srt.may_warn(Warning::NoEndpoint) {
+            log::warn!("srt {} {short} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id);
+        }
         return reject(srt, &hs, from, srt::REJX_NOT_FOUND).await;
     };
     let target = SocketAddr::new(reg.ip, endpoint.port);
@@ -216,7 +303,12 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
         if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let upstream = match UdpSocket::bind(any) {
         Ok(s) => s,
-        Err(e) => return log::warn!("srt {key}: cannot open a socket to its origin: {e}"),
+        Err(e) => {
+            if srt.may_warn(Warning::NoSocket) {
+                log::warn!("srt {short}: cannot open a socket to its origin: {e}");
+            }
+            return;
+        }
     };
     if srt.sessions.borrow().contains_key(&from) {
         return; // a retransmitted CONCLUSION raced this one: its session is already connecting
@@ -243,9 +335,12 @@ async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
 async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from: SocketAddr, target: SocketAddr) {
     let role = session.role.name();
     let key = session.key.clone();
+    let short = clip(key.as_str(), CLIP);
     if let Err(e) = session.upstream.connect(target).await {
         crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
-        log::warn!("srt {role} {key} from {from}: cannot reach origin {} at {target}: {e}", session.origin_id);
+        if srt.may_warn(Warning::OriginUnreachable) {
+            log::warn!("srt {role} {short} from {from}: cannot reach origin {} at {target}: {e}", session.origin_id);
+        }
         reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
         return remove_later(&srt, from, &session, "origin unreachable").await;
     }
@@ -259,16 +354,24 @@ async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from:
         Some(Ok(answer)) => answer,
         Some(Err(e)) => {
             crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
-            log::warn!("srt {role} {key} from {from}: origin {} handshake: {e}", session.origin_id);
+            if srt.may_warn(Warning::OriginHandshake) {
+                log::warn!(
+                    "srt {role} {short} from {from}: origin {} handshake: {}",
+                    session.origin_id,
+                    clip(&e, CLIP)
+                );
+            }
             reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
             return remove_later(&srt, from, &session, "origin handshake failed").await;
         }
         None => {
             crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
-            log::warn!(
-                "srt {role} {key} from {from}: origin {} did not complete the handshake within {ORIGIN_HANDSHAKE_TIMEOUT:?}",
-                session.origin_id
-            );
+            if srt.may_warn(Warning::OriginTimeout) {
+                log::warn!(
+                    "srt {role} {short} from {from}: origin {} did not complete the handshake within {ORIGIN_HANDSHAKE_TIMEOUT:?}",
+                    session.origin_id
+                );
+            }
             reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
             return remove_later(&srt, from, &session, "origin handshake timed out").await;
         }
@@ -277,13 +380,15 @@ async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from:
     srt.send(&answer, from).await;
     if !accepted {
         crate::proxy::failed(&srt.shard, PickFailure::Refused);
-        log::warn!("srt {role} {key} from {from}: origin {} rejected the stream", session.origin_id);
+        if srt.may_warn(Warning::OriginRejected) {
+            log::warn!("srt {role} {short} from {from}: origin {} rejected the stream", session.origin_id);
+        }
         return remove_later(&srt, from, &session, "origin rejected").await;
     }
     *session.answer.borrow_mut() = answer;
     session.state.set(State::Up);
     srt.shard.link.session(&key, Protocol::Srt, session.role, true).await;
-    log::info!("srt {role} {key} from {from} via origin {} ({target}): connected", session.origin_id);
+    log::info!("srt {role} {short} from {from} via origin {} ({target}): connected", session.origin_id);
     loop {
         let Ok(n) = session.upstream.recv(&mut buf).await else {
             glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -357,6 +462,7 @@ async fn exchange(
 async fn sweep(srt: Rc<Srt>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
+        srt.flush_warnings();
         let idle = srt.shard.config.udp_idle_timeout;
         let now = Instant::now();
         let expired: Vec<(SocketAddr, Rc<Session>)> = srt
@@ -398,7 +504,7 @@ async fn close(srt: &Srt, peer: SocketAddr, session: &Session, why: &str) {
     log::info!(
         "srt {} {} from {peer} via origin {} ended: {why}; {} bytes in, {} bytes out",
         session.role.name(),
-        session.key,
+        clip(session.key.as_str(), CLIP),
         session.origin_id,
         session.traffic.bytes_in.get(),
         session.traffic.bytes_out.get()

@@ -7,11 +7,15 @@
 //! Connection gate: a shard takes a permit *before* `accept` (at most
 //! `--max-connections-per-shard` open), so past the cap new clients wait in the kernel's
 //! backlog instead of being accepted and starved; a warning is logged when the cap is hit.
+//! When `accept` fails for lack of descriptors or kernel memory, the loop backs off (100 ms
+//! growing to 1 s) with one warning per episode and one info line when it ends
+//! ([`backoff::AcceptBackoff`]) instead of spinning.
 //!
 //! Shutdown: when the shutdown signal flips, every accept loop stops, then the shard waits up
 //! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
 //! closes whatever is left).
 
+pub mod backoff;
 pub mod conn;
 pub mod counters;
 pub mod fault;
@@ -222,6 +226,7 @@ async fn accept_loop<H, F>(
     F: Future<Output = ()> + 'static,
 {
     let name = kind.name();
+    let mut backoff = backoff::AcceptBackoff::new(format!("{name} on shard {}", shard.index));
     loop {
         if *shutdown.borrow() {
             break;
@@ -237,11 +242,12 @@ async fn accept_loop<H, F>(
         let Some((permit, accepted)) = future::or(next, stop).await else {
             break;
         };
-        let stream = match accepted {
+        let stream = match backoff.check(accepted, std::time::Instant::now()) {
             Ok(s) => s,
-            Err(e) => {
-                log::warn!("{name} accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+            Err(wait) => {
+                // Out of descriptors: the connection stays in the backlog, so retrying at once
+                // would spin; wait (100 ms growing to 1 s), one warning per episode.
+                glommio::timer::sleep(wait).await;
                 continue;
             }
         };

@@ -4,6 +4,7 @@
 
 pub mod http_peers;
 pub mod peers;
+pub mod procfs;
 pub mod rtmp_client;
 pub mod udp_peers;
 
