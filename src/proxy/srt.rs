@@ -19,33 +19,26 @@
 //! stream id, 1404 for no origin, 1402 when this shard is full) and a log line.
 //! Bounds: at most [`MAX_SESSIONS`] sessions per shard; nothing is stored for an INDUCTION.
 //!
-//! Log lines: every warning a caller can cause (a refused handshake, an origin that fails) is
-//! rate-limited per shard and per kind ([`Warning`]): at most [`WARNINGS_PER_INTERVAL`] per
-//! [`WARNING_INTERVAL`], then one line "... and K more like it in the last S s"
-//! ([`LogThrottle`]). Stream ids, keys and error texts from callers are cut to [`CLIP`]
-//! characters with an ellipsis.
+//! The socket, the session table, the relaying, idle expiry and closing are the shard's UDP
+//! session table ([`crate::shard::udp`]); this module is SRT's part of it. Every warning a
+//! caller can cause (a refused handshake, an origin that fails) goes through the table's
+//! throttle ([`Table::warn`]), one kind per [`Warning`]; stream ids, keys and error texts from
+//! callers are cut to [`CLIP`] characters with an ellipsis.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-use glommio::net::UdpSocket;
-use glommio::{Task, spawn_local};
-
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_udp;
-use crate::balance::session::Protocol;
+use crate::balance::session::Protocol as SessionProtocol;
 use crate::codec::srt::{self, Handshake};
 use crate::control::bridge::Role;
 use crate::control::stats::{Listener, PickFailure};
 use crate::logging::clip;
-use crate::logging::throttle::LogThrottle;
 use crate::shard::Shard;
-use crate::shard::counters::OpenGuard;
-use crate::shard::traffic::Traffic;
+use crate::shard::udp::{self, CLIP, NewSession, Protocol, Table, Verdict};
 
 /// Most SRT sessions one shard relays.
 pub const MAX_SESSIONS: usize = 10_000;
@@ -55,16 +48,8 @@ pub const MAX_SESSIONS: usize = 10_000;
 pub const ORIGIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retransmission interval of the handshake packets sent to an origin.
 pub const RETRANSMIT: Duration = Duration::from_millis(250);
-/// Largest datagram relayed.
-const DATAGRAM: usize = 65_536;
 /// SYN cookies change every minute; the previous minute's still count.
 const COOKIE_SLOT: Duration = Duration::from_secs(60);
-/// Most warnings of one [`Warning`] kind a shard writes per [`WARNING_INTERVAL`].
-pub const WARNINGS_PER_INTERVAL: u32 = 5;
-/// The window of [`WARNINGS_PER_INTERVAL`].
-pub const WARNING_INTERVAL: Duration = Duration::from_secs(10);
-/// Most characters of a caller's stream id, stream key or error text in one log line.
-pub const CLIP: usize = 128;
 
 /// The warnings callers can cause, each rate-limited on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,60 +58,47 @@ pub enum Warning {
     ShardFull,
     NoOrigin,
     NoEndpoint,
-    NoSocket,
     OriginUnreachable,
     OriginHandshake,
     OriginTimeout,
     OriginRejected,
-    Receive,
 }
 
 impl Warning {
-    /// What the summary line says the suppressed lines were.
+    /// The kind's name in the throttle, and what its summary line says the lines were.
     fn what(self) -> &'static str {
         match self {
             Warning::BadStreamId => "srt caller refused (bad stream id)",
             Warning::ShardFull => "srt caller refused (sessions full on this shard)",
             Warning::NoOrigin => "srt caller refused (no origin)",
             Warning::NoEndpoint => "srt caller refused (origin without an srt endpoint)",
-            Warning::NoSocket => "srt: cannot open a socket to an origin",
             Warning::OriginUnreachable => "srt: origin unreachable",
             Warning::OriginHandshake => "srt: origin handshake failed",
             Warning::OriginTimeout => "srt: origin handshake timed out",
             Warning::OriginRejected => "srt: origin rejected the stream",
-            Warning::Receive => "srt udp receive failed",
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum Phase {
     Connecting,
     Up,
 }
 
-struct Session {
-    key: StreamKey,
-    role: Role,
-    origin_id: String,
-    upstream: UdpSocket,
-    state: Cell<State>,
+/// SRT's part of a session.
+pub struct State {
+    phase: Cell<Phase>,
     /// The origin's answer to the CONCLUSION, sent again when the caller retransmits it.
     answer: RefCell<Vec<u8>>,
-    last_seen: Cell<Instant>,
-    traffic: Rc<Traffic>,
-    task: RefCell<Option<Task<()>>>,
-    /// Counts the session open on the shard while it exists.
-    _open: OpenGuard,
 }
 
-struct Srt {
-    shard: Rc<Shard>,
-    socket: Rc<UdpSocket>,
-    sessions: RefCell<HashMap<SocketAddr, Rc<Session>>>,
+type Session = udp::Session<State>;
+
+/// SRT on one shard: the SYN-cookie secret and the clock of its handshake timestamps.
+pub struct Srt {
     secret: [u8; 32],
     started: Instant,
-    warnings: RefCell<LogThrottle<Warning>>,
 }
 
 impl Srt {
@@ -137,276 +109,228 @@ impl Srt {
     fn slot(&self) -> u64 {
         self.started.elapsed().as_secs() / COOKIE_SLOT.as_secs()
     }
+}
 
-    /// Tells the shard's table counters (`GET /api/v1/shards`) the current size.
-    fn note_sizes(&self) {
-        let sessions = self.sessions.borrow().len();
-        self.shard.udp.update(|t| t.srt_sessions = sessions);
-    }
+fn warn(table: &Table<Srt>, kind: Warning, line: impl FnOnce() -> String) {
+    table.warn(kind.what(), line);
+}
 
-    /// Whether a warning of `kind` may be written now; writes the summary of the kind's
-    /// previous window first when one is due.
-    fn may_warn(&self, kind: Warning) -> bool {
-        let admit = self.warnings.borrow_mut().admit(kind, Instant::now());
-        if let Some(summary) = admit.summary {
-            log::warn!("{}: ... {}", kind.what(), summary.tail());
-        }
-        admit.write
-    }
+impl Protocol for Srt {
+    type State = State;
+    const NAME: &'static str = "srt";
+    const LISTENER: Listener = Listener::SrtUdp;
+    const SESSION: SessionProtocol = SessionProtocol::Srt;
+    const MAX_SESSIONS: usize = MAX_SESSIONS;
+    const MAX_ADDRESSES: usize = 1;
+    const RECEIVE_FAILED: &'static str = "srt udp receive failed";
 
-    /// Writes the summaries of the warning windows that are over.
-    fn flush_warnings(&self) {
-        self.warnings
-            .borrow_mut()
-            .flush(Instant::now(), |summary| log::warn!("{}: ... {}", summary.kind.what(), summary.tail()));
-    }
-
-    async fn send(&self, packet: &[u8], to: SocketAddr) {
-        if let Err(e) = self.socket.send_to(packet, to).await {
-            log::debug!("srt: send to {to}: {e}");
+    async fn unknown(table: &Rc<Table<Srt>>, data: &[u8], from: SocketAddr) {
+        let Some(hs) = handshake(data) else {
+            return; // not a handshake from an unknown address: dropped without a reply
+        };
+        match hs.handshake_type {
+            srt::HS_INDUCTION => induction(table, &hs, from).await,
+            srt::HS_CONCLUSION => conclusion(table, hs, from).await,
+            _ => {}
         }
     }
+
+    async fn from_client(table: &Rc<Table<Srt>>, session: &Rc<Session>, data: &[u8], from: SocketAddr) -> Verdict {
+        session.last_seen.set(Instant::now());
+        if let Some(hs) = handshake(data) {
+            if hs.handshake_type == srt::HS_CONCLUSION && session.state.phase.get() == Phase::Up {
+                let answer = session.state.answer.borrow().clone();
+                table.send(&answer, from).await; // our answer was lost: the caller asks again
+            } else if hs.handshake_type == srt::HS_INDUCTION {
+                induction(table, &hs, from).await;
+            }
+            return Verdict::Done;
+        }
+        match (session.state.phase.get(), srt::control_type(data) == Some(srt::CONTROL_SHUTDOWN)) {
+            (Phase::Up, false) => Verdict::Forward,
+            (Phase::Up, true) => Verdict::ForwardThenClose("the caller shut down"),
+            (Phase::Connecting, false) => Verdict::Done,
+            (Phase::Connecting, true) => {
+                table.close(session, "the caller shut down").await;
+                Verdict::Done
+            }
+        }
+    }
+
+    fn from_origin(
+        _: &Rc<Table<Srt>>,
+        session: &Rc<Session>,
+        data: &[u8],
+    ) -> (Option<SocketAddr>, Option<&'static str>) {
+        let end = (srt::control_type(data) == Some(srt::CONTROL_SHUTDOWN)).then_some("the origin shut down");
+        (Some(session.client.get()), end)
+    }
+
+    /// Connecting sessions get at least the origin handshake's time.
+    fn idle_timeout(table: &Table<Srt>) -> Duration {
+        table.shard.config.udp_idle_timeout.max(ORIGIN_HANDSHAKE_TIMEOUT)
+    }
+
+    fn note_sizes(table: &Table<Srt>) {
+        let sessions = table.len();
+        table.shard.udp.update(|t| t.srt_sessions = sessions);
+    }
+}
+
+/// The parsed handshake, if `data` is a well-formed one.
+fn handshake(data: &[u8]) -> Option<Handshake> {
+    (srt::control_type(data) == Some(srt::CONTROL_HANDSHAKE)).then(|| Handshake::parse(data).ok().map(|(_, hs)| hs))?
 }
 
 /// Binds this shard's SRT UDP socket.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind(addr).map_err(std::io::Error::from)
+pub fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::UdpSocket> {
+    udp::bind(addr)
 }
 
 /// Relays until `stop` resolves.
-pub async fn serve(shard: Rc<Shard>, socket: UdpSocket, stop: impl Future<Output = ()>) {
+pub async fn serve(shard: Rc<Shard>, socket: glommio::net::UdpSocket, stop: impl Future<Output = ()>) {
     let mut secret = [0u8; 32];
     crate::util::fill_random(&mut secret);
-    let srt = Rc::new(Srt {
-        shard,
-        socket: Rc::new(socket),
-        sessions: RefCell::default(),
-        secret,
-        started: Instant::now(),
-        warnings: RefCell::new(LogThrottle::new(WARNINGS_PER_INTERVAL, WARNING_INTERVAL)),
-    });
-    let sweeper = spawn_local(sweep(srt.clone()));
-    let receive = async {
-        let mut buf = vec![0u8; DATAGRAM];
-        loop {
-            match srt.socket.recv_from(&mut buf).await {
-                Ok((n, from)) => on_datagram(&srt, &buf[..n], from).await,
-                Err(e) => {
-                    if srt.may_warn(Warning::Receive) {
-                        log::warn!("srt udp receive failed: {e}");
-                    }
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    };
-    future::or(receive, stop).await;
-    drop(sweeper);
-    let sessions: Vec<(SocketAddr, Rc<Session>)> = srt.sessions.borrow_mut().drain().collect();
-    for (peer, session) in sessions {
-        close(&srt, peer, &session, "the proxy is stopping").await;
-    }
+    let table = Table::new(shard, socket, Srt { secret, started: Instant::now() });
+    udp::serve(table, stop).await;
 }
 
-async fn on_datagram(srt: &Rc<Srt>, data: &[u8], from: SocketAddr) {
-    let known = srt.sessions.borrow().get(&from).cloned();
-    let handshake = (srt::control_type(data) == Some(srt::CONTROL_HANDSHAKE)).then(|| Handshake::parse(data).ok());
-    if let Some(session) = known {
-        session.last_seen.set(Instant::now());
-        if let Some(Some((_, hs))) = &handshake {
-            if hs.handshake_type == srt::HS_CONCLUSION && session.state.get() == State::Up {
-                let answer = session.answer.borrow().clone();
-                srt.send(&answer, from).await; // our answer was lost: the caller asks again
-            } else if hs.handshake_type == srt::HS_INDUCTION {
-                induction(srt, hs, from).await;
-            }
-            return;
-        }
-        if session.state.get() == State::Up && session.upstream.send(data).await.is_ok() {
-            let t = &session.traffic.bytes_in;
-            t.set(t.get() + data.len() as u64);
-        }
-        if srt::control_type(data) == Some(srt::CONTROL_SHUTDOWN) {
-            remove(srt, from, &session, "the caller shut down").await;
-        }
-        return;
-    }
-    let Some(Some((_, hs))) = handshake else {
-        return; // not a handshake from an unknown address: dropped without a reply
-    };
-    match hs.handshake_type {
-        srt::HS_INDUCTION => induction(srt, &hs, from).await,
-        srt::HS_CONCLUSION => conclusion(srt, hs, from).await,
-        _ => {}
-    }
+async fn induction(table: &Table<Srt>, hs: &Handshake, from: SocketAddr) {
+    let cookie = srt::syn_cookie(&table.proto.secret, from, table.proto.slot());
+    let reply = srt::induction_response(hs, cookie).encode(table.proto.timestamp(), hs.socket_id);
+    table.send(&reply, from).await;
 }
 
-async fn induction(srt: &Srt, hs: &Handshake, from: SocketAddr) {
-    let cookie = srt::syn_cookie(&srt.secret, from, srt.slot());
-    let reply = srt::induction_response(hs, cookie).encode(srt.timestamp(), hs.socket_id);
-    srt.send(&reply, from).await;
+async fn reject(table: &Table<Srt>, hs: &Handshake, from: SocketAddr, reason: i32) {
+    let packet = srt::rejection(hs, reason).encode(table.proto.timestamp(), hs.socket_id);
+    table.send(&packet, from).await;
 }
 
-async fn reject(srt: &Srt, hs: &Handshake, from: SocketAddr, reason: i32) {
-    let packet = srt::rejection(hs, reason).encode(srt.timestamp(), hs.socket_id);
-    srt.send(&packet, from).await;
+/// The stream key and role a CONCLUSION's stream id names.
+fn stream_of(hs: &Handshake) -> Result<(StreamKey, Role), (String, String)> {
+    let sid = srt::stream_id(hs).unwrap_or_default();
+    let parsed = srt::parse_stream_id(&sid).map_err(|e| (sid.clone(), e.to_string()))?;
+    let key = StreamKey::from_url(&parsed.stream_url()).map_err(|e| (sid.clone(), e.to_string()))?;
+    Ok((key, if parsed.is_publish() { Role::Publish } else { Role::Play }))
 }
 
-async fn conclusion(srt: &Rc<Srt>, hs: Handshake, from: SocketAddr) {
-    if !srt::cookie_is_valid(&srt.secret, from, srt.slot(), hs.syn_cookie) {
+async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
+    let proto = &table.proto;
+    if !srt::cookie_is_valid(&proto.secret, from, proto.slot(), hs.syn_cookie) {
         return log::debug!("srt: CONCLUSION from {from} with a wrong cookie dropped");
     }
-    let sid = srt::stream_id(&hs).unwrap_or_default();
-    let parsed = srt::parse_stream_id(&sid).map_err(|e| e.to_string());
-    let key = parsed.and_then(|id| Ok((StreamKey::from_url(&id.stream_url()).map_err(|e| e.to_string())?, id)));
-    let (key, id) = match key {
+    let (key, role) = match stream_of(&hs) {
         Ok(found) => found,
-        Err(e) => {
-            if srt.may_warn(Warning::BadStreamId) {
-                log::warn!(
+        Err((sid, e)) => {
+            warn(table, Warning::BadStreamId, || {
+                format!(
                     "srt caller {from} refused: stream id {:?} ({} bytes): {}",
                     clip(&sid, CLIP),
                     sid.len(),
                     clip(&e, CLIP)
-                );
-            }
-            return reject(srt, &hs, from, srt::REJX_BAD_REQUEST).await;
+                )
+            });
+            return reject(table, &hs, from, srt::REJX_BAD_REQUEST).await;
         }
     };
-    let role = if id.is_publish() { Role::Publish } else { Role::Play };
     let short = clip(key.as_str(), CLIP);
-    if srt.sessions.borrow().len() >= MAX_SESSIONS {
-        if srt.may_warn(Warning::ShardFull) {
-            log::warn!("srt {} {short} from {from} refused: {MAX_SESSIONS} sessions on this shard", role.name());
-        }
-        return reject(srt, &hs, from, srt::REJX_OVERLOAD).await;
+    if table.full() {
+        warn(table, Warning::ShardFull, || {
+            format!("srt {} {short} from {from} refused: {MAX_SESSIONS} sessions on this shard", role.name())
+        });
+        return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
     }
-    let origin = match super::pick(&srt.shard, &key).await {
+    let origin = match super::pick(&table.shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
-            if srt.may_warn(Warning::NoOrigin) {
-                log::warn!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason, CLIP));
-            }
-            return reject(srt, &hs, from, srt::REJX_NOT_FOUND).await;
+            warn(table, Warning::NoOrigin, || {
+                format!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason, CLIP))
+            });
+            return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
     };
     let reg = &origin.registration;
     let Some(endpoint) = first_udp(&reg.srt) else {
-        crate::proxy::failed(&srt.shard, PickFailure::NoEndpoint);
-        if srt.may_warn(Warning::NoEndpoint) {
-            log::warn!("srt {} {short} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id);
-        }
-        return reject(srt, &hs, from, srt::REJX_NOT_FOUND).await;
+        super::failed(&table.shard, PickFailure::NoEndpoint);
+        warn(table, Warning::NoEndpoint, || {
+            format!("srt {} {short} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id)
+        });
+        return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
     };
     let target = SocketAddr::new(reg.ip, endpoint.port);
-    let any: SocketAddr =
-        if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-    let upstream = match UdpSocket::bind(any) {
+    let upstream = match Table::<Srt>::dial(target).await {
         Ok(s) => s,
         Err(e) => {
-            if srt.may_warn(Warning::NoSocket) {
-                log::warn!("srt {short}: cannot open a socket to its origin: {e}");
-            }
-            return;
+            super::failed(&table.shard, PickFailure::DialFailed);
+            warn(table, Warning::OriginUnreachable, || {
+                format!("srt {} {short} from {from}: cannot reach origin {} at {target}: {e}", role.name(), origin.id)
+            });
+            return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
     };
-    if srt.sessions.borrow().contains_key(&from) {
+    if table.session_of(from).is_some() {
         return; // a retransmitted CONCLUSION raced this one: its session is already connecting
     }
-    let session = Rc::new(Session {
-        traffic: srt.shard.traffic.register(&key, Protocol::Srt),
-        key,
-        role,
-        origin_id: origin.id.0.clone(),
-        upstream,
-        state: Cell::new(State::Connecting),
-        answer: RefCell::default(),
-        last_seen: Cell::new(Instant::now()),
-        task: RefCell::new(None),
-        _open: srt.shard.counters.accepted(Listener::SrtUdp),
-    });
-    srt.sessions.borrow_mut().insert(from, session.clone());
-    srt.note_sizes();
-    let task = spawn_local(connect_origin(srt.clone(), session.clone(), hs, from, target));
-    *session.task.borrow_mut() = Some(task);
+    let state = State { phase: Cell::new(Phase::Connecting), answer: RefCell::default() };
+    let new = NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state };
+    let Some(session) = table.insert(new, from) else {
+        return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
+    };
+    table.start(&session, connect_origin(table.clone(), session.clone(), hs, from));
 }
 
 /// The origin handshake, then the origin -> caller relay.
-async fn connect_origin(srt: Rc<Srt>, session: Rc<Session>, hs: Handshake, from: SocketAddr, target: SocketAddr) {
+async fn connect_origin(table: Rc<Table<Srt>>, session: Rc<Session>, hs: Handshake, from: SocketAddr) {
     let role = session.role.name();
-    let key = session.key.clone();
-    let short = clip(key.as_str(), CLIP);
-    if let Err(e) = session.upstream.connect(target).await {
-        crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
-        if srt.may_warn(Warning::OriginUnreachable) {
-            log::warn!("srt {role} {short} from {from}: cannot reach origin {} at {target}: {e}", session.origin_id);
-        }
-        reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
-        return remove_later(&srt, from, &session, "origin unreachable").await;
-    }
-    let mut buf = vec![0u8; DATAGRAM];
-    let answered = future::or(async { Some(origin_handshake(&srt, &session, &hs, &mut buf).await) }, async {
-        glommio::timer::sleep(ORIGIN_HANDSHAKE_TIMEOUT).await;
-        None
-    })
-    .await;
+    let short = clip(session.key.as_str(), CLIP);
+    let failed = |kind: Warning, why: String| {
+        super::failed(
+            &table.shard,
+            if kind == Warning::OriginRejected { PickFailure::Refused } else { PickFailure::DialFailed },
+        );
+        warn(&table, kind, || format!("srt {role} {short} from {from}: origin {} {why}", session.origin_id));
+    };
+    let mut buf = vec![0u8; udp::DATAGRAM];
+    let answered =
+        crate::shard::within(ORIGIN_HANDSHAKE_TIMEOUT, origin_handshake(&table, &session, &hs, &mut buf)).await;
     let answer = match answered {
         Some(Ok(answer)) => answer,
         Some(Err(e)) => {
-            crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
-            if srt.may_warn(Warning::OriginHandshake) {
-                log::warn!(
-                    "srt {role} {short} from {from}: origin {} handshake: {}",
-                    session.origin_id,
-                    clip(&e, CLIP)
-                );
-            }
-            reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
-            return remove_later(&srt, from, &session, "origin handshake failed").await;
+            failed(Warning::OriginHandshake, format!("handshake: {}", clip(&e, CLIP)));
+            reject(&table, &hs, from, srt::REJX_NOT_FOUND).await;
+            return table.close_from_task(&session, "origin handshake failed").await;
         }
         None => {
-            crate::proxy::failed(&srt.shard, PickFailure::DialFailed);
-            if srt.may_warn(Warning::OriginTimeout) {
-                log::warn!(
-                    "srt {role} {short} from {from}: origin {} did not complete the handshake within {ORIGIN_HANDSHAKE_TIMEOUT:?}",
-                    session.origin_id
-                );
-            }
-            reject(&srt, &hs, from, srt::REJX_NOT_FOUND).await;
-            return remove_later(&srt, from, &session, "origin handshake timed out").await;
+            failed(
+                Warning::OriginTimeout,
+                format!("did not complete the handshake within {ORIGIN_HANDSHAKE_TIMEOUT:?}"),
+            );
+            reject(&table, &hs, from, srt::REJX_NOT_FOUND).await;
+            return table.close_from_task(&session, "origin handshake timed out").await;
         }
     };
     let accepted = Handshake::parse(&answer).map(|(_, h)| h.handshake_type == srt::HS_CONCLUSION).unwrap_or(false);
-    srt.send(&answer, from).await;
+    table.send(&answer, from).await;
     if !accepted {
-        crate::proxy::failed(&srt.shard, PickFailure::Refused);
-        if srt.may_warn(Warning::OriginRejected) {
-            log::warn!("srt {role} {short} from {from}: origin {} rejected the stream", session.origin_id);
-        }
-        return remove_later(&srt, from, &session, "origin rejected").await;
+        failed(Warning::OriginRejected, "rejected the stream".to_string());
+        return table.close_from_task(&session, "origin rejected").await;
     }
-    *session.answer.borrow_mut() = answer;
-    session.state.set(State::Up);
-    srt.shard.link.session(&key, Protocol::Srt, session.role, true).await;
+    *session.state.answer.borrow_mut() = answer;
+    session.state.phase.set(Phase::Up);
+    table.report_open(&session).await;
+    let target = session.upstream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("srt {role} {short} from {from} via origin {} ({target}): connected", session.origin_id);
-    loop {
-        let Ok(n) = session.upstream.recv(&mut buf).await else {
-            glommio::timer::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        session.last_seen.set(Instant::now());
-        srt.send(&buf[..n], from).await;
-        let t = &session.traffic.bytes_out;
-        t.set(t.get() + n as u64);
-        if srt::control_type(&buf[..n]) == Some(srt::CONTROL_SHUTDOWN) {
-            return remove_later(&srt, from, &session, "the origin shut down").await;
-        }
-    }
+    table.relay_from_origin(&session).await;
 }
 
 /// INDUCTION then CONCLUSION with the origin, retransmitting; returns the origin's answer to
 /// the CONCLUSION (acceptance or rejection), as sent.
-async fn origin_handshake(srt: &Srt, session: &Session, hs: &Handshake, buf: &mut [u8]) -> Result<Vec<u8>, String> {
+async fn origin_handshake(
+    table: &Table<Srt>,
+    session: &Session,
+    hs: &Handshake,
+    buf: &mut [u8],
+) -> Result<Vec<u8>, String> {
     let ip = session.upstream.peer_addr().map(|a| a.ip()).map_err(|e| e.to_string())?;
     let induction = Handshake {
         version: 4,
@@ -418,30 +342,25 @@ async fn origin_handshake(srt: &Srt, session: &Session, hs: &Handshake, buf: &mu
         extensions: Vec::new(),
         ..hs.clone()
     };
-    let reply = exchange(srt, session, &induction, buf, srt::HS_INDUCTION).await?;
+    let reply = exchange(table, session, &induction, buf, srt::HS_INDUCTION).await?;
     let conclusion = Handshake { syn_cookie: reply.1.syn_cookie, peer_ip: srt::encode_peer_ip(ip), ..hs.clone() };
-    let answer = exchange(srt, session, &conclusion, buf, srt::HS_CONCLUSION).await?;
+    let answer = exchange(table, session, &conclusion, buf, srt::HS_CONCLUSION).await?;
     Ok(answer.0)
 }
 
 /// Sends `hs` every [`RETRANSMIT`] until the origin answers with a handshake of type `want` (or
 /// a rejection); returns its bytes and parsed form.
 async fn exchange(
-    srt: &Srt,
+    table: &Table<Srt>,
     session: &Session,
     hs: &Handshake,
     buf: &mut [u8],
     want: i32,
 ) -> Result<(Vec<u8>, Handshake), String> {
-    let packet = hs.encode(srt.timestamp(), 0);
+    let packet = hs.encode(table.proto.timestamp(), 0);
     loop {
         session.upstream.send(&packet).await.map_err(|e| e.to_string())?;
-        let got = future::or(async { Some(session.upstream.recv(buf).await) }, async {
-            glommio::timer::sleep(RETRANSMIT).await;
-            None
-        })
-        .await;
-        let n = match got {
+        let n = match crate::shard::within(RETRANSMIT, session.upstream.recv(buf)).await {
             None => continue,
             Some(Ok(n)) => n,
             Some(Err(e)) => return Err(e.to_string()),
@@ -456,57 +375,4 @@ async fn exchange(
             return Ok((buf[..n].to_vec(), answer));
         }
     }
-}
-
-/// Drops idle sessions once a second.
-async fn sweep(srt: Rc<Srt>) {
-    loop {
-        glommio::timer::sleep(Duration::from_secs(1)).await;
-        srt.flush_warnings();
-        let idle = srt.shard.config.udp_idle_timeout;
-        let now = Instant::now();
-        let expired: Vec<(SocketAddr, Rc<Session>)> = srt
-            .sessions
-            .borrow()
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.last_seen.get()) >= idle.max(ORIGIN_HANDSHAKE_TIMEOUT))
-            .map(|(a, s)| (*a, s.clone()))
-            .collect();
-        for (peer, session) in expired {
-            remove(&srt, peer, &session, &format!("no datagram for {idle:?}")).await;
-        }
-    }
-}
-
-async fn remove(srt: &Srt, peer: SocketAddr, session: &Rc<Session>, why: &str) {
-    let same = srt.sessions.borrow().get(&peer).is_some_and(|s| Rc::ptr_eq(s, session));
-    if same {
-        srt.sessions.borrow_mut().remove(&peer);
-        srt.note_sizes();
-        close(srt, peer, session, why).await;
-    }
-}
-
-/// [`remove`] from inside the session's own task: the task handle is taken out first so that
-/// dropping the session does not cancel the task that is running this.
-async fn remove_later(srt: &Srt, peer: SocketAddr, session: &Rc<Session>, why: &str) {
-    if let Some(task) = session.task.borrow_mut().take() {
-        drop(task.detach());
-    }
-    remove(srt, peer, session, why).await;
-}
-
-async fn close(srt: &Srt, peer: SocketAddr, session: &Session, why: &str) {
-    drop(session.task.borrow_mut().take());
-    if session.state.get() == State::Up {
-        srt.shard.link.session(&session.key, Protocol::Srt, session.role, false).await;
-    }
-    log::info!(
-        "srt {} {} from {peer} via origin {} ended: {why}; {} bytes in, {} bytes out",
-        session.role.name(),
-        clip(session.key.as_str(), CLIP),
-        session.origin_id,
-        session.traffic.bytes_in.get(),
-        session.traffic.bytes_out.get()
-    );
 }

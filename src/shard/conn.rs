@@ -215,6 +215,48 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Polls `future` once, catching a panic: its message and, with the hook installed, its place.
+fn poll_catching<F: Future>(future: Pin<&mut F>, cx: &mut Context<'_>) -> Result<Poll<F::Output>, String> {
+    let catching = CATCHING.with(|c| c.replace(true));
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+    CATCHING.with(|c| c.set(catching));
+    polled.map_err(|payload| CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_else(|| payload_text(&*payload)))
+}
+
+/// `future` with a panic caught: `Err` with its message (and place) instead of unwinding. The
+/// future is never polled again after it panicked.
+pub fn catch<F: Future>(future: F) -> Catch<F> {
+    Catch { future, panicked: false }
+}
+
+/// See [`catch`].
+pub struct Catch<F> {
+    future: F,
+    panicked: bool,
+}
+
+impl<F: Future> Future for Catch<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is pinned structurally: `Catch` never moves it out, has no `Drop`
+        // and is `Unpin` only when `F` is; `panicked` is a plain flag, not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.panicked {
+            return Poll::Ready(Err("polled again after a panic".to_string()));
+        }
+        // SAFETY: as above; `this.future` stays where the pinned `Catch` holds it.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        match poll_catching(future, cx) {
+            Ok(poll) => poll.map(Ok),
+            Err(message) => {
+                this.panicked = true;
+                Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
 /// How a connection's task ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -258,16 +300,12 @@ impl<F: Future<Output = ()>> Future for ConnTask<F> {
             }
         }
         let outer = CURRENT.with(|c| c.replace(Some(conn.clone())));
-        let catching = CATCHING.with(|c| c.replace(true));
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
-        CATCHING.with(|c| c.set(catching));
+        let polled = poll_catching(future.as_mut(), cx);
         CURRENT.with(|c| *c.borrow_mut() = outer);
         let ended = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(())) => Ended::Done,
-            Err(payload) => {
-                Ended::Panicked(CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_else(|| payload_text(&*payload)))
-            }
+            Err(message) => Ended::Panicked(message),
         };
         // Drop the future (and with it the sockets and the session guard) with the connection
         // still current, as when it is polled.
@@ -410,6 +448,17 @@ mod tests {
         };
         assert!(message.contains("boom"), "{message}");
         assert!(dropped.get(), "the future was dropped at once");
+    }
+
+    #[test]
+    fn catch_turns_a_panic_into_an_error_and_passes_values_through() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut ok = std::pin::pin!(catch(async { 7 }));
+        assert_eq!(ok.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
+        let mut bad = std::pin::pin!(catch(async { panic!("datagram {}", 3) }));
+        let Poll::Ready(Err(message)) = bad.as_mut().poll(&mut cx) else { panic!("not caught") };
+        assert!(message.contains("datagram 3"), "{message}");
+        assert!(matches!(bad.as_mut().poll(&mut cx), Poll::Ready(Err(_))), "never polled again");
     }
 
     #[test]

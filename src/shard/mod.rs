@@ -25,6 +25,7 @@ pub mod relay;
 pub mod session;
 pub mod tables;
 pub mod traffic;
+pub mod udp;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -177,6 +178,16 @@ async fn run(
     future::zip(media, srt).await;
     drop(reporter);
     report(&shard).await;
+}
+
+/// `f`'s output, or `None` if `limit` passes first (then `f` is dropped). The one timeout of
+/// the data plane.
+pub async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
 }
 
 /// Resolves once shutdown starts.

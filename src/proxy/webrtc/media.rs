@@ -17,29 +17,30 @@
 //! - Each session has one connected UDP socket to its origin's WebRTC endpoint and one task
 //!   reading it. A session with no datagram either way for `--udp-idle-timeout` is dropped.
 //!
+//! The socket, the session table, the relaying, idle expiry and closing are the shard's UDP
+//! session table ([`crate::shard::udp`]); this module is WebRTC's part of it: the usernames,
+//! the lookups and the checks awaiting the origin's answer.
+//!
 //! Bounds: at most [`MAX_SESSIONS`] sessions per shard, [`MAX_ADDRESSES`] client addresses and
 //! [`MAX_PENDING`] checks awaiting the origin's answer per session, [`MAX_LOOKUPS`] control-thread lookups in flight (spoofed STUN floods are dropped
 //! past it), and recently failed usernames remembered ([`MAX_UNKNOWN`]) so a repeated bogus one
 //! costs no lookup.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::net::UdpSocket;
-use glommio::{Task, spawn_local};
+use glommio::spawn_local;
 
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_udp;
-use crate::balance::session::Protocol;
+use crate::balance::session::Protocol as SessionProtocol;
 use crate::codec::stun::{self, Kind, Message};
-use crate::control::bridge::Role;
 use crate::control::stats::{Listener, PickFailure};
 use crate::shard::Shard;
-use crate::shard::counters::OpenGuard;
-use crate::shard::traffic::Traffic;
+use crate::shard::udp::{self, NewSession, Protocol, Table, Verdict};
 
 /// Most sessions one shard relays.
 pub const MAX_SESSIONS: usize = 10_000;
@@ -56,45 +57,91 @@ pub const MAX_UNKNOWN: usize = 4096;
 const UNKNOWN_FOR: Duration = Duration::from_secs(5);
 /// The STUN Binding method (RFC 8489 §18.2).
 const BINDING: u16 = 0x001;
-/// Largest datagram relayed (a UDP payload cannot be larger).
-const DATAGRAM: usize = 65_536;
 
-struct Session {
+/// WebRTC's part of a session.
+pub struct State {
     username: String,
-    key: StreamKey,
-    role: Role,
-    origin_id: String,
-    upstream: UdpSocket,
-    /// Where the origin's datagrams go: the address that sent the latest datagram.
-    client: Cell<SocketAddr>,
-    addresses: RefCell<VecDeque<SocketAddr>>,
     /// Binding requests from addresses that have not joined yet: transaction id, address.
     pending: RefCell<VecDeque<([u8; 12], SocketAddr)>>,
-    last_seen: Cell<Instant>,
-    traffic: Rc<Traffic>,
-    reader: RefCell<Option<Task<()>>>,
-    /// Counts the session open on the shard while it exists.
-    _open: OpenGuard,
 }
 
-/// One shard's WebRTC media state.
+type Session = udp::Session<State>;
+
+/// WebRTC media on one shard: the sessions by username, the usernames being asked of the
+/// control thread, and those it did not know.
+#[derive(Default)]
 pub struct Media {
-    shard: Rc<Shard>,
-    socket: Rc<UdpSocket>,
-    by_addr: RefCell<HashMap<SocketAddr, Rc<Session>>>,
     by_user: RefCell<HashMap<String, Rc<Session>>>,
     lookups: RefCell<HashSet<String>>,
     unknown: RefCell<HashMap<String, Instant>>,
 }
 
-impl Media {
-    /// Tells the shard's table counters (`GET /api/v1/shards`) the current sizes.
-    fn note_sizes(&self) {
-        let sessions = self.by_user.borrow().len();
-        let addresses = self.by_addr.borrow().len();
-        let lookups = self.lookups.borrow().len();
-        let unknown = self.unknown.borrow().len();
-        self.shard.udp.update(|t| {
+impl Protocol for Media {
+    type State = State;
+    const NAME: &'static str = "webrtc";
+    const LISTENER: Listener = Listener::WebrtcUdp;
+    const SESSION: SessionProtocol = SessionProtocol::WebRtc;
+    const MAX_SESSIONS: usize = MAX_SESSIONS;
+    const MAX_ADDRESSES: usize = MAX_ADDRESSES;
+    const RECEIVE_FAILED: &'static str = "webrtc udp receive failed";
+
+    async fn unknown(table: &Rc<Table<Media>>, data: &[u8], from: SocketAddr) {
+        if stun::classify(data) != Kind::Stun {
+            return; // not ours to answer: unknown senders get nothing
+        }
+        let Ok(message) = Message::parse(data) else {
+            return;
+        };
+        let Some(username) = message.username().filter(|_| message.is_binding_request()) else {
+            return;
+        };
+        let found = table.proto.by_user.borrow().get(username).cloned();
+        match found {
+            Some(session) => ask_origin(table, &session, message.transaction_id, data, from).await,
+            None => lookup(table, username, message.transaction_id, data, from),
+        }
+    }
+
+    async fn from_client(table: &Rc<Table<Media>>, session: &Rc<Session>, _: &[u8], from: SocketAddr) -> Verdict {
+        table.adopt(session, from);
+        Verdict::Forward
+    }
+
+    /// An answer to a pending Binding request goes to the address that asked, which joins the
+    /// session on a success; everything else to the newest client address.
+    fn from_origin(
+        table: &Rc<Table<Media>>,
+        session: &Rc<Session>,
+        data: &[u8],
+    ) -> (Option<SocketAddr>, Option<&'static str>) {
+        let to = match answered(session, data) {
+            Some((from, true)) => {
+                table.adopt(session, from);
+                from
+            }
+            Some((from, false)) => from,
+            None => session.client.get(),
+        };
+        (Some(to), None)
+    }
+
+    fn closed(table: &Table<Media>, session: &Session) {
+        let mut by_user = table.proto.by_user.borrow_mut();
+        if by_user.get(&session.state.username).is_some_and(|s| std::ptr::eq(Rc::as_ptr(s), session)) {
+            by_user.remove(&session.state.username);
+        }
+    }
+
+    fn tick(table: &Table<Media>, now: Instant) {
+        table.proto.unknown.borrow_mut().retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
+        Media::note_sizes(table);
+    }
+
+    fn note_sizes(table: &Table<Media>) {
+        let (sessions, addresses) = (table.len(), table.addresses());
+        let lookups = table.proto.lookups.borrow().len();
+        let unknown = table.proto.unknown.borrow().len();
+        table.shard.udp.update(|t| {
             t.webrtc_sessions = sessions;
             t.webrtc_addresses = addresses;
             t.webrtc_lookups = lookups;
@@ -104,68 +151,21 @@ impl Media {
 }
 
 /// Binds this shard's WebRTC UDP socket.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind(addr).map_err(std::io::Error::from)
+pub fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::UdpSocket> {
+    udp::bind(addr)
 }
 
 /// Relays until `stop` resolves.
-pub async fn serve(shard: Rc<Shard>, socket: UdpSocket, stop: impl Future<Output = ()>) {
-    let media = Rc::new(Media {
-        shard,
-        socket: Rc::new(socket),
-        by_addr: RefCell::default(),
-        by_user: RefCell::default(),
-        lookups: RefCell::default(),
-        unknown: RefCell::default(),
-    });
-    let sweeper = spawn_local(sweep(media.clone()));
-    let receive = async {
-        let mut buf = vec![0u8; DATAGRAM];
-        loop {
-            match media.socket.recv_from(&mut buf).await {
-                Ok((n, from)) => on_datagram(&media, &buf[..n], from).await,
-                Err(e) => {
-                    log::warn!("webrtc udp receive failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    };
-    futures_lite::future::or(receive, stop).await;
-    drop(sweeper);
-    let sessions: Vec<Rc<Session>> = media.by_user.borrow_mut().drain().map(|(_, s)| s).collect();
-    media.by_addr.borrow_mut().clear();
-    for session in sessions {
-        close(&media, &session, "the proxy is stopping").await;
-    }
-}
-
-async fn on_datagram(media: &Rc<Media>, data: &[u8], from: SocketAddr) {
-    let known = media.by_addr.borrow().get(&from).cloned();
-    if let Some(session) = known {
-        return forward(&session, data, from).await;
-    }
-    if stun::classify(data) != Kind::Stun {
-        return; // not ours to answer: unknown senders get nothing
-    }
-    let Ok(message) = Message::parse(data) else {
-        return;
-    };
-    let Some(username) = message.username().filter(|_| message.is_binding_request()) else {
-        return;
-    };
-    let found = media.by_user.borrow().get(username).cloned();
-    if let Some(session) = found {
-        return ask_origin(&session, message.transaction_id, data, from).await;
-    }
-    lookup(media, username, message.transaction_id, data, from);
+pub async fn serve(shard: Rc<Shard>, socket: glommio::net::UdpSocket, stop: impl Future<Output = ()>) {
+    udp::serve(Table::new(shard, socket, Media::default()), stop).await;
 }
 
 /// Asks the control thread for an unknown username, in its own task so the receive loop goes
 /// on; the datagram that asked is relayed once the session exists.
-fn lookup(media: &Rc<Media>, username: &str, txid: [u8; 12], data: &[u8], from: SocketAddr) {
+fn lookup(table: &Rc<Table<Media>>, username: &str, txid: [u8; 12], data: &[u8], from: SocketAddr) {
     let now = Instant::now();
     {
+        let media = &table.proto;
         let unknown = media.unknown.borrow();
         if unknown.get(username).is_some_and(|since| now.saturating_duration_since(*since) < UNKNOWN_FOR) {
             return;
@@ -176,56 +176,89 @@ fn lookup(media: &Rc<Media>, username: &str, txid: [u8; 12], data: &[u8], from: 
         }
         lookups.insert(username.to_string());
     }
-    media.note_sizes();
-    let (media, username, data) = (media.clone(), username.to_string(), data.to_vec());
+    Media::note_sizes(table);
+    let (table, username, data) = (table.clone(), username.to_string(), data.to_vec());
     spawn_local(async move {
-        let found = media.shard.link.ice_resolve(&username).await;
-        media.lookups.borrow_mut().remove(&username);
-        media.note_sizes();
+        let found = table.shard.link.ice_resolve(&username).await;
+        table.proto.lookups.borrow_mut().remove(&username);
+        Media::note_sizes(&table);
         let Some((ice, origin)) = found else {
             log::debug!("webrtc: STUN from {from} with unknown username {username:?} dropped");
-            remember_unknown(&media, username);
+            return remember_unknown(&table, username);
+        };
+        let Some(session) = open(&table, username, ice.key, ice.role, &origin, from).await else {
             return;
         };
-        if media.by_user.borrow().len() >= MAX_SESSIONS {
-            log::warn!("webrtc: {MAX_SESSIONS} sessions on this shard; {} from {from} dropped", ice.key);
-            return;
-        }
-        let reg = &origin.registration;
-        let Some(endpoint) = first_udp(&reg.rtc) else {
-            crate::proxy::failed(&media.shard, PickFailure::NoEndpoint);
-            log::warn!("webrtc {} {}: origin {} has no rtc endpoint", ice.role.name(), ice.key, origin.id);
-            return;
-        };
-        let target = SocketAddr::new(reg.ip, endpoint.port);
-        let any: SocketAddr =
-            if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-        let upstream = match UdpSocket::bind(any) {
-            Ok(s) => s,
-            Err(e) => return log::warn!("webrtc {}: cannot open a socket to its origin: {e}", ice.key),
-        };
-        if let Err(e) = upstream.connect(target).await {
-            crate::proxy::failed(&media.shard, PickFailure::DialFailed);
-            return log::warn!("webrtc {}: cannot reach origin {} at {target}: {e}", ice.key, origin.id);
-        }
-        let existing = media.by_user.borrow().get(&username).cloned();
-        let session = match existing {
-            Some(s) => s, // another datagram won the race
-            None => open(&media, username, ice.key, ice.role, origin.id.0.clone(), upstream, from).await,
-        };
-        ask_origin(&session, txid, &data, from).await;
+        ask_origin(&table, &session, txid, &data, from).await;
     })
     .detach();
+}
+
+/// The session of `username`: an existing one (another datagram won the race) or a new one
+/// with its own socket to `origin`; `None` (logged) when that cannot be.
+async fn open(
+    table: &Rc<Table<Media>>,
+    username: String,
+    key: StreamKey,
+    role: crate::balance::session::Role,
+    origin: &crate::balance::Origin,
+    from: SocketAddr,
+) -> Option<Rc<Session>> {
+    if let Some(existing) = table.proto.by_user.borrow().get(&username).cloned() {
+        return Some(existing);
+    }
+    if table.full() {
+        table.warn("webrtc: sessions full on this shard", || {
+            format!("webrtc: {MAX_SESSIONS} sessions on this shard; {key} from {from} dropped")
+        });
+        return None;
+    }
+    let reg = &origin.registration;
+    let Some(endpoint) = first_udp(&reg.rtc) else {
+        crate::proxy::failed(&table.shard, PickFailure::NoEndpoint);
+        table.warn("webrtc: origin without an rtc endpoint", || {
+            format!("webrtc {} {key}: origin {} has no rtc endpoint", role.name(), origin.id)
+        });
+        return None;
+    };
+    let target = SocketAddr::new(reg.ip, endpoint.port);
+    let upstream = match Table::<Media>::dial(target).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            crate::proxy::failed(&table.shard, PickFailure::DialFailed);
+            table.warn("webrtc: origin unreachable", || {
+                format!("webrtc {key}: cannot reach origin {} at {target}: {e}", origin.id)
+            });
+            return None;
+        }
+    };
+    if let Some(existing) = table.proto.by_user.borrow().get(&username).cloned() {
+        return Some(existing);
+    }
+    let state = State { username: username.clone(), pending: RefCell::default() };
+    let session = table.insert(NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state }, from)?;
+    table.proto.by_user.borrow_mut().insert(username, session.clone());
+    Media::note_sizes(table);
+    let reader = (table.clone(), session.clone());
+    table.start(&session, async move { reader.0.relay_from_origin(&reader.1).await });
+    table.report_open(&session).await;
+    log::info!(
+        "webrtc {} {} from {from} via origin {}: media session opened",
+        role.name(),
+        session.key,
+        session.origin_id
+    );
+    Some(session)
 }
 
 /// Remembers a username the control thread did not know, keeping at most [`MAX_UNKNOWN`]: when
 /// full, the expired ones go, and if none has expired (a flood of made-up names), all of them.
 /// The bound is enforced here, at the insert: up to [`MAX_LOOKUPS`] lookups finish after any
 /// check made when they started.
-fn remember_unknown(media: &Media, username: String) {
+fn remember_unknown(table: &Table<Media>, username: String) {
     let now = Instant::now();
     {
-        let mut unknown = media.unknown.borrow_mut();
+        let mut unknown = table.proto.unknown.borrow_mut();
         if unknown.len() >= MAX_UNKNOWN && !unknown.contains_key(&username) {
             unknown.retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
             if unknown.len() >= MAX_UNKNOWN {
@@ -234,71 +267,15 @@ fn remember_unknown(media: &Media, username: String) {
         }
         unknown.insert(username, now);
     }
-    media.note_sizes();
-}
-
-async fn open(
-    media: &Rc<Media>,
-    username: String,
-    key: StreamKey,
-    role: Role,
-    origin_id: String,
-    upstream: UdpSocket,
-    from: SocketAddr,
-) -> Rc<Session> {
-    let traffic = media.shard.traffic.register(&key, Protocol::WebRtc);
-    let session = Rc::new(Session {
-        username: username.clone(),
-        key,
-        role,
-        origin_id,
-        upstream,
-        client: Cell::new(from),
-        addresses: RefCell::default(),
-        pending: RefCell::default(),
-        last_seen: Cell::new(Instant::now()),
-        traffic,
-        reader: RefCell::new(None),
-        _open: media.shard.counters.accepted(Listener::WebrtcUdp),
-    });
-    media.by_user.borrow_mut().insert(username, session.clone());
-    let reader = spawn_local(read_origin(media.clone(), session.clone()));
-    *session.reader.borrow_mut() = Some(reader);
-    media.shard.link.session(&session.key, Protocol::WebRtc, role, true).await;
-    log::info!(
-        "webrtc {} {} from {from} via origin {}: media session opened",
-        role.name(),
-        session.key,
-        session.origin_id
-    );
-    session
-}
-
-/// Makes `from` the session's current client address.
-fn adopt(media: &Media, session: &Rc<Session>, from: SocketAddr) {
-    let mut addresses = session.addresses.borrow_mut();
-    if !addresses.contains(&from) {
-        if addresses.len() >= MAX_ADDRESSES
-            && let Some(old) = addresses.pop_front()
-        {
-            media.by_addr.borrow_mut().remove(&old);
-        }
-        addresses.push_back(from);
-        media.by_addr.borrow_mut().insert(from, session.clone());
-        if session.client.get() != from {
-            log::info!("webrtc {} {}: client moved to {from}", session.role.name(), session.key);
-        }
-        drop(addresses);
-        media.note_sizes();
-    }
+    Media::note_sizes(table);
 }
 
 /// Relays a Binding request from an address that has not joined `session` and remembers it, so
 /// that the origin's answer goes back there (and a success makes the address join). The session
 /// does not count it as activity: only the origin's answer does.
-async fn ask_origin(session: &Session, txid: [u8; 12], data: &[u8], from: SocketAddr) {
+async fn ask_origin(table: &Table<Media>, session: &Session, txid: [u8; 12], data: &[u8], from: SocketAddr) {
     {
-        let mut pending = session.pending.borrow_mut();
+        let mut pending = session.state.pending.borrow_mut();
         if !pending.iter().any(|(t, a)| *t == txid && *a == from) {
             if pending.len() >= MAX_PENDING {
                 pending.pop_front();
@@ -306,16 +283,13 @@ async fn ask_origin(session: &Session, txid: [u8; 12], data: &[u8], from: Socket
             pending.push_back((txid, from));
         }
     }
-    if session.upstream.send(data).await.is_ok() {
-        let t = &session.traffic.bytes_in;
-        t.set(t.get() + data.len() as u64);
-    }
+    table.to_origin(session, data).await;
 }
 
 /// If `datagram` is the origin's answer to a pending Binding request: who asked, and whether
 /// the origin accepted (a success response) or refused (an error response).
 fn answered(session: &Session, datagram: &[u8]) -> Option<(SocketAddr, bool)> {
-    if session.pending.borrow().is_empty() || stun::classify(datagram) != Kind::Stun {
+    if session.state.pending.borrow().is_empty() || stun::classify(datagram) != Kind::Stun {
         return None;
     }
     let message = Message::parse(datagram).ok()?;
@@ -327,85 +301,7 @@ fn answered(session: &Session, datagram: &[u8]) -> Option<(SocketAddr, bool)> {
     if message.method() != BINDING {
         return None;
     }
-    let mut pending = session.pending.borrow_mut();
+    let mut pending = session.state.pending.borrow_mut();
     let at = pending.iter().position(|(t, _)| *t == message.transaction_id)?;
     pending.remove(at).map(|(_, from)| (from, accepted))
-}
-
-async fn forward(session: &Session, data: &[u8], from: SocketAddr) {
-    session.client.set(from);
-    session.last_seen.set(Instant::now());
-    if session.upstream.send(data).await.is_ok() {
-        let t = &session.traffic.bytes_in;
-        t.set(t.get() + data.len() as u64);
-    }
-}
-
-/// The origin's datagrams, to the session's newest client address; an answer to a pending
-/// Binding request goes to the address that asked, which joins the session on a success.
-async fn read_origin(media: Rc<Media>, session: Rc<Session>) {
-    let mut buf = vec![0u8; DATAGRAM];
-    loop {
-        let n = match session.upstream.recv(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                // ICMP port unreachable surfaces as a refused receive; keep the session until idle.
-                log::debug!("webrtc {}: origin socket: {e}", session.key);
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        session.last_seen.set(Instant::now());
-        let to = match answered(&session, &buf[..n]) {
-            Some((from, true)) => {
-                adopt(&media, &session, from);
-                session.client.set(from);
-                from
-            }
-            Some((from, false)) => from,
-            None => session.client.get(),
-        };
-        if media.socket.send_to(&buf[..n], to).await.is_ok() {
-            let t = &session.traffic.bytes_out;
-            t.set(t.get() + n as u64);
-        }
-    }
-}
-
-/// Drops idle sessions once a second.
-async fn sweep(media: Rc<Media>) {
-    loop {
-        glommio::timer::sleep(Duration::from_secs(1)).await;
-        let idle = media.shard.config.udp_idle_timeout;
-        let now = Instant::now();
-        let expired: Vec<Rc<Session>> = media
-            .by_user
-            .borrow()
-            .values()
-            .filter(|s| now.saturating_duration_since(s.last_seen.get()) >= idle)
-            .cloned()
-            .collect();
-        for session in expired {
-            media.by_user.borrow_mut().remove(&session.username);
-            for addr in session.addresses.borrow().iter() {
-                media.by_addr.borrow_mut().remove(addr);
-            }
-            close(&media, &session, &format!("no datagram for {idle:?}")).await;
-        }
-        media.unknown.borrow_mut().retain(|_, since| now.saturating_duration_since(*since) < UNKNOWN_FOR);
-        media.note_sizes();
-    }
-}
-
-async fn close(media: &Media, session: &Session, why: &str) {
-    drop(session.reader.borrow_mut().take());
-    media.shard.link.session(&session.key, Protocol::WebRtc, session.role, false).await;
-    log::info!(
-        "webrtc {} {} via origin {} ended: {why}; {} bytes in, {} bytes out",
-        session.role.name(),
-        session.key,
-        session.origin_id,
-        session.traffic.bytes_in.get(),
-        session.traffic.bytes_out.get()
-    );
 }
