@@ -2,6 +2,11 @@
 //! alive origins, with a fixed seed so every shard and every proxy instance running this code
 //! proposes the same origin for the same key and origin set. Adding or removing one origin
 //! moves only the keys that hash to it.
+//!
+//! Proven origins (see the registry's header) come first: a new stream goes to the best-scoring
+//! alive proven origin, and to the best-scoring alive unproven one only while no proven origin
+//! is alive, so origins nobody has reached cannot draw streams away from ones that work, and a
+//! setup whose origins cannot be probed behaves as if every origin were equal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +56,8 @@ pub fn score(key_hash: u64, id_hash: u64) -> u64 {
     mix(key_hash ^ id_hash)
 }
 
-/// The alive origin with the highest score for `key`; ties broken by id.
+/// The alive proven origin with the highest score for `key`, else the alive unproven one with
+/// the highest score; ties broken by id. One pass over `origins`.
 pub fn rendezvous<'a>(
     key: &StreamKey,
     origins: impl IntoIterator<Item = &'a Arc<Origin>>,
@@ -59,10 +65,11 @@ pub fn rendezvous<'a>(
     ttl: Duration,
 ) -> Result<&'a Arc<Origin>, PickError> {
     let kh = key_hash(key.as_str());
+    let rank = |o: &'a Arc<Origin>| (o.proven(), score(kh, o.id_hash), &o.id);
     origins
         .into_iter()
         .filter(|o| o.is_alive(now, ttl))
-        .max_by_key(|o| (score(kh, o.id_hash), &o.id))
+        .max_by(|a, b| rank(a).cmp(&rank(b)))
         .ok_or_else(|| PickError::NoOriginAlive(key.to_string()))
 }
 

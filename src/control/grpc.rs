@@ -7,7 +7,8 @@
 //! its answer: answers are built from the live state (registry, per-stream traffic and media,
 //! shard reports, process CPU), never from a copy that could be stale, and nothing is shared
 //! with the shards. The health service follows [`super::health`]: `SERVING` unless unhealthy,
-//! re-evaluated once a second.
+//! re-evaluated once a second. With auth on, ModuleService and reflection sit behind
+//! [`super::auth::GrpcAuth`] (a bearer token in the `authorization` metadata); health stays open.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -98,7 +99,8 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
 }
 
 /// Serves ModuleService, health and reflection on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, asks: mpsc::Sender<Ask>) {
+pub async fn serve(listener: tokio::net::TcpListener, asks: mpsc::Sender<Ask>, auth: super::auth::GrpcAuth) {
+    use tonic::service::interceptor::InterceptedService;
     let module = Module::new(asks);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -111,9 +113,9 @@ pub async fn serve(listener: tokio::net::TcpListener, asks: mpsc::Sender<Ask>) {
     };
     tokio::spawn(follow_health(module.clone(), reporter));
     let served = tonic::transport::Server::builder()
-        .add_service(ModuleServiceServer::new(module))
+        .add_service(ModuleServiceServer::with_interceptor(module, auth.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(InterceptedService::new(reflection, auth))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await;
     if let Err(e) = served {

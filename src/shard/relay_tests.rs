@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::future;
-use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use glommio::LocalExecutorBuilder;
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::*;
 
@@ -63,7 +63,17 @@ const MILLION: u64 = 1_000_000;
 /// Races `wait` against a million self-wake-ups in one task: the wait must still be pending
 /// (and alive) at the end.
 async fn survives_a_million_polls(wait: impl Future<Output = ()>) {
-    let woken = future::or(async { wait.await; false }, async { WakeItself { left: MILLION }.await; true }).await;
+    let woken = future::or(
+        async {
+            wait.await;
+            false
+        },
+        async {
+            WakeItself { left: MILLION }.await;
+            true
+        },
+    )
+    .await;
     assert!(woken, "the quiet wait completed although nothing happened on its socket");
 }
 
@@ -93,7 +103,12 @@ fn a_pending_writable_wait_polled_a_million_times_keeps_its_task_and_still_fires
         loop {
             // SAFETY: send reads at most `chunk.len()` bytes from the valid `chunk`.
             let n = unsafe {
-                libc::send(full.as_raw_fd(), chunk.as_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                libc::send(
+                    full.as_raw_fd(),
+                    chunk.as_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
             };
             if n <= 0 {
                 break;
