@@ -25,9 +25,12 @@
 //!   an existing pin is kept while its origin is alive, proven or not;
 //! - a proof holds for the record's life while its RTMP address stays the same; a heartbeat
 //!   with a new address makes it unproven until probed again;
-//! - when the origin table is full, a new registration evicts an unproven origin (one whose
-//!   probe failed first, then the least recently heard) instead of being refused; a proven
-//!   origin is never evicted, and when every origin is proven the registration is refused;
+//! - when the origin table is full, a new registration evicts an unproven origin instead of
+//!   being refused: one registered from the network (peer address, IPv6 /64) that holds the
+//!   most unproven origins, there one whose probe failed first, then the least recently heard.
+//!   So a flood from one network churns its own records while an origin registering from
+//!   elsewhere keeps its place until its probe. A proven origin is never evicted, and when
+//!   every origin is proven the registration is refused;
 //! - the book holds an entry exactly for each unproven origin (so it is bounded by
 //!   `max_origins`), and an eviction, a refresh and a probe handed out cost `O(log n)`.
 //!
@@ -36,7 +39,7 @@
 pub mod probes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Bound;
 
 use super::session::{Protocol, Role};
@@ -46,7 +49,7 @@ use std::time::{Duration, Instant};
 use super::origin::{Origin, OriginId, Proof, Registration};
 use super::pick::{self, PickError, Snapshot};
 use super::stream_key::StreamKey;
-pub use probes::ProbeLimits;
+pub use probes::{Network, ProbeLimits};
 
 /// Default of `max_origins`.
 pub const MAX_ORIGINS: usize = 10_000;
@@ -171,18 +174,34 @@ impl Registry {
         self.version
     }
 
-    /// Records a heartbeat. A new origin is unproven; when the table is full it takes the place
-    /// of an unproven origin, or is refused if every origin is proven.
+    /// Records a heartbeat sent from `peer`. A new origin is unproven; when the table is full it
+    /// takes the place of an unproven origin, or is refused if every origin is proven.
+    pub fn register_from(
+        &mut self,
+        reg: Registration,
+        peer: IpAddr,
+        now: Instant,
+    ) -> Result<Registered, RegistryError> {
+        self.insert(reg, None, Network::of(peer), now)
+    }
+
+    /// [`Registry::register_from`] for registrations made inside the process.
     pub fn register(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
-        self.insert(reg, None, now)
+        self.insert(reg, None, Network::LOCAL, now)
     }
 
     /// Records a heartbeat of an origin the operator configured: proven from the start.
     pub fn register_configured(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
-        self.insert(reg, Some(Proof::Configured), now)
+        self.insert(reg, Some(Proof::Configured), Network::LOCAL, now)
     }
 
-    fn insert(&mut self, reg: Registration, proof: Option<Proof>, now: Instant) -> Result<Registered, RegistryError> {
+    fn insert(
+        &mut self,
+        reg: Registration,
+        proof: Option<Proof>,
+        network: Network,
+        now: Instant,
+    ) -> Result<Registered, RegistryError> {
         let id = reg.id();
         let (first_seen, what, kept, moved) = match self.origins.get(&id) {
             Some(old) => {
@@ -201,8 +220,8 @@ impl Registry {
         let proof = proof.or(kept);
         match proof {
             Some(_) => self.book.remove(&id),
-            None if moved || !self.book.contains(&id) => self.book.add(&id, now),
-            None => self.book.heard(&id, now),
+            None if moved || !self.book.contains(&id) => self.book.add(&id, network, now),
+            None => self.book.heard(&id, network, now),
         }
         let id_hash = pick::id_hash(&id.0);
         let origin = Origin { id: id.clone(), id_hash, registration: reg, first_seen, last_seen: now, proof };

@@ -110,7 +110,7 @@ fn register(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
         }
     };
     let summary = describe(&registration);
-    match state.registry.register(registration, Instant::now()) {
+    match state.registry.register_from(registration, peer.ip(), Instant::now()) {
         Ok(Registered::New) => log::info!("origin registered from {peer}: {summary}"),
         Ok(Registered::Refreshed) => log::debug!("origin heartbeat from {peer}: {summary}"),
         Ok(Registered::Evicted(old)) => {

@@ -1,6 +1,7 @@
 use super::probes::ProbeLimits;
 use super::*;
 use proptest::prelude::*;
+use std::net::IpAddr;
 
 const RTMP_PLAY: (Protocol, Role) = (Protocol::Rtmp, Role::Play);
 
@@ -544,4 +545,35 @@ proptest! {
             prop_assert_eq!(r.unproven().0, r.origins().filter(|o| !o.proven()).count());
         }
     }
+}
+
+#[test]
+fn a_flood_from_one_network_evicts_its_own_records() {
+    let mut r = Registry::new(TTL, Limits { max_origins: 10, ..Limits::default() });
+    let t0 = Instant::now();
+    let flooder: IpAddr = "192.0.2.66".parse().unwrap();
+    let (honest, v6): (IpAddr, IpAddr) = ("198.51.100.7".parse().unwrap(), "2001:db8:1:2::9".parse().unwrap());
+    r.register_from(reg_at("honest", 1935), honest, t0).unwrap();
+    r.register_from(reg_at("v6", 1936), v6, t0).unwrap();
+    for i in 0..1000 {
+        let later = t0 + Duration::from_millis(i);
+        let what = r.register_from(reg_at(&format!("bogus{i}"), 9), flooder, later).unwrap();
+        if let Registered::Evicted(victim) = what {
+            assert!(victim.0.starts_with("bogus"), "the flood evicted {victim}");
+        }
+    }
+    assert!(r.origin(&oid("honest")).is_some() && r.origin(&oid("v6")).is_some());
+    // Another address of the same IPv6 /64 is the same network: its records share one load.
+    let same64: IpAddr = "2001:db8:1:2::10".parse().unwrap();
+    r.register_from(reg_at("v6b", 1937), same64, t0).unwrap();
+    assert_eq!(Network::of(v6), Network::of(same64));
+    assert_ne!(Network::of("::ffff:192.0.2.66".parse().unwrap()), Network::of(v6));
+    assert_eq!(Network::of("::ffff:192.0.2.66".parse().unwrap()), Network::of(flooder), "a mapped IPv4 peer");
+    // The most loaded network loses its oldest record, whoever registers.
+    let mut r = Registry::new(TTL, Limits { max_origins: 3, ..Limits::default() });
+    r.register_from(reg_at("a", 1), honest, t0).unwrap();
+    r.register_from(reg_at("b", 2), flooder, t0 + Duration::from_secs(1)).unwrap();
+    r.register_from(reg_at("c", 3), flooder, t0 + Duration::from_secs(2)).unwrap();
+    let evicted = r.register_from(reg_at("d", 4), honest, t0 + Duration::from_secs(3)).unwrap();
+    assert_eq!(evicted, Registered::Evicted(oid("b")));
 }
