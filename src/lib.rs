@@ -46,7 +46,8 @@
 //! - [`shard`]: glommio executors, listeners, connection gate, relays, traffic counters,
 //!   startup checks;
 //! - [`proxy`]: per-protocol connection handling;
-//! - [`control`]: the control thread, its System API and the shard bridge;
+//! - [`control`]: the control thread, its System API (auth, paged lists), origin probes, gRPC
+//!   and the shard bridge;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
