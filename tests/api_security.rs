@@ -444,6 +444,15 @@ fn auth_guards_the_views_metrics_and_grpc() {
     assert_eq!(services, ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "marchproxy.ModuleService"]);
     use tonic_health::pb::health_check_response::ServingStatus;
     assert!(wait_until(Duration::from_secs(5), || grpc_health(&p) == ServingStatus::Serving), "health stays open");
+    // The same with grpcio, a second, independent client.
+    let python = python_with("grpc")
+        .unwrap_or_else(|tried| panic!("no Python with grpcio ({tried}); scripts/test.sh installs it in target/py"));
+    let mut cmd = std::process::Command::new(python);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/auth_check.py");
+    cmd.args([script, &format!("127.0.0.1:{}", p.grpc), TOKEN]);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    eprintln!("{}{}", out.stdout, out.stderr);
+    assert!(out.status.is_some_and(|s| s.success()) && out.stdout.ends_with("OK\n"), "{}{}", out.stdout, out.stderr);
     healthy.assert_flowing(&mut p, "unauthenticated views, metrics and gRPC calls");
 
     // The metrics token alone, with auth off: /metrics needs it, the rest is as before.

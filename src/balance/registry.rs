@@ -161,9 +161,6 @@ impl Registry {
         }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
 
     pub fn ttl(&self) -> Duration {
         self.ttl

@@ -243,9 +243,9 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         }
     };
     state.borrow_mut().publish_snapshot();
+    auth::log_policy(&config);
     let _ = ready.send(Ok(listener.local_addr().unwrap_or(addr)));
     let (ask_tx, mut asks) = mpsc::channel::<grpc::Ask>(grpc::ASK_QUEUE);
-    auth::log_policy(&config);
     let grpc = tokio::task::spawn(grpc::serve(grpc_listener, ask_tx, auth::GrpcAuth::new(&config)));
     let api_state = state.clone();
     let api = tokio::task::spawn_local(http_server::serve(

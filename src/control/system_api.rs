@@ -176,7 +176,8 @@ fn origins(state: &State, page: &Page) -> Response {
         })
         .collect();
     let last = chosen.last().map(|o| o.id.0.as_str());
-    let mut answer = json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64() });
+    let (unproven, probing) = registry.unproven();
+    let mut answer = json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64(), "unproven": unproven, "probing": probing });
     extend(&mut answer, page.fields("/api/v1/origins", registry.origin_count(), last, more));
     answer["origins"] = Value::Array(values);
     Response::json(200, &answer)
