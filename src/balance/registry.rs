@@ -161,7 +161,6 @@ impl Registry {
         }
     }
 
-
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
