@@ -19,7 +19,10 @@ nginx-rtmp or SRS listening for RTMP on 127.0.0.1:1935:
   curl -X POST http://127.0.0.1:12025/api/v1/srs/register -H 'Content-Type: application/json' \
        -d '{"device_id":"origin1","ip":"127.0.0.1","server":"srv1","service":"svc1","pid":"1","rtmp":["1935"]}'
 
-  curl http://127.0.0.1:12025/api/v1/origins      # what is registered, and alive
+Registration is accepted from this host only until you pass --register-allow CIDR (or turn
+auth on with --http-api-auth-enabled on and a token); see "Security defaults" in the README.
+
+  curl http://127.0.0.1:12025/api/v1/origins      # what is registered, alive and proven
   curl http://127.0.0.1:12025/api/v1/streams      # which stream is pinned where
 
 Publish and play through the proxy:

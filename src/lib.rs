@@ -47,7 +47,8 @@
 //!   caught and a stalled session ended, both closed and counted: [`shard::conn`]), session
 //!   guards, relays, traffic counters, startup checks;
 //! - [`proxy`]: per-protocol connection handling;
-//! - [`control`]: the control thread, its System API and the shard bridge;
+//! - [`control`]: the control thread, its System API (auth, paged lists), origin probes, gRPC
+//!   and the shard bridge;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text
 //!   lines escape control characters; [`logging::throttle`] rate-limits warnings peers cause);
 //! - [`shard::backoff`]: the accept backoff every listener uses when descriptors run out.

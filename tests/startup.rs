@@ -60,6 +60,12 @@ fn help_documents_every_flag_and_its_variable() {
         "PROXY_HTTP_API_AUTH_ENABLED",
         "PROXY_HTTP_API_AUTH_TYPE",
         "PROXY_HTTP_API_AUTH_TOKEN",
+        "--register-allow",
+        "STREAMGATE_REGISTER_ALLOW",
+        "--metrics-token",
+        "STREAMGATE_METRICS_TOKEN",
+        "--max-origins",
+        "STREAMGATE_MAX_ORIGINS",
         "--env-file",
         "--grpc-max-connections",
         "STREAMGATE_GRPC_MAX_CONNECTIONS",
@@ -80,6 +86,18 @@ fn a_bad_value_from_the_environment_stops_startup_with_one_line() {
     assert_eq!(text.trim().lines().count(), 1, "{text}");
     assert!(text.contains("--origin-ttl") && text.contains("PROXY_ORIGIN_SERVER_TTL"), "{text}");
     assert!(text.contains("\"five minutes\" from the environment"), "{text}");
+}
+
+#[test]
+fn a_bad_network_list_stops_startup_naming_the_flag() {
+    let dir = TempDir::new("badallow");
+    let mut cmd = proxy_command(&dir, free_port(), free_port(), &[]);
+    cmd.env("STREAMGATE_REGISTER_ALLOW", "10.0.0.0/33");
+    let (code, text) = run_to_exit(&mut cmd);
+    assert_eq!(code, 2, "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert!(text.contains("--register-allow") && text.contains("STREAMGATE_REGISTER_ALLOW"), "{text}");
+    assert!(text.contains("/33"), "{text}");
 }
 
 #[test]

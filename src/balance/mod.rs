@@ -6,7 +6,8 @@
 //! - [`origin`]: registration requests and origin records;
 //! - [`stream_key`]: the `vhost/app/stream` key every protocol of one stream shares;
 //! - [`pick`]: rendezvous hashing and the immutable [`pick::Snapshot`] shards see;
-//! - [`registry`]: the control thread's origins, pins and session counts;
+//! - [`registry`]: the control thread's origins (proven or not, bounded, probed), pins and
+//!   session counts;
 //! - [`session`]: session kinds (protocol, role).
 //!
 //! Nothing here imports glommio or tokio (a test in `tests/layering.rs` keeps it so); time is a

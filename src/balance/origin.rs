@@ -5,13 +5,30 @@
 //! `empty pid`, `empty rtmp`); unknown fields such as SRS's `summaries` are ignored. Unlike the
 //! SRS proxy, the `ip` must be an IP address and every endpoint must parse, so a registration
 //! that could never be dialed is refused with the reason instead of failing at play time.
+//!
+//! Every registration is bounded ([`MAX_FIELD_BYTES`], [`MAX_IP_BYTES`], [`MAX_ENDPOINT_BYTES`],
+//! [`MAX_ENDPOINTS_PER_LIST`], [`MAX_ENDPOINTS`]), so one origin record costs at most a few KiB
+//! whatever its 64 KiB body held; a registration over a bound is refused naming the field and
+//! the limit. SRS sends one endpoint per protocol (two for WebRTC over UDP and TCP), far below
+//! these limits.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use serde::Deserialize;
 
 use super::endpoint::{self, Endpoint, EndpointError};
+
+/// Longest `server`, `service`, `pid` and `device_id`, in bytes.
+pub const MAX_FIELD_BYTES: usize = 128;
+/// Longest `ip`, in bytes (an IPv6 address in text is at most 45).
+pub const MAX_IP_BYTES: usize = 64;
+/// Longest endpoint string, in bytes (`udp://[IPv6]:PORT` is at most 55).
+pub const MAX_ENDPOINT_BYTES: usize = 64;
+/// Most endpoints in one protocol's list (`rtmp`, `http`, `api`, `srt`, `rtc`).
+pub const MAX_ENDPOINTS_PER_LIST: usize = 16;
+/// Most endpoints in all lists together.
+pub const MAX_ENDPOINTS: usize = 32;
 
 /// An origin's identity, `<server>-<service>-<pid>` as in the SRS proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +89,12 @@ pub enum RegisterError {
         #[source]
         source: EndpointError,
     },
+    #[error("{field} is {len} bytes long, over the limit of {max} bytes")]
+    TooLong { field: &'static str, len: usize, max: usize },
+    #[error("{list} has {count} endpoints, over the limit of {max} per protocol")]
+    TooManyEndpoints { list: &'static str, count: usize, max: usize },
+    #[error("{count} endpoints in all lists together, over the limit of {max}")]
+    TooManyInAll { count: usize, max: usize },
 }
 
 /// A validated registration.
@@ -104,28 +127,93 @@ impl Registration {
         let service = required(body.service, RegisterError::EmptyService)?;
         let pid = required(body.pid, RegisterError::EmptyPid)?;
         let rtmp = body.rtmp.filter(|l| !l.is_empty()).ok_or(RegisterError::EmptyRtmp)?;
+        let device_id = body.device_id.unwrap_or_default();
+        check_len("ip", &ip, MAX_IP_BYTES)?;
+        for (field, value) in [("server", &server), ("service", &service), ("pid", &pid), ("device_id", &device_id)] {
+            check_len(field, value, MAX_FIELD_BYTES)?;
+        }
+        let lists =
+            [("rtmp", Some(rtmp)), ("http", body.http), ("api", body.api), ("srt", body.srt), ("rtc", body.rtc)]
+                .map(|(name, l)| (name, l.unwrap_or_default()));
+        check_endpoint_counts(&lists)?;
         let ip = ip.parse().map_err(|_| RegisterError::BadIp(ip))?;
-        let list = |name: &'static str, l: Option<Vec<String>>| {
-            endpoint::parse_list(&l.unwrap_or_default())
-                .map_err(|source| RegisterError::BadEndpoint { list: name, source })
-        };
+        let [rtmp, http, api, srt, rtc] = lists.map(|(name, l)| {
+            endpoint::parse_list(&l).map_err(|source| RegisterError::BadEndpoint { list: name, source })
+        });
         Ok(Registration {
-            device_id: body.device_id.unwrap_or_default(),
+            device_id,
             ip,
             server,
             service,
             pid,
-            rtmp: list("rtmp", Some(rtmp))?,
-            http: list("http", body.http)?,
-            api: list("api", body.api)?,
-            srt: list("srt", body.srt)?,
-            rtc: list("rtc", body.rtc)?,
+            rtmp: rtmp?,
+            http: http?,
+            api: api?,
+            srt: srt?,
+            rtc: rtc?,
         })
     }
 
     /// The identity `<server>-<service>-<pid>`.
     pub fn id(&self) -> OriginId {
         OriginId(format!("{}-{}-{}", self.server, self.service, self.pid))
+    }
+
+    /// The address an RTMP session dials (the registered ip and the first TCP `rtmp` port), which
+    /// a probe dials to prove the origin; `None` when every `rtmp` endpoint is marked `udp://`.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        endpoint::first_tcp(&self.rtmp).map(|e| SocketAddr::new(self.ip, e.port))
+    }
+}
+
+/// How the proxy knows an origin is really there (see the registry's header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// A TCP connection to its RTMP address succeeded.
+    Probed,
+    /// The operator configured it (the default backend).
+    Configured,
+}
+
+impl Proof {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proof::Probed => "probe",
+            Proof::Configured => "configured",
+        }
+    }
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), RegisterError> {
+    if value.len() > max { Err(RegisterError::TooLong { field, len: value.len(), max }) } else { Ok(()) }
+}
+
+/// Bounds the endpoint lists before any is parsed: per list, per endpoint string, in all.
+fn check_endpoint_counts(lists: &[(&'static str, Vec<String>)]) -> Result<(), RegisterError> {
+    let mut total = 0;
+    for (list, entries) in lists {
+        if entries.len() > MAX_ENDPOINTS_PER_LIST {
+            return Err(RegisterError::TooManyEndpoints { list, count: entries.len(), max: MAX_ENDPOINTS_PER_LIST });
+        }
+        if let Some(long) = entries.iter().find(|e| e.len() > MAX_ENDPOINT_BYTES) {
+            let field = endpoint_field(list);
+            return Err(RegisterError::TooLong { field, len: long.len(), max: MAX_ENDPOINT_BYTES });
+        }
+        total += entries.len();
+    }
+    if total > MAX_ENDPOINTS {
+        return Err(RegisterError::TooManyInAll { count: total, max: MAX_ENDPOINTS });
+    }
+    Ok(())
+}
+
+fn endpoint_field(list: &str) -> &'static str {
+    match list {
+        "rtmp" => "an rtmp endpoint",
+        "http" => "an http endpoint",
+        "api" => "an api endpoint",
+        "srt" => "an srt endpoint",
+        _ => "an rtc endpoint",
     }
 }
 
@@ -140,9 +228,16 @@ pub struct Origin {
     pub first_seen: Instant,
     /// Its last heartbeat.
     pub last_seen: Instant,
+    /// Whether, and how, it was proven; unproven origins take new streams only while no proven
+    /// origin is alive.
+    pub proof: Option<Proof>,
 }
 
 impl Origin {
+    pub fn proven(&self) -> bool {
+        self.proof.is_some()
+    }
+
     /// Alive means heard from within `ttl` (strictly, as in the SRS proxy).
     pub fn is_alive(&self, now: Instant, ttl: std::time::Duration) -> bool {
         now.saturating_duration_since(self.last_seen) < ttl

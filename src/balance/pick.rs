@@ -2,6 +2,11 @@
 //! alive origins, with a fixed seed so every shard and every proxy instance running this code
 //! proposes the same origin for the same key and origin set. Adding or removing one origin
 //! moves only the keys that hash to it.
+//!
+//! Proven origins (see the registry's header) come first: a new stream goes to the best-scoring
+//! alive proven origin, and to the best-scoring alive unproven one only while no proven origin
+//! is alive, so origins nobody has reached cannot draw streams away from ones that work, and a
+//! setup whose origins cannot be probed behaves as if every origin were equal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +56,8 @@ pub fn score(key_hash: u64, id_hash: u64) -> u64 {
     mix(key_hash ^ id_hash)
 }
 
-/// The alive origin with the highest score for `key`; ties broken by id.
+/// The alive proven origin with the highest score for `key`, else the alive unproven one with
+/// the highest score; ties broken by id. One pass over `origins`.
 pub fn rendezvous<'a>(
     key: &StreamKey,
     origins: impl IntoIterator<Item = &'a Arc<Origin>>,
@@ -59,11 +65,19 @@ pub fn rendezvous<'a>(
     ttl: Duration,
 ) -> Result<&'a Arc<Origin>, PickError> {
     let kh = key_hash(key.as_str());
-    origins
-        .into_iter()
-        .filter(|o| o.is_alive(now, ttl))
-        .max_by_key(|o| (score(kh, o.id_hash), &o.id))
-        .ok_or_else(|| PickError::NoOriginAlive(key.to_string()))
+    // Proven first, then the score, in one integer: one comparison per origin.
+    let mut best: Option<(u128, &'a Arc<Origin>)> = None;
+    for o in origins {
+        if !o.is_alive(now, ttl) {
+            continue;
+        }
+        let rank = u128::from(o.proven()) << 64 | u128::from(score(kh, o.id_hash));
+        match best {
+            Some((r, b)) if r > rank || (r == rank && b.id >= o.id) => {}
+            _ => best = Some((rank, o)),
+        }
+    }
+    best.map(|(_, o)| o).ok_or_else(|| PickError::NoOriginAlive(key.to_string()))
 }
 
 /// What a shard knows of the registry: a versioned, immutable copy of the origins. New

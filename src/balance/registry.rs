@@ -10,28 +10,61 @@
 //!   after it died), at most `max_streams` streams (an unused pin is dropped one TTL after its
 //!   last session closed; a stream with neither pin nor session is forgotten).
 //!
+//! Proven and unproven origins. Anyone allowed to register can claim any address, so a record
+//! alone proves nothing. An origin is *proven* once the proxy has reached it: a TCP connection
+//! to its RTMP address (the registered ip and first TCP `rtmp` port, what an RTMP session
+//! dials) succeeded, or the operator configured it (the default backend). The control thread
+//! runs the probes that [`Registry::due_probes`] hands out and reports each with
+//! [`Registry::probe_done`]; the book in [`probes`] bounds them (a rate, a number in flight, a
+//! back-off per origin). Proof comes from probes only, not from sessions: a session can only
+//! reach an origin that was picked, so proving by sessions would let the first origin to get a
+//! stream take every later one from equally good origins the probe cannot reach (UDP-only
+//! origins). Then:
+//! - a new stream goes to a proven alive origin whenever one exists, to an unproven one only
+//!   when none does (single-origin setups and origins the probe cannot reach work as before);
+//!   an existing pin is kept while its origin is alive, proven or not;
+//! - a proof holds for the record's life while its RTMP address stays the same; a heartbeat
+//!   with a new address makes it unproven until probed again;
+//! - when the origin table is full, a new registration evicts an unproven origin instead of
+//!   being refused: one registered from the network (peer address, IPv6 /64) that holds the
+//!   most unproven origins, there one whose probe failed first, then the least recently heard.
+//!   So a flood from one network churns its own records while an origin registering from
+//!   elsewhere keeps its place until its probe. A proven origin is never evicted, and when
+//!   every origin is proven the registration is refused;
+//! - the book holds an entry exactly for each unproven origin (so it is bounded by
+//!   `max_origins`), and an eviction, a refresh and a probe handed out cost `O(log n)`.
+//!
 //! Pure data: time comes in as `now`, so tests drive it.
 
+pub mod probes;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Bound;
 
 use super::session::{Protocol, Role};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::origin::{Origin, OriginId, Registration};
+use super::origin::{Origin, OriginId, Proof, Registration};
 use super::pick::{self, PickError, Snapshot};
 use super::stream_key::StreamKey;
+pub use probes::{Network, ProbeLimits};
+
+/// Default of `max_origins`.
+pub const MAX_ORIGINS: usize = 10_000;
 
 /// Limits of the registry.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_origins: usize,
     pub max_streams: usize,
+    pub probes: ProbeLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_origins: 10_000, max_streams: 1_000_000 }
+        Limits { max_origins: MAX_ORIGINS, max_streams: 1_000_000, probes: ProbeLimits::default() }
     }
 }
 
@@ -61,16 +94,29 @@ impl Stream {
 }
 
 /// What a registration did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {
     New,
     Refreshed,
+    /// New, in the place of this unproven origin, evicted because the table was full.
+    Evicted(OriginId),
+}
+
+/// What a probe's result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The origin is proven now.
+    Proven,
+    /// It stays unproven and is probed again after its back-off.
+    Failed,
+    /// The origin is gone, proven meanwhile or has a new address: the result is dropped.
+    Stale,
 }
 
 /// Why a registration or claim was refused by the registry itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry full: {0} origins are registered")]
+    #[error("registry full: {0} origins are registered and every one is proven")]
     OriginsFull(usize),
     #[error("stream table full: {0} streams are known")]
     PinsFull(usize),
@@ -97,6 +143,8 @@ pub struct Registry {
     origins: BTreeMap<OriginId, Arc<Origin>>,
     alive_at_last_tick: BTreeSet<OriginId>,
     streams: HashMap<StreamKey, Stream>,
+    /// The unproven origins' probe and eviction order.
+    book: probes::Book,
     version: u64,
 }
 
@@ -108,6 +156,7 @@ impl Registry {
             origins: BTreeMap::new(),
             alive_at_last_tick: BTreeSet::new(),
             streams: HashMap::new(),
+            book: probes::Book::new(limits.probes),
             version: 0,
         }
     }
@@ -121,25 +170,128 @@ impl Registry {
         self.version
     }
 
-    /// Records a heartbeat.
+    /// Records a heartbeat sent from `peer`. A new origin is unproven; when the table is full it
+    /// takes the place of an unproven origin, or is refused if every origin is proven.
+    pub fn register_from(
+        &mut self,
+        reg: Registration,
+        peer: IpAddr,
+        now: Instant,
+    ) -> Result<Registered, RegistryError> {
+        self.insert(reg, None, Network::of(peer), now)
+    }
+
+    /// [`Registry::register_from`] for registrations made inside the process.
     pub fn register(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
+        self.insert(reg, None, Network::LOCAL, now)
+    }
+
+    /// Records a heartbeat of an origin the operator configured: proven from the start.
+    pub fn register_configured(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
+        self.insert(reg, Some(Proof::Configured), Network::LOCAL, now)
+    }
+
+    fn insert(
+        &mut self,
+        reg: Registration,
+        proof: Option<Proof>,
+        network: Network,
+        now: Instant,
+    ) -> Result<Registered, RegistryError> {
         let id = reg.id();
-        let (first_seen, what) = match self.origins.get(&id) {
-            Some(old) => (old.first_seen, Registered::Refreshed),
-            None if self.origins.len() >= self.limits.max_origins => {
-                return Err(RegistryError::OriginsFull(self.origins.len()));
+        let (first_seen, what, kept, moved) = match self.origins.get(&id) {
+            Some(old) => {
+                // A probe proved the address it dialed: a new RTMP address must be proven again.
+                let moved = old.registration.rtmp_addr() != reg.rtmp_addr();
+                let kept = old.proof.filter(|p| *p == Proof::Configured || !moved);
+                (old.first_seen, Registered::Refreshed, kept, moved)
             }
-            None => (now, Registered::New),
+            None if self.origins.len() >= self.limits.max_origins => {
+                let victim = self.book.victim().cloned().ok_or(RegistryError::OriginsFull(self.origins.len()))?;
+                self.evict(&victim);
+                (now, Registered::Evicted(victim), None, true)
+            }
+            None => (now, Registered::New, None, true),
         };
+        let proof = proof.or(kept);
+        match proof {
+            Some(_) => self.book.remove(&id),
+            None if moved || !self.book.contains(&id) => self.book.add(&id, network, now),
+            None => self.book.heard(&id, network, now),
+        }
         let id_hash = pick::id_hash(&id.0);
-        let origin = Origin { id: id.clone(), id_hash, registration: reg, first_seen, last_seen: now };
+        let origin = Origin { id: id.clone(), id_hash, registration: reg, first_seen, last_seen: now, proof };
         self.origins.insert(id, Arc::new(origin));
         self.version += 1;
         Ok(what)
     }
 
+    fn evict(&mut self, id: &OriginId) {
+        debug_assert!(self.origins.get(id).is_some_and(|o| !o.proven()), "only unproven origins are evicted");
+        self.origins.remove(id);
+        self.alive_at_last_tick.remove(id);
+        self.book.remove(id);
+    }
+
+    /// The probes to start now: each unproven alive origin's id and RTMP address, within the
+    /// book's limits. Every one must come back through [`Registry::probe_done`].
+    pub fn due_probes(&mut self, now: Instant) -> Vec<(OriginId, SocketAddr)> {
+        let mut out = Vec::new();
+        for id in self.book.due(now) {
+            let origin = self.origins.get(&id).filter(|o| o.is_alive(now, self.ttl));
+            match origin.and_then(|o| o.registration.rtmp_addr()) {
+                Some(addr) => out.push((id, addr)),
+                // Dead, or no TCP RTMP endpoint: nothing to dial; it waits its back-off.
+                None => self.book.failed(&id, now),
+            }
+        }
+        out
+    }
+
+    /// The result of a probe of `id` at `addr` that [`Registry::due_probes`] handed out.
+    pub fn probe_done(&mut self, id: &OriginId, addr: SocketAddr, reached: bool, now: Instant) -> ProbeOutcome {
+        let Some(origin) = self.origins.get(id) else { return ProbeOutcome::Stale };
+        if origin.proven() || origin.registration.rtmp_addr() != Some(addr) {
+            self.book.requeue(id, now);
+            return ProbeOutcome::Stale;
+        }
+        if !reached {
+            self.book.failed(id, now);
+            return ProbeOutcome::Failed;
+        }
+        self.book.remove(id);
+        let proven = Origin { proof: Some(Proof::Probed), ..Origin::clone(origin) };
+        self.origins.insert(id.clone(), Arc::new(proven));
+        self.version += 1;
+        ProbeOutcome::Proven
+    }
+
+    /// Failed probes of an unproven origin (`None` for a proven or unknown one).
+    pub fn probe_failures(&self, id: &OriginId) -> Option<u32> {
+        self.book.failures(id)
+    }
+
+    /// How many origins are unproven, and how many probes are in flight.
+    pub fn unproven(&self) -> (usize, usize) {
+        (self.book.len(), self.book.in_flight())
+    }
+
     pub fn origins(&self) -> impl Iterator<Item = &Arc<Origin>> {
         self.origins.values()
+    }
+
+    pub fn origin_count(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// Origins in id order, starting after `after` (from the first when `None`).
+    pub fn origins_after(&self, after: Option<&str>) -> impl Iterator<Item = &Arc<Origin>> {
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(OriginId(a.to_string())));
+        self.origins.range((start, Bound::Unbounded)).map(|(_, o)| o)
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
     }
 
     pub fn origin(&self, id: &OriginId) -> Option<&Arc<Origin>> {
@@ -159,9 +311,14 @@ impl Registry {
         self.origins.get(id).filter(|o| o.is_alive(now, self.ttl))
     }
 
+    fn any_proven_alive(&self, now: Instant) -> bool {
+        self.origins.values().any(|o| o.proven() && o.is_alive(now, self.ttl))
+    }
+
     /// The origin `key` is pinned to, pinning it now if needed: an existing pin to an alive
-    /// origin wins; else `proposed` (a shard's rendezvous choice) if it is alive; else this
-    /// registry's own rendezvous choice.
+    /// origin wins; else `proposed` (a shard's rendezvous choice) if it is alive and proven, or
+    /// unproven while no proven origin is alive (a shard's snapshot may be older than a proof);
+    /// else this registry's own rendezvous choice.
     pub fn claim(
         &mut self,
         key: &StreamKey,
@@ -171,7 +328,8 @@ impl Registry {
         if let Some(origin) = self.pin(key).and_then(|pin| self.alive(&pin.origin, now)) {
             return Ok(origin.clone());
         }
-        let origin = match proposed.and_then(|id| self.alive(id, now)) {
+        let proposed = proposed.and_then(|id| self.alive(id, now));
+        let origin = match proposed.filter(|o| o.proven() || !self.any_proven_alive(now)) {
             Some(o) => o.clone(),
             None => pick::rendezvous(key, self.origins.values(), now, self.ttl)?.clone(),
         };
@@ -219,6 +377,7 @@ impl Registry {
         report.forgotten = self.origins.values().filter(|o| forget(o)).map(|o| o.id.clone()).collect();
         for id in &report.forgotten {
             self.origins.remove(id);
+            self.book.remove(id);
         }
         let alive = &self.alive_at_last_tick;
         self.streams.retain(|key, stream| {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
-pub use values::{CpuList, GoDuration, ListenAddr, Switch};
+pub use values::{Cidr, CidrList, CpuList, GoDuration, ListenAddr, Switch};
 
 /// The flags, as clap sees them. Turned into [`Config`] by [`Cli::validate`].
 #[derive(Parser, Debug)]
@@ -258,7 +258,9 @@ pub struct Cli {
     #[arg(long, env = "PROXY_REDIS_KEY_PREFIX", value_name = "PREFIX", help_heading = "Redis")]
     pub redis_key_prefix: Option<String>,
 
-    /// Require `Authorization: Bearer <token>` on /api/v1/srs/register.
+    /// Require `Authorization: Bearer <token>` on /api/v1/srs/register, on the views
+    /// (/api/v1/origins, /api/v1/streams, /api/v1/shards, /metrics) and on gRPC ModuleService and
+    /// reflection. /api/v1/versions and grpc.health.v1 stay open.
     #[arg(
         long,
         env = "PROXY_HTTP_API_AUTH_ENABLED",
@@ -272,7 +274,7 @@ pub struct Cli {
     #[arg(long, env = "PROXY_HTTP_API_AUTH_TYPE", value_name = "TYPE", help_heading = "System API")]
     pub http_api_auth_type: Option<String>,
 
-    /// The bearer token origins must send.
+    /// The bearer token origins and API clients must send when auth is on.
     #[arg(
         long,
         env = "PROXY_HTTP_API_AUTH_TOKEN",
@@ -281,6 +283,35 @@ pub struct Cli {
         help_heading = "System API"
     )]
     pub http_api_auth_token: Option<String>,
+
+    /// Networks origins may register from, such as 10.0.0.0/8,fd00::/8 (a bare IP is one
+    /// address; 0.0.0.0/0,::/0 is everyone). Default: loopback only (127.0.0.0/8, ::1) when auth
+    /// is off; every peer that has the token when auth is on. Given with auth on, a peer needs
+    /// both. Others get 403.
+    #[arg(long, env = "STREAMGATE_REGISTER_ALLOW", value_name = "CIDR[,CIDR...]", help_heading = "System API")]
+    pub register_allow: Option<CidrList>,
+
+    /// A bearer token for /metrics alone, so Prometheus needs no registration token. Accepted on
+    /// /metrics besides the auth token; with auth off, /metrics then requires it.
+    #[arg(
+        long,
+        env = "STREAMGATE_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "System API"
+    )]
+    pub metrics_token: Option<String>,
+
+    /// Most origin records. When the table is full a new origin takes the place of one the proxy
+    /// has not reached (proven) yet; a proven origin is never evicted.
+    #[arg(
+        long,
+        env = "STREAMGATE_MAX_ORIGINS",
+        default_value_t = crate::balance::registry::MAX_ORIGINS,
+        value_name = "N",
+        help_heading = "Origins"
+    )]
+    pub max_origins: usize,
 
     /// Most streams with their own series in /metrics (bit rates, bytes, fps): those moving the
     /// most bits per second; the rest are only counted (streamgate_stream_series_omitted).
@@ -489,8 +520,14 @@ pub struct Config {
     pub load_balancer: LoadBalancer,
     pub redis: RedisConfig,
     pub default_backend: Option<DefaultBackend>,
-    /// The bearer token required on register, when auth is on.
+    /// The bearer token required on register, the views and gRPC, when auth is on.
     pub register_token: Option<String>,
+    /// Who may register: `None` for every peer (auth on, no `--register-allow`).
+    pub register_allow: Option<CidrList>,
+    /// A bearer token accepted on `/metrics` (besides `register_token`).
+    pub metrics_token: Option<String>,
+    /// Most origin records.
+    pub max_origins: usize,
     pub http_request_timeout: Duration,
     pub http_idle_timeout: Duration,
     pub http_origin_timeout: Duration,
@@ -612,6 +649,14 @@ impl Cli {
         }
         let register_token = self.register_token()?;
         let default_backend = self.default_backend()?;
+        if !(1..=1_000_000).contains(&self.max_origins) {
+            return Err(ConfigError::new("--max-origins", "must be from 1 to 1000000"));
+        }
+        let register_allow = match (&self.register_allow, &register_token) {
+            (Some(list), _) => Some(list.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(CidrList::loopback()),
+        };
         Ok(Config {
             listen: Listeners {
                 rtmp: self.rtmp_server,
@@ -639,6 +684,9 @@ impl Cli {
             },
             default_backend,
             register_token,
+            register_allow,
+            metrics_token: non_empty(self.metrics_token),
+            max_origins: self.max_origins,
             http_request_timeout: self.http_request_timeout.0,
             http_idle_timeout: self.http_idle_timeout.0,
             http_origin_timeout: self.http_origin_timeout.0,

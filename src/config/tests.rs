@@ -143,3 +143,32 @@ fn grpc_limits_have_defaults_and_refuse_zero() {
     let e = load(&["--grpc-idle-timeout", "0s"]).unwrap_err();
     assert!(e.contains("--grpc-idle-timeout") && e.contains("STREAMGATE_GRPC_IDLE_TIMEOUT"), "{e}");
 }
+
+#[test]
+fn registration_is_loopback_only_unless_told_otherwise() {
+    let c = load(&[]).unwrap();
+    assert_eq!(c.register_allow, Some(CidrList::loopback()), "auth off: loopback only");
+    let auth = ["--http-api-auth-enabled=on", "--http-api-auth-type=bearer", "--http-api-auth-token=t"];
+    assert_eq!(load(&auth).unwrap().register_allow, None, "auth on: any peer with the token");
+    let c = load(&["--register-allow", "10.0.0.0/8, 192.0.2.7"]).unwrap();
+    assert_eq!(c.register_allow.unwrap().to_string(), "10.0.0.0/8, 192.0.2.7/32");
+    let mut with_list = auth.to_vec();
+    with_list.extend(["--register-allow", "fd00::/8"]);
+    assert_eq!(load(&with_list).unwrap().register_allow.unwrap().to_string(), "fd00::/8", "auth on: both");
+    let e = load(&["--register-allow", "10.0.0.0/33"]).unwrap_err();
+    assert!(e.contains("--register-allow") && e.contains("STREAMGATE_REGISTER_ALLOW") && e.contains("/33"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    let e = load(&["--register-allow", "origin.example"]).unwrap_err();
+    assert!(e.contains("not a network"), "{e}");
+}
+
+#[test]
+fn metrics_token_and_max_origins() {
+    let c = load(&[]).unwrap();
+    assert_eq!((c.metrics_token, c.max_origins), (None, 10_000));
+    let c = load(&["--metrics-token", "m", "--max-origins", "50"]).unwrap();
+    assert_eq!((c.metrics_token.as_deref(), c.max_origins), (Some("m"), 50));
+    assert_eq!(load(&["--metrics-token", " "]).unwrap().metrics_token, None, "empty is none, like the other tokens");
+    let e = load(&["--max-origins", "0"]).unwrap_err();
+    assert!(e.contains("--max-origins") && e.contains("STREAMGATE_MAX_ORIGINS"), "{e}");
+}

@@ -1,5 +1,5 @@
-//! Value types of the command line: listen addresses, Go-style durations, on/off switches and
-//! CPU lists. Each parses with `FromStr` and fails with a message that says what was expected,
+//! Value types of the command line: listen addresses, Go-style durations, on/off switches,
+//! CPU lists and network lists. Each parses with `FromStr` and fails with a message that says what was expected,
 //! so clap can name the flag and the environment variable around it.
 
 use std::fmt;
@@ -146,9 +146,132 @@ impl FromStr for CpuList {
     }
 }
 
+/// A network, `IP/PREFIX` or a bare IP (one address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a
+    /// dual-stack listener sees an IPv4 peer) is compared as the IPv4 address it carries.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let (whole, bits) = (usize::from(prefix / 8), prefix % 8);
+    if net[..whole] != ip[..whole] {
+        return false;
+    }
+    bits == 0 || (net[whole] ^ ip[whole]) & (0xffu8 << (8 - bits)) == 0
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is not a network (write it like 10.0.0.0/8, 192.0.2.7 or fd00::/8)");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(format!("{s:?}: a prefix of /{prefix} is longer than the address ({max} bits)"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A comma-separated list of networks, such as `127.0.0.1,10.0.0.0/8,fd00::/8`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrList(pub Vec<Cidr>);
+
+impl FromStr for CidrList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let list =
+            s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::parse).collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err("the network list is empty".into());
+        }
+        Ok(CidrList(list))
+    }
+}
+
+impl CidrList {
+    /// The loopback networks, `127.0.0.0/8` and `::1/128`.
+    pub fn loopback() -> CidrList {
+        CidrList(vec![
+            Cidr { addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), prefix: 8 },
+            Cidr { addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), prefix: 128 },
+        ])
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+
+    /// Whether every address it holds is a loopback address.
+    pub fn is_loopback_only(&self) -> bool {
+        self.0.iter().all(|c| match c.addr {
+            IpAddr::V4(a) => a.is_loopback() && c.prefix >= 8,
+            IpAddr::V6(a) => a.is_loopback() && c.prefix == 128,
+        })
+    }
+}
+
+impl fmt::Display for CidrList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(Cidr::to_string).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks() {
+        let list: CidrList = "127.0.0.1, 10.0.0.0/8,fd00::/8,192.0.2.128/25".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(list.contains(ip("127.0.0.1")));
+        assert!(!list.contains(ip("127.0.0.2")), "a bare IP is one address");
+        assert!(list.contains(ip("10.255.0.1")));
+        assert!(list.contains(ip("::ffff:10.1.2.3")), "an IPv4-mapped peer is its IPv4 address");
+        assert!(list.contains(ip("fd12::1")));
+        assert!(!list.contains(ip("fe80::1")));
+        assert!(list.contains(ip("192.0.2.200")) && !list.contains(ip("192.0.2.127")));
+        assert!(CidrList::loopback().contains(ip("127.3.4.5")) && CidrList::loopback().contains(ip("::1")));
+        assert!(CidrList::loopback().is_loopback_only() && !list.is_loopback_only());
+        let any: CidrList = "0.0.0.0/0,::/0".parse().unwrap();
+        assert!(any.contains(ip("203.0.113.9")) && any.contains(ip("2001:db8::1")));
+        for bad in ["", ",", "10.0.0.0/33", "::/129", "host", "10.0.0.0/x", "10.0.0/8"] {
+            assert!(bad.parse::<CidrList>().is_err(), "{bad:?} should not parse");
+        }
+        assert_eq!(list.to_string(), "127.0.0.1/32, 10.0.0.0/8, fd00::/8, 192.0.2.128/25");
+    }
 
     fn listen(s: &str) -> Result<SocketAddr, String> {
         s.parse::<ListenAddr>().map(|l| l.0)

@@ -11,6 +11,8 @@
 //!
 //! Connections are capped (`--grpc-max-connections`, taken before `accept`) and closed after
 //! `--grpc-idle-timeout` without traffic; see [`super::grpc_listener`].
+//! With auth on, ModuleService and reflection sit behind [`super::auth::GrpcAuth`] (a bearer
+//! token in the `authorization` metadata); health stays open.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -103,7 +105,13 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
 
 /// Serves ModuleService, health and reflection on `listener` until the task is dropped, with
 /// the connection cap and idle timeout of `limits` ([`super::grpc_listener`]).
-pub async fn serve(listener: tokio::net::TcpListener, limits: GrpcLimits, asks: mpsc::Sender<Ask>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    limits: GrpcLimits,
+    asks: mpsc::Sender<Ask>,
+    auth: super::auth::GrpcAuth,
+) {
+    use tonic::service::interceptor::InterceptedService;
     let module = Module::new(asks);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -116,9 +124,9 @@ pub async fn serve(listener: tokio::net::TcpListener, limits: GrpcLimits, asks: 
     };
     tokio::spawn(follow_health(module.clone(), reporter));
     let served = tonic::transport::Server::builder()
-        .add_service(ModuleServiceServer::new(module))
+        .add_service(ModuleServiceServer::with_interceptor(module, auth.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(InterceptedService::new(reflection, auth))
         .serve_with_incoming(super::grpc_listener::incoming(listener, limits))
         .await;
     if let Err(e) = served {

@@ -1,19 +1,23 @@
 //! The control thread: a tokio current-thread runtime beside the shards. It owns the origin
 //! registry and the pin table, serves the System API, answers shard claims, keeps the default
-//! backend registered, expires origins once a second and publishes a new [`Snapshot`] to the
-//! shards whenever the origin set changes.
+//! backend registered, probes unproven origins ([`probe`]), expires origins once a second and
+//! publishes a new [`Snapshot`] to the shards whenever the origin set changes. [`auth`] decides
+//! who may register and read, for the System API and gRPC alike.
 //! It aggregates the shards' once-a-second reports ([`stats`]: traffic, publishers' media,
 //! per-shard counters) into [`State`].
 //!
 //! It stops when every shard has dropped its event sender (the shards have drained), so pins
 //! and session counts stay consistent to the end.
 
+pub mod auth;
 pub mod bridge;
 pub mod grpc;
 pub mod grpc_listener;
 pub mod health;
 pub mod http_server;
 pub mod metrics;
+pub mod paging;
+pub mod probe;
 pub mod process;
 pub mod stats;
 pub mod system_api;
@@ -188,9 +192,9 @@ pub struct ControlStart {
     pub events: mpsc::Receiver<ShardEvent>,
 }
 
-/// A fresh registry with the configured TTL.
+/// A fresh registry with the configured TTL and origin limit.
 pub fn new_registry(config: &Config) -> Registry {
-    Registry::new(config.origin_ttl, Limits::default())
+    Registry::new(config.origin_ttl, Limits { max_origins: config.max_origins, ..Limits::default() })
 }
 
 /// Runs the control thread until the shards are gone. `ready` gets the System API's bound
@@ -240,13 +244,14 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
         }
     };
     state.borrow_mut().publish_snapshot();
+    auth::log_policy(&config);
     let _ = ready.send(Ok(listener.local_addr().unwrap_or(addr)));
     let (ask_tx, mut asks) = mpsc::channel::<grpc::Ask>(grpc::ASK_QUEUE);
     let grpc_limits = grpc_listener::GrpcLimits {
         max_connections: config.grpc_max_connections,
         idle_timeout: config.grpc_idle_timeout,
     };
-    let grpc = tokio::task::spawn(grpc::serve(grpc_listener, grpc_limits, ask_tx));
+    let grpc = tokio::task::spawn(grpc::serve(grpc_listener, grpc_limits, ask_tx, auth::GrpcAuth::new(&config)));
     let api_state = state.clone();
     let api = tokio::task::spawn_local(http_server::serve(
         listener,
@@ -269,7 +274,10 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
                 Some(event) => state.borrow_mut().on_event(event),
                 None => break,
             },
-            _ = tick.tick() => state.borrow_mut().tick(),
+            _ = tick.tick() => {
+                state.borrow_mut().tick();
+                probe::start_due(&state);
+            }
             Some(ask) = asks.recv() => ask(&mut state.borrow_mut()),
         }
     }
@@ -313,7 +321,7 @@ async fn keep_registered(state: Rc<RefCell<State>>, registration: Registration) 
     loop {
         every.tick().await;
         let mut state = state.borrow_mut();
-        match state.registry.register(registration.clone(), Instant::now()) {
+        match state.registry.register_configured(registration.clone(), Instant::now()) {
             Ok(_) if first => log::info!("default backend {} registered at {}", registration.id(), registration.ip),
             Ok(_) => {}
             Err(e) => log::error!("default backend not registered: {e}"),

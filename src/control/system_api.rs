@@ -2,14 +2,16 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text; 401 without the bearer token when auth is on |
+//! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text or the bound a field broke; 401 without the bearer token when auth is on; 403 from a peer outside `--register-allow`; 503 when the origin table is full of proven origins |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
-//! | `GET /api/v1/origins` | every origin: id, device_id, ip, endpoints, seconds since its heartbeat, alive |
-//! | `GET /api/v1/streams` | every pinned stream: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
+//! | `GET /api/v1/origins` | a page of origins: id, device_id, ip, endpoints, seconds since its heartbeat, alive, proven |
+//! | `GET /api/v1/streams` | a page of streams: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
 //! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, connections closed after a panic (`panicked`) or as stalled (`stalled`) per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //!
-//! Handlers run on the control thread and borrow its state only between awaits.
+//! Who may call what is [`super::auth`]'s; the two lists are paged ([`super::paging`]), so no
+//! answer grows with the registry. Handlers run on the control thread and borrow its state only
+//! between awaits.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,7 +22,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::State;
+use super::auth::{self, Need};
 use super::http_server::error_response;
+use super::paging::{self, Page};
 use super::stats::{Listener, PickFailure, ShardCounters, StreamMedia};
 use crate::balance::Registration;
 use crate::balance::endpoint::Endpoint;
@@ -28,18 +32,51 @@ use crate::balance::registry::Registered;
 use crate::codec::http::{Request, Response};
 use crate::shard::tables::TableSizes;
 
-/// Routes one request.
-pub async fn handle(state: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer: SocketAddr) -> Response {
-    let mut state = state.borrow_mut();
+/// What a path needs from its caller.
+fn need(path: &str) -> Need {
+    match path {
+        "/api/v1/srs/register" => Need::Register,
+        "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" => Need::Admin,
+        "/metrics" => Need::Metrics,
+        _ => Need::Nothing,
+    }
+}
+
+/// Checks who is asking, then routes one request.
+pub async fn handle(shared: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer: SocketAddr) -> Response {
+    let need = need(&req.path);
+    let resp = {
+        let mut state = shared.borrow_mut();
+        if let Err(e) = auth::check_http(&state.config, &req, peer, need) {
+            match need {
+                Need::Register => log::warn!("register from {peer} refused: {e}"),
+                _ => log::debug!("{} {} from {peer} refused: {e}", req.method, req.path),
+            }
+            return e.response();
+        }
+        route(&mut state, &req, &body, peer)
+    };
+    if need == Need::Register {
+        super::probe::start_due(&shared);
+    }
+    resp
+}
+
+fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> Response {
+    let page = || Page::from_query(req.query.as_deref());
     match (req.method.as_str(), req.path.as_str()) {
-        ("POST" | "PUT", "/api/v1/srs/register") => register(&mut state, &req, &body, peer),
+        ("POST" | "PUT", "/api/v1/srs/register") => register(state, body, peer),
         (_, "/api/v1/srs/register") => method_not_allowed("POST"),
         ("GET" | "HEAD", "/api/v1/versions") => versions(),
-        ("GET" | "HEAD", "/api/v1/origins") => origins(&state),
-        ("GET" | "HEAD", "/api/v1/streams") => streams(&state),
-        ("GET" | "HEAD", "/api/v1/shards") => shards(&state),
+        ("GET" | "HEAD", "/api/v1/origins") => {
+            page().map_or_else(|e| error_response(400, &e.to_string()), |p| origins(state, &p))
+        }
+        ("GET" | "HEAD", "/api/v1/streams") => {
+            page().map_or_else(|e| error_response(400, &e.to_string()), |p| streams(state, &p))
+        }
+        ("GET" | "HEAD", "/api/v1/shards") => shards(state),
         ("GET" | "HEAD", "/metrics") => {
-            Response::new(200, super::metrics::CONTENT_TYPE, super::metrics::render(&state, Instant::now()))
+            Response::new(200, super::metrics::CONTENT_TYPE, super::metrics::render(state, Instant::now()))
         }
         (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" | "/metrics") => {
             method_not_allowed("GET")
@@ -64,13 +101,7 @@ pub fn versions() -> Response {
     )
 }
 
-fn register(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> Response {
-    if let Some(token) = &state.config.register_token
-        && !bearer_matches(req.header("authorization"), token)
-    {
-        log::warn!("register from {peer} refused: missing or wrong bearer token");
-        return error_response(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
-    }
+fn register(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
     let registration = match Registration::from_json(body) {
         Ok(r) => r,
         Err(e) => {
@@ -79,9 +110,12 @@ fn register(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> 
         }
     };
     let summary = describe(&registration);
-    match state.registry.register(registration, Instant::now()) {
+    match state.registry.register_from(registration, peer.ip(), Instant::now()) {
         Ok(Registered::New) => log::info!("origin registered from {peer}: {summary}"),
         Ok(Registered::Refreshed) => log::debug!("origin heartbeat from {peer}: {summary}"),
+        Ok(Registered::Evicted(old)) => {
+            log::info!("origin registered from {peer} in the place of unproven origin {old} (table full): {summary}")
+        }
         Err(e) => {
             log::warn!("register from {peer} refused: {e}");
             return error_response(503, &e.to_string());
@@ -89,19 +123,6 @@ fn register(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> 
     }
     state.publish_snapshot();
     Response::json(200, &json!({ "code": 0, "pid": std::process::id().to_string() }))
-}
-
-/// Constant-time comparison of `Authorization: Bearer <token>` against the expected token.
-pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    let (given, expected) = (given.trim().as_bytes(), expected.as_bytes());
-    let mut diff = given.len() ^ expected.len();
-    for (i, e) in expected.iter().enumerate() {
-        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ e);
-    }
-    diff == 0 && !expected.is_empty()
 }
 
 fn describe(r: &Registration) -> String {
@@ -123,12 +144,15 @@ fn endpoints(list: &[Endpoint]) -> Value {
     list.iter().map(|e| Value::String(e.to_string())).collect()
 }
 
-fn origins(state: &State) -> Response {
+fn origins(state: &State, page: &Page) -> Response {
     let now = Instant::now();
-    let ttl = state.registry.ttl();
-    let list: Vec<Value> = state
-        .registry
-        .origins()
+    let registry = &state.registry;
+    let ttl = registry.ttl();
+    let mut list = registry.origins_after(page.after.as_deref());
+    let chosen: Vec<_> = list.by_ref().take(page.limit).collect();
+    let more = list.next().is_some();
+    let values: Vec<Value> = chosen
+        .iter()
         .map(|o| {
             let r = &o.registration;
             json!({
@@ -145,22 +169,37 @@ fn origins(state: &State) -> Response {
                 "heartbeat_age_seconds": now.saturating_duration_since(o.last_seen).as_secs_f64(),
                 "registered_seconds": now.saturating_duration_since(o.first_seen).as_secs_f64(),
                 "alive": o.is_alive(now, ttl),
+                "proven": o.proven(),
+                "proof": o.proof.map(|p| p.name()),
+                "probe_failures": registry.probe_failures(&o.id),
             })
         })
         .collect();
-    Response::json(200, &json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64(), "origins": list }))
+    let last = chosen.last().map(|o| o.id.0.as_str());
+    let (unproven, probing) = registry.unproven();
+    let mut answer = json!({ "code": 0, "ttl_seconds": ttl.as_secs_f64(), "unproven": unproven, "probing": probing });
+    extend(&mut answer, page.fields("/api/v1/origins", registry.origin_count(), last, more));
+    answer["origins"] = Value::Array(values);
+    Response::json(200, &answer)
 }
 
-fn streams(state: &State) -> Response {
+fn extend(answer: &mut Value, fields: [(&'static str, Value); 3]) {
+    for (name, value) in fields {
+        answer[name] = value;
+    }
+}
+
+fn streams(state: &State, page: &Page) -> Response {
     let now = Instant::now();
-    let mut list: Vec<(&str, Value)> = state
-        .registry
-        .streams()
-        .map(|(key, stream)| {
-            let traffic = state.traffic.get(key);
+    let all = state.registry.streams().map(|(key, stream)| (key.as_str(), (key, stream)));
+    let (chosen, more) = paging::smallest_after(all, page.after.as_deref(), page.limit);
+    let list: Vec<Value> = chosen
+        .iter()
+        .map(|(_, (key, stream))| {
+            let traffic = state.traffic.get(*key);
             let sessions: serde_json::Map<String, Value> =
                 stream.sessions.iter().map(|((p, r), n)| (format!("{}_{}", p.name(), r.name()), json!(n))).collect();
-            let value = json!({
+            json!({
                 "key": key.as_str(),
                 "origin": stream.pin.as_ref().map(|p| p.origin.0.as_str()),
                 "pinned_seconds": stream.pin.as_ref().map(|p| now.saturating_duration_since(p.since).as_secs_f64()),
@@ -175,14 +214,15 @@ fn streams(state: &State) -> Response {
                     .iter()
                     .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
                     .collect()),
-                "media": state.media.get(key).map(|m| media(m, now)),
-            });
-            (key.as_str(), value)
+                "media": state.media.get(*key).map(|m| media(m, now)),
+            })
         })
         .collect();
-    list.sort_by(|a, b| a.0.cmp(b.0));
-    let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
-    Response::json(200, &json!({ "code": 0, "streams": list }))
+    let last = chosen.last().map(|(k, _)| *k);
+    let mut answer = json!({ "code": 0 });
+    extend(&mut answer, page.fields("/api/v1/streams", state.registry.stream_count(), last, more));
+    answer["streams"] = Value::Array(list);
+    Response::json(200, &answer)
 }
 
 fn table_sizes(t: &TableSizes) -> Value {
@@ -278,20 +318,4 @@ fn shards(state: &State) -> Response {
             "shards": list,
         }),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer_matches;
-
-    #[test]
-    fn bearer_tokens() {
-        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
-        assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
-        assert!(!bearer_matches(Some("Bearer s3cretX"), "s3cret"));
-        assert!(!bearer_matches(Some("bearer s3cret"), "s3cret"));
-        assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
-        assert!(!bearer_matches(None, "s3cret"));
-        assert!(!bearer_matches(Some("Bearer "), ""));
-    }
 }

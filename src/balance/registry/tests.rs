@@ -1,5 +1,7 @@
+use super::probes::ProbeLimits;
 use super::*;
 use proptest::prelude::*;
+use std::net::IpAddr;
 
 const RTMP_PLAY: (Protocol, Role) = (Protocol::Rtmp, Role::Play);
 
@@ -114,12 +116,15 @@ fn tick_expires_forgets_and_unpins() {
 
 #[test]
 fn limits_bound_the_tables() {
-    let mut r = Registry::new(TTL, Limits { max_origins: 2, max_streams: 1 });
+    let mut r = Registry::new(TTL, Limits { max_origins: 2, max_streams: 1, ..Limits::default() });
     let t0 = Instant::now();
     r.register(reg("s", "a", "1"), t0).unwrap();
     r.register(reg("s", "b", "1"), t0).unwrap();
-    assert_eq!(r.register(reg("s", "c", "1"), t0), Err(RegistryError::OriginsFull(2)));
-    r.register(reg("s", "a", "1"), t0).expect("a refresh needs no room");
+    // Full of unproven origins: a newcomer takes the place of one (see the eviction tests).
+    assert_eq!(r.register(reg("s", "c", "1"), t0), Ok(Registered::Evicted(OriginId("s-a-1".into()))));
+    probe_round(&mut r, t0, |_| true);
+    assert_eq!(r.register(reg("s", "d", "1"), t0), Err(RegistryError::OriginsFull(2)), "full of proven origins");
+    r.register(reg("s", "b", "1"), t0).expect("a refresh needs no room");
     r.claim(&key("a"), None, t0).unwrap();
     assert_eq!(r.claim(&key("b"), None, t0).unwrap_err(), RegistryError::PinsFull(1));
 }
@@ -290,4 +295,285 @@ fn concurrent_claims_from_threads_agree() {
         assert_eq!(*first, id, "stream {k} was served by two origins");
     }
     assert_eq!(seen.len(), 97);
+}
+
+fn reg_at(server: &str, rtmp: u16) -> Registration {
+    let body = format!(r#"{{"ip":"127.0.0.1","server":"{server}","service":"s","pid":"1","rtmp":["{rtmp}"]}}"#);
+    Registration::from_json(body.as_bytes()).unwrap()
+}
+
+fn oid(server: &str) -> OriginId {
+    OriginId(format!("{server}-s-1"))
+}
+
+/// Hands out every due probe and answers it: `reached(id)` decides.
+fn probe_round(r: &mut Registry, now: Instant, reached: impl Fn(&OriginId) -> bool) -> Vec<(OriginId, ProbeOutcome)> {
+    let due = r.due_probes(now);
+    due.into_iter().map(|(id, addr)| (id.clone(), r.probe_done(&id, addr, reached(&id), now))).collect()
+}
+
+#[test]
+fn unproven_origins_take_new_streams_only_while_no_proven_one_is_alive() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    for s in ["a", "b", "c"] {
+        r.register(reg_at(s, 1935), t0).unwrap();
+    }
+    let early = r.claim(&key("early"), None, t0).unwrap().id.clone();
+    assert!(!r.origin(&early).unwrap().proven(), "with no proven origin the unproven ones serve");
+    let outcomes = probe_round(&mut r, t0, |id| *id == oid("b"));
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.contains(&(oid("b"), ProbeOutcome::Proven)));
+    assert!(r.origin(&oid("b")).unwrap().proven() && !r.origin(&oid("a")).unwrap().proven());
+    let snap = r.snapshot();
+    for i in 0..50 {
+        let k = key(&format!("new{i}"));
+        assert_eq!(snap.propose(&k, t0).unwrap().id, oid("b"), "shards propose the proven origin");
+        // A shard's stale proposal of an unproven origin is overridden.
+        assert_eq!(r.claim(&k, Some(&oid("a")), t0).unwrap().id, oid("b"));
+    }
+    assert_eq!(r.claim(&key("early"), None, t0).unwrap().id, early, "an existing pin is kept");
+    // b stops heart-beating: new streams fall back to the unproven origins.
+    let t1 = t0 + TTL;
+    r.register(reg_at("a", 1935), t1).unwrap();
+    r.register(reg_at("c", 1935), t1).unwrap();
+    let fallback = r.claim(&key("late"), Some(&oid("c")), t1).unwrap();
+    assert_eq!(fallback.id, oid("c"), "with no proven origin alive, a proposal of an unproven one stands");
+}
+
+#[test]
+fn a_full_table_evicts_unproven_origins_never_proven_ones() {
+    let mut r = Registry::new(TTL, Limits { max_origins: 3, ..Limits::default() });
+    let t0 = Instant::now();
+    r.register(reg_at("proven", 1935), t0).unwrap();
+    r.register(reg_at("dead-end", 1936), t0).unwrap();
+    probe_round(&mut r, t0, |id| *id == oid("proven"));
+    let t1 = t0 + Duration::from_secs(1);
+    r.register(reg_at("old", 1937), t1).unwrap();
+    let t2 = t1 + Duration::from_secs(1);
+    // The table is full: the failed one goes first, then the least recently heard.
+    assert_eq!(r.register(reg_at("n1", 1938), t2).unwrap(), Registered::Evicted(oid("dead-end")));
+    let t3 = t2 + Duration::from_secs(1);
+    r.register(reg_at("n1", 1938), t3).unwrap(); // a heartbeat moves n1 behind "old"
+    assert_eq!(r.register(reg_at("n2", 1939), t3).unwrap(), Registered::Evicted(oid("old")));
+    assert_eq!(r.origins().count(), 3);
+    assert!(r.origin(&oid("proven")).is_some());
+    assert_eq!(r.tick(t3).expired, Vec::<OriginId>::new(), "an eviction is not reported as a death");
+    // Every origin proven: a new one is refused, a refresh still works.
+    probe_round(&mut r, t3, |_| true);
+    assert_eq!(r.register(reg_at("n3", 1940), t3), Err(RegistryError::OriginsFull(3)));
+    assert_eq!(r.register(reg_at("n1", 1938), t3).unwrap(), Registered::Refreshed);
+    assert_eq!(r.unproven(), (0, 0));
+}
+
+#[test]
+fn probes_are_rate_limited_bounded_and_back_off() {
+    let probes = ProbeLimits {
+        per_second: 4,
+        in_flight: 2,
+        backoff: Duration::from_secs(5),
+        backoff_max: Duration::from_secs(12),
+    };
+    let mut r = Registry::new(TTL, Limits { probes, ..Limits::default() });
+    let t0 = Instant::now();
+    for i in 0..10 {
+        r.register(reg_at(&format!("o{i}"), 2000 + i), t0).unwrap();
+    }
+    let first = r.due_probes(t0);
+    assert_eq!(first.len(), 2, "at most 2 in flight");
+    assert!(r.due_probes(t0).is_empty(), "none while 2 are in flight");
+    for (id, addr) in &first {
+        assert_eq!(r.probe_done(id, *addr, false, t0), ProbeOutcome::Failed);
+    }
+    assert_eq!(probe_round(&mut r, t0, |_| false).len(), 2, "two more tokens this second");
+    assert!(r.due_probes(t0).is_empty(), "4 a second");
+    let half = t0 + Duration::from_millis(500);
+    assert_eq!(probe_round(&mut r, half, |_| false).len(), 2, "half a second earns 2");
+    assert_eq!(r.unproven(), (10, 0), "nothing left in flight");
+
+    // One origin failing again and again: due after 5 s, then 10 s, then at most 12 s.
+    let mut r = Registry::new(TTL, Limits { probes, ..Limits::default() });
+    r.register(reg_at("solo", 1935), t0).unwrap();
+    let mut at = t0;
+    for wait in [0, 5, 10, 12, 12] {
+        let due_at = at + Duration::from_secs(wait);
+        if wait > 0 {
+            assert!(r.due_probes(due_at - Duration::from_millis(1)).is_empty(), "due before its back-off of {wait}s");
+        }
+        assert_eq!(probe_round(&mut r, due_at, |_| false), vec![(oid("solo"), ProbeOutcome::Failed)], "{wait}s");
+        at = due_at;
+    }
+    assert_eq!(r.probe_failures(&oid("solo")), Some(5));
+    assert_eq!(probe_round(&mut r, at + Duration::from_secs(12), |_| true), vec![(oid("solo"), ProbeOutcome::Proven)]);
+    assert_eq!(r.probe_failures(&oid("solo")), None);
+}
+
+#[test]
+fn a_proof_holds_for_one_address() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    r.register(reg_at("a", 1935), t0).unwrap();
+    probe_round(&mut r, t0, |_| true);
+    assert!(r.origin(&oid("a")).unwrap().proven());
+    r.register(reg_at("a", 1935), t0).unwrap();
+    assert!(r.origin(&oid("a")).unwrap().proven(), "a heartbeat keeps the proof");
+    r.register(reg_at("a", 1936), t0).unwrap();
+    assert!(!r.origin(&oid("a")).unwrap().proven(), "a new RTMP address must be proven again");
+    let due = r.due_probes(t0);
+    assert_eq!(due, vec![(oid("a"), "127.0.0.1:1936".parse().unwrap())]);
+    // The address changes again while that probe is out: its result no longer counts.
+    r.register(reg_at("a", 1937), t0).unwrap();
+    assert_eq!(r.probe_done(&due[0].0, due[0].1, true, t0), ProbeOutcome::Stale);
+    assert!(!r.origin(&oid("a")).unwrap().proven());
+    assert_eq!(r.due_probes(t0), vec![(oid("a"), "127.0.0.1:1937".parse().unwrap())]);
+}
+
+#[test]
+fn gone_origins_and_configured_ones() {
+    let mut r = Registry::new(TTL, Limits { max_origins: 1, ..Limits::default() });
+    let t0 = Instant::now();
+    r.register(reg_at("a", 1935), t0).unwrap();
+    let due = r.due_probes(t0);
+    // Evicted while its probe is out: the result is dropped and nothing stays in flight.
+    assert_eq!(r.register(reg_at("b", 1936), t0).unwrap(), Registered::Evicted(oid("a")));
+    assert_eq!(r.probe_done(&due[0].0, due[0].1, true, t0), ProbeOutcome::Stale);
+    assert_eq!(r.unproven(), (1, 0));
+    // Forgotten (dead for two TTLs) while its probe is out: the same.
+    let due = r.due_probes(t0);
+    r.tick(t0 + TTL * 2);
+    assert!(r.origins().next().is_none());
+    assert_eq!(r.probe_done(&due[0].0, due[0].1, true, t0), ProbeOutcome::Stale);
+    assert_eq!(r.unproven(), (0, 0));
+    // The operator's default backend is proven from the start and never probed.
+    assert_eq!(r.register_configured(reg_at("default", 1935), t0).unwrap(), Registered::New);
+    assert_eq!(r.origin(&oid("default")).unwrap().proof, Some(Proof::Configured));
+    assert!(r.due_probes(t0).is_empty());
+    assert_eq!(r.register(reg_at("x", 1), t0), Err(RegistryError::OriginsFull(1)), "a configured origin stays");
+    // A dead unproven origin is not dialed: it waits its back-off.
+    let mut r = Registry::new(TTL, Limits::default());
+    r.register(reg_at("late", 1935), t0).unwrap();
+    assert!(r.due_probes(t0 + TTL).is_empty());
+    assert_eq!(r.probe_failures(&oid("late")), Some(1));
+}
+
+#[test]
+fn origins_page_in_id_order() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    for s in ["c", "a", "b"] {
+        r.register(reg_at(s, 1935), t0).unwrap();
+    }
+    let ids = |after: Option<&str>| r.origins_after(after).map(|o| o.id.0.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(None), ["a-s-1", "b-s-1", "c-s-1"]);
+    assert_eq!(ids(Some("a-s-1")), ["b-s-1", "c-s-1"]);
+    assert_eq!(ids(Some("b")), ["b-s-1", "c-s-1"], "a cursor need not be an id");
+    assert!(ids(Some("c-s-1")).is_empty());
+}
+
+/// What the origin-table property test does.
+#[derive(Clone, Debug)]
+enum TableOp {
+    Register(u8),
+    Advance(u16),
+    /// Answer every due probe; origin `o` is reachable when bit `o` is set.
+    Probes(u8),
+    Claim(u8),
+}
+
+fn table_op() -> impl Strategy<Value = TableOp> {
+    prop_oneof![
+        5 => (0u8..8).prop_map(TableOp::Register),
+        1 => (0u16..120).prop_map(TableOp::Advance),
+        2 => any::<u8>().prop_map(TableOp::Probes),
+        3 => (0u8..20).prop_map(TableOp::Claim),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// With a table of 4 and 8 origins coming and going: the table never holds more than 4, a
+    /// proven origin is never evicted (nor refused a refresh), probes in flight never exceed
+    /// their bound, and a new stream never goes to an unproven origin while a proven one is alive.
+    #[test]
+    fn proven_origins_are_never_evicted_or_passed_over(ops in proptest::collection::vec(table_op(), 1..150)) {
+        let probes = ProbeLimits { per_second: 3, in_flight: 2, ..ProbeLimits::default() };
+        let mut r = Registry::new(TTL, Limits { max_origins: 4, probes, ..Limits::default() });
+        let mut now = Instant::now();
+        let mut proven: BTreeSet<OriginId> = BTreeSet::new();
+        for op in ops {
+            match op {
+                TableOp::Register(o) => {
+                    let id = oid(&format!("o{o}"));
+                    match r.register(reg_at(&format!("o{o}"), 3000 + u16::from(o)), now) {
+                        Ok(Registered::Evicted(victim)) => prop_assert!(!proven.contains(&victim), "evicted proven {victim}"),
+                        Ok(_) => {}
+                        Err(RegistryError::OriginsFull(_)) => {
+                            prop_assert!(!proven.contains(&id), "a proven origin's refresh was refused");
+                            prop_assert!(r.origins().all(|o| o.proven()), "refused while an unproven origin could go");
+                        }
+                        Err(e) => prop_assert!(false, "{e}"),
+                    }
+                }
+                TableOp::Advance(s) => now += Duration::from_secs(s.into()),
+                TableOp::Probes(mask) => {
+                    for (id, outcome) in probe_round(&mut r, now, |id| {
+                        let o: u32 = id.0[1..id.0.len() - 4].parse().unwrap();
+                        mask & (1 << o) != 0
+                    }) {
+                        if outcome == ProbeOutcome::Proven {
+                            proven.insert(id);
+                        }
+                    }
+                }
+                TableOp::Claim(k) => {
+                    let k = key(&format!("p{k}"));
+                    let pinned = r.pin(&k).and_then(|p| r.origin(&p.origin)).is_some_and(|o| o.is_alive(now, TTL));
+                    if let Ok(origin) = r.claim(&k, None, now)
+                        && !pinned
+                    {
+                        let proven_alive = r.origins().any(|o| o.proven() && o.is_alive(now, TTL));
+                        prop_assert!(origin.proven() || !proven_alive, "new pin on unproven {} beside a proven one", origin.id);
+                    }
+                }
+            }
+            prop_assert!(r.origins().count() <= 4);
+            prop_assert!(r.unproven().1 <= 2);
+            for id in &proven {
+                prop_assert!(r.origin(id).is_some_and(|o| o.proven()), "proven {id} was lost");
+            }
+            prop_assert_eq!(r.unproven().0, r.origins().filter(|o| !o.proven()).count());
+        }
+    }
+}
+
+#[test]
+fn a_flood_from_one_network_evicts_its_own_records() {
+    let mut r = Registry::new(TTL, Limits { max_origins: 10, ..Limits::default() });
+    let t0 = Instant::now();
+    let flooder: IpAddr = "192.0.2.66".parse().unwrap();
+    let (honest, v6): (IpAddr, IpAddr) = ("198.51.100.7".parse().unwrap(), "2001:db8:1:2::9".parse().unwrap());
+    r.register_from(reg_at("honest", 1935), honest, t0).unwrap();
+    r.register_from(reg_at("v6", 1936), v6, t0).unwrap();
+    for i in 0..1000 {
+        let later = t0 + Duration::from_millis(i);
+        let what = r.register_from(reg_at(&format!("bogus{i}"), 9), flooder, later).unwrap();
+        if let Registered::Evicted(victim) = what {
+            assert!(victim.0.starts_with("bogus"), "the flood evicted {victim}");
+        }
+    }
+    assert!(r.origin(&oid("honest")).is_some() && r.origin(&oid("v6")).is_some());
+    // Another address of the same IPv6 /64 is the same network: its records share one load.
+    let same64: IpAddr = "2001:db8:1:2::10".parse().unwrap();
+    r.register_from(reg_at("v6b", 1937), same64, t0).unwrap();
+    assert_eq!(Network::of(v6), Network::of(same64));
+    assert_ne!(Network::of("::ffff:192.0.2.66".parse().unwrap()), Network::of(v6));
+    assert_eq!(Network::of("::ffff:192.0.2.66".parse().unwrap()), Network::of(flooder), "a mapped IPv4 peer");
+    // The most loaded network loses its oldest record, whoever registers.
+    let mut r = Registry::new(TTL, Limits { max_origins: 3, ..Limits::default() });
+    r.register_from(reg_at("a", 1), honest, t0).unwrap();
+    r.register_from(reg_at("b", 2), flooder, t0 + Duration::from_secs(1)).unwrap();
+    r.register_from(reg_at("c", 3), flooder, t0 + Duration::from_secs(2)).unwrap();
+    let evicted = r.register_from(reg_at("d", 4), honest, t0 + Duration::from_secs(3)).unwrap();
+    assert_eq!(evicted, Registered::Evicted(oid("b")));
 }
