@@ -1,5 +1,6 @@
 //! Per-protocol connection handling on the shards: codec + balance + shard I/O.
 //!
+//! - [`http`]: the HTTP/1 server of the two HTTP listeners, and the client that asks origins.
 //! - [`rtmp`]: RTMP publish and play.
 //! - [`http_stream`]: HTTP-FLV, HTTP-TS and HLS players, static files.
 //! - [`webrtc`]: WHIP/WHEP signalling and the WebRTC media relay.
@@ -13,6 +14,7 @@
 //! ([`propose`], [`claim_failed`]), and by each protocol where its origin lacks the endpoint,
 //! cannot be reached or refuses ([`failed`]).
 
+pub mod http;
 pub mod http_stream;
 pub mod rtmp;
 pub mod srt;

@@ -171,7 +171,7 @@ async fn run(
             accept_loop(&shard, rtmp, Listener::Rtmp, shutdown.clone(), crate::proxy::rtmp::serve),
             accept_loop(&shard, http, Listener::HttpStream, shutdown.clone(), crate::proxy::http_stream::serve),
         ),
-        accept_loop(&shard, api, Listener::HttpApi, shutdown, crate::proxy::http_stream::serve_api),
+        accept_loop(&shard, api, Listener::HttpApi, shutdown, crate::proxy::webrtc::signal::serve),
     )
     .await;
     drain(&shard).await;

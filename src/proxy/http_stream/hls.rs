@@ -13,19 +13,15 @@
 //! A non-2xx answer passes through unchanged (a player retries a playlist that is not there
 //! yet).
 
-use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Instant;
 
-use glommio::net::TcpStream;
-
-use super::origin::{self, OriginError};
-use super::{Next, cors, reply, text};
-use crate::balance::StreamKey;
 use crate::balance::stream_key::query_param;
-use crate::codec::http::{self, Request, Response};
+use crate::balance::{Origin, StreamKey};
+use crate::codec::http::{Request, Response};
 use crate::codec::m3u8;
 use crate::control::bridge::{Protocol, Role};
+use crate::proxy::http::origin::{self, OriginError};
+use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
 use crate::shard::Shard;
 
 /// The query parameter that carries the HLS id (the SRS proxy's name).
@@ -46,75 +42,67 @@ const STALE_AFTER_REWRITE: [&str; 10] = [
 ];
 
 /// `*.m3u8` without an id: pick, fetch, rewrite.
-pub async fn playlist(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, req: &Request, keep: Next) -> Next {
-    let key = match StreamKey::from_http(req.header("host"), &req.path, req.query.as_deref()) {
+pub async fn playlist(ex: &Exchange<'_>) -> Next {
+    let shard = ex.shard;
+    let key = match ex.stream_key() {
         Ok(key) => key,
-        Err(e) => return reply(client, req, cors(text(400, &e.to_string())), keep).await,
+        Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
     };
-    let claimed = match super::super::propose(shard, &key) {
+    let claimed = match crate::proxy::propose(shard, &key) {
         Ok(proposal) => {
-            shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| super::super::claim_failed(shard, &e))
+            shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| crate::proxy::claim_failed(shard, &e))
         }
         Err(reason) => Err(reason),
     };
     let (origin, id) = match claimed {
         Ok(claimed) => claimed,
         Err(reason) => {
-            log::warn!("hls play {key} from {peer} refused: {reason}");
-            return reply(client, req, cors(text(503, &format!("no origin for {key}: {reason}"))), keep).await;
+            log::warn!("hls play {key} from {} refused: {reason}", ex.peer);
+            return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
-    fetch_playlist(shard, client, peer, req, &key, &origin, &id, keep).await
+    fetch_playlist(ex, &key, &origin, &id).await
 }
 
 /// A request carrying `spbhid`: the id's stream and origin serve it.
-pub async fn by_id(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, req: &Request, keep: Next) -> Next {
+pub async fn by_id(ex: &Exchange<'_>) -> Next {
+    let (req, peer) = (ex.req, ex.peer);
     let id = query_param(req.query.as_deref(), ID_PARAM).unwrap_or_default();
-    let resolved = match shard.link.resolve_hls(&id).await {
+    let resolved = match ex.shard.link.resolve_hls(&id).await {
         Ok(resolved) => resolved,
         Err(e) => {
-            let e = super::super::claim_failed(shard, &e);
+            let e = crate::proxy::claim_failed(ex.shard, &e);
             log::warn!("hls {} from {peer} refused: {e}", req.path);
-            return reply(client, req, cors(text(503, &e)), keep).await;
+            return ex.reply(cors(text(503, &e))).await;
         }
     };
     let Some((key, id, origin)) = resolved else {
         log::debug!("hls {} from {peer}: unknown {ID_PARAM} {id:?}", req.path);
         let message = format!("load stream by {ID_PARAM} {id}: unknown id (expired, or from another proxy)");
-        return reply(client, req, cors(text(400, &message)), keep).await;
+        return ex.reply(cors(text(400, &message))).await;
     };
     if req.path.ends_with(".m3u8") {
-        fetch_playlist(shard, client, peer, req, &key, &origin, &id, keep).await
+        fetch_playlist(ex, &key, &origin, &id).await
     } else {
-        super::forward(shard, client, peer, req, &key, &origin, Protocol::Hls, keep).await
+        super::forward(ex, &key, &origin, Protocol::Hls).await
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fetch_playlist(
-    shard: &Rc<Shard>,
-    client: &TcpStream,
-    peer: SocketAddr,
-    req: &Request,
-    key: &StreamKey,
-    origin: &crate::balance::Origin,
-    id: &str,
-    keep: Next,
-) -> Next {
+/// Fetches a playlist from the stream's origin and answers it rewritten, as one HLS session.
+async fn fetch_playlist(ex: &Exchange<'_>, key: &StreamKey, origin: &Origin, id: &str) -> Next {
+    let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
     let session = shard.open_session(key, Protocol::Hls, Role::Play).await;
-    let traffic = &session.traffic;
-    let fetched = fetch(shard, req, peer, origin).await;
-    let next = match fetched {
+    let next = match fetch(shard, req, peer, origin).await {
         Ok((status, headers, body)) => {
             let response = rewrite(status, &headers, body, id, key, &origin.id.0);
-            traffic.bytes_out.set(response.body.len() as u64);
+            session.traffic.bytes_out.set(response.body.len() as u64);
             log::debug!("hls {} {key} from {peer} via origin {}: {status}", req.path, origin.id);
-            reply(client, req, response, keep).await
+            ex.reply(response).await
         }
         Err(e) => {
-            super::super::failed(shard, e.pick_failure());
+            crate::proxy::failed(shard, e.pick_failure());
             log::warn!("hls {} {key} from {peer}: {e}", req.path);
-            reply(client, req, cors(text(e.status(), &e.to_string())), keep).await
+            ex.reply(cors(text(e.status(), &e.to_string()))).await
         }
     };
     drop(session);
@@ -126,8 +114,8 @@ type Fetched = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
 async fn fetch(
     shard: &Shard,
     req: &Request,
-    peer: SocketAddr,
-    origin: &crate::balance::Origin,
+    peer: std::net::SocketAddr,
+    origin: &Origin,
 ) -> Result<Fetched, OriginError> {
     let timeout = shard.config.http_origin_timeout;
     let addr = origin::http_addr(origin)?;
@@ -161,17 +149,9 @@ fn rewrite(
         None
     };
     let changed = rewritten.is_some();
-    let body = rewritten.unwrap_or(body);
-    let mut response = Response { status, headers: Vec::new(), body };
-    for (name, value) in http::end_to_end(headers) {
-        let lower = name.to_ascii_lowercase();
-        if lower == "content-length" || lower == "server" || lower.starts_with("access-control-") {
-            continue;
-        }
-        if changed && STALE_AFTER_REWRITE.contains(&lower.as_str()) {
-            continue;
-        }
-        response.headers.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
+    let mut response = passed_on(status, headers, rewritten.unwrap_or(body));
+    if changed {
+        response.headers.retain(|(name, _)| !STALE_AFTER_REWRITE.contains(&name.to_ascii_lowercase().as_str()));
     }
     cors(response)
 }

@@ -6,39 +6,40 @@
 use std::path::{Path, PathBuf};
 
 use glommio::io::BufferedFile;
-use glommio::net::TcpStream;
 
-use super::{Next, SERVER, reply, text};
 use crate::balance::stream_key::percent_decode;
-use crate::codec::http::{self, Request};
-use crate::shard::{Shard, relay};
+use crate::codec::http;
+use crate::proxy::http::{Exchange, Next, SERVER, text};
+use crate::shard::relay;
 
 /// Bytes read from a file at a time.
 const READ_SIZE: usize = 64 * 1024;
 
 /// Serves a file from the static directory, or 404.
-pub async fn serve(shard: &Shard, client: &TcpStream, req: &Request, keep: Next) -> Next {
-    let Some(root) = &shard.config.static_files else {
-        return reply(client, req, text(404, &format!("no stream or file at {}", req.path)), keep).await;
+pub async fn serve(ex: &Exchange<'_>) -> Next {
+    let not_found = || text(404, &format!("no stream or file at {}", ex.req.path));
+    let Some(root) = &ex.shard.config.static_files else {
+        return ex.reply(not_found()).await;
     };
-    let Some(path) = resolve(root, &req.path) else {
-        return reply(client, req, text(404, &format!("no stream or file at {}", req.path)), keep).await;
+    let Some(path) = resolve(root, &ex.req.path) else {
+        return ex.reply(not_found()).await;
     };
     let file = match BufferedFile::open(&path).await {
         Ok(f) => f,
         Err(e) => {
             log::debug!("static file {}: {e}", path.display());
-            return reply(client, req, text(404, &format!("no stream or file at {}", req.path)), keep).await;
+            return ex.reply(not_found()).await;
         }
     };
-    let next = send_file(client, req, &file, content_type(&path), keep).await;
+    let next = send_file(ex, &file, content_type(&path)).await;
     let _ = file.close().await;
     next
 }
 
-async fn send_file(client: &TcpStream, req: &Request, file: &BufferedFile, kind: &str, keep: Next) -> Next {
+async fn send_file(ex: &Exchange<'_>, file: &BufferedFile, kind: &str) -> Next {
+    let (client, req, keep) = (ex.client, ex.req, ex.keep);
     let Ok(size) = file.file_size().await else {
-        return reply(client, req, text(500, "cannot read the file's size"), keep).await;
+        return ex.reply(text(500, "cannot read the file's size")).await;
     };
     let length = size.to_string();
     let connection: &[u8] = if keep == Next::KeepAlive { b"keep-alive" } else { b"close" };

@@ -26,12 +26,12 @@ use crate::balance::StreamKey;
 use crate::balance::endpoint::{first_tcp, parse_list};
 use crate::balance::ice::IceSession;
 use crate::balance::stream_key::query_param;
-use crate::codec::http::{self, Request, Response};
+use crate::codec::http::{Request, Response};
 use crate::codec::sdp;
 use crate::control::bridge::Role;
 use crate::control::stats::PickFailure;
-use crate::proxy::http_stream::origin::{self as http_origin, OriginError};
-use crate::proxy::http_stream::{Next, cors, read_body, reply, text};
+use crate::proxy::http::origin::{self as http_origin, OriginError};
+use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
 use crate::shard::Shard;
 
 /// Largest offer accepted.
@@ -69,73 +69,65 @@ impl Api {
     }
 }
 
+/// Serves one connection of the HTTP API listener.
+pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    crate::proxy::http::serve(shard, client, peer, route).await
+}
+
 /// Answers one request on the HTTP API listener.
-pub async fn route(
-    shard: &Rc<Shard>,
-    client: &TcpStream,
-    peer: SocketAddr,
-    req: &Request,
-    pending: &mut Vec<u8>,
-) -> Next {
-    let keep = if req.keep_alive() { Next::KeepAlive } else { Next::Close };
+async fn route(ex: &mut Exchange<'_>) -> Next {
+    let req = ex.req;
     if req.path == "/api/v1/versions" {
-        return reply(client, req, crate::control::system_api::versions(), keep).await;
+        return ex.reply(crate::control::system_api::versions()).await;
     }
     let Some(api) = Api::from_path(&req.path) else {
-        return reply(client, req, text(404, &format!("no route for {}", req.path)), keep).await;
+        return ex.reply(text(404, &format!("no route for {}", req.path))).await;
     };
     if req.method == "OPTIONS" {
-        return reply(client, req, cors(Response::new(200, "text/plain", "")), keep).await;
+        return ex.reply(cors(Response::new(200, "text/plain", ""))).await;
     }
     let body = match req.content_length() {
         Ok(None) => Vec::new(),
         Ok(Some(n)) if n > MAX_OFFER as u64 => {
-            return reply(client, req, cors(text(413, &format!("body over {MAX_OFFER} bytes"))), Next::Close).await;
+            return ex.reply_then(cors(text(413, &format!("body over {MAX_OFFER} bytes"))), Next::Close).await;
         }
-        Ok(Some(n)) => match read_body(shard, client, pending, n as usize).await {
+        Ok(Some(n)) => match ex.read_body(n as usize).await {
             Ok(body) => body,
-            Err(answer) => return reply(client, req, cors(answer), Next::Close).await,
+            Err(answer) => return ex.reply_then(cors(answer), Next::Close).await,
         },
-        Err(e) => return reply(client, req, cors(text(411, &e.to_string())), Next::Close).await,
+        Err(e) => return ex.reply_then(cors(text(411, &e.to_string())), Next::Close).await,
     };
-    match signal(shard, client, peer, req, api, &body).await {
-        Ok(response) => reply(client, req, cors(response), keep).await,
-        Err(response) => reply(client, req, cors(response), keep).await,
+    match signal(ex, api, &body).await {
+        Ok(response) | Err(response) => ex.reply(cors(response)).await,
     }
 }
 
-async fn signal(
-    shard: &Rc<Shard>,
-    client: &TcpStream,
-    peer: SocketAddr,
-    req: &Request,
-    api: Api,
-    body: &[u8],
-) -> Result<Response, Response> {
+async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Response> {
+    let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
     let role = api.role();
     let offer = offer_sdp(api, body);
     let key = stream_key(req, api, body).map_err(|e| text(400, &e))?;
-    let origin = super::super::pick(shard, &key).await.map_err(|reason| {
+    let origin = crate::proxy::pick(shard, &key).await.map_err(|reason| {
         log::warn!("webrtc {} {key} from {peer} refused: {reason}", role.name());
         text(503, &format!("no origin for {key}: {reason}"))
     })?;
     let reg = &origin.registration;
     let api_endpoint = first_tcp(&reg.api).ok_or_else(|| {
-        super::super::failed(shard, PickFailure::NoEndpoint);
+        crate::proxy::failed(shard, PickFailure::NoEndpoint);
         log::warn!("webrtc {} {key}: origin {} has no api endpoint", role.name(), origin.id);
         text(502, &format!("origin {} has no api endpoint", origin.id))
     })?;
     let addr = SocketAddr::new(reg.ip, api_endpoint.port);
     let timeout = shard.config.http_origin_timeout;
     let failed = |e: OriginError| {
-        super::super::failed(shard, e.pick_failure());
+        crate::proxy::failed(shard, e.pick_failure());
         log::warn!("webrtc {} {key} from {peer}: {e}", role.name());
         text(e.status(), &e.to_string())
     };
     let mut answered = http_origin::request(addr, req, body, peer, false, timeout).await.map_err(failed)?;
     let answer = http_origin::read_body(&mut answered, &req.method, Instant::now() + timeout).await.map_err(failed)?;
     let status = answered.head.status;
-    let candidate_ip = shard.config.webrtc_candidate.or_else(|| reached_at(client));
+    let candidate_ip = shard.config.webrtc_candidate.or_else(|| reached_at(ex.client));
     let rtc_ports: Vec<u16> = parse_list(&reg.rtc.iter().map(ToString::to_string).collect::<Vec<_>>())
         .map(|list| list.iter().map(|e| e.port).collect())
         .unwrap_or_default();
@@ -156,15 +148,11 @@ async fn signal(
         log::warn!("webrtc {} {key}: no ICE credentials in the offer or the origin's answer", role.name());
     }
     log::info!("webrtc {} {} {key} from {peer} via origin {}: {status}", role.name(), req.method, origin.id);
-    let mut response = Response { status, headers: Vec::new(), body: answer };
-    for (name, value) in http::end_to_end(&answered.head.headers) {
-        let lower = name.to_ascii_lowercase();
-        if lower == "content-length" || lower == "server" || lower.starts_with("access-control-") {
-            continue;
+    let mut response = passed_on(status, &answered.head.headers, answer);
+    for (name, value) in &mut response.headers {
+        if name.eq_ignore_ascii_case("location") {
+            *value = relative_location(value);
         }
-        let value = String::from_utf8_lossy(value).into_owned();
-        let value = if lower == "location" { relative_location(&value) } else { value };
-        response.headers.push((name.clone(), value));
     }
     Ok(response)
 }
@@ -237,7 +225,7 @@ fn reached_at(client: &TcpStream) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::http::{Limits, Status};
+    use crate::codec::http::{self, Limits, Status};
 
     fn req(raw: &str) -> Request {
         match http::parse_request(raw.as_bytes(), Limits::default()).unwrap() {

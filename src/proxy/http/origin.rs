@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
 use glommio::net::TcpStream;
 
 use crate::balance::Origin;
@@ -177,12 +176,7 @@ pub async fn read_body(answered: &mut Answered, method: &str, deadline: Instant)
 
 async fn within<T>(deadline: Instant, addr: SocketAddr, f: impl Future<Output = T>) -> Result<T, OriginError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    future::or(async { Some(f.await) }, async {
-        glommio::timer::sleep(left).await;
-        None
-    })
-    .await
-    .ok_or(OriginError::Timeout(addr, left))
+    crate::shard::within(left, f).await.ok_or(OriginError::Timeout(addr, left))
 }
 
 /// The request line and headers sent upstream: the player's method, path, query and HTTP
