@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::bridge;
 use crate::config::Config;
-use crate::control::{self, ControlStart, bridge};
+use crate::control::{self, ControlStart};
 use crate::shard;
 
 /// Runs streamgate until a signal stops it.

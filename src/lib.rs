@@ -57,6 +57,7 @@
 
 pub mod app;
 pub mod balance;
+pub mod bridge;
 pub mod codec;
 pub mod config;
 pub mod control;

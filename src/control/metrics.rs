@@ -18,7 +18,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::State;
 use super::health::Level;
 use super::process;
-use super::stats::{Listener, ShardView};
+use super::stats::ShardView;
+use crate::bridge::Listener;
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -10,7 +10,6 @@
 //! and session counts stay consistent to the end.
 
 pub mod auth;
-pub mod bridge;
 pub mod grpc;
 pub mod grpc_listener;
 pub mod health;
@@ -36,8 +35,8 @@ use crate::balance::ice::IceTable;
 use crate::balance::registry::{Limits, Registry};
 use crate::balance::session::Protocol;
 use crate::balance::{Registration, Snapshot, StreamKey};
+use crate::bridge::ShardEvent;
 use crate::config::Config;
-use bridge::ShardEvent;
 
 /// How often the default backend is re-registered (as in the SRS proxy).
 pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);

@@ -25,12 +25,13 @@ use super::State;
 use super::auth::{self, Need};
 use super::http_server::error_response;
 use super::paging::{self, Page};
-use super::stats::{Listener, PickFailure, ShardCounters, StreamMedia};
+use super::stats::StreamMedia;
 use crate::balance::Registration;
 use crate::balance::endpoint::Endpoint;
 use crate::balance::registry::Registered;
+use crate::bridge::TableSizes;
+use crate::bridge::{Listener, PickFailure, ShardCounters};
 use crate::codec::http::{Request, Response};
-use crate::shard::tables::TableSizes;
 
 /// What a path needs from its caller.
 fn need(path: &str) -> Need {

@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use crate::balance::registry::RegistryError;
 use crate::balance::{Origin, OriginId, StreamKey};
-use crate::control::bridge::ClaimError;
-pub use crate::control::stats::PickFailure;
+use crate::bridge::ClaimError;
+pub use crate::bridge::PickFailure;
 use crate::shard::Shard;
 
 /// This shard's rendezvous choice for `key` from its newest snapshot (a failure, no alive

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::balance::StreamKey;
 use crate::balance::session::{Protocol, Role};
-use crate::control::stats::Listener;
+use crate::bridge::Listener;
 use crate::shard::traffic::Traffic;
 
 /// A socket as it was when registered: its descriptor and the inode behind it, so a descriptor

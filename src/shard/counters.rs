@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use crate::control::stats::{Listener, PickFailure, ShardCounters};
+use crate::bridge::{Listener, PickFailure, ShardCounters};
 
 /// The shard's counters.
 #[derive(Debug, Default)]

@@ -9,9 +9,10 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::balance::StreamKey;
+use crate::bridge::MediaDelta;
 use crate::codec::rtmp::{Inspector, MediaInfo};
 
 /// One publish session's inspector.
@@ -34,24 +35,6 @@ impl MediaProbe {
     pub fn info(&self) -> MediaInfo {
         self.inspector.borrow().info().clone()
     }
-}
-
-/// One publish session's report.
-#[derive(Debug, Clone)]
-pub struct MediaDelta {
-    pub key: StreamKey,
-    /// When the session started (names it).
-    pub since: Instant,
-    /// The facts so far (counts in it are the session's totals).
-    pub info: MediaInfo,
-    /// Counted since the previous report of this session.
-    pub video_frames: u64,
-    pub audio_frames: u64,
-    pub keyframes: u64,
-    /// Time since the previous report of this session (or since it started).
-    pub elapsed: Duration,
-    /// The session has ended: this is its last report.
-    pub ended: bool,
 }
 
 #[derive(Debug)]

@@ -40,9 +40,9 @@ use glommio::sync::{Gate, Semaphore};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
 
+use crate::bridge::Listener;
+use crate::bridge::{ShardEvent, ShardLink};
 use crate::config::Config;
-use crate::control::bridge::{ShardEvent, ShardLink};
-use crate::control::stats::Listener;
 
 /// Per-executor io_uring buffer registration: 1 MiB keeps three rings per shard under an
 /// 8 MiB memlock limit for non-root users (stack-findings.md); sockets do not use it.

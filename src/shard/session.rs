@@ -18,7 +18,7 @@ use super::conn::{self, Conn, SessionLabel};
 use super::traffic::Traffic;
 use crate::balance::StreamKey;
 use crate::balance::session::{Protocol, Role};
-use crate::control::bridge::ShardEvent;
+use crate::bridge::ShardEvent;
 
 /// Session-close events that found the event queue full.
 #[derive(Debug, Default)]

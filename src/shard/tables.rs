@@ -5,32 +5,7 @@
 
 use std::cell::Cell;
 
-/// One shard's UDP table sizes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableSizes {
-    /// SRT sessions (connecting or up), at most `proxy::srt::MAX_SESSIONS`.
-    pub srt_sessions: usize,
-    /// WebRTC sessions, at most `proxy::webrtc::media::MAX_SESSIONS`.
-    pub webrtc_sessions: usize,
-    /// Client addresses of WebRTC sessions, at most `MAX_ADDRESSES` per session.
-    pub webrtc_addresses: usize,
-    /// STUN usernames being asked of the control thread, at most `MAX_LOOKUPS`.
-    pub webrtc_lookups: usize,
-    /// Usernames the control thread did not know, remembered briefly, at most `MAX_UNKNOWN`.
-    pub webrtc_unknown: usize,
-}
-
-impl TableSizes {
-    fn max(self, other: TableSizes) -> TableSizes {
-        TableSizes {
-            srt_sessions: self.srt_sessions.max(other.srt_sessions),
-            webrtc_sessions: self.webrtc_sessions.max(other.webrtc_sessions),
-            webrtc_addresses: self.webrtc_addresses.max(other.webrtc_addresses),
-            webrtc_lookups: self.webrtc_lookups.max(other.webrtc_lookups),
-            webrtc_unknown: self.webrtc_unknown.max(other.webrtc_unknown),
-        }
-    }
-}
+pub use crate::bridge::TableSizes;
 
 /// The current and the largest [`TableSizes`] of one shard.
 #[derive(Debug, Default)]

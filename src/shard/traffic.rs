@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use crate::balance::StreamKey;
 use crate::balance::session::Protocol;
+use crate::bridge::TrafficDelta;
 
 /// Bytes a connection moved: `bytes_in` from its client, `bytes_out` to its client. Both only
 /// grow; the table remembers how much of them it already reported.
@@ -28,15 +29,6 @@ impl Traffic {
         let (ri, ro) = self.reported.replace((i, o));
         (i.saturating_sub(ri), o.saturating_sub(ro))
     }
-}
-
-/// One stream's bytes over one protocol since the last report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrafficDelta {
-    pub key: StreamKey,
-    pub protocol: Protocol,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
 }
 
 /// The shard's live connections' counters.

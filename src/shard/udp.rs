@@ -41,7 +41,7 @@ use super::counters::OpenGuard;
 use super::traffic::Traffic;
 use crate::balance::StreamKey;
 use crate::balance::session::{Protocol as SessionProtocol, Role};
-use crate::control::stats::Listener;
+use crate::bridge::Listener;
 use crate::logging::clip;
 use crate::logging::throttle::LogThrottle;
 

@@ -46,8 +46,8 @@ pub enum OriginError {
 
 impl OriginError {
     /// How the shard counts it: a missing endpoint, else an origin that failed.
-    pub fn pick_failure(&self) -> crate::control::stats::PickFailure {
-        use crate::control::stats::PickFailure;
+    pub fn pick_failure(&self) -> crate::bridge::PickFailure {
+        use crate::bridge::PickFailure;
         match self {
             OriginError::NoEndpoint(_) => PickFailure::NoEndpoint,
             _ => PickFailure::DialFailed,

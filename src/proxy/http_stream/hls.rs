@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use crate::balance::stream_key::query_param;
 use crate::balance::{Origin, StreamKey};
+use crate::bridge::{Protocol, Role};
 use crate::codec::http::{Request, Response};
 use crate::codec::m3u8;
-use crate::control::bridge::{Protocol, Role};
 use crate::proxy::http::origin::{self, OriginError};
 use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
 use crate::shard::Shard;

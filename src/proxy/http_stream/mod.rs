@@ -36,8 +36,8 @@ use super::http::origin::{self, OriginError};
 use super::http::{Exchange, Next, cors, text, write_head};
 use crate::balance::stream_key::{percent_decode, query_param};
 use crate::balance::{Origin, StreamKey};
+use crate::bridge::{Protocol, Role};
 use crate::codec::http::{BodyLength, Request, Response};
-use crate::control::bridge::{Protocol, Role};
 use crate::shard::{Shard, relay};
 
 /// Serves one connection of the HTTP stream listener.

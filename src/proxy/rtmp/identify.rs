@@ -14,12 +14,12 @@
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::bridge::Role;
 use crate::codec::rtmp::amf0::Amf0Value;
 use crate::codec::rtmp::message::{self, BandwidthLimit, COMMAND_AMF0, COMMAND_AMF3};
 use crate::codec::rtmp::{
     ChunkDecoder, ChunkEncoder, ChunkError, Command, HandshakeError, Message, MessageError, ServerHandshake,
 };
-use crate::control::bridge::Role;
 use crate::shard::relay::quickack;
 
 /// Most bytes a client may send before `publish`/`play` is complete (its commands, plus media

@@ -29,9 +29,9 @@ use glommio::net::TcpStream;
 
 use crate::balance::endpoint::first_tcp;
 use crate::balance::{Origin, StreamKey};
+use crate::bridge::PickFailure;
+use crate::bridge::{Protocol, Role};
 use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, message};
-use crate::control::bridge::{Protocol, Role};
-use crate::control::stats::PickFailure;
 use crate::shard::media::MediaProbe;
 use crate::shard::traffic::Traffic;
 use crate::shard::{Shard, relay};

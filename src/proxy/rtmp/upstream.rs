@@ -21,10 +21,10 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::bridge::Role;
 use crate::codec::rtmp::amf0::Amf0Value;
 use crate::codec::rtmp::message::{COMMAND_AMF0, COMMAND_AMF3};
 use crate::codec::rtmp::{ChunkDecoder, ChunkError, ClientHandshake, Command, HandshakeError, Message};
-use crate::control::bridge::Role;
 use crate::shard::relay::{quickack, recv, send_all};
 
 /// Most bytes the origin may send before confirming (its answers are small; a play may

@@ -37,8 +37,8 @@ use glommio::spawn_local;
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_udp;
 use crate::balance::session::Protocol as SessionProtocol;
+use crate::bridge::{Listener, PickFailure};
 use crate::codec::stun::{self, Kind, Message};
-use crate::control::stats::{Listener, PickFailure};
 use crate::shard::Shard;
 use crate::shard::udp::{self, NewSession, Protocol, Table, Verdict};
 

@@ -1,4 +1,7 @@
-//! The channels between the shards and the control thread.
+//! What crosses between the shards and the control thread: the channels, the events, and the
+//! reports ([`report`]). No runtime here, only tokio's runtime-agnostic sync primitives, so
+//! `shard` and `proxy` use it without knowing the control thread, and `control` without
+//! knowing the shards.
 //!
 //! - control -> shards: a `watch` of the newest [`Snapshot`]. Only the latest version matters,
 //!   so a slow shard never makes the control thread wait and never queues stale copies.
@@ -17,10 +20,9 @@ use crate::balance::ice::IceSession;
 use crate::balance::registry::RegistryError;
 pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
-use crate::control::stats::ShardCounters;
-use crate::shard::media::MediaDelta;
-use crate::shard::tables::TableSizes;
-use crate::shard::traffic::TrafficDelta;
+pub mod report;
+
+pub use report::{Listener, MediaDelta, PickFailure, ShardCounters, TableSizes, TrafficDelta};
 
 /// Capacity of the shard -> control event queue.
 pub const EVENT_QUEUE: usize = 4096;

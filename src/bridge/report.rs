@@ -1,0 +1,174 @@
+//! What a shard reports to the control thread once a second, and the names its counters
+//! use: per-stream traffic and publishers' media since the previous report, the shard's
+//! cumulative counters and its UDP table sizes. Plain data, no runtime: the shards build these
+//! ([`crate::shard`]), the control thread keeps them ([`crate::control::stats`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::balance::StreamKey;
+use crate::balance::session::Protocol;
+use crate::codec::rtmp::MediaInfo;
+
+/// A listener connections or sessions are accepted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Listener {
+    Rtmp,
+    HttpStream,
+    HttpApi,
+    WebrtcUdp,
+    SrtUdp,
+}
+
+impl Listener {
+    pub const ALL: [Listener; 5] =
+        [Listener::Rtmp, Listener::HttpStream, Listener::HttpApi, Listener::WebrtcUdp, Listener::SrtUdp];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Listener::Rtmp => "rtmp",
+            Listener::HttpStream => "http_stream",
+            Listener::HttpApi => "http_api",
+            Listener::WebrtcUdp => "webrtc",
+            Listener::SrtUdp => "srt",
+        }
+    }
+
+    /// Position in [`Listener::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a stream's session could not be given an origin (or its origin could not serve it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PickFailure {
+    /// No alive origin (none has sent a heartbeat within the TTL).
+    NoOrigin,
+    /// The stream's origin has no endpoint for the session's protocol.
+    NoEndpoint,
+    /// The origin could not be reached, timed out, or broke off before the session started
+    /// (dial, handshake, response head, confirmation).
+    DialFailed,
+    /// The origin answered with a refusal (an RTMP error status, an SRT rejection).
+    Refused,
+    /// The registry's limits (origins or streams table full).
+    Limit,
+    /// The control thread is gone (shutting down).
+    ControlGone,
+}
+
+impl PickFailure {
+    pub const ALL: [PickFailure; 6] = [
+        PickFailure::NoOrigin,
+        PickFailure::NoEndpoint,
+        PickFailure::DialFailed,
+        PickFailure::Refused,
+        PickFailure::Limit,
+        PickFailure::ControlGone,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            PickFailure::NoOrigin => "no_origin",
+            PickFailure::NoEndpoint => "no_endpoint",
+            PickFailure::DialFailed => "dial_failed",
+            PickFailure::Refused => "refused",
+            PickFailure::Limit => "limit",
+            PickFailure::ControlGone => "control_gone",
+        }
+    }
+
+    /// Position in [`PickFailure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Cumulative counters of one shard since start, as last reported (cumulative so a lost
+/// report loses nothing). Every listener and reason is present, zeros included (also in
+/// `default()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Connections (TCP) or sessions (WebRTC media, SRT) accepted per listener.
+    pub accepted: BTreeMap<Listener, u64>,
+    /// Connections and UDP sessions open now on this shard (the sum of `open_by_listener`).
+    pub open: u64,
+    /// Open now, per listener.
+    pub open_by_listener: BTreeMap<Listener, u64>,
+    /// Connections whose task panicked (each was closed, both sides), per listener.
+    pub panicked: BTreeMap<Listener, u64>,
+    /// Connections the shard ended because their session moved no byte for
+    /// `--stall-timeout` while a peer had hung up, per listener.
+    pub stalled: BTreeMap<Listener, u64>,
+    pub pick_failures: BTreeMap<PickFailure, u64>,
+}
+
+impl Default for ShardCounters {
+    fn default() -> Self {
+        let listeners: BTreeMap<Listener, u64> = Listener::ALL.iter().map(|l| (*l, 0)).collect();
+        ShardCounters {
+            accepted: listeners.clone(),
+            open: 0,
+            open_by_listener: listeners.clone(),
+            panicked: listeners.clone(),
+            stalled: listeners,
+            pick_failures: PickFailure::ALL.iter().map(|p| (*p, 0)).collect(),
+        }
+    }
+}
+
+/// One stream's bytes over one protocol since the last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficDelta {
+    pub key: StreamKey,
+    pub protocol: Protocol,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One publish session's report.
+#[derive(Debug, Clone)]
+pub struct MediaDelta {
+    pub key: StreamKey,
+    /// When the session started (names it).
+    pub since: Instant,
+    /// The facts so far (counts in it are the session's totals).
+    pub info: MediaInfo,
+    /// Counted since the previous report of this session.
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub keyframes: u64,
+    /// Time since the previous report of this session (or since it started).
+    pub elapsed: Duration,
+    /// The session has ended: this is its last report.
+    pub ended: bool,
+}
+
+/// One shard's UDP table sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// SRT sessions (connecting or up), at most `proxy::srt::MAX_SESSIONS`.
+    pub srt_sessions: usize,
+    /// WebRTC sessions, at most `proxy::webrtc::media::MAX_SESSIONS`.
+    pub webrtc_sessions: usize,
+    /// Client addresses of WebRTC sessions, at most `MAX_ADDRESSES` per session.
+    pub webrtc_addresses: usize,
+    /// STUN usernames being asked of the control thread, at most `MAX_LOOKUPS`.
+    pub webrtc_lookups: usize,
+    /// Usernames the control thread did not know, remembered briefly, at most `MAX_UNKNOWN`.
+    pub webrtc_unknown: usize,
+}
+
+impl TableSizes {
+    /// Each size the larger of the two.
+    pub fn max(self, other: TableSizes) -> TableSizes {
+        TableSizes {
+            srt_sessions: self.srt_sessions.max(other.srt_sessions),
+            webrtc_sessions: self.webrtc_sessions.max(other.webrtc_sessions),
+            webrtc_addresses: self.webrtc_addresses.max(other.webrtc_addresses),
+            webrtc_lookups: self.webrtc_lookups.max(other.webrtc_lookups),
+            webrtc_unknown: self.webrtc_unknown.max(other.webrtc_unknown),
+        }
+    }
+}
