@@ -172,3 +172,18 @@ impl TableSizes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable() {
+        let names: Vec<&str> = Listener::ALL.iter().map(Listener::name).collect();
+        assert_eq!(names, ["rtmp", "http_stream", "http_api", "webrtc", "srt"]);
+        assert!(Listener::ALL.iter().enumerate().all(|(i, l)| l.index() == i));
+        assert!(PickFailure::ALL.iter().enumerate().all(|(i, p)| p.index() == i));
+        let names: Vec<&str> = PickFailure::ALL.iter().map(PickFailure::name).collect();
+        assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone"]);
+    }
+}

@@ -97,6 +97,7 @@ impl MediaTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn reports_deltas_and_a_last_report() {
