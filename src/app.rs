@@ -24,7 +24,12 @@ use crate::control::{self, ControlStart};
 use crate::shard;
 
 /// Runs streamgate until a signal stops it.
-pub fn run(config: Config) -> ExitCode {
+pub fn run(mut config: Config) -> ExitCode {
+    // Port 0 for a shard listener: one free port for every shard, held until they have bound.
+    let reserved = match reserve_ports(&mut config) {
+        Ok(reserved) => reserved,
+        Err(reason) => return fail(&reason),
+    };
     let config = Arc::new(config);
     block_signals();
     let registry = control::new_registry(&config);
@@ -36,18 +41,19 @@ pub fn run(config: Config) -> ExitCode {
         Ok(handle) => handle,
         Err(e) => return fail(&format!("cannot start the control thread: {e}")),
     };
-    let system_api = match ready_rx.recv() {
-        Ok(Ok(addr)) => addr,
+    let bound = match ready_rx.recv() {
+        Ok(Ok(bound)) => bound,
         Ok(Err(reason)) => return fail(&reason),
         Err(_) => return fail("the control thread stopped during startup"),
     };
+    let services = crate::proxy::services(&config);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (shard_ready_tx, shard_ready_rx) = mpsc::channel();
     let mut shards = Vec::new();
     for (index, &cpu) in config.cpus.iter().enumerate() {
-        let spawned =
-            shard::spawn(index, cpu, config.clone(), link.clone(), shutdown_rx.clone(), shard_ready_tx.clone());
-        match spawned {
+        let (services, link, shutdown, ready) =
+            (services.clone(), link.clone(), shutdown_rx.clone(), shard_ready_tx.clone());
+        match shard::spawn(index, cpu, config.clone(), services, link, shutdown, ready) {
             Ok(handle) => shards.push(handle),
             Err(e) => return fail(&format!("cannot start shard {index} on CPU {cpu}: {e}")),
         }
@@ -60,7 +66,8 @@ pub fn run(config: Config) -> ExitCode {
             Err(_) => return fail("a shard stopped during startup"),
         }
     }
-    log_started(&config, system_api);
+    drop(reserved);
+    log_started(&config, bound);
     let (exit_tx, exit_rx) = mpsc::channel();
     let threads = shards.len() + 1;
     for (index, handle) in shards.into_iter().enumerate() {
@@ -116,16 +123,43 @@ fn fail(reason: &str) -> ExitCode {
     std::process::exit(1)
 }
 
-fn log_started(config: &Config, system_api: std::net::SocketAddr) {
+/// Gives every shard listener set to port 0 a free port, reserved until the shards have bound
+/// it ([`shard::ports`]).
+fn reserve_ports(config: &mut Config) -> Result<shard::ports::Reservation, String> {
+    use shard::ports::{Kind, reserve};
+    let mut held = shard::ports::Reservation::default();
+    let listen = &mut config.listen;
+    let listeners = [
+        (&mut listen.rtmp, Kind::Tcp, "--rtmp-server"),
+        (&mut listen.http_stream, Kind::Tcp, "--http-server"),
+        (&mut listen.http_api, Kind::Tcp, "--http-api"),
+        (&mut listen.webrtc, Kind::Udp, "--webrtc-server"),
+        (&mut listen.srt, Kind::Udp, "--srt-server"),
+    ];
+    for (addr, kind, flag) in listeners {
+        addr.0 = reserve(addr.0, kind, &mut held)
+            .map_err(|e| format!("cannot find a free port for {flag} {}: {e}", addr.0))?;
+    }
+    Ok(held)
+}
+
+/// The startup line: every listener with the address it is bound to (tests and scripts read
+/// the ports from it when they ask for port 0).
+fn log_started(config: &Config, bound: control::Bound) {
+    let l = &config.listen;
     log::info!(
-        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; System API {system_api}; gRPC {}; relay {}; origin TTL {:?}",
-        env!("CARGO_PKG_VERSION"),
-        env!("STREAMGATE_COMMIT"),
+        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; HTTP API {}; WebRTC {}; SRT {}; System API {}; gRPC {}; relay {}; origin TTL {:?}",
+        crate::version::VERSION,
+        crate::version::COMMIT,
         config.cpus.len(),
         config.cpus,
-        config.listen.rtmp,
-        config.listen.http_stream,
-        config.listen.grpc,
+        l.rtmp,
+        l.http_stream,
+        l.http_api,
+        l.webrtc,
+        l.srt,
+        bound.system_api,
+        bound.grpc,
         config.relay.name(),
         config.origin_ttl,
     );

@@ -51,7 +51,7 @@
 //!   and the shard bridge;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text
 //!   lines escape control characters; [`logging::throttle`] rate-limits warnings peers cause);
-//! - [`shard::backoff`]: the accept backoff every listener uses when descriptors run out.
+//! - [`util::backoff`]: the accept backoff every listener uses when descriptors run out.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -65,3 +65,4 @@ pub mod logging;
 pub mod proxy;
 pub mod shard;
 pub mod util;
+pub mod version;

@@ -206,24 +206,30 @@ fn python_stubs(dir: &Path) -> Result<(), String> {
     python(dir, &args, Duration::from_secs(60)).map(|_| ())
 }
 
-/// The reference's Python client, unchanged (it dials localhost:50053, so this proxy listens
-/// there), and the Python check of every RPC and of `/metrics`.
+/// The reference's Python client, unchanged but for the address it dials (its
+/// `localhost:50053`, the default port, becomes this proxy's: no test listens on a fixed port),
+/// and the Python check of every RPC and of `/metrics`.
 #[test]
 fn reference_python_client_and_prometheus_parser() {
     let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc");
     let stubs = TempDir::new("pystubs");
     python_stubs(&stubs.0)
         .unwrap_or_else(|e| panic!("cannot generate the Python stubs (scripts/test.sh installs grpcio-tools): {e}"));
-    let mut live = Published::start("py", &["--grpc", "127.0.0.1:50053"]);
+    let mut live = Published::start("py", &[]);
+    let grpc = format!("127.0.0.1:{}", live.proxy.grpc);
+    let reference = std::fs::read_to_string(format!("{tests}/seed_client.py")).unwrap();
+    assert!(reference.contains("'localhost:50053'"), "the reference client changed: {reference}");
+    let client = stubs.0.join("seed_client.py");
+    std::fs::write(&client, reference.replace("'localhost:50053'", &format!("'{grpc}'"))).unwrap();
 
-    let seed = python(&stubs.0, &[&format!("{tests}/seed_client.py")], Duration::from_secs(30));
+    let seed = python(&stubs.0, &[client.to_str().unwrap()], Duration::from_secs(30));
     let seed = seed.unwrap_or_else(|e| panic!("{e}\n{}", live.diag()));
     eprintln!("{seed}");
     assert!(seed.contains("Module: rtmp-proxy\nStatus: healthy\nActive streams: 1\n"), "{seed}");
 
     let metrics_url = format!("http://{}/metrics", live.proxy.api_addr());
     let (script, key) = (format!("{tests}/check.py"), key("py"));
-    let args = [script.as_str(), "127.0.0.1:50053", metrics_url.as_str(), key.as_str()];
+    let args = [script.as_str(), grpc.as_str(), metrics_url.as_str(), key.as_str()];
     match python(&stubs.0, &args, Duration::from_secs(60)) {
         Ok(out) => {
             eprintln!("{out}");

@@ -19,7 +19,7 @@ use common::udp_peers::SrtCaller;
 use common::*;
 use streamgate::control::grpc::proto::Empty;
 use streamgate::control::grpc::proto::module_service_client::ModuleServiceClient;
-use streamgate::shard::backoff::SETTLE;
+use streamgate::util::backoff::SETTLE;
 
 const PUBLISH_WAIT: Duration = Duration::from_secs(20);
 const PLAY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,11 +41,8 @@ struct Healthy {
 impl Healthy {
     fn start(stream: &str, extra: &[&str]) -> Healthy {
         let origin = NginxRtmp::start(4096);
-        let srt = free_udp_port();
-        let srt_flag = format!("127.0.0.1:{srt}");
-        let mut args = vec!["--srt-server", srt_flag.as_str()];
-        args.extend_from_slice(extra);
-        let proxy = Proxy::start(&args);
+        let proxy = Proxy::start(extra);
+        let srt = proxy.srt;
         assert_eq!(register(&proxy.api_addr(), &origin_body("one", "h", origin.rtmp_port)).status, 200);
         let url = format!("rtmp://127.0.0.1:{}/live/{stream}", proxy.rtmp);
         let mut publisher = Ffmpeg::publish(&url, 120);

@@ -79,7 +79,7 @@ fn help_documents_every_flag_and_its_variable() {
 #[test]
 fn a_bad_value_from_the_environment_stops_startup_with_one_line() {
     let dir = TempDir::new("badenv");
-    let mut cmd = proxy_command(&dir, free_port(), free_port(), &[]);
+    let mut cmd = proxy_command(&dir, &[]);
     cmd.env("PROXY_ORIGIN_SERVER_TTL", "five minutes");
     let (code, text) = run_to_exit(&mut cmd);
     assert_eq!(code, 2, "{text}");
@@ -91,7 +91,7 @@ fn a_bad_value_from_the_environment_stops_startup_with_one_line() {
 #[test]
 fn a_bad_network_list_stops_startup_naming_the_flag() {
     let dir = TempDir::new("badallow");
-    let mut cmd = proxy_command(&dir, free_port(), free_port(), &[]);
+    let mut cmd = proxy_command(&dir, &[]);
     cmd.env("STREAMGATE_REGISTER_ALLOW", "10.0.0.0/33");
     let (code, text) = run_to_exit(&mut cmd);
     assert_eq!(code, 2, "{text}");
@@ -103,26 +103,25 @@ fn a_bad_network_list_stops_startup_naming_the_flag() {
 #[test]
 fn dotenv_fills_in_but_never_overrides_the_environment() {
     let dir = TempDir::new("dotenv");
-    let (rtmp, api) = (free_port(), free_port());
-    // The .env asks for a TTL of 7s and a bad RTMP address; the real environment's RTMP wins,
-    // so startup succeeds only if the environment took precedence.
-    let env_text = format!(
-        "# test\nexport PROXY_ORIGIN_SERVER_TTL=7s\nPROXY_RTMP_SERVER='not an address'\nPROXY_SYSTEM_API=\"127.0.0.1:{api}\" # api\n"
-    );
+    // The .env asks for a TTL of 7s, a bad RTMP address and the System API's address; the real
+    // environment's RTMP wins, so startup succeeds only if the environment took precedence.
+    let env_text = "# test\nexport PROXY_ORIGIN_SERVER_TTL=7s\nPROXY_RTMP_SERVER='not an address'\nPROXY_SYSTEM_API=\"127.0.0.1:0\" # api\n";
     std::fs::write(dir.0.join(".env"), env_text).unwrap();
     let mut cmd = std::process::Command::new(BIN);
-    cmd.current_dir(&dir.0).env("PROXY_RTMP_SERVER", format!("127.0.0.1:{rtmp}"));
+    cmd.current_dir(&dir.0);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PROXY_") || k.starts_with("STREAMGATE_")) {
         cmd.env_remove(k);
     }
-    cmd.env("PROXY_RTMP_SERVER", format!("127.0.0.1:{rtmp}"));
+    for (flag, _) in LISTENERS.iter().filter(|(f, _)| !["--rtmp-server", "--system-api"].contains(f)) {
+        cmd.args([*flag, "127.0.0.1:0"]);
+    }
+    cmd.env("PROXY_RTMP_SERVER", "127.0.0.1:0");
     let log = dir.0.join("log");
     let mut child = cmd.stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
-    let started = wait_until(Duration::from_secs(20), || std::fs::read_to_string(&log).unwrap().contains(" started: "));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(started, "{text}");
-    assert!(text.contains(&format!("RTMP 127.0.0.1:{rtmp}")), "{text}");
-    assert!(text.contains("origin TTL 7s"), "{text}");
+    let line = wait_started(&log);
+    assert!(started_port(&line, "RTMP").is_some_and(|p| p != 0), "{line}");
+    assert!(line.contains("origin TTL 7s"), "{line}");
+    let api = started_port(&line, "System API").unwrap();
     assert_eq!(get(&format!("127.0.0.1:{api}"), "/api/v1/versions").status, 200);
     signal(child.id(), "TERM");
     assert!(child.wait().unwrap().success());
@@ -143,13 +142,13 @@ fn default_backend_is_registered_at_startup() {
 #[test]
 fn a_taken_port_stops_startup_naming_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
+    let addr = taken.local_addr().unwrap().to_string();
     let dir = TempDir::new("taken");
-    let (code, text) = run_to_exit(&mut proxy_command(&dir, free_port(), port, &[]));
+    let (code, text) = run_to_exit(&mut proxy_command(&dir, &["--system-api", &addr]));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("--system-api") && text.contains("PROXY_SYSTEM_API"), "{text}");
     // RTMP is bound by the shards with SO_REUSEPORT; a plain listener still conflicts.
-    let (code, text) = run_to_exit(&mut proxy_command(&dir, port, free_port(), &[]));
+    let (code, text) = run_to_exit(&mut proxy_command(&dir, &["--rtmp-server", &addr]));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("--rtmp-server") && text.contains("Address already in use"), "{text}");
 }

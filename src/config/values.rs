@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// A listen address: `PORT` or `:PORT` (all IPv4 interfaces), `IP:PORT` or `[IPv6]:PORT`.
+/// Port 0 asks for any free port (the startup line says which one each listener got).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenAddr(pub SocketAddr);
 
@@ -18,17 +19,14 @@ impl FromStr for ListenAddr {
         let s = s.trim();
         let bare = s.strip_prefix(':').unwrap_or(s);
         if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
-            let port = parse_port(bare)?;
+            let port = parse_listen_port(bare)?;
             return Ok(Self(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)));
         }
         if let Some(port) = s.strip_prefix("localhost:") {
-            return Ok(Self(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), parse_port(port)?)));
+            return Ok(Self(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), parse_listen_port(port)?)));
         }
         let addr: SocketAddr =
             s.parse().map_err(|_| format!("expected PORT, :PORT, IP:PORT or [IPv6]:PORT, got {s:?}"))?;
-        if addr.port() == 0 {
-            return Err("port 0 is not a fixed port; give the port to listen on".into());
-        }
         Ok(Self(addr))
     }
 }
@@ -37,6 +35,11 @@ impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// Parses a port to listen on: 0..=65535, 0 for any free one.
+fn parse_listen_port(s: &str) -> Result<u16, String> {
+    s.trim().parse::<u16>().map_err(|_| format!("{s:?} is not a port number (0-65535)"))
 }
 
 /// Parses a TCP/UDP port number in 1..=65535.
@@ -284,7 +287,9 @@ mod tests {
         assert_eq!(listen("127.0.0.1:80").unwrap(), "127.0.0.1:80".parse().unwrap());
         assert_eq!(listen("[::1]:8080").unwrap(), "[::1]:8080".parse().unwrap());
         assert_eq!(listen("localhost:9").unwrap(), "127.0.0.1:9".parse().unwrap());
-        assert!(listen("0").is_err());
+        assert_eq!(listen("0").unwrap(), "0.0.0.0:0".parse().unwrap(), "any free port");
+        assert_eq!(listen("127.0.0.1:0").unwrap().port(), 0);
+        assert!(listen("65536").is_err());
         assert!(listen("70000").is_err());
         assert!(listen("abc").unwrap_err().contains("expected PORT"));
         assert!(listen("1.2.3.4").is_err());

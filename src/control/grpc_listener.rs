@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::http_server::Gate;
-use crate::shard::backoff::AcceptBackoff;
+use crate::util::backoff::AcceptBackoff;
 
 /// The bounds of the gRPC listener (`--grpc-max-connections`, `--grpc-idle-timeout`).
 #[derive(Clone, Copy, Debug)]

@@ -22,7 +22,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::codec::http::{self, BodyError, Limits, Request, Response, Status};
 use crate::logging::throttle::LogThrottle;
-use crate::shard::backoff::AcceptBackoff;
+use crate::util::backoff::AcceptBackoff;
 
 /// Bounds of one server.
 #[derive(Clone, Copy, Debug)]

@@ -196,9 +196,16 @@ pub fn new_registry(config: &Config) -> Registry {
     Registry::new(config.origin_ttl, Limits { max_origins: config.max_origins, ..Limits::default() })
 }
 
-/// Runs the control thread until the shards are gone. `ready` gets the System API's bound
-/// address, or the reason it could not bind.
-pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>) {
+/// The addresses the control thread listens on, once bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub system_api: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+/// Runs the control thread until the shards are gone. `ready` gets the bound addresses of the
+/// System API and gRPC, or the reason one could not be bound.
+pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bound, String>>) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -210,7 +217,7 @@ pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr
     local.block_on(&runtime, main_loop(start, ready));
 }
 
-async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>) {
+async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bound, String>>) {
     let ControlStart { config, registry, snapshots, mut events } = start;
     let addr = config.listen.system_api.0;
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -244,7 +251,8 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<So
     };
     state.borrow_mut().publish_snapshot();
     auth::log_policy(&config);
-    let _ = ready.send(Ok(listener.local_addr().unwrap_or(addr)));
+    let grpc_addr = grpc_listener.local_addr().unwrap_or(config.listen.grpc.0);
+    let _ = ready.send(Ok(Bound { system_api: listener.local_addr().unwrap_or(addr), grpc: grpc_addr }));
     let (ask_tx, mut asks) = mpsc::channel::<grpc::Ask>(grpc::ASK_QUEUE);
     let grpc_limits = grpc_listener::GrpcLimits {
         max_connections: config.grpc_max_connections,

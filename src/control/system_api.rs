@@ -68,7 +68,7 @@ fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> Res
     match (req.method.as_str(), req.path.as_str()) {
         ("POST" | "PUT", "/api/v1/srs/register") => register(state, body, peer),
         (_, "/api/v1/srs/register") => method_not_allowed("POST"),
-        ("GET" | "HEAD", "/api/v1/versions") => versions(),
+        ("GET" | "HEAD", "/api/v1/versions") => crate::version::versions(),
         ("GET" | "HEAD", "/api/v1/origins") => {
             page().map_or_else(|e| error_response(400, &e.to_string()), |p| origins(state, &p))
         }
@@ -88,18 +88,6 @@ fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> Res
 
 fn method_not_allowed(allow: &str) -> Response {
     error_response(405, &format!("method not allowed; use {allow}")).with_header("Allow", allow)
-}
-
-/// The version body shared by the API servers.
-pub fn versions() -> Response {
-    Response::json(
-        200,
-        &json!({
-            "signature": "streamgate",
-            "version": env!("CARGO_PKG_VERSION"),
-            "commit": env!("STREAMGATE_COMMIT"),
-        }),
-    )
 }
 
 fn register(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {

@@ -23,11 +23,55 @@ pub mod webrtc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::bridge::Listener;
+use crate::config::Config;
+use crate::shard::{Services, TcpService, UdpService};
+
 use crate::balance::registry::RegistryError;
 use crate::balance::{Origin, OriginId, StreamKey};
 use crate::bridge::ClaimError;
 pub use crate::bridge::PickFailure;
 use crate::shard::Shard;
+
+/// What the shards serve: every listener of the configuration with the protocol that serves it.
+pub fn services(config: &Config) -> Services {
+    let listen = &config.listen;
+    let tcp = vec![
+        TcpService {
+            listener: Listener::Rtmp,
+            addr: listen.rtmp.0,
+            what: "RTMP (--rtmp-server, PROXY_RTMP_SERVER)",
+            serve: |shard, client, peer| Box::pin(rtmp::serve(shard, client, peer)),
+        },
+        TcpService {
+            listener: Listener::HttpStream,
+            addr: listen.http_stream.0,
+            what: "HTTP stream (--http-server, PROXY_HTTP_SERVER)",
+            serve: |shard, client, peer| Box::pin(http_stream::serve(shard, client, peer)),
+        },
+        TcpService {
+            listener: Listener::HttpApi,
+            addr: listen.http_api.0,
+            what: "HTTP API (--http-api, PROXY_HTTP_API)",
+            serve: |shard, client, peer| Box::pin(webrtc::signal::serve(shard, client, peer)),
+        },
+    ];
+    let udp = vec![
+        UdpService {
+            listener: Listener::WebrtcUdp,
+            addr: listen.webrtc.0,
+            what: "WebRTC UDP (--webrtc-server, PROXY_WEBRTC_SERVER)",
+            serve: |shard, socket, stop| Box::pin(webrtc::media::serve(shard, socket, stop)),
+        },
+        UdpService {
+            listener: Listener::SrtUdp,
+            addr: listen.srt.0,
+            what: "SRT UDP (--srt-server, PROXY_SRT_SERVER)",
+            serve: |shard, socket, stop| Box::pin(srt::serve(shard, socket, stop)),
+        },
+    ];
+    Services { tcp, udp }
+}
 
 /// This shard's rendezvous choice for `key` from its newest snapshot (a failure, no alive
 /// origin, is counted).

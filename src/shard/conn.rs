@@ -216,7 +216,7 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Polls `future` once, catching a panic: its message and, with the hook installed, its place.
-fn poll_catching<F: Future>(future: Pin<&mut F>, cx: &mut Context<'_>) -> Result<Poll<F::Output>, String> {
+fn poll_catching<F: Future + ?Sized>(future: Pin<&mut F>, cx: &mut Context<'_>) -> Result<Poll<F::Output>, String> {
     let catching = CATCHING.with(|c| c.replace(true));
     let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
     CATCHING.with(|c| c.set(catching));
@@ -270,18 +270,18 @@ pub enum Ended {
 
 /// A connection's future, polled with its [`Conn`] current, panics caught, and ended early
 /// when the shard forces it. The future is dropped (its sockets closed) as soon as it ends.
-pub struct ConnTask<F> {
+pub struct ConnTask {
     conn: Rc<Conn>,
-    future: Option<Pin<Box<F>>>,
+    future: Option<super::LocalFuture>,
 }
 
-impl<F: Future<Output = ()>> ConnTask<F> {
-    pub fn new(conn: Rc<Conn>, future: F) -> Self {
-        ConnTask { conn, future: Some(Box::pin(future)) }
+impl ConnTask {
+    pub fn new(conn: Rc<Conn>, future: super::LocalFuture) -> Self {
+        ConnTask { conn, future: Some(future) }
     }
 }
 
-impl<F: Future<Output = ()>> Future for ConnTask<F> {
+impl Future for ConnTask {
     type Output = Ended;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
@@ -433,12 +433,15 @@ mod tests {
         let conn = conn_over(&ours);
         let dropped = Rc::new(Cell::new(false));
         let guard = Dropped(dropped.clone());
-        let mut task = ConnTask::new(conn.clone(), async move {
-            let _guard = guard;
-            assert!(current().is_some(), "the connection is current while polled");
-            futures_lite::future::yield_now().await;
-            panic!("boom");
-        });
+        let mut task = ConnTask::new(
+            conn.clone(),
+            Box::pin(async move {
+                let _guard = guard;
+                assert!(current().is_some(), "the connection is current while polled");
+                futures_lite::future::yield_now().await;
+                panic!("boom");
+            }),
+        );
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert_eq!(Pin::new(&mut task).poll(&mut cx), Poll::Pending);
@@ -469,10 +472,10 @@ mod tests {
         let counted = polls.clone();
         let mut task = ConnTask::new(
             conn.clone(),
-            futures_lite::future::poll_fn(move |_| {
+            Box::pin(futures_lite::future::poll_fn(move |_| {
                 counted.set(counted.get() + 1);
                 Poll::Pending
-            }),
+            })),
         );
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(Pin::new(&mut task).poll(&mut cx), Poll::Pending);

@@ -15,11 +15,11 @@
 //! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
 //! closes whatever is left).
 
-pub mod backoff;
 pub mod conn;
 pub mod counters;
 pub mod fault;
 pub mod media;
+pub mod ports;
 pub mod preflight;
 pub mod relay;
 pub mod session;
@@ -30,12 +30,13 @@ pub mod udp;
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use glommio::sync::{Gate, Semaphore};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
@@ -80,11 +81,42 @@ impl Shard {
 /// What a shard reports once its listeners are bound (or why they are not).
 pub type Ready = Result<(), String>;
 
-/// Starts shard `index` on `cpu`.
+/// A future a shard runs as a task.
+pub type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// What a shard serves: its listeners and, for each, the code that serves it. The shard binds,
+/// gates and accepts; it knows no protocol (the table comes from [`crate::proxy::services`]).
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub tcp: Vec<TcpService>,
+    pub udp: Vec<UdpService>,
+}
+
+/// A TCP listener: each accepted connection runs `serve` in its own task.
+#[derive(Clone, Debug)]
+pub struct TcpService {
+    pub listener: Listener,
+    pub addr: SocketAddr,
+    /// What it is, for the startup error: `RTMP (--rtmp-server, PROXY_RTMP_SERVER)`.
+    pub what: &'static str,
+    pub serve: fn(Rc<Shard>, TcpStream, SocketAddr) -> LocalFuture,
+}
+
+/// A UDP listener: `serve` runs on its socket until the future it is given (shutdown) ends.
+#[derive(Clone, Debug)]
+pub struct UdpService {
+    pub listener: Listener,
+    pub addr: SocketAddr,
+    pub what: &'static str,
+    pub serve: fn(Rc<Shard>, UdpSocket, LocalFuture) -> LocalFuture,
+}
+
+/// Starts shard `index` on `cpu`, serving `services`.
 pub fn spawn(
     index: usize,
     cpu: usize,
     config: Arc<Config>,
+    services: Services,
     link: ShardLink,
     shutdown: watch::Receiver<bool>,
     ready: std::sync::mpsc::Sender<Ready>,
@@ -92,60 +124,29 @@ pub fn spawn(
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("shard-{index}"))
         .io_memory(IO_MEMORY)
-        .spawn(move || run(index, config, link, shutdown, ready))
+        .spawn(move || run(index, config, services, link, shutdown, ready))
+}
+
+/// Binds every listener of `services`, or says which one could not be bound.
+fn bind(services: &Services) -> Result<(Vec<TcpListener>, Vec<UdpSocket>), String> {
+    let refused =
+        |what: &str, addr: SocketAddr, e: &dyn std::fmt::Display| format!("cannot listen on {what} {addr}: {e}");
+    let tcp = services.tcp.iter().map(|s| TcpListener::bind(s.addr).map_err(|e| refused(s.what, s.addr, &e)));
+    let udp = services.udp.iter().map(|s| udp::bind(s.addr).map_err(|e| refused(s.what, s.addr, &e)));
+    Ok((tcp.collect::<Result<_, _>>()?, udp.collect::<Result<_, _>>()?))
 }
 
 async fn run(
     index: usize,
     config: Arc<Config>,
+    services: Services,
     link: ShardLink,
     shutdown: watch::Receiver<bool>,
     ready: std::sync::mpsc::Sender<Ready>,
 ) {
-    let rtmp_addr = config.listen.rtmp.0;
-    let rtmp = match TcpListener::bind(rtmp_addr) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ =
-                ready.send(Err(format!("cannot listen on RTMP {rtmp_addr} (--rtmp-server, PROXY_RTMP_SERVER): {e}")));
-            return;
-        }
-    };
-    let http_addr = config.listen.http_stream.0;
-    let http = match TcpListener::bind(http_addr) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready
-                .send(Err(format!("cannot listen on HTTP stream {http_addr} (--http-server, PROXY_HTTP_SERVER): {e}")));
-            return;
-        }
-    };
-    let api_addr = config.listen.http_api.0;
-    let api = match TcpListener::bind(api_addr) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("cannot listen on HTTP API {api_addr} (--http-api, PROXY_HTTP_API): {e}")));
-            return;
-        }
-    };
-    let webrtc_addr = config.listen.webrtc.0;
-    let webrtc = match crate::proxy::webrtc::media::bind(webrtc_addr) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(format!(
-                "cannot listen on WebRTC UDP {webrtc_addr} (--webrtc-server, PROXY_WEBRTC_SERVER): {e}"
-            )));
-            return;
-        }
-    };
-    let srt_addr = config.listen.srt.0;
-    let srt = match crate::proxy::srt::bind(srt_addr) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ =
-                ready.send(Err(format!("cannot listen on SRT UDP {srt_addr} (--srt-server, PROXY_SRT_SERVER): {e}")));
-            return;
-        }
+    let (tcp, udp) = match bind(&services) {
+        Ok(bound) => bound,
+        Err(e) => return drop(ready.send(Err(e))),
     };
     let _ = ready.send(Ok(()));
     let shard = Rc::new(Shard {
@@ -163,19 +164,29 @@ async fn run(
         saturated: Cell::new(false),
     });
     let reporter = glommio::spawn_local(report_every_second(shard.clone()));
-    let media =
-        glommio::spawn_local(crate::proxy::webrtc::media::serve(shard.clone(), webrtc, stopped(shutdown.clone())));
-    let srt = glommio::spawn_local(crate::proxy::srt::serve(shard.clone(), srt, stopped(shutdown.clone())));
-    future::zip(
-        future::zip(
-            accept_loop(&shard, rtmp, Listener::Rtmp, shutdown.clone(), crate::proxy::rtmp::serve),
-            accept_loop(&shard, http, Listener::HttpStream, shutdown.clone(), crate::proxy::http_stream::serve),
-        ),
-        accept_loop(&shard, api, Listener::HttpApi, shutdown, crate::proxy::webrtc::signal::serve),
-    )
-    .await;
+    let datagrams: Vec<_> = services
+        .udp
+        .iter()
+        .zip(udp)
+        .map(|(service, socket)| {
+            glommio::spawn_local((service.serve)(shard.clone(), socket, Box::pin(stopped(shutdown.clone()))))
+        })
+        .collect();
+    let accepting: Vec<_> = services
+        .tcp
+        .iter()
+        .zip(tcp)
+        .map(|(service, listener)| {
+            glommio::spawn_local(accept_loop(shard.clone(), listener, service.clone(), shutdown.clone()))
+        })
+        .collect();
+    for task in accepting {
+        task.await;
+    }
     drain(&shard).await;
-    future::zip(media, srt).await;
+    for task in datagrams {
+        task.await;
+    }
     drop(reporter);
     report(&shard).await;
 }
@@ -225,19 +236,17 @@ async fn report(shard: &Shard) {
     let _ = shard.link.events.send(event).await;
 }
 
-/// Accepts on `listener` until shutdown, handing each connection to `handler` in its own task.
-async fn accept_loop<H, F>(
-    shard: &Rc<Shard>,
+/// Accepts on `listener` until shutdown, handing each connection to the service in its own
+/// task.
+async fn accept_loop(
+    shard: Rc<Shard>,
     listener: TcpListener,
-    kind: Listener,
+    service: TcpService,
     mut shutdown: watch::Receiver<bool>,
-    handler: H,
-) where
-    H: Fn(Rc<Shard>, TcpStream, SocketAddr) -> F,
-    F: Future<Output = ()> + 'static,
-{
+) {
+    let (shard, kind) = (&shard, service.listener);
     let name = kind.name();
-    let mut backoff = backoff::AcceptBackoff::new(format!("{name} on shard {}", shard.index));
+    let mut backoff = crate::util::backoff::AcceptBackoff::new(format!("{name} on shard {}", shard.index));
     loop {
         if *shutdown.borrow() {
             break;
@@ -269,7 +278,7 @@ async fn accept_loop<H, F>(
         let open = shard.counters.accepted(kind);
         let conn = Rc::new(conn::Conn::new(kind, peer, &stream));
         shard.conns.insert(&conn);
-        let task = conn::ConnTask::new(conn.clone(), handler(shard.clone(), stream, peer));
+        let task = conn::ConnTask::new(conn.clone(), (service.serve)(shard.clone(), stream, peer));
         let owner = shard.clone();
         let spawned = shard.gate.spawn(async move {
             let ended = task.await;

@@ -44,43 +44,45 @@ impl Drop for TempDir {
     }
 }
 
-/// A running proxy. Killed on drop if still running.
+/// A running proxy. Killed on drop if still running. Every listener the test did not name
+/// binds port 0; the ports are read from the startup line, so no two tests race for one.
 pub struct Proxy {
     pub child: Child,
     pub rtmp: u16,
     pub api: u16,
     /// The HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files).
     pub http: u16,
+    /// The HTTP API listener (WHIP/WHEP).
+    pub http_api: u16,
+    /// The WebRTC and SRT UDP listeners.
+    pub webrtc: u16,
+    pub srt: u16,
     /// The gRPC listener (ModuleService, health, reflection).
     pub grpc: u16,
     pub log: PathBuf,
     _dir: TempDir,
 }
 
-/// Builds the command line for a proxy on free ports, with no `PROXY_*` variables inherited.
-/// The HTTP stream listener gets a free port too unless `extra` names one.
-pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Command {
+/// Every listener's flag, and its name in the startup line.
+pub const LISTENERS: [(&str, &str); 7] = [
+    ("--rtmp-server", "RTMP"),
+    ("--http-server", "HTTP stream"),
+    ("--http-api", "HTTP API"),
+    ("--webrtc-server", "WebRTC"),
+    ("--srt-server", "SRT"),
+    ("--system-api", "System API"),
+    ("--grpc", "gRPC"),
+];
+
+/// The command line of a proxy in `dir`: `extra`, and port 0 on loopback for every listener
+/// `extra` does not name; no `PROXY_*`/`STREAMGATE_*` variables inherited.
+pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(&dir.0).args([
-        "--rtmp-server",
-        &format!("127.0.0.1:{rtmp}"),
-        "--system-api",
-        &format!("127.0.0.1:{api}"),
-    ]);
-    if !extra.contains(&"--http-server") {
-        cmd.args(["--http-server", &format!("127.0.0.1:{}", free_port())]);
-    }
-    if !extra.contains(&"--http-api") {
-        cmd.args(["--http-api", &format!("127.0.0.1:{}", free_port())]);
-    }
-    if !extra.contains(&"--srt-server") {
-        cmd.args(["--srt-server", &format!("127.0.0.1:{}", free_udp_port())]);
-    }
-    if !extra.contains(&"--grpc") {
-        cmd.args(["--grpc", &format!("127.0.0.1:{}", free_port())]);
-    }
-    if !extra.contains(&"--webrtc-server") {
-        cmd.args(["--webrtc-server", &format!("127.0.0.1:{}", free_udp_port())]);
+    cmd.current_dir(&dir.0);
+    for (flag, _) in LISTENERS {
+        if !extra.contains(&flag) {
+            cmd.args([flag, "127.0.0.1:0"]);
+        }
     }
     cmd.args(extra).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {
@@ -91,44 +93,39 @@ pub fn proxy_command(dir: &TempDir, rtmp: u16, api: u16, extra: &[&str]) -> Comm
     cmd
 }
 
+/// The port the startup line gives `name` (`...; RTMP 127.0.0.1:41235; ...`).
+pub fn started_port(line: &str, name: &str) -> Option<u16> {
+    let at = line.find(&format!("; {name} "))? + name.len() + 3;
+    let addr = line[at..].split([';', ' ']).next()?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
 impl Proxy {
-    /// Starts the proxy with `extra` flags and waits until the System API answers.
+    /// Starts the proxy with `extra` flags and waits until it has started.
     pub fn start(extra: &[&str]) -> Proxy {
         Self::start_with(extra, &[])
     }
 
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = TempDir::new("proxy");
-        let (rtmp, api, http) = (free_port(), free_port(), free_port());
         let log = dir.0.join("streamgate.log");
-        let http_flag = format!("127.0.0.1:{http}");
-        let mut args = vec!["--http-server", http_flag.as_str()];
-        let grpc = match extra.iter().position(|a| *a == "--grpc") {
-            Some(i) => extra[i + 1].rsplit(':').next().and_then(|p| p.parse().ok()).expect("--grpc IP:PORT"),
-            None => free_port(),
-        };
-        let grpc_flag = format!("127.0.0.1:{grpc}");
-        if !extra.contains(&"--grpc") {
-            args.extend_from_slice(&["--grpc", grpc_flag.as_str()]);
-        }
-        args.extend_from_slice(extra);
-        let mut cmd = proxy_command(&dir, rtmp, api, &args);
+        let mut cmd = proxy_command(&dir, extra);
         cmd.envs(env.iter().copied()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().expect("start streamgate");
-        let proxy = Proxy { child, rtmp, api, http, grpc, log, _dir: dir };
-        proxy.wait_ready();
-        proxy
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.log_text().contains(" started: ") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let line = wait_started(&log);
+        let port = |name: &str| started_port(&line, name).unwrap_or_else(|| panic!("no {name} port in {line}"));
+        Proxy {
+            child,
+            rtmp: port("RTMP"),
+            api: port("System API"),
+            http: port("HTTP stream"),
+            http_api: port("HTTP API"),
+            webrtc: port("WebRTC"),
+            srt: port("SRT"),
+            grpc: port("gRPC"),
+            log,
+            _dir: dir,
         }
-        panic!("streamgate did not start:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
@@ -156,6 +153,19 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits for the proxy's startup line in its log and returns it.
+pub fn wait_started(log: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(" started: ")) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "streamgate did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::http_peers::{FfmpegProc, test_signal_args};
 use super::peers::rendezvous_pick;
-use super::{Proxy, TempDir, free_port, free_udp_port, get, wait_until};
+use super::{Proxy, TempDir, free_udp_port, get, wait_until};
 
 /// The aiortc that scripts/test.sh installs into `target/py`.
 pub const AIORTC: &str = "aiortc==1.16.0";
@@ -57,18 +57,9 @@ pub struct UdpProxy {
 
 impl UdpProxy {
     pub fn start(extra: &[&str]) -> UdpProxy {
-        let (srt, webrtc, http_api) = (free_udp_port(), free_udp_port(), free_port());
-        let flags = [format!("127.0.0.1:{srt}"), format!("127.0.0.1:{webrtc}"), format!("127.0.0.1:{http_api}")];
-        let mut args = vec![
-            "--srt-server",
-            flags[0].as_str(),
-            "--webrtc-server",
-            flags[1].as_str(),
-            "--http-api",
-            flags[2].as_str(),
-        ];
-        args.extend_from_slice(extra);
-        UdpProxy { p: Proxy::start(&args), srt, webrtc, http_api }
+        let p = Proxy::start(extra);
+        let (srt, webrtc, http_api) = (p.srt, p.webrtc, p.http_api);
+        UdpProxy { p, srt, webrtc, http_api }
     }
 
     pub fn srt_addr(&self) -> SocketAddr {

@@ -78,7 +78,7 @@ pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
 async fn route(ex: &mut Exchange<'_>) -> Next {
     let req = ex.req;
     if req.path == "/api/v1/versions" {
-        return ex.reply(crate::control::system_api::versions()).await;
+        return ex.reply(crate::version::versions()).await;
     }
     let Some(api) = Api::from_path(&req.path) else {
         return ex.reply(text(404, &format!("no route for {}", req.path))).await;
