@@ -7,25 +7,36 @@
 //! ## Threads
 //!
 //! ```text
-//!   SO_REUSEPORT listeners (RTMP, ...), bound by every shard
+//!   SO_REUSEPORT listeners (RTMP, HTTP stream, HTTP API, WebRTC UDP, SRT UDP), bound by every shard
 //!        |                 |
 //!   shard 0 (CPU 0)   shard 1 (CPU 1)  ...   glommio LocalExecutor each, pinned, !Send state
 //!        |  ^              |  ^
 //!        |  | snapshots (tokio watch: newest registry copy)
 //!        v  | events (bounded tokio mpsc: claims, sessions, one report a second)
 //!   control thread: tokio current-thread runtime
-//!     System API (register, versions, origins, streams, shards) | registry + pins | stats | default backend
+//!     System API | gRPC | registry + pins + origin probes | stats + health | default backend
 //! ```
 //!
 //! - A shard ([`shard`]) owns its connections from accept to close and never blocks or locks.
+//!   Each connection is one task ([`shard::conn`]): a panic in it is caught and a session that
+//!   stalls with its peers gone is ended, both closed on both sides and counted.
 //! - The control thread ([`control`]) owns the registry and the pins. Shards propose an origin
 //!   for a new stream from their snapshot (rendezvous hashing) and claim it; the control thread
 //!   keeps the first alive pin, so a stream never has two origins.
 //!
+//! ## Layers
+//!
+//! One way down, checked by `tests/layering.rs`: [`codec`] and [`balance`] (pure) <-
+//! [`bridge`] (what crosses threads, no runtime) <- [`shard`] (runtime, listeners, relays; no
+//! protocol) <- [`proxy`] (the protocols; [`proxy::services`] is the table of listeners and
+//! handlers the shards serve) <- [`control`] <- [`app`] <- `main`. [`config`], [`util`],
+//! [`logging`] and [`version`] serve every layer and import none.
+//!
 //! ## One connection
 //!
 //! identify (protocol handshake, stream name) -> stream key ([`balance::StreamKey`]) -> claim an
-//! origin -> dial and replay -> relay until either side closes -> report the session.
+//! origin ([`proxy::pick`]) -> dial and replay -> relay until either side closes -> report the
+//! session ([`shard::session`]: a guard that reports the close however the task ends).
 //!
 //! For RTMP ([`proxy::rtmp`]) the proxy answers the handshake and `connect`/`createStream`
 //! itself, then sends the origin every byte the client sent after its handshake, verbatim, and
@@ -34,24 +45,27 @@
 //! ([`shard::relay`]) is splice(2) through a pipe or a copy loop, with readiness from the
 //! shard's io_uring. A publisher's upstream bytes go through the copy loop and a streaming
 //! inspector ([`codec::rtmp::inspect`]) that counts frames and reads metadata and the SPS.
-//! Once a second each shard sends the control thread one report: per-connection bytes
-//! ([`shard::traffic`]), its publishers' media ([`shard::media`]) and its counters
-//! ([`shard::counters`]), which [`control::stats`] aggregates.
+//! HTTP requests on both HTTP listeners go through one server ([`proxy::http`]); SRT and WebRTC
+//! datagrams through one UDP session table ([`shard::udp`]). Once a second each shard sends the
+//! control thread one report ([`bridge::report`]): per-connection bytes ([`shard::traffic`]),
+//! its publishers' media ([`shard::media`]) and its counters ([`shard::counters`]), which
+//! [`control::stats`] aggregates.
 //!
 //! ## Modules
 //!
 //! - [`config`]: flags, environment variables, `.env` -> validated [`config::Config`];
 //! - [`codec`]: sans-io parsers and writers (no runtime inside);
 //! - [`balance`]: origins, stream keys, registry, picking, pins (pure data, no runtime);
-//! - [`shard`]: glommio executors, listeners, connection gate, connection tasks (a panic is
-//!   caught and a stalled session ended, both closed and counted: [`shard::conn`]), session
-//!   guards, relays, traffic counters, startup checks;
-//! - [`proxy`]: per-protocol connection handling;
-//! - [`control`]: the control thread, its System API (auth, paged lists), origin probes, gRPC
-//!   and the shard bridge;
+//! - [`bridge`]: the shard link (channels, events) and the report types;
+//! - [`shard`]: glommio executors, listeners and their ports, connection gate, connection tasks,
+//!   session guards, relays, the UDP session table, traffic and media counters, startup checks;
+//! - [`proxy`]: the protocols, and the services table;
+//! - [`control`]: the control thread: System API (auth, paged lists), origin probes, gRPC,
+//!   stats, health, metrics;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text
 //!   lines escape control characters; [`logging::throttle`] rate-limits warnings peers cause);
-//! - [`util::backoff`]: the accept backoff every listener uses when descriptors run out.
+//! - [`util`]: random numbers, TCP_QUICKACK, the accept backoff ([`util::backoff`]);
+//!   [`version`]: what this build is.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 

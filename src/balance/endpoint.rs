@@ -1,10 +1,10 @@
 //! Origin listen endpoints as SRS reports them in heartbeats.
 //!
 //! Every form SRS 5 to 7 sends is accepted for every list: `PORT`, `IP:PORT`, `[IPv6]:PORT`,
-//! `scheme://PORT`, `scheme://:PORT`, `scheme://IP:PORT` and `scheme://[IPv6]:PORT`. The SRS
-//! proxy accepted only bare ports for RTMP/HTTP/API, so an SRS with `listen 0.0.0.0:1935` could
-//! not be proxied; here the host part is kept for display and the dial address is always the
-//! origin's registered `ip` (as in the SRS proxy).
+//! `scheme://PORT`, `scheme://:PORT`, `scheme://IP:PORT` and `scheme://[IPv6]:PORT` (an SRS
+//! with `listen 0.0.0.0:1935` reports the host part too). The host part is kept for display;
+//! the dial address is always the origin's registered `ip`, since an origin reports its
+//! listen address, not how to reach it.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -6,7 +6,7 @@
 //! The control thread owns the table. An id lives as long as the registry knows its stream
 //! (pinned, or with sessions open), so the table is bounded by the registry's stream limit;
 //! [`HlsIds::retain`] drops the rest once a second. Ids are random (chosen by the caller), so
-//! they cannot be guessed from a stream name, unlike the SRS proxy's 7 hex digits they are 16.
+//! they cannot be guessed from a stream name; 16 hex digits make them hard to guess at all.
 
 use std::collections::HashMap;
 use std::sync::Arc;

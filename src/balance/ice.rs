@@ -2,8 +2,7 @@
 //! binding request from an address it has never seen (a new session, a NAT rebinding, an ICE
 //! restart landing on another shard) to the origin that answered the session's offer.
 //!
-//! The key is the whole USERNAME a client sends, `answerUfrag:offerUfrag` (as the SRS proxy
-//! keeps it). Entries are written by signalling, read by shards, and bounded twice: at most
+//! The key is the whole USERNAME a client sends, `answerUfrag:offerUfrag`. Entries are written by signalling, read by shards, and bounded twice: at most
 //! `max` entries (the least recently used goes first) and none unused for `ttl`.
 
 use std::collections::HashMap;

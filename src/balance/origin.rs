@@ -1,10 +1,11 @@
-//! Origin records and the registration request that creates them (proxy-protocol.md).
+//! Origin records and the registration request that creates them.
 //!
-//! A registration is the JSON body of `POST /api/v1/srs/register`. Its fields are checked in
-//! the SRS proxy's order with its error texts (`empty ip`, `empty server`, `empty service`,
-//! `empty pid`, `empty rtmp`); unknown fields such as SRS's `summaries` are ignored. Unlike the
-//! SRS proxy, the `ip` must be an IP address and every endpoint must parse, so a registration
-//! that could never be dialed is refused with the reason instead of failing at play time.
+//! A registration is the JSON body of `POST /api/v1/srs/register`, as SRS heartbeats send it.
+//! Its fields are checked in a fixed order with the error texts SRS tooling knows (`empty ip`,
+//! `empty server`, `empty service`, `empty pid`, `empty rtmp`); unknown fields such as SRS's
+//! `summaries` are ignored. The `ip` must be an IP address and every endpoint must parse, so a
+//! registration that could never be dialed is refused with the reason instead of failing at
+//! play time.
 //!
 //! Every registration is bounded ([`MAX_FIELD_BYTES`], [`MAX_IP_BYTES`], [`MAX_ENDPOINT_BYTES`],
 //! [`MAX_ENDPOINTS_PER_LIST`], [`MAX_ENDPOINTS`]), so one origin record costs at most a few KiB
@@ -30,7 +31,7 @@ pub const MAX_ENDPOINTS_PER_LIST: usize = 16;
 /// Most endpoints in all lists together.
 pub const MAX_ENDPOINTS: usize = 32;
 
-/// An origin's identity, `<server>-<service>-<pid>` as in the SRS proxy.
+/// An origin's identity, `<server>-<service>-<pid>` (a restarted SRS is a new origin).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OriginId(pub String);
 
@@ -41,7 +42,7 @@ impl std::fmt::Display for OriginId {
 }
 
 /// The wire shape of a registration. Strings only: a JSON number where a string belongs is a
-/// parse error, as in the SRS proxy.
+/// parse error.
 #[derive(Debug, Default, Deserialize)]
 struct RegisterBody {
     #[serde(default)]
@@ -66,7 +67,8 @@ struct RegisterBody {
     rtc: Option<Vec<String>>,
 }
 
-/// Why a registration was refused. The texts of the `Empty*` variants are the SRS proxy's.
+/// Why a registration was refused. The texts of the `Empty*` variants are those SRS tooling
+/// expects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     #[error("parse body: {0}")]
@@ -114,7 +116,7 @@ pub struct Registration {
 
 impl Registration {
     /// Parses and validates a register body. An empty body is an empty object, so it fails
-    /// with `empty ip` like in the SRS proxy.
+    /// with `empty ip`.
     pub fn from_json(body: &[u8]) -> Result<Self, RegisterError> {
         let body: RegisterBody = if body.iter().all(u8::is_ascii_whitespace) {
             RegisterBody::default()
@@ -238,7 +240,7 @@ impl Origin {
         self.proof.is_some()
     }
 
-    /// Alive means heard from within `ttl` (strictly, as in the SRS proxy).
+    /// Alive means heard from within `ttl` (strictly: at exactly `ttl` it is dead).
     pub fn is_alive(&self, now: Instant, ttl: std::time::Duration) -> bool {
         now.saturating_duration_since(self.last_seen) < ttl
     }

@@ -4,7 +4,7 @@
 //! - an origin is identified by `server-service-pid`; a re-register replaces its record and
 //!   refreshes its heartbeat;
 //! - a stream key has at most one pin; [`Registry::claim`] keeps an existing pin while its
-//!   origin is alive and otherwise re-pins (the SRS proxy never re-picks in memory mode), so
+//!   origin is alive and otherwise re-pins (so a dead origin's streams move), so
 //!   every claim for a key returns the same origin until that origin dies;
 //! - everything is bounded: at most `max_origins` records (a dead origin is forgotten one TTL
 //!   after it died), at most `max_streams` streams (an unused pin is dropped one TTL after its

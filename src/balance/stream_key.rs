@@ -1,11 +1,11 @@
 //! Stream keys: every protocol reduces a stream to `"<vhost>/<app>/<stream>"` so that all of
-//! them reach the same origin (srs-proxy-behaviour.md §3).
+//! them reach the same origin.
 //!
-//! The SRS proxy's rule is kept: the vhost is the URL's host when it contains a dot and is not
-//! an IPv4 literal, else `__defaultVhost__`; ports and queries never count. Two of its quirks
-//! are fixed: an HTTP `Host` header without a port uses its host like RTMP does (the SRS proxy
-//! sent such players to `__defaultVhost__`, possibly another origin than the publisher), and a
-//! tcUrl with a query no longer swallows the stream name. Hosts are lowercased, percent-escapes
+//! The vhost is the URL's host when it contains a dot and is not an IPv4 literal, else
+//! `__defaultVhost__` (SRS's rule, so an SRS origin and the proxy agree); ports and queries
+//! never count. An HTTP `Host` header without a port uses its host as RTMP does, so an HTTP
+//! player and an RTMP publisher of one stream always share its key, and a tcUrl with a query
+//! does not swallow the stream name. Hosts are lowercased, percent-escapes
 //! in paths are decoded and repeated slashes collapsed, so an RTMP stream name and the path of
 //! an HTTP request for the same stream give the same key. A `vhost=` query parameter (SRS's way
 //! of naming a vhost on an IP address) takes the place of the host.
@@ -47,7 +47,7 @@ impl StreamKey {
         Ok(StreamKey(key))
     }
 
-    /// The SRS proxy's `BuildStreamURL`: `scheme://host[:port]/app/stream[?query]`.
+    /// The key of a stream URL, `scheme://host[:port]/app/stream[?query]`.
     pub fn from_url(url: &str) -> Result<Self, KeyError> {
         let parts = UrlParts::parse(url).ok_or_else(|| KeyError::NotAUrl(url.into()))?;
         let host = query_param(parts.query, "vhost").unwrap_or_else(|| parts.host.to_string());
@@ -65,7 +65,7 @@ impl StreamKey {
     }
 
     /// HTTP: the `Host` header, the request path (`/app/stream.ext`) and its query; `?app=`
-    /// and `?stream=` replace the path as in the SRS proxy.
+    /// and `?stream=` replace the path (as WHIP/WHEP URLs name the stream).
     pub fn from_http(host_header: Option<&str>, path: &str, query: Option<&str>) -> Result<Self, KeyError> {
         let (app, stream) = (query_param(query, "app"), query_param(query, "stream"));
         let path = if app.is_some() || stream.is_some() {

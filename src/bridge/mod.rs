@@ -9,8 +9,8 @@
 //!   waits for room (back-pressure on that one new connection, never on a relay); session
 //!   events wait the same way, so counts are never lost.
 //!
-//! tokio's sync primitives are runtime-agnostic: glommio tasks await them directly (measured in
-//! stack-findings.md: wake-up p50 about 44 µs).
+//! tokio's sync primitives are runtime-agnostic: glommio tasks await them directly (a wake-up
+//! across threads measured about 44 µs at the median on the development machine).
 
 use std::sync::Arc;
 

@@ -37,8 +37,7 @@ fn first_attribute<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
 /// The ICE credentials of an offer or answer: the first `a=ice-ufrag:` and the first
 /// `a=ice-pwd:`, wherever they are (session level, or the first media section; with BUNDLE
 /// every section repeats the same pair). CRLF and bare-LF line endings are both accepted, and
-/// the value is the text up to the first whitespace, as the SRS proxy's `a=ice-ufrag:(\S+)`
-/// takes it, but only at the start of a line.
+/// the value is the text up to the first whitespace, found only at the start of a line.
 ///
 /// `None` unless both are present and non-empty: a session without them cannot be keyed.
 pub fn ice_credentials(sdp: &str) -> Option<IceCredentials> {
@@ -103,17 +102,15 @@ fn udp_host_candidate(line: &str) -> Option<HostCandidate<'_>> {
 /// `new_ip`. Everything else is preserved byte for byte, line endings included:
 ///
 /// - `tcp` candidates: the proxy relays UDP only. They keep naming the origin, so a client
-///   that can reach the origin directly over TCP may bypass the proxy (the SRS proxy instead
-///   rewrote their port to the proxy's UDP port, which can never work);
+///   that can reach the origin directly over TCP may bypass the proxy (pointing them at the
+///   proxy's UDP port could never work);
 /// - `srflx`/`relay` candidates, including their `raddr`/`rport`;
 /// - `m=` ports and `c=` lines (with ICE, candidates decide where media goes; SRS answers carry
 ///   `m=... 9` and `c=IN IP4 0.0.0.0` placeholders anyway);
 /// - candidates on other ports (another origin's, or the client's own in an offer).
 ///
-/// Compared with the SRS proxy's text replacement of `" <port> typ host"`, this matches whole
-/// tokens only (no hit on port `18000` when rewriting `8000`), writes a bare port rather than
-/// the raw `PROXY_WEBRTC_SERVER` string, and can fix the address (issue #4623: origins
-/// advertising internal IPs).
+/// Whole tokens only are matched (no hit on port `18000` when rewriting `8000`), the port is
+/// written bare, and the address can be replaced too (origins often advertise internal IPs).
 pub fn rewrite_host_candidates(sdp: &str, origin_ports: &[u16], new_port: u16, new_ip: Option<IpAddr>) -> String {
     let mut out = String::with_capacity(sdp.len() + 16);
     for raw in sdp.split_inclusive('\n') {
@@ -255,7 +252,7 @@ mod tests {
     #[test]
     fn srs_answer_port_only_matches_the_srs_proxy_rewrite_on_udp() {
         let out = rewrite_host_candidates(SRS_ANSWER, &[8000], 18000, None);
-        // The SRS proxy replaced every " 8000 typ host", TCP candidates included.
+        // A plain text replacement of " 8000 typ host" would hit the TCP candidates too.
         let srs = SRS_ANSWER.replace(" 8000 typ host", " 18000 typ host");
         let srs_udp_only =
             srs.replace("192.168.1.10 18000 typ host tcptype passive", "192.168.1.10 8000 typ host tcptype passive");

@@ -394,7 +394,7 @@ impl Handshake {
     }
 }
 
-/// The listener's reply to a caller's INDUCTION, as libsrt (and the SRS proxy) builds it: the
+/// The listener's reply to a caller's INDUCTION, as libsrt builds it: the
 /// request's body echoed with version 5, encryption field 0 (no encryption advertised),
 /// extension field [`SRT_MAGIC`], type INDUCTION and `cookie`; the initial sequence number, MTU,
 /// flow window, socket id (the caller's own, which no caller reads here although the draft
@@ -403,8 +403,7 @@ impl Handshake {
 /// Send it with `encode(timestamp, request.socket_id)` to the address the request came from.
 /// The proxy keeps no state for it, so `cookie` must be derived from that address (see
 /// [`syn_cookie`]): the CONCLUSION that echoes it is then proof that the caller receives at the
-/// address it claims. (The SRS proxy uses the constant 0x418d5e4e for everybody, which proves
-/// nothing, and writes 127.0.0.1 as the peer IP.)
+/// address it claims (a constant cookie would prove nothing).
 pub fn induction_response(request: &Handshake, cookie: u32) -> Handshake {
     Handshake {
         version: 5,
@@ -541,8 +540,8 @@ impl StreamId {
         self.mode == Some(Mode::Publish)
     }
 
-    /// The URL the SRS proxy builds its stream key from (srs-proxy-behaviour.md §3.2):
-    /// `srt://<h or localhost>/<r>`, to be given to the stream-key builder.
+    /// The URL the stream key is built from, `srt://<h or localhost>/<r>`, so an SRT stream has
+    /// the key an RTMP or HTTP client of the same stream gets.
     pub fn stream_url(&self) -> String {
         format!("srt://{}/{}", self.host.as_deref().unwrap_or("localhost"), self.resource)
     }
@@ -559,9 +558,8 @@ impl StreamId {
 /// A stream id without the `#!::` prefix (`live/livestream`, `live/x?vhost=v.example.com`) is
 /// the resource itself, verbatim.
 ///
-/// Unlike the SRS proxy's regexes `r=([^,]+)` and `h=([^,]+)` over the whole string, a key is
-/// never found inside another key or value (`user=bob,r=live/x` is resource `live/x`, not
-/// `bob`), and plain ids work (SRS answered them with "no resource in sid").
+/// A key is never found inside another key or value (`user=bob,r=live/x` is resource
+/// `live/x`, not `bob`).
 pub fn parse_stream_id(sid: &str) -> Result<StreamId, SrtError> {
     let Some(items) = sid.strip_prefix("#!::") else {
         if sid.is_empty() {
@@ -910,8 +908,7 @@ mod tests {
 
     #[test]
     fn srs_stream_key_mapping() {
-        // srs-proxy-behaviour.md §3.2 and §13 item 7: BuildStreamURL("srt://" + (h or
-        // "localhost") + "/" + r).
+        // The key of "srt://" + (h or "localhost") + "/" + r, as RTMP and HTTP clients get it.
         let key = |s: &str| StreamKey::from_url(&sid_of(s).stream_url()).unwrap().as_str().to_owned();
         assert_eq!(key("#!::r=live/livestream,m=publish"), "__defaultVhost__/live/livestream");
         assert_eq!(key("#!::r=live/livestream,m=request"), "__defaultVhost__/live/livestream");

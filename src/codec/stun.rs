@@ -70,8 +70,8 @@ pub enum Kind {
 
 /// Classifies a datagram received on the WebRTC media port.
 ///
-/// Unlike the SRS proxy (which calls anything starting with 0x00/0x01 STUN), the magic cookie
-/// must be present, so a stray datagram is not parsed as an ICE check.
+/// The magic cookie must be present (a first byte of 0x00/0x01 is not enough), so a stray
+/// datagram is not parsed as an ICE check.
 pub fn classify(datagram: &[u8]) -> Kind {
     match datagram.first() {
         Some(0..=3) if datagram.len() >= HEADER_LEN && cookie(datagram) == Some(MAGIC_COOKIE) => Kind::Stun,

@@ -1,4 +1,4 @@
-//! `.env` file reading, the way the SRS proxy (era C `parseEnvReader`) reads it.
+//! `.env` file reading, with the rules SRS proxy deployments' `.env` files are written for.
 //!
 //! Rules: lines are trimmed; blank lines and `#` lines are skipped; a leading `export ` is
 //! stripped; the key is everything before the first `=`. Values in single quotes are taken raw;

@@ -1,11 +1,13 @@
 //! Configuration: command-line flags, their environment variables and the `.env` file, turned
 //! into one validated [`Config`].
 //!
-//! Every flag falls back to an environment variable: the SRS proxy's `PROXY_*` names where the
-//! SRS proxy has the setting, `STREAMGATE_*` otherwise. A `.env` file in the working directory
-//! (or `--env-file`) fills in variables the environment does not already have, exactly as the
-//! SRS proxy reads it. A bad value stops startup with one line that names the flag, the variable
-//! and what is wrong ([`ConfigError`]); nothing after startup reads the environment again.
+//! Every flag falls back to an environment variable: `PROXY_*` for the settings SRS proxy
+//! deployments already set (so their environment works unchanged), `RTMP_*` for the gRPC and
+//! transcoding settings of the ModuleService contract, `STREAMGATE_*` otherwise. A `.env` file
+//! in the working directory (or `--env-file`) fills in variables the environment does not
+//! already have ([`dotenv`]). A bad value stops startup with one line that names the flag, the
+//! variable and what is wrong ([`ConfigError`]); nothing after startup reads the environment
+//! again.
 
 pub mod dotenv;
 pub mod values;
@@ -62,7 +64,7 @@ pub struct Cli {
     #[arg(long, env = "PROXY_SYSTEM_API", default_value = "12025", value_name = "ADDR", help_heading = "Listeners")]
     pub system_api: ListenAddr,
 
-    /// gRPC listener: the MarchProxy ModuleService (GetStatus, GetRoutes, GetMetrics,
+    /// gRPC listener: the ModuleService (GetStatus, GetRoutes, GetMetrics,
     /// HealthCheck), the standard grpc.health.v1 service and server reflection, on the control
     /// thread.
     #[arg(long, env = "RTMP_GRPC_PORT", default_value = "50053", value_name = "ADDR", help_heading = "Listeners")]
@@ -362,9 +364,9 @@ pub struct Cli {
     )]
     pub http_origin_timeout: GoDuration,
 
-    /// IP address written into the host candidates of WebRTC answers. Default: the address the
-    /// client's signalling request reached the proxy at (the SRS proxy left the origin's own,
-    /// often internal, address there: ossrs/srs#4623).
+    /// IP address written into the host candidates of WebRTC answers, in place of the origin's
+    /// own (often internal) address. Default: the address the client's signalling request
+    /// reached the proxy at.
     #[arg(long, env = "STREAMGATE_WEBRTC_CANDIDATE", value_name = "IP", help_heading = "WebRTC and SRT")]
     pub webrtc_candidate: Option<IpAddr>,
 
@@ -417,7 +419,7 @@ pub struct Cli {
 pub enum LoadBalancer {
     /// In this process.
     Memory,
-    /// In Redis, under the SRS proxy's key names.
+    /// In Redis, under the key names SRS proxies use, so mixed fleets share one Redis.
     Redis,
 }
 

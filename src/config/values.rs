@@ -51,8 +51,8 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// A duration written the Go way (`300s`, `1m30s`, `1.5h`, `250ms`), as the SRS proxy's
-/// variables are; a bare number is taken as seconds.
+/// A duration written the Go way (`300s`, `1m30s`, `1.5h`, `250ms`), as SRS deployments write
+/// their `PROXY_*` variables; a bare number is taken as seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoDuration(pub Duration);
 
@@ -101,8 +101,8 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-/// An on/off switch as the SRS proxy writes them (`on`/`off`), also `true`/`false`, `yes`/`no`,
-/// `1`/`0`.
+/// An on/off switch: `on`/`off` (as SRS configurations write them), `true`/`false`,
+/// `yes`/`no`, `1`/`0`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Switch(pub bool);
 

@@ -1,4 +1,5 @@
-//! The gRPC `marchproxy.ModuleService` (proto/module.proto, the MarchProxy NLB's API), plus the
+//! The gRPC `marchproxy.ModuleService` (proto/module.proto, the API a MarchProxy NLB asks its
+//! modules), plus the
 //! standard `grpc.health.v1.Health` service and server reflection, served by tonic on the
 //! control thread (`--grpc`, default 50053).
 //!
@@ -39,7 +40,7 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("module_descriptor");
 }
 
-/// The module name GetStatus answers: the reference's, so the NLB recognises the module.
+/// The module name GetStatus answers, the one the NLB recognises.
 pub const MODULE_NAME: &str = "rtmp-proxy";
 /// Most RPCs waiting for the control loop; more wait for room.
 pub const ASK_QUEUE: usize = 64;
@@ -160,7 +161,7 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Go's Duration formatting at second precision, as the reference shows: "2h45m30s", "5m0s", "12s".
+/// Go's Duration formatting at second precision, as the NLB shows it: "2h45m30s", "5m0s", "12s".
 pub fn format_uptime(d: Duration) -> String {
     let s = d.as_secs();
     let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);

@@ -38,7 +38,7 @@ use crate::balance::{Registration, Snapshot, StreamKey};
 use crate::bridge::ShardEvent;
 use crate::config::Config;
 
-/// How often the default backend is re-registered (as in the SRS proxy).
+/// How often the default backend is re-registered (well within any origin TTL).
 pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Most WebRTC sessions remembered by ICE username.

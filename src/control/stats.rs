@@ -3,7 +3,7 @@
 //! protocol over the process life. The System API, gRPC and metrics read these from
 //! [`State`].
 //!
-//! Each shard sends one [`ShardEvent::Report`](super::bridge::ShardEvent::Report) a second:
+//! Each shard sends one [`ShardEvent::Report`](crate::bridge::ShardEvent::Report) a second:
 //! its traffic deltas, its publishers' media deltas and its counters. The counters are
 //! cumulative since the shard started, so a report that never arrives loses nothing; traffic
 //! and media are deltas, sent with back-pressure (the reporter waits for room in the queue,

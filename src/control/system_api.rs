@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the SRS proxy's error text or the bound a field broke; 401 without the bearer token when auth is on; 403 from a peer outside `--register-allow`; 503 when the origin table is full of proven origins |
+//! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the error text SRS tooling knows or the bound a field broke; 401 without the bearer token when auth is on; 403 from a peer outside `--register-allow`; 503 when the origin table is full of proven origins |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | a page of origins: id, device_id, ip, endpoints, seconds since its heartbeat, alive, proven |
 //! | `GET /api/v1/streams` | a page of streams: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |

@@ -73,34 +73,45 @@ pub fn services(config: &Config) -> Services {
     Services { tcp, udp }
 }
 
+/// Why a stream could not be given an origin.
+#[derive(Debug, thiserror::Error)]
+pub enum NoOrigin {
+    /// This shard's snapshot has no alive origin.
+    #[error(transparent)]
+    Proposal(#[from] crate::balance::pick::PickError),
+    /// The control thread could not confirm one.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+}
+
 /// This shard's rendezvous choice for `key` from its newest snapshot (a failure, no alive
 /// origin, is counted).
-pub fn propose(shard: &Shard, key: &StreamKey) -> Result<OriginId, String> {
+pub fn propose(shard: &Shard, key: &StreamKey) -> Result<OriginId, NoOrigin> {
     let snapshot = shard.link.snapshots.borrow().clone();
     snapshot.propose(key, Instant::now()).map(|origin| origin.id.clone()).map_err(|e| {
         failed(shard, PickFailure::NoOrigin);
-        e.to_string()
+        e.into()
     })
 }
 
 /// Chooses the stream's origin: a proposal from this shard's snapshot, confirmed by the
-/// control thread's pin table.
-pub async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, String> {
+/// control thread's pin table. A failure is counted by its reason.
+pub async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, NoOrigin> {
     let proposal = propose(shard, key)?;
-    shard.link.claim(key, Some(proposal)).await.map_err(|e| claim_failed(shard, &e))
+    shard.link.claim(key, Some(proposal)).await.map_err(|e| claim_failed(shard, e))
 }
 
-/// Counts a failed claim by its reason; returns its text.
-pub fn claim_failed(shard: &Shard, e: &ClaimError) -> String {
+/// Counts a failed claim by its reason.
+pub fn claim_failed(shard: &Shard, e: ClaimError) -> NoOrigin {
     failed(
         shard,
-        match e {
+        match &e {
             ClaimError::ControlGone => PickFailure::ControlGone,
             ClaimError::Registry(RegistryError::Pick(_)) => PickFailure::NoOrigin,
             ClaimError::Registry(RegistryError::OriginsFull(_) | RegistryError::PinsFull(_)) => PickFailure::Limit,
         },
     );
-    e.to_string()
+    e.into()
 }
 
 /// Counts a stream that could not be given an origin, or whose origin could not serve it.

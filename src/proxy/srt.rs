@@ -5,8 +5,8 @@
 //!    address (so a CONCLUSION that echoes it proves the caller receives at that address).
 //! 2. CONCLUSION with a valid cookie: the stream id (`#!::r=live/x,m=publish`, `h=`, or a plain
 //!    `live/x`) names the stream; its origin is picked like any protocol's. A session is created
-//!    and its origin handshake runs in its own task, never in the receive loop (the SRS proxy
-//!    did it inline, without a timeout): INDUCTION to the origin as the caller's socket, then
+//!    and its origin handshake runs in its own task, never in the receive loop (a silent origin
+//!    must not stall other callers): INDUCTION to the origin as the caller's socket, then
 //!    the caller's own CONCLUSION with the origin's cookie, each retransmitted every
 //!    [`RETRANSMIT`] up to [`ORIGIN_HANDSHAKE_TIMEOUT`]. The origin's answer (acceptance or
 //!    rejection) goes back to the caller verbatim.
@@ -244,7 +244,7 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
         Ok(origin) => origin,
         Err(reason) => {
             warn(table, Warning::NoOrigin, || {
-                format!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason, CLIP))
+                format!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason.to_string(), CLIP))
             });
             return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
@@ -296,7 +296,7 @@ async fn connect_origin(table: Rc<Table<Srt>>, session: Rc<Session>, hs: Handsha
     let answer = match answered {
         Some(Ok(answer)) => answer,
         Some(Err(e)) => {
-            failed(Warning::OriginHandshake, format!("handshake: {}", clip(&e, CLIP)));
+            failed(Warning::OriginHandshake, format!("handshake: {e}"));
             reject(&table, &hs, from, srt::REJX_NOT_FOUND).await;
             return table.close_from_task(&session, "origin handshake failed").await;
         }
@@ -323,6 +323,15 @@ async fn connect_origin(table: Rc<Table<Srt>>, session: Rc<Session>, hs: Handsha
     table.relay_from_origin(&session).await;
 }
 
+/// Why an origin's handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("rejected at induction (reason {0})")]
+    RejectedAtInduction(i32),
+}
+
 /// INDUCTION then CONCLUSION with the origin, retransmitting; returns the origin's answer to
 /// the CONCLUSION (acceptance or rejection), as sent.
 async fn origin_handshake(
@@ -330,8 +339,8 @@ async fn origin_handshake(
     session: &Session,
     hs: &Handshake,
     buf: &mut [u8],
-) -> Result<Vec<u8>, String> {
-    let ip = session.upstream.peer_addr().map(|a| a.ip()).map_err(|e| e.to_string())?;
+) -> Result<Vec<u8>, HandshakeError> {
+    let ip = session.upstream.peer_addr().map_err(std::io::Error::from)?.ip();
     let induction = Handshake {
         version: 4,
         encryption_field: 0,
@@ -356,23 +365,23 @@ async fn exchange(
     hs: &Handshake,
     buf: &mut [u8],
     want: i32,
-) -> Result<(Vec<u8>, Handshake), String> {
+) -> Result<(Vec<u8>, Handshake), HandshakeError> {
     let packet = hs.encode(table.proto.timestamp(), 0);
     loop {
-        session.upstream.send(&packet).await.map_err(|e| e.to_string())?;
+        session.upstream.send(&packet).await.map_err(std::io::Error::from)?;
         let n = match crate::shard::within(RETRANSMIT, session.upstream.recv(buf)).await {
             None => continue,
             Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(e.to_string()),
+            Some(Err(e)) => return Err(std::io::Error::from(e).into()),
         };
         let Ok((_, answer)) = Handshake::parse(&buf[..n]) else {
             continue;
         };
-        if answer.handshake_type == want || answer.rejection_reason().is_some() {
-            if want == srt::HS_INDUCTION && answer.rejection_reason().is_some() {
-                return Err(format!("rejected at induction ({:?})", answer.rejection_reason()));
-            }
-            return Ok((buf[..n].to_vec(), answer));
+        match answer.rejection_reason() {
+            Some(reason) if want == srt::HS_INDUCTION => return Err(HandshakeError::RejectedAtInduction(reason)),
+            Some(_) => return Ok((buf[..n].to_vec(), answer)),
+            None if answer.handshake_type == want => return Ok((buf[..n].to_vec(), answer)),
+            None => {}
         }
     }
 }

@@ -9,7 +9,7 @@
 //! backlog instead of being accepted and starved; a warning is logged when the cap is hit.
 //! When `accept` fails for lack of descriptors or kernel memory, the loop backs off (100 ms
 //! growing to 1 s) with one warning per episode and one info line when it ends
-//! ([`backoff::AcceptBackoff`]) instead of spinning.
+//! ([`crate::util::backoff::AcceptBackoff`]) instead of spinning.
 //!
 //! Shutdown: when the shutdown signal flips, every accept loop stops, then the shard waits up
 //! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
@@ -46,7 +46,7 @@ use crate::bridge::{ShardEvent, ShardLink};
 use crate::config::Config;
 
 /// Per-executor io_uring buffer registration: 1 MiB keeps three rings per shard under an
-/// 8 MiB memlock limit for non-root users (stack-findings.md); sockets do not use it.
+/// 8 MiB memlock limit for non-root users; sockets do not use it.
 const IO_MEMORY: usize = 1 << 20;
 
 /// One shard's shared state, behind an `Rc` for its tasks.
@@ -335,15 +335,7 @@ async fn drain(shard: &Rc<Shard>) {
     if open > 0 {
         log::info!("shard {}: draining {open} connections for up to {grace:?}", shard.index);
     }
-    let closed = async {
-        let _ = shard.gate.close().await;
-        true
-    };
-    let timed_out = async {
-        glommio::timer::sleep(grace).await;
-        false
-    };
-    if !future::or(closed, timed_out).await {
+    if within(grace, shard.gate.close()).await.is_none() {
         log::warn!(
             "shard {}: closing {} connections still open after {grace:?}",
             shard.index,

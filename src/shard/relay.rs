@@ -3,7 +3,7 @@
 //!
 //! Readiness comes from the shard's io_uring: `TcpStream::readable`/`writable` (a POLL_ADD,
 //! added to the vendored glommio, see vendor/glommio/STREAMGATE-PATCH.md). No io-wq worker is
-//! ever parked on an idle connection (unlike IORING_OP_SPLICE, see stack-findings.md), no
+//! ever parked on an idle connection (IORING_OP_SPLICE would park one per idle socket), no
 //! buffer is held while waiting, and everything takes `&TcpStream`, so both directions of a
 //! session share its two sockets: two descriptors per session, no duplicates.
 //!

@@ -6,7 +6,6 @@ fn url(u: &str) -> String {
 
 #[test]
 fn build_stream_url_table() {
-    // srs-proxy-behaviour.md §3.1
     assert_eq!(url("rtmp://example.com/live/stream"), "example.com/live/stream");
     assert_eq!(url("rtmp://example.com:1935/live/stream"), "example.com/live/stream");
     assert_eq!(url("rtmp://127.0.0.1/live/stream"), "__defaultVhost__/live/stream");
@@ -22,7 +21,7 @@ fn rtmp_keys() {
     assert_eq!(k("rtmp://localhost:11935/live", "livestream"), "__defaultVhost__/live/livestream");
     assert_eq!(k("rtmp://Example.COM/live", "s?token=abc"), "example.com/live/s");
     assert_eq!(k("rtmp://example.com:1935/live/", "s"), "example.com/live/s");
-    // The SRS proxy turned this into `__defaultVhost__/live` for every stream.
+    // The query names the vhost; it never becomes part of the app.
     assert_eq!(k("rtmp://127.0.0.1/live?vhost=v.example.com", "s"), "v.example.com/live/s");
     assert_eq!(k("rtmp://127.0.0.1/live", "s?vhost=v.example.com"), "v.example.com/live/s");
     assert_eq!(k("rtmp://127.0.0.1/a/b", "c"), "__defaultVhost__/a/b/c");
@@ -32,7 +31,6 @@ fn rtmp_keys() {
 
 #[test]
 fn http_keys() {
-    // srs-proxy-behaviour.md §3.2
     let k = |host: Option<&str>, path: &str, q: Option<&str>| StreamKey::from_http(host, path, q).unwrap().to_string();
     assert_eq!(k(Some("example.com:8080"), "/live/stream.flv", None), "example.com/live/stream");
     assert_eq!(k(Some("example.com:8080"), "/x.flv", Some("app=live&stream=foo")), "example.com/live/foo");

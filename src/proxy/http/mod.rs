@@ -37,7 +37,7 @@ const READ_CHUNK: usize = 4096;
 /// The `Server` header.
 pub const SERVER: &str = concat!("streamgate/", env!("CARGO_PKG_VERSION"));
 
-/// The CORS headers on every stream and signalling response (srs-proxy-behaviour.md §6.4).
+/// The CORS headers on every stream and signalling response (browser players on other origins).
 pub const CORS: [(&str, &str); 3] = [
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Headers", "*"),

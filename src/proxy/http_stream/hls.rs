@@ -24,7 +24,7 @@ use crate::proxy::http::origin::{self, OriginError};
 use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
 use crate::shard::Shard;
 
-/// The query parameter that carries the HLS id (the SRS proxy's name).
+/// The query parameter that carries the HLS id (the name SRS players already pass through).
 pub const ID_PARAM: &str = "spbhid";
 
 /// Origin response headers that no longer describe a rewritten playlist.
@@ -50,7 +50,7 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
     };
     let claimed = match crate::proxy::propose(shard, &key) {
         Ok(proposal) => {
-            shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| crate::proxy::claim_failed(shard, &e))
+            shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| crate::proxy::claim_failed(shard, e))
         }
         Err(reason) => Err(reason),
     };
@@ -71,9 +71,9 @@ pub async fn by_id(ex: &Exchange<'_>) -> Next {
     let resolved = match ex.shard.link.resolve_hls(&id).await {
         Ok(resolved) => resolved,
         Err(e) => {
-            let e = crate::proxy::claim_failed(ex.shard, &e);
+            let e = crate::proxy::claim_failed(ex.shard, e);
             log::warn!("hls {} from {peer} refused: {e}", req.path);
-            return ex.reply(cors(text(503, &e))).await;
+            return ex.reply(cors(text(503, &e.to_string()))).await;
         }
     };
     let Some((key, id, origin)) = resolved else {

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `OPTIONS` anything | 200, CORS headers, no origin contacted |
 //! | a path with a `..` segment | 400 |
-//! | `/api/v1/versions` | the SRS proxy's version body |
+//! | `/api/v1/versions` | the version body SRS clients read (`code`, `pid`, `data`) |
 //! | anything with `spbhid=` in its query | HLS: the playlist's origin ([`hls`]); unknown id: 400 |
 //! | `*.m3u8` | HLS playlist, fetched and rewritten ([`hls`]) |
 //! | `*.flv`, `*.ts` | HTTP-FLV / HTTP-TS live: forwarded, then relayed ([`forward`]) |
@@ -241,7 +241,7 @@ async fn origin_failed(ex: &Exchange<'_>, key: &StreamKey, protocol: Protocol, e
     ex.reply(cors(text(e.status(), &e.to_string()))).await
 }
 
-/// The SRS proxy's version body on its HTTP stream server (srs-proxy-behaviour.md §1.4).
+/// The version body of the HTTP stream listener, in the shape SRS clients read.
 fn versions() -> Response {
     let number = |s: &str| s.parse::<u64>().unwrap_or(0);
     Response::json(

@@ -34,7 +34,7 @@ use crate::bridge::{Protocol, Role};
 use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, message};
 use crate::shard::media::MediaProbe;
 use crate::shard::traffic::Traffic;
-use crate::shard::{Shard, relay};
+use crate::shard::{Shard, relay, within};
 use identify::Identified;
 use upstream::UpstreamError;
 
@@ -45,11 +45,7 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one RTMP client connection.
 pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
-    let identified = future::or(async { Some(identify::identify(&mut client).await) }, async {
-        glommio::timer::sleep(IDENTIFY_TIMEOUT).await;
-        None
-    })
-    .await;
+    let identified = within(IDENTIFY_TIMEOUT, identify::identify(&mut client)).await;
     let Identified { role: session_role, tc_url, stream_name, replay, .. } = match identified {
         Some(Ok(ident)) => ident,
         Some(Err(e)) => return log::debug!("rtmp client {peer}: {e}"),
@@ -67,7 +63,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         Ok(origin) => origin,
         Err(reason) => {
             log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
-            return refuse(&client, session_role, 128, &reason).await;
+            return refuse(&client, session_role, 128, &reason.to_string()).await;
         }
     };
     let session = shard.open_session(&key, Protocol::Rtmp, session_role).await;
@@ -199,12 +195,7 @@ async fn confirm(
     traffic: &Traffic,
 ) -> Result<(), SessionError> {
     let mut decoder = ChunkDecoder::new();
-    let confirmed =
-        future::or(async { Some(upstream::confirm(origin, client, first, role, &mut decoder).await) }, async {
-            glommio::timer::sleep(CONFIRM_TIMEOUT).await;
-            None
-        })
-        .await;
+    let confirmed = within(CONFIRM_TIMEOUT, upstream::confirm(origin, client, first, role, &mut decoder)).await;
     let forwarded = match confirmed {
         Some(Ok(forwarded)) => forwarded,
         Some(Err(e)) => {

@@ -3,7 +3,7 @@
 //!
 //! A request is forwarded to the pinned origin's `api` endpoint with its method, path, query,
 //! end-to-end headers (`Content-Type`, `Authorization`, ...) and body. The origin's status and
-//! headers come back (the SRS proxy lost `Content-Type` and `Location`), with:
+//! headers come back (`Content-Type` and `Location` included: WHIP clients need both), with:
 //! - `Location` made relative, so the WHIP resource (`DELETE`/`PATCH`) is asked of the proxy,
 //!   which sends it to the same origin (the resource URL names the stream);
 //! - the answer's host candidates on the origin's WebRTC ports rewritten to the proxy's
@@ -13,7 +13,7 @@
 //!   so the shard that gets the client's first STUN request knows its origin.
 //!
 //! The stream: WHIP/WHEP from `?app=&stream=` (or the path), legacy from the body's
-//! `streamurl` (the SRS proxy keyed every legacy session as `/rtc/v1/play/`).
+//! `streamurl`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
