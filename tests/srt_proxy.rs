@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::http_peers::FfmpegProc;
 use common::peers::ffprobe_streams;
 use common::udp_peers::*;
 use common::wait_until;
@@ -154,16 +155,12 @@ fn srt_callers_get_rejections_they_can_read() {
     assert_eq!(proxy.table("udp_tables_peak", "srt_sessions"), 1, "only the silent origin's caller had a session");
 }
 
-/// A publisher and a player keep flowing through the proxy while its SRT port gets random
-/// datagrams, truncated and malformed handshakes, CONCLUSIONs without a stream id, forged
-/// cookies, data for unknown sockets, and 100 000 datagrams from 1000 sockets on distinct
-/// ports; afterwards the proxy holds just the two healthy sessions and never held more.
-#[test]
-fn bad_srt_input_next_to_a_healthy_session() {
-    let (origin, proxy) = relay_and_proxy();
+/// A publisher (for `seconds`) and a player of one stream through the proxy's SRT port, once
+/// the player has decoded a second of it.
+fn healthy_stream(proxy: &UdpProxy, seconds: u32) -> (FfmpegProc, FfmpegProc) {
     let publish = name_on("__defaultVhost__", "pub", IN, &[IN, OUT]);
     let play = name_on("__defaultVhost__", "play", OUT, &[IN, OUT]);
-    let mut publisher = publish_srt(&proxy.srt_url(&format!("#!::r=live/{publish},m=publish")), 50);
+    let mut publisher = publish_srt(&proxy.srt_url(&format!("#!::r=live/{publish},m=publish")), seconds);
     let mut player = play_srt(&proxy.srt_url(&format!("#!::r=live/{play},m=request")));
     assert!(
         wait_until(Duration::from_secs(20), || player.frames() >= 25),
@@ -173,6 +170,17 @@ fn bad_srt_input_next_to_a_healthy_session() {
         publisher.describe(),
         proxy.log()
     );
+    (publisher, player)
+}
+
+/// A publisher and a player keep flowing through the proxy while its SRT port gets random
+/// datagrams, truncated and malformed handshakes, CONCLUSIONs without a stream id, forged
+/// cookies, data for unknown sockets, and 100 000 datagrams from 1000 sockets on distinct
+/// ports; afterwards the proxy holds just the two healthy sessions and never held more.
+#[test]
+fn bad_srt_input_next_to_a_healthy_session() {
+    let (origin, proxy) = relay_and_proxy();
+    let (mut publisher, mut player) = healthy_stream(&proxy, 50);
     let to = proxy.srt_addr();
 
     // One caller: a CONCLUSION without a stream id is rejected, a forged one is ignored.
@@ -256,18 +264,7 @@ fn bad_srt_input_next_to_a_healthy_session() {
 #[test]
 fn refused_srt_handshakes_log_a_bounded_number_of_lines() {
     let (origin, proxy) = relay_and_proxy();
-    let publish = name_on("__defaultVhost__", "pub", IN, &[IN, OUT]);
-    let play = name_on("__defaultVhost__", "play", OUT, &[IN, OUT]);
-    let mut publisher = publish_srt(&proxy.srt_url(&format!("#!::r=live/{publish},m=publish")), 60);
-    let mut player = play_srt(&proxy.srt_url(&format!("#!::r=live/{play},m=request")));
-    assert!(
-        wait_until(Duration::from_secs(20), || player.frames() >= 25),
-        "the healthy player got {} frames\n{}\n{}\n{}",
-        player.frames(),
-        player.describe(),
-        publisher.describe(),
-        proxy.log()
-    );
+    let (mut publisher, mut player) = healthy_stream(&proxy, 60);
     let to = proxy.srt_addr();
     let bad_sid = format!("#!::m=publish,u={}", "\"x".repeat(250)); // no r=: refused with 1400
     let t0 = Instant::now();
