@@ -56,11 +56,13 @@
 pub mod amf0;
 pub mod chunk;
 pub mod handshake;
+pub mod header;
 pub mod inspect;
 pub mod message;
 
 pub use amf0::{Amf0Error, Amf0Value};
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkError};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeProgress, ServerHandshake};
+pub use header::HeaderError;
 pub use inspect::{InspectError, Inspector, MediaInfo};
 pub use message::{Command, Message, MessageError};
