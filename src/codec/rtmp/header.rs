@@ -497,3 +497,6 @@ fn le_u32(h: &[u8], at: usize) -> u32 {
     (0..4).rev().fold(0, |acc, i| (acc << 8) | byte(h, at.saturating_add(i)))
 }
 
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests;
