@@ -127,6 +127,7 @@ impl HeaderReader {
 
     /// Reads the next header from `input`; `streams` tells whether a fmt 3 header carries an
     /// extended timestamp. Returns the bytes used (all of `input` on `Partial`).
+    #[inline]
     pub fn read<T>(
         &mut self,
         input: &[u8],
@@ -177,6 +178,7 @@ impl HeaderReader {
 
 /// Total length of the header that `h` begins, as far as `h` tells: a value above `h.len()`
 /// is how far to read before asking again; at most `h.len()` means the header is whole.
+#[inline]
 fn header_len<T>(h: &[u8], streams: &ChunkStreams<T>) -> Result<usize, HeaderError> {
     let Some(&first) = h.first() else {
         return Ok(1);
@@ -200,26 +202,31 @@ fn header_len<T>(h: &[u8], streams: &ChunkStreams<T>) -> Result<usize, HeaderErr
     Ok(if extended { base.saturating_add(4) } else { base })
 }
 
-/// Parses a whole header (its length as `header_len` found it).
+/// Parses a whole header (its length as `header_len` found it). Only the fields its format
+/// carries are read; the others stay 0.
+#[inline]
 fn parse(h: &[u8]) -> ChunkHeader {
     let first = h.first().copied().unwrap_or(0);
     let (fmt, basic) = (first >> 6, basic_header_len(first));
     let base = basic.saturating_add(message_header_len(fmt));
     let extended = h.len() > base;
-    let ts_field = match (extended, fmt) {
-        (true, _) => be_u32(h, base),
-        (false, 3) => 0,
-        (false, _) => be_u24(h, basic),
-    };
-    ChunkHeader {
-        fmt,
-        csid: basic_csid(h),
-        ts_field,
-        extended,
-        length: be_u24(h, basic.saturating_add(3)),
-        type_id: h.get(basic.saturating_add(6)).copied().unwrap_or(0),
-        stream_id: le_u32(h, basic.saturating_add(7)),
+    let mut header =
+        ChunkHeader { fmt, csid: basic_csid(h), ts_field: 0, extended, length: 0, type_id: 0, stream_id: 0 };
+    let message = h.get(basic..).unwrap_or_default();
+    if fmt <= 2 {
+        header.ts_field = be_u24(message, 0);
     }
+    if fmt <= 1 {
+        header.length = be_u24(message, 3);
+        header.type_id = message.get(6).copied().unwrap_or(0);
+    }
+    if fmt == 0 {
+        header.stream_id = le_u32(message, 7);
+    }
+    if extended {
+        header.ts_field = be_u32(h, base);
+    }
+    header
 }
 
 /// What a header did to its chunk stream.
@@ -250,6 +257,7 @@ pub struct StreamHeader {
 
 impl StreamHeader {
     /// Applies a header under the rules in the module docs.
+    #[inline]
     fn apply(&mut self, h: &ChunkHeader) -> Result<Start, HeaderError> {
         if self.in_message {
             if h.fmt == 3 {
@@ -273,6 +281,7 @@ impl StreamHeader {
 
     /// fmt 0 is absolute (and the delta a following fmt 3 message reuses); fmt 1/2 carry a
     /// delta; fmt 3 reuses it, or takes its extended field as the new delta.
+    #[inline]
     fn apply_timestamp(&mut self, h: &ChunkHeader) {
         match h.fmt {
             0 => {
@@ -296,51 +305,61 @@ impl StreamHeader {
     }
 
     /// Timestamp of the current (or last) message.
+    #[inline]
     pub fn timestamp(&self) -> u32 {
         self.timestamp
     }
 
     /// Declared length of the current message.
+    #[inline]
     pub fn length(&self) -> u32 {
         self.length
     }
 
     /// Type id of the current message.
+    #[inline]
     pub fn type_id(&self) -> u8 {
         self.type_id
     }
 
     /// Message stream id of the current message.
+    #[inline]
     pub fn stream_id(&self) -> u32 {
         self.stream_id
     }
 
     /// Payload bytes of the current message counted so far.
+    #[inline]
     pub fn received(&self) -> usize {
         self.received
     }
 
     /// Whether a message is incomplete on this chunk stream.
+    #[inline]
     pub fn in_message(&self) -> bool {
         self.in_message
     }
 
     /// Payload bytes of the chunk just begun, at `chunk_size` bytes per chunk.
+    #[inline]
     pub fn chunk_len(&self, chunk_size: usize) -> usize {
         to_usize(self.length).saturating_sub(self.received).min(chunk_size)
     }
 
     /// Whether all of the current message's payload has been counted.
+    #[inline]
     pub fn is_complete(&self) -> bool {
         self.received >= to_usize(self.length)
     }
 
     /// Counts `n` payload bytes of the current message.
+    #[inline]
     pub fn advance(&mut self, n: usize) {
         self.received = self.received.saturating_add(n);
     }
 
     /// Ends the current message (complete, or aborted): the next header starts a new one.
+    #[inline]
     pub fn end_message(&mut self) {
         self.in_message = false;
     }
@@ -377,21 +396,25 @@ impl<T> ChunkStreams<T> {
     }
 
     /// Index of chunk stream `csid`, if tracked.
+    #[inline]
     pub fn position(&self, csid: u32) -> Option<usize> {
         self.csids.iter().position(|&c| c == csid)
     }
 
     /// The chunk stream at `index`.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&ChunkStream<T>> {
         self.streams.get(index)
     }
 
     /// The chunk stream at `index`, mutably.
+    #[inline]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut ChunkStream<T>> {
         self.streams.get_mut(index)
     }
 
     /// Chunk stream `csid`, if tracked.
+    #[inline]
     pub fn find_mut(&mut self, csid: u32) -> Option<&mut ChunkStream<T>> {
         self.position(csid).and_then(|i| self.streams.get_mut(i))
     }
@@ -415,6 +438,7 @@ impl<T> ChunkStreams<T> {
 impl<T: Default> ChunkStreams<T> {
     /// Applies a complete header to its chunk stream (tracking a new one on fmt 0). Returns
     /// the stream's index and whether the chunk begins or continues a message.
+    #[inline]
     pub fn begin_chunk(&mut self, h: &ChunkHeader) -> Result<(usize, Start), HeaderError> {
         let index = match self.position(h.csid) {
             Some(index) => index,
@@ -439,6 +463,7 @@ impl<T: Default> ChunkStreams<T> {
 }
 
 /// Appends a basic header for `csid` (in `MIN_CSID..=MAX_CSID`) with header format `fmt`.
+#[inline]
 pub fn write_basic_header(out: &mut Vec<u8>, fmt: u8, csid: u32) {
     let fmt_bits = fmt << 6;
     match csid {
@@ -452,6 +477,7 @@ pub fn write_basic_header(out: &mut Vec<u8>, fmt: u8, csid: u32) {
 }
 
 /// `u32` to `usize`, saturating on 16-bit targets.
+#[inline]
 pub(super) fn to_usize(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
