@@ -15,8 +15,8 @@
 //!
 //! Whole captures in flight at once are bounded by [`CAPTURE_BUDGET`] bytes together, chunk
 //! streams by [`DEFAULT_MAX_CHUNK_STREAMS`] (the chunk decoder's default; publishers use a
-//! handful): an inspector holds at most a few hundred KiB whatever the
-//! input. Key frames of many MB pass through as a count.
+//! handful): an inspector holds at most a few hundred KiB whatever the input. Key frames of
+//! many MB pass through as a count.
 //!
 //! A chunk stream error (a header the origin's decoder would refuse too) stops the inspector:
 //! it returns the error once, keeps what it found so far and ignores later input. Counting
