@@ -1,11 +1,16 @@
 //! Chunk stream layer: [`ChunkDecoder`] reassembles messages from chunks,
-//! [`ChunkEncoder`] splits messages into chunks.
+//! [`ChunkEncoder`] splits messages into chunks. Chunk headers are read and
+//! applied by [`super::header`]; this file owns reassembly, its limits and
+//! the control messages (SetChunkSize, Abort) that change how chunks are read.
 #![deny(clippy::indexing_slicing)]
-
-use std::collections::HashMap;
 
 use thiserror::Error;
 
+use super::header::{
+    ChunkHeader, ChunkStream, ChunkStreams, EXTENDED_TIMESTAMP, HeaderError, HeaderReader, Start, Status, to_usize,
+    write_basic_header,
+};
+pub use super::header::{DEFAULT_MAX_CHUNK_STREAMS, MAX_CSID, MAX_PAYLOAD_LEN, MIN_CSID};
 use super::message::{self, Message};
 
 /// Chunk size both directions start with.
@@ -14,19 +19,7 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 128;
 pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
 /// Default bound on a declared message length (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_LEN: u32 = 16 * 1024 * 1024;
-/// Default bound on the number of chunk streams tracked at once.
-pub const DEFAULT_MAX_CHUNK_STREAMS: usize = 64;
-/// Smallest chunk stream id.
-pub const MIN_CSID: u32 = 2;
-/// Largest chunk stream id (3-byte basic header).
-pub const MAX_CSID: u32 = 65599;
-/// Largest payload a message header can declare (24-bit field).
-pub const MAX_PAYLOAD_LEN: usize = 0xFF_FFFF;
 
-/// 24-bit timestamp value meaning "extended timestamp follows".
-const EXTENDED: u32 = 0xFF_FFFF;
-/// Longest chunk header: 3-byte basic + 11-byte type 0 + 4-byte extended.
-const MAX_HEADER_LEN: usize = 18;
 /// Initial payload buffer reservation cap, so a declared length is not trusted.
 const INITIAL_RESERVE: usize = 64 * 1024;
 
@@ -34,6 +27,9 @@ const INITIAL_RESERVE: usize = 64 * 1024;
 /// connection state is undefined: drop the decoder and close the connection.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ChunkError {
+    /// A chunk header broke the chunk stream.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
     /// A chunk size of 0 or with the high bit set.
     #[error("chunk size {size} outside 1..=0x7FFFFFFF")]
     InvalidChunkSize {
@@ -49,34 +45,6 @@ pub enum ChunkError {
         length: u32,
         /// Configured maximum.
         limit: u32,
-    },
-    /// A new chunk stream id appeared while the maximum were already tracked.
-    #[error("chunk stream {csid} would exceed the limit of {limit} chunk streams")]
-    TooManyChunkStreams {
-        /// The new chunk stream id.
-        csid: u32,
-        /// Configured maximum.
-        limit: usize,
-    },
-    /// A fmt 1/2/3 chunk on a chunk stream that never had a fmt 0 header.
-    #[error("fmt {fmt} chunk on chunk stream {csid} without a previous header")]
-    MissingPreviousHeader {
-        /// Chunk stream id.
-        csid: u32,
-        /// Header format of the offending chunk.
-        fmt: u8,
-    },
-    /// A fmt 0/1/2 header while a message on that chunk stream is incomplete.
-    #[error("fmt {fmt} header on chunk stream {csid} inside a message ({received} of {length} bytes)")]
-    HeaderInsideMessage {
-        /// Chunk stream id.
-        csid: u32,
-        /// Header format of the offending chunk.
-        fmt: u8,
-        /// Payload bytes received so far.
-        received: usize,
-        /// Declared message length.
-        length: u32,
     },
     /// A SetChunkSize or Abort message whose payload is malformed.
     #[error("invalid control message type {type_id}: {source}")]
@@ -107,107 +75,28 @@ fn check_chunk_size(size: u32) -> Result<u32, ChunkError> {
     Ok(size)
 }
 
-fn to_usize(n: u32) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
+/// A chunk stream as the decoder keeps it: header state plus the payload so far.
+/// INVARIANT: while a message is in progress, `body.len() == header.received()`.
+type Stream = ChunkStream<Vec<u8>>;
 
-/// Per chunk stream state kept between chunks.
-#[derive(Debug, Default)]
-struct StreamState {
-    timestamp: u32,
-    delta: u32,
-    length: u32,
-    type_id: u8,
-    stream_id: u32,
-    has_extended: bool,
-    in_message: bool,
-    payload: Vec<u8>,
-}
-
-/// A fully read chunk header.
-#[derive(Debug, Clone, Copy)]
-struct ChunkHeader {
-    fmt: u8,
-    csid: u32,
-    /// Timestamp (fmt 0) or delta (fmt 1/2), or the extended field of fmt 3.
-    ts_field: u32,
-    extended: bool,
-    length: u32,
-    type_id: u8,
-    stream_id: u32,
-}
-
-impl StreamState {
-    /// Applies a header; returns an error for headers that break the message.
-    fn apply(&mut self, h: &ChunkHeader, max_len: u32) -> Result<(), ChunkError> {
-        if self.in_message {
-            if h.fmt == 3 {
-                return Ok(());
-            }
-            let (received, length) = (self.payload.len(), self.length);
-            return Err(ChunkError::HeaderInsideMessage { csid: h.csid, fmt: h.fmt, received, length });
-        }
-        if h.fmt <= 1 && h.length > max_len {
-            return Err(ChunkError::MessageTooLarge { csid: h.csid, length: h.length, limit: max_len });
-        }
-        self.apply_timestamp(h);
-        if h.fmt <= 1 {
-            self.length = h.length;
-            self.type_id = h.type_id;
-        }
-        if h.fmt == 0 {
-            self.stream_id = h.stream_id;
-        }
-        self.in_message = true;
-        self.payload = Vec::with_capacity(to_usize(self.length).min(INITIAL_RESERVE));
-        Ok(())
-    }
-
-    /// Timestamp rules: fmt 0 is absolute (and, per the spec, also the delta a
-    /// following fmt 3 message reuses); fmt 1/2 carry a delta; fmt 3 reuses it.
-    fn apply_timestamp(&mut self, h: &ChunkHeader) {
-        match h.fmt {
-            0 => {
-                self.timestamp = h.ts_field;
-                self.delta = h.ts_field;
-            }
-            1 | 2 => {
-                self.delta = h.ts_field;
-                self.timestamp = self.timestamp.wrapping_add(h.ts_field);
-            }
-            _ => {
-                if h.extended {
-                    self.delta = h.ts_field;
-                }
-                self.timestamp = self.timestamp.wrapping_add(self.delta);
-            }
-        }
-        if h.fmt <= 2 {
-            self.has_extended = h.extended;
-        }
-    }
-
-    fn is_complete(&self) -> bool {
-        self.payload.len() >= to_usize(self.length)
-    }
-
-    fn take_message(&mut self, csid: u32) -> Message {
-        self.in_message = false;
-        Message {
-            csid,
-            timestamp: self.timestamp,
-            type_id: self.type_id,
-            stream_id: self.stream_id,
-            payload: std::mem::take(&mut self.payload),
-        }
-    }
+/// Ends the message on `stream` and hands it over.
+fn take_message(stream: &mut Stream, csid: u32) -> Message {
+    stream.header.end_message();
+    let h = &stream.header;
+    let (timestamp, type_id, stream_id) = (h.timestamp(), h.type_id(), h.stream_id());
+    Message { csid, timestamp, type_id, stream_id, payload: std::mem::take(&mut stream.body) }
 }
 
 /// Where the decoder is inside the byte stream.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Header,
-    Payload { csid: u32, remaining: usize },
+    /// `remaining` payload bytes of the current chunk on chunk stream `csid` (at `index`).
+    Payload {
+        index: usize,
+        csid: u32,
+        remaining: usize,
+    },
 }
 
 /// Outcome of one decoding step.
@@ -227,10 +116,8 @@ enum Step {
 pub struct ChunkDecoder {
     chunk_size: u32,
     max_message_len: u32,
-    max_chunk_streams: usize,
-    streams: HashMap<u32, StreamState>,
-    header: [u8; MAX_HEADER_LEN],
-    header_len: usize,
+    streams: ChunkStreams<Vec<u8>>,
+    reader: HeaderReader,
     phase: Phase,
     consumed: u64,
 }
@@ -252,10 +139,8 @@ impl ChunkDecoder {
         ChunkDecoder {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_message_len,
-            max_chunk_streams,
-            streams: HashMap::new(),
-            header: [0; MAX_HEADER_LEN],
-            header_len: 0,
+            streams: ChunkStreams::new(max_chunk_streams),
+            reader: HeaderReader::new(),
             phase: Phase::Header,
             consumed: 0,
         }
@@ -280,9 +165,9 @@ impl ChunkDecoder {
 
     /// Discards the partial message on `csid` (what an Abort message asks).
     pub fn abort(&mut self, csid: u32) {
-        if let Some(state) = self.streams.get_mut(&csid) {
-            state.in_message = false;
-            state.payload = Vec::new();
+        if let Some(stream) = self.streams.find_mut(csid) {
+            stream.header.end_message();
+            stream.body = Vec::new();
         }
     }
 
@@ -296,7 +181,7 @@ impl ChunkDecoder {
             let rest = input.get(pos..).unwrap_or_default();
             let (used, step) = match self.phase {
                 Phase::Header => self.read_header(rest)?,
-                Phase::Payload { csid, remaining } => self.read_payload(rest, csid, remaining)?,
+                Phase::Payload { index, csid, remaining } => self.read_payload(rest, index, csid, remaining)?,
             };
             pos = pos.saturating_add(used);
             self.consumed = self.consumed.saturating_add(used as u64);
@@ -337,174 +222,64 @@ impl ChunkDecoder {
         Ok(())
     }
 
-    /// Buffers header bytes; once the header is whole, starts the chunk.
+    /// Reads the next header; once it is whole, starts its chunk.
     fn read_header(&mut self, input: &[u8]) -> Result<(usize, Step), ChunkError> {
-        let mut used = 0usize;
-        loop {
-            let need = self.header_need()?;
-            if self.header_len >= need {
-                break;
-            }
-            let src = input.get(used..).unwrap_or_default();
-            let n = need.saturating_sub(self.header_len).min(src.len());
-            if n == 0 {
-                return Ok((used, Step::NeedMore));
-            }
-            let end = self.header_len.saturating_add(n);
-            if let (Some(dst), Some(s)) = (self.header.get_mut(self.header_len..end), src.get(..n)) {
-                dst.copy_from_slice(s);
-            }
-            self.header_len = end;
-            used = used.saturating_add(n);
-        }
-        let header = self.parse_header();
-        self.header_len = 0;
+        let (used, status) = self.reader.read(input, &self.streams)?;
+        let Status::Complete(header) = status else {
+            return Ok((used, Step::NeedMore));
+        };
         Ok((used, self.begin_chunk(&header)?))
     }
 
-    fn header_bytes(&self) -> &[u8] {
-        self.header.get(..self.header_len).unwrap_or_default()
-    }
-
-    /// Total header length needed, as far as the bytes so far tell.
-    fn header_need(&self) -> Result<usize, ChunkError> {
-        let h = self.header_bytes();
-        let Some(&first) = h.first() else {
-            return Ok(1);
-        };
-        let basic = basic_header_len(first);
-        if h.len() < basic {
-            return Ok(basic);
-        }
-        let fmt = first >> 6;
-        let base = basic.saturating_add(message_header_len(fmt));
-        if h.len() < base {
-            return Ok(base);
-        }
-        let extended = if fmt == 3 {
-            let csid = basic_csid(h);
-            let state = self.streams.get(&csid);
-            state.ok_or(ChunkError::MissingPreviousHeader { csid, fmt })?.has_extended
-        } else {
-            be_u24(h, basic) == EXTENDED
-        };
-        Ok(if extended { base.saturating_add(4) } else { base })
-    }
-
-    /// Parses the complete header in `self.header`.
-    fn parse_header(&self) -> ChunkHeader {
-        let h = self.header_bytes();
-        let first = h.first().copied().unwrap_or(0);
-        let (fmt, basic) = (first >> 6, basic_header_len(first));
-        let base = basic.saturating_add(message_header_len(fmt));
-        let extended = h.len() > base;
-        let ts_field = match (extended, fmt) {
-            (true, _) => be_u32(h, base),
-            (false, 3) => 0,
-            (false, _) => be_u24(h, basic),
-        };
-        ChunkHeader {
-            fmt,
-            csid: basic_csid(h),
-            ts_field,
-            extended,
-            length: be_u24(h, basic.saturating_add(3)),
-            type_id: h.get(basic.saturating_add(6)).copied().unwrap_or(0),
-            stream_id: le_u32(h, basic.saturating_add(7)),
-        }
-    }
-
     fn begin_chunk(&mut self, h: &ChunkHeader) -> Result<Step, ChunkError> {
-        self.ensure_stream(h)?;
-        let chunk_size = to_usize(self.chunk_size);
-        let state = state_of(&mut self.streams, h.csid, h.fmt)?;
-        state.apply(h, self.max_message_len)?;
-        if state.is_complete() {
-            return Ok(Step::Done(state.take_message(h.csid)));
+        let (index, start) = self.streams.begin_chunk(h)?;
+        let stream = stream_at(&mut self.streams, index, h.csid, h.fmt)?;
+        if start == Start::NewMessage {
+            if h.fmt <= 1 && h.length > self.max_message_len {
+                let limit = self.max_message_len;
+                return Err(ChunkError::MessageTooLarge { csid: h.csid, length: h.length, limit });
+            }
+            stream.body = Vec::with_capacity(to_usize(stream.header.length()).min(INITIAL_RESERVE));
         }
-        let left = to_usize(state.length).saturating_sub(state.payload.len());
-        self.phase = Phase::Payload { csid: h.csid, remaining: left.min(chunk_size) };
+        if stream.header.is_complete() {
+            return Ok(Step::Done(take_message(stream, h.csid)));
+        }
+        let remaining = stream.header.chunk_len(to_usize(self.chunk_size));
+        self.phase = Phase::Payload { index, csid: h.csid, remaining };
         Ok(Step::Continue)
     }
 
-    fn ensure_stream(&mut self, h: &ChunkHeader) -> Result<(), ChunkError> {
-        if self.streams.contains_key(&h.csid) {
-            return Ok(());
-        }
-        if h.fmt != 0 {
-            return Err(ChunkError::MissingPreviousHeader { csid: h.csid, fmt: h.fmt });
-        }
-        if self.streams.len() >= self.max_chunk_streams {
-            let limit = self.max_chunk_streams;
-            return Err(ChunkError::TooManyChunkStreams { csid: h.csid, limit });
-        }
-        self.streams.insert(h.csid, StreamState::default());
-        Ok(())
-    }
-
-    fn read_payload(&mut self, input: &[u8], csid: u32, remaining: usize) -> Result<(usize, Step), ChunkError> {
+    fn read_payload(
+        &mut self,
+        input: &[u8],
+        index: usize,
+        csid: u32,
+        remaining: usize,
+    ) -> Result<(usize, Step), ChunkError> {
         let n = remaining.min(input.len());
         if n == 0 {
             return Ok((0, Step::NeedMore));
         }
-        let state = state_of(&mut self.streams, csid, 3)?;
-        state.payload.extend_from_slice(input.get(..n).unwrap_or_default());
+        let stream = stream_at(&mut self.streams, index, csid, 3)?;
+        stream.body.extend_from_slice(input.get(..n).unwrap_or_default());
+        stream.header.advance(n);
         let left = remaining.saturating_sub(n);
         if left > 0 {
-            self.phase = Phase::Payload { csid, remaining: left };
+            self.phase = Phase::Payload { index, csid, remaining: left };
             return Ok((n, Step::NeedMore));
         }
         self.phase = Phase::Header;
-        if state.is_complete() {
-            return Ok((n, Step::Done(state.take_message(csid))));
+        if stream.header.is_complete() {
+            return Ok((n, Step::Done(take_message(stream, csid))));
         }
         Ok((n, Step::Continue))
     }
 }
 
-fn state_of(streams: &mut HashMap<u32, StreamState>, csid: u32, fmt: u8) -> Result<&mut StreamState, ChunkError> {
-    streams.get_mut(&csid).ok_or(ChunkError::MissingPreviousHeader { csid, fmt })
-}
-
-fn basic_header_len(first: u8) -> usize {
-    match first & 0x3F {
-        0 => 2,
-        1 => 3,
-        _ => 1,
-    }
-}
-
-fn message_header_len(fmt: u8) -> usize {
-    match fmt {
-        0 => 11,
-        1 => 7,
-        2 => 3,
-        _ => 0,
-    }
-}
-
-fn byte(h: &[u8], at: usize) -> u32 {
-    u32::from(h.get(at).copied().unwrap_or(0))
-}
-
-fn basic_csid(h: &[u8]) -> u32 {
-    match byte(h, 0) & 0x3F {
-        0 => 64 + byte(h, 1),
-        1 => 64 + byte(h, 1) + (byte(h, 2) << 8),
-        n => n,
-    }
-}
-
-fn be_u24(h: &[u8], at: usize) -> u32 {
-    (byte(h, at) << 16) | (byte(h, at.saturating_add(1)) << 8) | byte(h, at.saturating_add(2))
-}
-
-fn be_u32(h: &[u8], at: usize) -> u32 {
-    (byte(h, at) << 24) | be_u24(h, at.saturating_add(1))
-}
-
-fn le_u32(h: &[u8], at: usize) -> u32 {
-    (0..4).rev().fold(0, |acc, i| (acc << 8) | byte(h, at.saturating_add(i)))
+/// The chunk stream at `index` (from `begin_chunk`, so present: see the header module's
+/// INVARIANT); a missing one reads as a chunk without a previous header.
+fn stream_at(streams: &mut ChunkStreams<Vec<u8>>, index: usize, csid: u32, fmt: u8) -> Result<&mut Stream, ChunkError> {
+    Ok(streams.get_mut(index).ok_or(HeaderError::MissingPreviousHeader { csid, fmt })?)
 }
 
 /// Splits messages into chunks (sans-io: appends to a caller's buffer).
@@ -543,15 +318,15 @@ impl ChunkEncoder {
     /// switches this encoder to the new size for the messages after it.
     pub fn encode(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), ChunkError> {
         let new_size = Self::validate(msg)?;
-        let extended = msg.timestamp >= EXTENDED;
-        write_basic(out, 0, msg.csid);
-        let [_, t2, t1, t0] = msg.timestamp.min(EXTENDED).to_be_bytes();
+        let extended = msg.timestamp >= EXTENDED_TIMESTAMP;
+        write_basic_header(out, 0, msg.csid);
+        let [_, t2, t1, t0] = msg.timestamp.min(EXTENDED_TIMESTAMP).to_be_bytes();
         let [_, l2, l1, l0] = u32::try_from(msg.payload.len()).unwrap_or(u32::MAX).to_be_bytes();
         out.extend_from_slice(&[t2, t1, t0, l2, l1, l0, msg.type_id]);
         out.extend_from_slice(&msg.stream_id.to_le_bytes());
         for (i, chunk) in msg.payload.chunks(to_usize(self.chunk_size)).enumerate() {
             if i > 0 {
-                write_basic(out, 3, msg.csid);
+                write_basic_header(out, 3, msg.csid);
             }
             if extended {
                 out.extend_from_slice(&msg.timestamp.to_be_bytes());
@@ -582,18 +357,6 @@ impl ChunkEncoder {
         let size = message::parse_set_chunk_size(&msg.payload)
             .map_err(|source| ChunkError::InvalidControlMessage { type_id: msg.type_id, source })?;
         Ok(Some(size))
-    }
-}
-
-fn write_basic(out: &mut Vec<u8>, fmt: u8, csid: u32) {
-    let fmt_bits = fmt << 6;
-    match csid {
-        0..=63 => out.push(fmt_bits | (csid as u8)),
-        64..=319 => out.extend_from_slice(&[fmt_bits, (csid - 64) as u8]),
-        _ => {
-            let id = csid.saturating_sub(64);
-            out.extend_from_slice(&[fmt_bits | 1, (id & 0xFF) as u8, ((id >> 8) & 0xFF) as u8]);
-        }
     }
 }
 
@@ -814,12 +577,15 @@ mod tests {
         assert_eq!(err, ChunkError::MessageTooLarge { csid: 3, length: 2000, limit: 1000 });
         let orphan = [0x43, 0, 0, 0, 0, 0, 1, 0x09, 0];
         let err = ChunkDecoder::new().decode(&orphan).unwrap_err();
-        assert_eq!(err, ChunkError::MissingPreviousHeader { csid: 3, fmt: 1 });
+        assert_eq!(err, ChunkError::Header(HeaderError::MissingPreviousHeader { csid: 3, fmt: 1 }));
         assert!(ChunkDecoder::new().decode(&[0xC3]).is_err());
         let mut inside = vec![0x03, 0, 0, 0, 0, 1, 0, 0x09, 0, 0, 0, 0];
         inside.extend([0u8; 128]);
         inside.extend([0x03, 0, 0, 0, 0, 0, 1, 0x09, 0, 0, 0, 0]);
-        assert!(matches!(ChunkDecoder::new().decode_all(&inside), Err(ChunkError::HeaderInsideMessage { .. })));
+        assert!(matches!(
+            ChunkDecoder::new().decode_all(&inside),
+            Err(ChunkError::Header(HeaderError::HeaderInsideMessage { .. }))
+        ));
     }
 
     #[test]
@@ -829,7 +595,7 @@ mod tests {
             assert!(dec.decode(&[csid, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]).unwrap().1.is_some());
         }
         let err = dec.decode(&[5, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]).unwrap_err();
-        assert_eq!(err, ChunkError::TooManyChunkStreams { csid: 5, limit: 2 });
+        assert_eq!(err, ChunkError::Header(HeaderError::TooManyChunkStreams { csid: 5, limit: 2 }));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A streaming, bounded-memory reader of a publisher's chunk stream: it follows the chunk
 //! headers exactly as the origin's decoder does (chunk sizes, header compression, extended
 //! timestamps, Abort) and reads media facts from the messages without reassembling them.
+//! Headers are read and applied by [`super::header`], as in the
+//! [`ChunkDecoder`](super::ChunkDecoder); this file owns what is counted and captured.
 //!
 //! Feed it the publisher's bytes from the first byte after C2, in order, in pieces of any size
 //! ([`Inspector::feed`]); [`Inspector::info`] says what it found. Per message it keeps only:
@@ -12,8 +14,9 @@
 //! - nothing of anything else (commands, acknowledgements, aggregates, bigger messages).
 //!
 //! Whole captures in flight at once are bounded by [`CAPTURE_BUDGET`] bytes together, chunk
-//! streams by [`MAX_CHUNK_STREAMS`]: an inspector holds at most a few hundred KiB whatever the
-//! input. Key frames of many MB pass through as a count.
+//! streams by [`DEFAULT_MAX_CHUNK_STREAMS`] (the chunk decoder's default; publishers use a
+//! handful): an inspector holds at most a few hundred KiB whatever the input. Key frames of
+//! many MB pass through as a count.
 //!
 //! A chunk stream error (a header the origin's decoder would refuse too) stops the inspector:
 //! it returns the error once, keeps what it found so far and ignores later input. Counting
@@ -25,6 +28,9 @@
 use thiserror::Error;
 
 use super::chunk::DEFAULT_CHUNK_SIZE;
+use super::header::{
+    ChunkHeader, ChunkStream, ChunkStreams, DEFAULT_MAX_CHUNK_STREAMS, HeaderError, HeaderReader, Start, Status,
+};
 use super::message::{self, AUDIO, DATA_AMF0, DATA_AMF3, VIDEO};
 use crate::codec::flv::{self, Metadata, Packet, TAG_PREFIX};
 
@@ -32,21 +38,12 @@ use crate::codec::flv::{self, Metadata, Packet, TAG_PREFIX};
 pub const MAX_CAPTURE: usize = 64 * 1024;
 /// Most bytes of whole messages being captured at once, over all chunk streams.
 pub const CAPTURE_BUDGET: usize = 256 * 1024;
-/// Most chunk streams followed (the chunk decoder's default; publishers use a handful).
-pub const MAX_CHUNK_STREAMS: usize = 64;
-
-const EXTENDED: u32 = 0xFF_FFFF;
-const MAX_HEADER_LEN: usize = 18;
 
 /// Why inspection stopped.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum InspectError {
-    #[error("fmt {fmt} chunk on chunk stream {csid} without a previous header")]
-    MissingPreviousHeader { csid: u32, fmt: u8 },
-    #[error("fmt {fmt} header on chunk stream {csid} inside a message")]
-    HeaderInsideMessage { csid: u32, fmt: u8 },
-    #[error("more than {MAX_CHUNK_STREAMS} chunk streams")]
-    TooManyChunkStreams,
+    #[error(transparent)]
+    Header(#[from] HeaderError),
     #[error("invalid SetChunkSize or Abort: {0}")]
     Control(#[from] message::MessageError),
 }
@@ -102,9 +99,10 @@ impl MediaInfo {
 }
 
 /// How much of the current message on a chunk stream is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Keep {
     /// Nothing.
+    #[default]
     Skip,
     /// The first n bytes.
     Prefix(usize),
@@ -112,17 +110,14 @@ enum Keep {
     Whole,
 }
 
-#[derive(Debug)]
-struct ChunkStream {
-    csid: u32,
-    length: u32,
-    type_id: u8,
-    has_extended: bool,
-    in_message: bool,
-    received: usize,
+/// What the inspector keeps of a chunk stream's current message.
+#[derive(Debug, Default)]
+struct Capture {
     keep: Keep,
     kept: Vec<u8>,
 }
+
+type Stream = ChunkStream<Capture>;
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -138,9 +133,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct Inspector {
     chunk_size: usize,
-    streams: Vec<ChunkStream>,
-    header: [u8; MAX_HEADER_LEN],
-    header_len: usize,
+    streams: ChunkStreams<Capture>,
+    reader: HeaderReader,
     phase: Phase,
     /// Bytes reserved by [`Keep::Whole`] messages in flight.
     reserved: usize,
@@ -158,9 +152,8 @@ impl Inspector {
     pub fn new() -> Self {
         Inspector {
             chunk_size: DEFAULT_CHUNK_SIZE as usize,
-            streams: Vec::new(),
-            header: [0; MAX_HEADER_LEN],
-            header_len: 0,
+            streams: ChunkStreams::new(DEFAULT_MAX_CHUNK_STREAMS),
+            reader: HeaderReader::new(),
             phase: Phase::Header,
             reserved: 0,
             stopped: false,
@@ -179,7 +172,7 @@ impl Inspector {
 
     /// Bytes held now (kept message bytes and chunk stream state), for tests of the bound.
     pub fn held(&self) -> usize {
-        self.streams.iter().map(|s| s.kept.capacity() + std::mem::size_of::<ChunkStream>()).sum()
+        self.streams.iter().map(|s| s.body.kept.capacity() + ChunkStreams::<Capture>::STREAM_SIZE).sum()
     }
 
     /// Reads the next bytes of the stream. The first error stops the inspector (and is
@@ -206,137 +199,36 @@ impl Inspector {
 
     fn stop(&mut self) {
         self.stopped = true;
-        self.streams = Vec::new();
+        self.streams = ChunkStreams::new(DEFAULT_MAX_CHUNK_STREAMS);
         self.reserved = 0;
     }
 
-    /// Buffers header bytes; once the header is whole, starts its chunk. Returns bytes used.
+    /// Reads the next header; once it is whole, starts its chunk. Returns bytes used.
     fn read_header(&mut self, input: &[u8]) -> Result<usize, InspectError> {
-        let mut used = 0;
-        loop {
-            let need = self.header_need()?;
-            if self.header_len >= need {
-                break;
-            }
-            let n = (need - self.header_len).min(input.len() - used);
-            if n == 0 {
-                return Ok(used);
-            }
-            let (Some(dst), Some(src)) =
-                (self.header.get_mut(self.header_len..self.header_len + n), input.get(used..used + n))
-            else {
-                return Ok(input.len()); // unreachable: need <= MAX_HEADER_LEN
-            };
-            dst.copy_from_slice(src);
-            self.header_len += n;
-            used += n;
+        let (used, status) = self.reader.read(input, &self.streams)?;
+        if let Status::Complete(header) = status {
+            self.begin_chunk(&header)?;
         }
-        self.header_len = 0;
-        self.begin_chunk()?;
         Ok(used)
     }
 
-    fn h(&self, at: usize) -> u32 {
-        u32::from(self.header.get(at).copied().unwrap_or(0))
-    }
-
-    fn basic_len(&self) -> usize {
-        match self.h(0) & 0x3F {
-            0 => 2,
-            1 => 3,
-            _ => 1,
-        }
-    }
-
-    fn csid(&self) -> u32 {
-        match self.h(0) & 0x3F {
-            0 => 64 + self.h(1),
-            1 => 64 + self.h(1) + (self.h(2) << 8),
-            n => n,
-        }
-    }
-
-    fn u24(&self, at: usize) -> u32 {
-        (self.h(at) << 16) | (self.h(at + 1) << 8) | self.h(at + 2)
-    }
-
-    /// Total header length, as far as the bytes so far tell.
-    fn header_need(&self) -> Result<usize, InspectError> {
-        if self.header_len == 0 {
-            return Ok(1);
-        }
-        let basic = self.basic_len();
-        if self.header_len < basic {
-            return Ok(basic);
-        }
-        let fmt = (self.h(0) >> 6) as u8;
-        let base = basic + [11, 7, 3, 0].get(usize::from(fmt)).copied().unwrap_or(0);
-        if self.header_len < base {
-            return Ok(base);
-        }
-        let extended = if fmt == 3 {
-            let csid = self.csid();
-            let s = self.streams.iter().find(|s| s.csid == csid);
-            s.ok_or(InspectError::MissingPreviousHeader { csid, fmt })?.has_extended
-        } else {
-            self.u24(basic) == EXTENDED
-        };
-        Ok(if extended { base + 4 } else { base })
-    }
-
-    /// Applies the complete header in `self.header` to its chunk stream.
-    fn begin_chunk(&mut self) -> Result<(), InspectError> {
-        let basic = self.basic_len();
-        let fmt = (self.h(0) >> 6) as u8;
-        let csid = self.csid();
-        let extended = fmt < 3 && self.u24(basic) == EXTENDED;
-        let (length, type_id) = (self.u24(basic + 3), self.h(basic + 6) as u8);
-        let index = match self.streams.iter().position(|s| s.csid == csid) {
-            Some(i) => i,
-            None if fmt != 0 => return Err(InspectError::MissingPreviousHeader { csid, fmt }),
-            None if self.streams.len() >= MAX_CHUNK_STREAMS => return Err(InspectError::TooManyChunkStreams),
-            None => {
-                self.streams.push(ChunkStream {
-                    csid,
-                    length: 0,
-                    type_id: 0,
-                    has_extended: false,
-                    in_message: false,
-                    received: 0,
-                    keep: Keep::Skip,
-                    kept: Vec::new(),
-                });
-                self.streams.len() - 1
-            }
-        };
+    /// Applies a whole header to its chunk stream; a new message decides what it keeps.
+    fn begin_chunk(&mut self, h: &ChunkHeader) -> Result<(), InspectError> {
+        let (index, start) = self.streams.begin_chunk(h)?;
         let Some(s) = self.streams.get_mut(index) else { return Ok(()) };
-        if s.in_message {
-            if fmt != 3 {
-                return Err(InspectError::HeaderInsideMessage { csid, fmt });
-            }
-        } else {
-            if fmt <= 1 {
-                s.length = length;
-                s.type_id = type_id;
-            }
-            if fmt <= 2 {
-                s.has_extended = extended;
-            }
-            s.in_message = true;
-            s.received = 0;
-            s.kept.clear();
-            s.keep = match s.type_id {
+        if start == Start::NewMessage {
+            s.body.kept.clear();
+            s.body.keep = match s.header.type_id() {
                 message::SET_CHUNK_SIZE | message::ABORT => Keep::Prefix(4),
                 AUDIO | VIDEO => Keep::Prefix(TAG_PREFIX),
-                DATA_AMF0 | DATA_AMF3 => whole_if_fits(&mut self.reserved, s.length),
+                DATA_AMF0 | DATA_AMF3 => whole_if_fits(&mut self.reserved, s.header.length()),
                 _ => Keep::Skip,
             };
         }
-        let left = (s.length as usize).saturating_sub(s.received);
-        if left == 0 {
+        if s.header.is_complete() {
             return self.complete(index);
         }
-        self.phase = Phase::Payload { index, remaining: left.min(self.chunk_size) };
+        self.phase = Phase::Payload { index, remaining: s.header.chunk_len(self.chunk_size) };
         Ok(())
     }
 
@@ -347,37 +239,14 @@ impl Inspector {
             self.phase = Phase::Header;
             return Ok(n);
         };
-        let mut piece = input.get(..n).unwrap_or_default();
-        while !piece.is_empty() {
-            match s.keep {
-                Keep::Skip => {
-                    s.received += piece.len();
-                    piece = &[];
-                }
-                Keep::Whole => {
-                    s.kept.extend_from_slice(piece);
-                    s.received += piece.len();
-                    piece = &[];
-                }
-                Keep::Prefix(prefix) => {
-                    let k = prefix.saturating_sub(s.received).min(piece.len());
-                    let (head, rest) = piece.split_at(k);
-                    s.kept.extend_from_slice(head);
-                    s.received += k;
-                    piece = rest;
-                    if s.received >= prefix {
-                        s.keep = after_prefix(&mut self.reserved, s);
-                    }
-                }
-            }
-        }
+        take_piece(&mut self.reserved, s, input.get(..n).unwrap_or_default());
         let left = remaining - n;
         if left > 0 {
             self.phase = Phase::Payload { index, remaining: left };
             return Ok(n);
         }
         self.phase = Phase::Header;
-        if s.received >= s.length as usize {
+        if s.header.is_complete() {
             self.complete(index)?;
         }
         Ok(n)
@@ -386,28 +255,19 @@ impl Inspector {
     /// A message on chunk stream `index` is complete: read it.
     fn complete(&mut self, index: usize) -> Result<(), InspectError> {
         let Some(s) = self.streams.get_mut(index) else { return Ok(()) };
-        s.in_message = false;
-        if s.keep == Keep::Whole {
-            self.reserved = self.reserved.saturating_sub(s.length as usize);
+        s.header.end_message();
+        if s.body.keep == Keep::Whole {
+            self.reserved = self.reserved.saturating_sub(s.header.length() as usize);
         }
-        let kept = std::mem::take(&mut s.kept);
-        let type_id = s.type_id;
+        let kept = std::mem::take(&mut s.body.kept);
+        let type_id = s.header.type_id();
         let info = &mut self.info;
         info.messages += 1;
         match type_id {
             message::SET_CHUNK_SIZE => {
                 self.chunk_size = message::parse_set_chunk_size(&kept)? as usize;
             }
-            message::ABORT => {
-                let csid = message::parse_abort(&kept)?;
-                if let Some(a) = self.streams.iter_mut().find(|a| a.csid == csid) {
-                    if a.in_message && a.keep == Keep::Whole {
-                        self.reserved = self.reserved.saturating_sub(a.length as usize);
-                    }
-                    a.in_message = false;
-                    a.kept = Vec::new();
-                }
-            }
+            message::ABORT => self.abort(message::parse_abort(&kept)?),
             VIDEO => on_video(info, &kept),
             AUDIO => on_audio(info, &kept),
             DATA_AMF0 | DATA_AMF3 => {
@@ -423,21 +283,60 @@ impl Inspector {
         {
             let mut kept = kept;
             kept.clear();
-            s.kept = kept;
+            s.body.kept = kept;
         }
         Ok(())
+    }
+
+    /// Drops the partial message on chunk stream `csid` and its capture reservation.
+    fn abort(&mut self, csid: u32) {
+        if let Some(a) = self.streams.find_mut(csid) {
+            if a.header.in_message() && a.body.keep == Keep::Whole {
+                self.reserved = self.reserved.saturating_sub(a.header.length() as usize);
+            }
+            a.header.end_message();
+            a.body.kept = Vec::new();
+        }
+    }
+}
+
+/// Counts a piece of the current message's payload and keeps what its [`Keep`] asks.
+fn take_piece(reserved: &mut usize, s: &mut Stream, mut piece: &[u8]) {
+    while !piece.is_empty() {
+        match s.body.keep {
+            Keep::Skip => {
+                s.header.advance(piece.len());
+                piece = &[];
+            }
+            Keep::Whole => {
+                s.body.kept.extend_from_slice(piece);
+                s.header.advance(piece.len());
+                piece = &[];
+            }
+            Keep::Prefix(prefix) => {
+                let k = prefix.saturating_sub(s.header.received()).min(piece.len());
+                let (head, rest) = piece.split_at(k);
+                s.body.kept.extend_from_slice(head);
+                s.header.advance(k);
+                piece = rest;
+                if s.header.received() >= prefix {
+                    s.body.keep = after_prefix(reserved, s);
+                }
+            }
+        }
     }
 }
 
 /// What to keep of a message once its first bytes are in: the rest of a media sequence
 /// header (if it fits), else nothing more.
-fn after_prefix(reserved: &mut usize, s: &ChunkStream) -> Keep {
-    let sequence_header = match s.type_id {
-        VIDEO => flv::video_tag(&s.kept).is_some_and(|t| matches!(t.packet, Packet::SequenceHeader { .. })),
-        AUDIO => flv::audio_tag(&s.kept).is_some_and(|t| matches!(t.packet, Packet::SequenceHeader { .. })),
+fn after_prefix(reserved: &mut usize, s: &Stream) -> Keep {
+    let kept = &s.body.kept;
+    let sequence_header = match s.header.type_id() {
+        VIDEO => flv::video_tag(kept).is_some_and(|t| matches!(t.packet, Packet::SequenceHeader { .. })),
+        AUDIO => flv::audio_tag(kept).is_some_and(|t| matches!(t.packet, Packet::SequenceHeader { .. })),
         _ => false,
     };
-    if sequence_header { whole_if_fits(reserved, s.length) } else { Keep::Skip }
+    if sequence_header { whole_if_fits(reserved, s.header.length()) } else { Keep::Skip }
 }
 
 fn whole_if_fits(reserved: &mut usize, length: u32) -> Keep {
@@ -675,7 +574,7 @@ mod tests {
         let mut i = Inspector::new();
         i.feed(&bytes).unwrap();
         assert!(i.reserved <= CAPTURE_BUDGET);
-        assert!(i.held() < CAPTURE_BUDGET + MAX_CHUNK_STREAMS * 256, "{}", i.held());
+        assert!(i.held() < CAPTURE_BUDGET + DEFAULT_MAX_CHUNK_STREAMS * 256, "{}", i.held());
     }
 
     #[test]
@@ -701,7 +600,7 @@ mod tests {
         let before = i.info().clone();
         assert_eq!(
             i.feed(&[0x4A, 0, 0, 0, 0, 0, 1, VIDEO]),
-            Err(InspectError::MissingPreviousHeader { csid: 10, fmt: 1 })
+            Err(InspectError::Header(HeaderError::MissingPreviousHeader { csid: 10, fmt: 1 }))
         );
         assert!(i.stopped());
         assert_eq!(i.feed(&FFMPEG_PUBLISH[cut..]), Ok(()), "later input is ignored");
@@ -712,11 +611,17 @@ mod tests {
         let mut inside = vec![0x06, 0, 0, 0, 0, 1, 0, VIDEO, 1, 0, 0, 0];
         inside.extend_from_slice(&[0; 128]);
         inside.extend_from_slice(&[0x06, 0, 0, 0, 0, 1, 0, VIDEO, 1, 0, 0, 0]);
-        assert_eq!(Inspector::new().feed(&inside), Err(InspectError::HeaderInsideMessage { csid: 6, fmt: 0 }));
+        assert_eq!(
+            Inspector::new().feed(&inside),
+            Err(InspectError::Header(HeaderError::HeaderInsideMessage { csid: 6, fmt: 0, received: 128, length: 256 }))
+        );
         // 65 chunk streams with 2-byte basic headers (csid 64 + c), empty audio messages.
         let many: Vec<u8> =
-            (0..=MAX_CHUNK_STREAMS as u8).flat_map(|c| [0, c, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]).collect();
-        assert_eq!(Inspector::new().feed(&many), Err(InspectError::TooManyChunkStreams));
+            (0..=DEFAULT_MAX_CHUNK_STREAMS as u8).flat_map(|c| [0, c, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]).collect();
+        assert_eq!(
+            Inspector::new().feed(&many),
+            Err(InspectError::Header(HeaderError::TooManyChunkStreams { csid: 128, limit: 64 }))
+        );
     }
 
     proptest! {
@@ -739,7 +644,7 @@ mod tests {
             for piece in bytes.chunks(split) {
                 let _ = i.feed(piece);
             }
-            prop_assert!(i.held() <= CAPTURE_BUDGET + MAX_CHUNK_STREAMS * 256);
+            prop_assert!(i.held() <= CAPTURE_BUDGET + DEFAULT_MAX_CHUNK_STREAMS * 256);
         }
 
         #[test]
@@ -752,7 +657,7 @@ mod tests {
             for piece in bytes.chunks(1500) {
                 let _ = i.feed(piece);
             }
-            prop_assert!(i.held() <= CAPTURE_BUDGET + MAX_CHUNK_STREAMS * 256);
+            prop_assert!(i.held() <= CAPTURE_BUDGET + DEFAULT_MAX_CHUNK_STREAMS * 256);
         }
     }
 }

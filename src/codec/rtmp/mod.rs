@@ -15,9 +15,12 @@
 //!   handshake towards an origin). Both return a [`HandshakeProgress`] saying
 //!   how many input bytes they consumed, what to send, and whether they are
 //!   done.
+//! - [`header`]: the one chunk-header reader (fmt 0-3 headers, 1-3 byte basic
+//!   headers, extended timestamps) and the per-chunk-stream header state that
+//!   fmt 1/2/3 headers compress against, shared by the decoder and the inspector.
 //! - [`chunk`]: [`ChunkDecoder`] reassembles [`Message`]s from the chunk
-//!   stream (fmt 0-3 headers, 1-3 byte basic headers, extended timestamps,
-//!   interleaved chunk streams); [`ChunkEncoder`] splits messages into chunks.
+//!   stream (interleaved chunk streams, SetChunkSize, Abort, message limits);
+//!   [`ChunkEncoder`] splits messages into chunks.
 //! - [`message`]: type id constants, [`Command`] parsing (AMF0 type 20 and
 //!   AMF3-wrapped type 17), control message parsers and the builders a server
 //!   sends while accepting a connection (`_result`, `onStatus`, `_error`,
@@ -47,7 +50,8 @@
 //!
 //! No input can make this module panic (indexing is checked, arithmetic on
 //! wire values saturates or wraps). Malformed input yields the error enum of
-//! the layer that found it ([`HandshakeError`], [`ChunkError`],
+//! the layer that found it ([`HandshakeError`], [`HeaderError`] (wrapped by
+//! [`ChunkError`] and [`InspectError`]),
 //! [`Amf0Error`], [`MessageError`]), each variant naming what failed and
 //! carrying the offending values. After a handshake or chunk error the peer
 //! is out of sync and the connection should be closed; AMF0 and message
@@ -56,11 +60,13 @@
 pub mod amf0;
 pub mod chunk;
 pub mod handshake;
+pub mod header;
 pub mod inspect;
 pub mod message;
 
 pub use amf0::{Amf0Error, Amf0Value};
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkError};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeProgress, ServerHandshake};
+pub use header::HeaderError;
 pub use inspect::{InspectError, Inspector, MediaInfo};
 pub use message::{Command, Message, MessageError};
