@@ -365,7 +365,8 @@ fn hls_rewrites_every_relative_uri_and_routes_by_spbhid() {
 fn ffmpeg_origin_behind_proxy(format: &str, path: &str, seconds: u32, extra: &[&str]) -> (FfmpegHttpOrigin, Proxy) {
     let origin = FfmpegHttpOrigin::start(format, path, seconds);
     let p = Proxy::start(extra);
-    let reply = register(&p.api_addr(), &origin_body_http("ff", "s", free_port(), origin.port));
+    let no_rtmp = ClosedPort::new();
+    let reply = register(&p.api_addr(), &origin_body_http("ff", "s", no_rtmp.port, origin.port));
     assert_eq!(reply.status, 200, "{}", reply.body);
     (origin, p)
 }
@@ -499,7 +500,8 @@ fn errors_cors_versions_and_static_files() {
     let static_dir = statics.0.to_string_lossy().to_string();
     let p = Proxy::start(&["--static-files", &static_dir]);
     let http = p.http_addr();
-    let reply = register(&p.api_addr(), &origin_body_http("quiet", "s", free_port(), origin_port));
+    let no_rtmp = ClosedPort::new();
+    let reply = register(&p.api_addr(), &origin_body_http("quiet", "s", no_rtmp.port, origin_port));
     assert_eq!(reply.status, 200, "{}", reply.body);
 
     for path in ["/live/x.flv", "/live/x.ts", "/live/x.m3u8", "/live/x-1.ts?spbhid=abc", "/players/play.html"] {

@@ -668,7 +668,8 @@ fn no_origin_gets_rtmp_error_status() {
 #[test]
 fn unreachable_origin_gets_rtmp_error_status() {
     let mut p = Proxy::start(&[]);
-    let dead = free_port();
+    let closed = ClosedPort::new();
+    let dead = closed.port;
     assert_eq!(register(&p.api_addr(), &origin_body("dead", "s", dead)).status, 200);
     let t0 = Instant::now();
     let (st, mut client) = refused(&p, "void", false);

@@ -130,7 +130,8 @@ fn pick_failures_are_counted() {
     let url = format!("rtmp://127.0.0.1:{}/live/nowhere", p.rtmp);
     assert!(ffprobe_streams(&url, Duration::from_secs(20)).is_err());
     // A registered origin whose RTMP port nobody listens on: the dial fails.
-    assert_eq!(register(&p.api_addr(), &origin_body("gone", "s", free_port())).status, 200);
+    let gone = ClosedPort::new();
+    assert_eq!(register(&p.api_addr(), &origin_body("gone", "s", gone.port)).status, 200);
     assert!(ffprobe_streams(&url, Duration::from_secs(20)).is_err());
     assert!(
         wait_until(Duration::from_secs(5), || {
