@@ -322,6 +322,7 @@ fn hls_rewrites_every_relative_uri_and_routes_by_spbhid() {
         let reply = register(&p.api_addr(), &origin_body_http(server, "s", o.rtmp_port, o.http_port));
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
+    wait_proven(&p.api_addr(), &[&origin_id(&na, "s"), &origin_id(&nb, "s")]);
     let http = p.http_addr();
     let (a, b) = (&origins[0], &origins[1]);
 

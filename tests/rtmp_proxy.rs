@@ -260,6 +260,7 @@ fn eight_streams_spread_over_two_origins() {
     for (server, origin) in [&na, &nb].iter().zip(&origins) {
         assert_eq!(register(&p.api_addr(), &origin_body(server, "s", origin.rtmp_port)).status, 200);
     }
+    wait_proven(&p.api_addr(), &[&ids[0], &ids[1]]);
     let mut publishers: Vec<Ffmpeg> = streams.iter().map(|s| Ffmpeg::publish(&proxy_url(&p, s), 60)).collect();
 
     let mut homes = vec![None; streams.len()];

@@ -265,6 +265,22 @@ pub fn register(addr: &str, body: &str) -> HttpReply {
     raw_http(addr, &request("POST", "/api/v1/srs/register", &[("Content-Type", "application/json")], body))
 }
 
+/// Waits until every origin in `ids` is proven (the proxy reached its RTMP address): new
+/// streams prefer proven origins, so a test that expects the rendezvous hash to choose among
+/// several must let their probes finish first.
+pub fn wait_proven(api: &str, ids: &[&str]) {
+    let proven = || {
+        let origins = get(api, "/api/v1/origins").json();
+        let list = origins["origins"].as_array().cloned().unwrap_or_default();
+        ids.iter().all(|id| list.iter().any(|o| o["id"] == *id && o["proven"] == true))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), proven),
+        "origins {ids:?} never proven: {}",
+        get(api, "/api/v1/origins").body
+    );
+}
+
 /// The captured SRS heartbeat requests shipped in tests/data/heartbeats.
 pub fn heartbeat_fixtures() -> Vec<(String, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/heartbeats");
