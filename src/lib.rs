@@ -39,12 +39,14 @@
 //! session ([`shard::session`]: a guard that reports the close however the task ends).
 //!
 //! For RTMP ([`proxy::rtmp`]) the proxy answers the handshake and `connect`/`createStream`
-//! itself, then sends the origin every byte the client sent after its handshake, verbatim, and
-//! forwards the origin's stream verbatim too: both peers see each other's chunk stream from its
-//! first byte, so the switch to relaying needs no re-framing. The relay
-//! ([`shard::relay`]) is splice(2) through a pipe or a copy loop, with readiness from the
-//! shard's io_uring. A publisher's upstream bytes go through the copy loop and a streaming
-//! inspector ([`codec::rtmp::inspect`]) that counts frames and reads metadata and the SPS.
+//! itself (announcing chunk size 60000 first, as SRS does), then sends the origin every byte
+//! the client sent after its handshake, verbatim. A player gets the origin's stream verbatim
+//! too, behind a SetChunkSize back to 128, the size that stream starts in; a publisher gets
+//! the origin's few messages re-chunked in 60000 ([`proxy::rtmp::handover`]). Each peer reads
+//! the other's chunk stream in the size it is written in, so the media is never re-framed.
+//! The relay ([`shard::relay`]) is splice(2) through a pipe or a copy loop, with readiness
+//! from the shard's io_uring. A publisher's upstream bytes go through the copy loop and a
+//! streaming inspector ([`codec::rtmp::inspect`]) that counts frames and reads metadata and the SPS.
 //! HTTP requests on both HTTP listeners go through one server ([`proxy::http`]); SRT and WebRTC
 //! datagrams through one UDP session table ([`shard::udp`]). Once a second each shard sends the
 //! control thread one report ([`bridge::report`]): per-connection bytes ([`shard::traffic`]),

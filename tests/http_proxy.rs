@@ -459,6 +459,60 @@ fn http_ts_plays_through_the_proxy_with_query_and_headers() {
     });
 }
 
+/// HTTP-MP3 and HTTP-AAC, the audio-only live streams SRS's `http_remux` serves, go to the
+/// stream's origin as `.flv` does: from an ffmpeg origin serving MP3 or ADTS with SRS's
+/// Content-Type, a raw player gets the origin's status and Content-Type, CORS, and a body that
+/// starts as the format does and that ffprobe reads as mp3 / aac; the origin got the path with
+/// its query; while it plays, the RTMP key of `live/radio` counts an `http_mp3_play` /
+/// `http_aac_play` session on that origin; its end is logged as an HTTP-FLV play's is.
+#[test]
+fn http_mp3_and_aac_play_through_the_proxy() {
+    let formats = [("mp3", "mp3", "libmp3lame", "audio/mpeg"), ("aac", "adts", "aac", "audio/x-aac")];
+    for (ext, format, codec, content_type) in formats {
+        let path = format!("/live/radio.{ext}");
+        let origin = FfmpegHttpOrigin::start_audio(format, codec, content_type, &path, 30);
+        let p = Proxy::start(&[]);
+        let no_rtmp = ClosedPort::new();
+        let reply = register(&p.api_addr(), &origin_body_http("ff", "s", no_rtmp.port, origin.port));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+
+        let mut s = TcpStream::connect(p.http_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let request = format!("GET {path}?token=abc HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", p.http_addr());
+        s.write_all(request.as_bytes()).unwrap();
+        let r = read_full_reply(&mut s, 16 * 1024).unwrap_or_else(|e| panic!("{ext}: {e}\n{}", plog(&p)));
+        assert_eq!(r.status, 200, "{ext}: {}\n{}", r.head, plog(&p));
+        assert_eq!(r.header("content-type").as_deref(), Some(content_type), "{ext}: {}", r.head);
+        assert_cors(ext, &r.head, |h| r.header(h));
+        let b = &r.body;
+        let starts_right = match ext {
+            "mp3" => b.starts_with(b"ID3") || (b.len() > 1 && b[0] == 0xFF && b[1] & 0xE0 == 0xE0),
+            _ => b.len() > 1 && b[0] == 0xFF && b[1] & 0xF6 == 0xF0, // ADTS sync word, layer 0
+        };
+        assert!(starts_right, "{ext}: body starts {:02x?}", &b[..b.len().min(8)]);
+        let file = TempDir::new("audio");
+        let saved = file.0.join(format!("radio.{ext}"));
+        std::fs::write(&saved, b).unwrap();
+        let codecs = probe_with_headers(saved.to_str().unwrap(), &[]).unwrap();
+        assert_eq!(codecs, [ext], "{ext}: ffprobe read {codecs:?} from what the proxy sent");
+        assert_eq!(origin.requested(), [format!("{path}?token=abc")], "{}", plog(&p));
+
+        let k = key("radio");
+        let sessions = |p: &Proxy| stream_entry(p, &k).and_then(|e| e["sessions"][format!("http_{ext}_play")].as_u64());
+        assert!(
+            wait_until(Duration::from_secs(10), || sessions(&p) == Some(1)),
+            "{ext}: no session under {k}: {:?}\n{}",
+            stream_entry(&p, &k),
+            plog(&p)
+        );
+        assert_eq!(stream_entry(&p, &k).unwrap()["origin"], origin_id("ff", "s"));
+        drop(s);
+        let ended = format!("http_{ext} play {k} from ");
+        let logged = || p.log_text().lines().any(|l| l.contains(&ended) && l.contains("via origin ff-s-1"));
+        assert!(wait_until(Duration::from_secs(10), logged), "{ext}: no line with {ended:?}\n{}", plog(&p));
+    }
+}
+
 /// Errors and the proxy's own answers: no origin (503), an origin nobody answers for (502),
 /// CORS preflights that reach no origin, the versions API, static files and `..` paths.
 #[test]

@@ -300,9 +300,11 @@ fn client_set_chunk_size_after_media_started() {
     assert_proxy_healthy(&mut p);
 }
 
-/// Origins that write with chunk size 60000 and 128: the proxy forwards their streams to
-/// the client verbatim after its own chunk-size-128 answers, so ffmpeg publishes and ffprobe,
-/// ffmpeg and our own client play through it.
+/// Origins that write with chunk size 60000 and 128: players get the origin's stream verbatim
+/// behind the proxy's SetChunkSize(128), a publisher the origin's messages re-chunked in the
+/// proxy's 60000, so ffmpeg publishes (it answers every SetChunkSize it gets with its own: told
+/// 128 after 60000, it shrank its stream right before its media and nginx-rtmp with
+/// `chunk_size 128` misread it) and ffprobe, ffmpeg and our own client play through it.
 #[test]
 fn origin_chunk_size_60000_and_128() {
     let mut setups: Vec<(u32, NginxRtmp, Proxy)> = [60000, 128]

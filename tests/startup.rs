@@ -165,3 +165,58 @@ fn sigterm_exits_cleanly_and_json_logs_parse() {
     }
     assert!(text.contains("SIGTERM received"), "{text}");
 }
+
+/// scripts/run.sh runs streamgate with its log through scripts/announce.sh, which passes the
+/// log on and, once streamgate has started, prints every listener with the address it bound
+/// and how to publish and play over RTMP, HTTP-FLV, HLS and SRT with those ports. Here with
+/// port 0 everywhere, so every port printed can only come from the startup line, in both log
+/// formats; the log still passes through after the announcement (the shutdown lines).
+#[test]
+fn announce_script_prints_every_listener_and_how_to_play() {
+    let announce = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/announce.sh");
+    for format in ["text", "json"] {
+        let dir = TempDir::new("announce");
+        let out = dir.0.join("stderr.txt");
+        let inner = proxy_command(&dir, &["--log-format", format]);
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c").arg(r#"exec "$@" 2> >("$0")"#).arg(announce).arg(inner.get_program()).args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.current_dir(&dir.0).stdout(Stdio::null()).stderr(std::fs::File::create(&out).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let text = || std::fs::read_to_string(&out).unwrap_or_default();
+        let announced = wait_until(Duration::from_secs(20), || text().contains("Stop with Ctrl-C"));
+        let line = wait_started(&out);
+        signal(child.id(), "TERM");
+        let _ = child.wait();
+        assert!(announced, "{format}: no announcement:\n{}", text());
+        let port = |name: &str| started_port(&line, name).unwrap_or_else(|| panic!("no {name} in {line}"));
+        let mut want: Vec<String> =
+            LISTENERS.iter().map(|(_, name)| format!("  {name:<12} 127.0.0.1:{}", port(name))).collect();
+        want.extend([
+            format!("curl -X POST http://127.0.0.1:{}/api/v1/srs/register", port("System API")),
+            format!("-f flv rtmp://127.0.0.1:{}/live/demo", port("RTMP")),
+            format!("ffplay http://127.0.0.1:{}/live/demo.flv", port("HTTP stream")),
+            format!("ffplay http://127.0.0.1:{}/live/demo.m3u8", port("HTTP stream")),
+            format!("ffplay 'srt://127.0.0.1:{}?streamid=#!::r=live/demo,m=request'", port("SRT")),
+        ]);
+        let printed = text();
+        for w in &want {
+            assert!(printed.contains(w.as_str()), "{format}: {w:?} missing from:\n{printed}");
+        }
+        let after = |needle: &str| {
+            let now = text();
+            now.find("Stop with Ctrl-C").zip(now.find(needle)).is_some_and(|(a, b)| b > a)
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || after("stopped")),
+            "{format}: the log stopped at the announcement:\n{}",
+            text()
+        );
+        assert!(printed.contains(line.as_str()), "{format}: the startup line itself passes through");
+    }
+}

@@ -7,6 +7,9 @@ pub enum Protocol {
     Rtmp,
     HttpFlv,
     HttpTs,
+    /// Audio-only live streams over HTTP (SRS's `http_remux` serves `.mp3` and `.aac`).
+    HttpMp3,
+    HttpAac,
     Hls,
     WebRtc,
     Srt,
@@ -18,6 +21,8 @@ impl Protocol {
             Protocol::Rtmp => "rtmp",
             Protocol::HttpFlv => "http_flv",
             Protocol::HttpTs => "http_ts",
+            Protocol::HttpMp3 => "http_mp3",
+            Protocol::HttpAac => "http_aac",
             Protocol::Hls => "hls",
             Protocol::WebRtc => "webrtc",
             Protocol::Srt => "srt",

@@ -40,8 +40,8 @@ pub struct Cli {
     #[arg(long, env = "PROXY_RTMP_SERVER", default_value = "11935", value_name = "ADDR", help_heading = "Listeners")]
     pub rtmp_server: ListenAddr,
 
-    /// HTTP stream listener (HTTP-FLV, HTTP-TS, HLS, static files, /api/v1/versions), served
-    /// by every shard with SO_REUSEPORT.
+    /// HTTP stream listener (HTTP-FLV, -TS, -MP3, -AAC, HLS, static files,
+    /// /api/v1/versions), served by every shard with SO_REUSEPORT.
     #[arg(long, env = "PROXY_HTTP_SERVER", default_value = "18080", value_name = "ADDR", help_heading = "Listeners")]
     pub http_server: ListenAddr,
 

@@ -525,11 +525,26 @@ impl FfmpegHttpOrigin {
     /// `format`: `flv` or `mpegts`; `path` such as `/live/x.flv`. Waits until ffmpeg listens
     /// (seen in /proc/net/tcp, so the one client is not used up).
     pub fn start(format: &str, path: &str, seconds: u32) -> FfmpegHttpOrigin {
+        Self::listen(test_signal_args(seconds), format, path)
+    }
+
+    /// An audio-only live stream as SRS's `http_remux` serves it: a 1 kHz tone in `codec`
+    /// (`libmp3lame`, `aac`) muxed as `format` (`mp3`, `adts`) with SRS's `content_type`
+    /// (`audio/mpeg`, `audio/x-aac`), in real time for `seconds`.
+    pub fn start_audio(format: &str, codec: &str, content_type: &str, path: &str, seconds: u32) -> FfmpegHttpOrigin {
+        let args = ["-re", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100", "-c:a", codec, "-b:a", "64k"];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.extend(["-t", &seconds.to_string(), "-content_type", content_type].map(String::from));
+        Self::listen(args, format, path)
+    }
+
+    /// Runs ffmpeg with `input`, then `-f format -listen 1 http://127.0.0.1:PORT/PATH`.
+    fn listen(input: Vec<String>, format: &str, path: &str) -> FfmpegHttpOrigin {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
             let url = format!("http://127.0.0.1:{port}{path}");
-            let mut args = test_signal_args(seconds);
+            let mut args = input.clone();
             args.extend(["-f", format, "-listen", "1", &url].map(String::from));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut proc = FfmpegProc::spawn("ffmpeg-origin", "trace", &args);

@@ -6,6 +6,7 @@ pub mod http_peers;
 pub mod peers;
 pub mod procfs;
 pub mod rtmp_client;
+pub mod single_chunk;
 pub mod udp_peers;
 
 use std::io::{Read, Write};

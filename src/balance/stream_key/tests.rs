@@ -48,6 +48,9 @@ fn same_key_for_every_protocol_of_one_stream() {
     let whip =
         StreamKey::from_http(Some("localhost:11985"), "/rtc/v1/whip/", Some("app=live&stream=livestream")).unwrap();
     let srt = StreamKey::from_url("srt://localhost/live/livestream").unwrap();
+    for audio in ["/live/livestream.mp3", "/live/livestream.aac"] {
+        assert_eq!(rtmp, StreamKey::from_http(Some("localhost:18080"), audio, None).unwrap(), "{audio}");
+    }
     assert_eq!(rtmp, flv);
     assert_eq!(rtmp, whip);
     assert_eq!(rtmp, srt);

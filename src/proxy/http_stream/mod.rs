@@ -1,5 +1,5 @@
-//! The HTTP stream listener (default 18080) on the shards: HTTP-FLV, HTTP-TS and HLS players,
-//! `/api/v1/versions`, static files.
+//! The HTTP stream listener (default 18080) on the shards: HTTP-FLV, HTTP-TS, HTTP-MP3,
+//! HTTP-AAC and HLS players, `/api/v1/versions`, static files.
 //!
 //! One connection, many requests (keep-alive), each routed by [`route`]:
 //!
@@ -10,7 +10,7 @@
 //! | `/api/v1/versions` | the version body SRS clients read (`code`, `pid`, `data`) |
 //! | anything with `spbhid=` in its query | HLS: the playlist's origin ([`hls`]); unknown id: 400 |
 //! | `*.m3u8` | HLS playlist, fetched and rewritten ([`hls`]) |
-//! | `*.flv`, `*.ts` | HTTP-FLV / HTTP-TS live: forwarded, then relayed ([`forward`]) |
+//! | `*.flv`, `*.ts`, `*.mp3`, `*.aac` | HTTP-FLV / HTTP-TS / audio-only live: forwarded, then relayed ([`forward`]) |
 //! | anything else | `--static-files` ([`static_files`]) or 404 |
 //!
 //! Stream key: [`StreamKey::from_http`], the same key as RTMP for the same stream. No alive
@@ -67,6 +67,10 @@ fn classify(req: &Request) -> Route {
         Route::Live(Protocol::HttpFlv)
     } else if path.ends_with(".ts") {
         Route::Live(Protocol::HttpTs)
+    } else if path.ends_with(".mp3") {
+        Route::Live(Protocol::HttpMp3)
+    } else if path.ends_with(".aac") {
+        Route::Live(Protocol::HttpAac)
     } else {
         Route::Static
     }
@@ -103,7 +107,7 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
     }
 }
 
-/// HTTP-FLV and HTTP-TS: pick the stream's origin and forward.
+/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward.
 async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
@@ -282,6 +286,8 @@ mod tests {
     fn routes() {
         assert_eq!(classify(&req("/live/a.flv?token=1")), Route::Live(Protocol::HttpFlv));
         assert_eq!(classify(&req("/live/a.ts")), Route::Live(Protocol::HttpTs));
+        assert_eq!(classify(&req("/live/radio.mp3?token=1")), Route::Live(Protocol::HttpMp3));
+        assert_eq!(classify(&req("/live/radio.aac")), Route::Live(Protocol::HttpAac));
         assert_eq!(classify(&req("/live/a-3.ts?spbhid=abc")), Route::HlsById);
         assert_eq!(classify(&req("/live/init.mp4?x=1&spbhid=abc")), Route::HlsById);
         assert_eq!(classify(&req("/live/a.m3u8?hls_ctx=1")), Route::Playlist);

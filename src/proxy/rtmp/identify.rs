@@ -7,9 +7,11 @@
 //! `connect` command object (app, tcUrl, flashVer, ...), its chunk sizes and its chunk-stream
 //! header state, and the switch to relaying needs no re-framing in this direction.
 //!
-//! The proxy answers on the client's side with chunk size 128 and never sends SetChunkSize, so
-//! the client's read state matches the start of the origin's own stream, which the proxy
-//! forwards verbatim later (see `upstream`).
+//! On `connect` the proxy sends what an SRS origin sends, in its order: WindowAckSize,
+//! SetPeerBandwidth, SetChunkSize [`CHUNK_SIZE`], then the `_result`; every answer after that
+//! goes out in chunks of [`CHUNK_SIZE`], so each fits one chunk (clients that cannot reassemble
+//! a message split over chunks need that). Before the origin's own stream reaches the client,
+//! `upstream` tells it the RTMP default chunk size again, the size that stream starts with.
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -31,6 +33,9 @@ const MAX_IDENTIFY_MESSAGE: u32 = 64 * 1024;
 pub const STREAM_ID: u32 = 1;
 /// Window acknowledgement size and peer bandwidth announced to clients (SRS's values).
 const WINDOW: u32 = 2_500_000;
+/// The chunk size the proxy announces before its `_result` to `connect` and writes its own
+/// messages with until the origin's stream starts (SRS's default).
+pub const CHUNK_SIZE: u32 = 60_000;
 
 /// What the client asked for.
 #[derive(Debug)]
@@ -175,6 +180,8 @@ impl Session {
         self.connect = Some(field("tcUrl"));
         self.send(encoder, &message::window_ack_size(WINDOW))?;
         self.send(encoder, &message::set_peer_bandwidth(WINDOW, BandwidthLimit::Dynamic))?;
+        // Encoding SetChunkSize switches the encoder too: the `_result` goes out in one chunk.
+        self.send(encoder, &message::set_chunk_size(CHUNK_SIZE))?;
         let encoding = message::object_encoding(cmd);
         self.send(encoder, &message::connect_result(cmd.transaction_id, encoding))
     }

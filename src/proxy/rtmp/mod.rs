@@ -5,11 +5,14 @@
 //! 2. Stream key from tcUrl + stream name; an origin proposed from the shard's snapshot
 //!    (rendezvous hash) and claimed from the control thread, which keeps one pin per stream.
 //! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`), client handshake, send the
-//!    replay verbatim, then forward the origin's stream until it confirms the start.
-//! 4. Relay both directions with `--relay splice|copy` ([`crate::shard::relay`]) until either
-//!    side closes; then both are closed. A publisher's upstream direction is always the copy
-//!    relay, feeding the media inspector ([`crate::shard::media`]): frames, key frames,
-//!    metadata and the SPS picture size, reported once a second.
+//!    replay verbatim, then pass the origin's stream on ([`handover`]) until it confirms the
+//!    start.
+//! 4. Relay both directions until either side closes; then both are closed. A player's
+//!    downstream uses `--relay splice|copy` ([`crate::shard::relay`]); a publisher's is the
+//!    origin's messages re-chunked ([`handover::Handover::reframe_until_closed`]). A
+//!    publisher's upstream direction is always the copy relay, feeding the media inspector
+//!    ([`crate::shard::media`]): frames, key frames, metadata and the SPS picture size,
+//!    reported once a second.
 //!
 //! Failures after the stream is known are answered with an RTMP status the client shows
 //! (`NetStream.Publish.BadName` / `NetStream.Play.StreamNotFound` with the reason, or the
@@ -17,6 +20,7 @@
 //! before that (bad handshake, a client that never publishes) close that connection only and
 //! are logged at debug.
 
+pub mod handover;
 pub mod identify;
 pub mod upstream;
 
@@ -31,10 +35,11 @@ use crate::balance::endpoint::first_tcp;
 use crate::balance::{Origin, StreamKey};
 use crate::bridge::PickFailure;
 use crate::bridge::{Protocol, Role};
-use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, message};
+use crate::codec::rtmp::{ChunkEncoder, message};
 use crate::shard::media::MediaProbe;
 use crate::shard::traffic::Traffic;
 use crate::shard::{Shard, relay, within};
+use handover::Handover;
 use identify::Identified;
 use upstream::UpstreamError;
 
@@ -56,14 +61,14 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         Ok(key) => key,
         Err(e) => {
             log::warn!("rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}", tc_url, stream_name);
-            return refuse(&client, session_role, 128, &e.to_string()).await;
+            return refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
         }
     };
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
             log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
-            return refuse(&client, session_role, 128, &reason.to_string()).await;
+            return refuse(&client, session_role, identify::CHUNK_SIZE, &reason.to_string()).await;
         }
     };
     let session = shard.open_session(&key, Protocol::Rtmp, session_role).await;
@@ -86,7 +91,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
 }
 
 /// Sends the client an error status on its stream and closes it. `chunk_size` is the client's
-/// current read chunk size.
+/// current read chunk size: [`identify::CHUNK_SIZE`] until the origin's stream reached it.
 async fn refuse(client: &TcpStream, role: Role, chunk_size: u32, reason: &str) {
     let code = match role {
         Role::Publish => "NetStream.Publish.BadName",
@@ -152,7 +157,7 @@ async fn proxy(
             Ok(connected) => connected,
             Err(e) => {
                 super::failed(shard, PickFailure::DialFailed);
-                refuse(&client, role, 128, &e.to_string()).await;
+                refuse(&client, role, identify::CHUNK_SIZE, &e.to_string()).await;
                 return Err(e.into());
             }
         };
@@ -177,15 +182,22 @@ async fn proxy(
         result.map(|_| End::ClientClosed).map_err(SessionError::from)
     };
     let down = async {
-        confirm(shard, upstream, client, first, role, traffic).await?;
-        relay::one_way(mode, upstream, client, &traffic.bytes_out, shard.config.relay_batch).await?;
+        let (handover, rest) = confirm(shard, upstream, client, first, role, traffic).await?;
+        match role {
+            Role::Play => {
+                relay::send_all(client, &rest).await?;
+                traffic.bytes_out.set(traffic.bytes_out.get() + rest.len() as u64);
+                relay::one_way(mode, upstream, client, &traffic.bytes_out, shard.config.relay_batch).await?;
+            }
+            Role::Publish => handover.reframe_until_closed(upstream, client, rest, &traffic.bytes_out).await?,
+        }
         Ok(End::OriginClosed)
     };
     future::or(up, down).await
 }
 
-/// Forwards the origin's stream until it confirms `role` (within [`CONFIRM_TIMEOUT`]), then
-/// what it sent past the confirmation. The chunk decoder lives only this long.
+/// Passes the origin's stream on until it confirms `role` (within [`CONFIRM_TIMEOUT`]); returns
+/// the handover and the origin's bytes it has not passed on yet ([`Handover::rest`]).
 async fn confirm(
     shard: &Shard,
     origin: &TcpStream,
@@ -193,34 +205,33 @@ async fn confirm(
     first: Vec<u8>,
     role: Role,
     traffic: &Traffic,
-) -> Result<(), SessionError> {
-    let mut decoder = ChunkDecoder::new();
-    let confirmed = within(CONFIRM_TIMEOUT, upstream::confirm(origin, client, first, role, &mut decoder)).await;
+) -> Result<(Handover, Vec<u8>), SessionError> {
+    let mut handover = Handover::for_role(role, identify::CHUNK_SIZE);
+    let confirmed = within(CONFIRM_TIMEOUT, upstream::confirm(origin, client, first, role, &mut handover)).await;
     let forwarded = match confirmed {
         Some(Ok(forwarded)) => forwarded,
         Some(Err(e)) => {
             let refused = matches!(e, UpstreamError::Refused { .. });
             super::failed(shard, if refused { PickFailure::Refused } else { PickFailure::DialFailed });
-            refuse_if_ours(client, role, &decoder, &e).await;
+            refuse_if_ours(client, role, &handover, &e).await;
             return Err(e.into());
         }
         None => {
             super::failed(shard, PickFailure::DialFailed);
             let reason = format!("origin did not confirm within {CONFIRM_TIMEOUT:?}");
-            refuse(client, role, decoder.chunk_size(), &reason).await;
+            refuse(client, role, handover.client_chunk_size(), &reason).await;
             return Err(SessionError::ConfirmTimeout(CONFIRM_TIMEOUT));
         }
     };
-    relay::send_all(client, &forwarded.rest).await?;
-    traffic.bytes_out.set(forwarded.sent + forwarded.rest.len() as u64);
-    Ok(())
+    traffic.bytes_out.set(forwarded.sent);
+    Ok((handover, forwarded.rest))
 }
 
 /// After a failed confirmation: the origin's own refusal already reached the client; for
 /// anything else the proxy says why.
-async fn refuse_if_ours(client: &TcpStream, role: Role, decoder: &ChunkDecoder, e: &UpstreamError) {
+async fn refuse_if_ours(client: &TcpStream, role: Role, handover: &Handover, e: &UpstreamError) {
     if !matches!(e, UpstreamError::Refused { .. }) {
-        refuse(client, role, decoder.chunk_size(), &e.to_string()).await;
+        refuse(client, role, handover.client_chunk_size(), &e.to_string()).await;
     } else {
         let _ = client.shutdown(std::net::Shutdown::Write).await;
     }

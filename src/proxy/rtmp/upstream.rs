@@ -1,16 +1,14 @@
-//! The origin side: dial, client handshake, replay the client's bytes, then forward the
-//! origin's answers until it confirms `NetStream.Publish.Start` / `NetStream.Play.Start`.
+//! The origin side: dial, client handshake, replay the client's bytes, then pass the origin's
+//! answers on until it confirms `NetStream.Publish.Start` / `NetStream.Play.Start`.
 //!
 //! Consistency of the switch to relaying, by construction:
 //! - client -> origin: the origin receives the client's own chunk stream from its first byte
 //!   after C2 ([`super::identify::Identified::replay`]), so its decoder state equals the
 //!   client's encoder state at every byte, whatever chunk sizes or header compression the
 //!   client uses, before or after the switch.
-//! - origin -> client: the origin's stream is forwarded to the client verbatim from its first
-//!   byte, cut only at message boundaries while the proxy still reads it. The proxy's own
-//!   messages came earlier, at chunk size 128 (the RTMP default the origin also starts from),
-//!   and an origin's first message on every chunk stream is a full (fmt 0) header, so the
-//!   client decodes the origin's stream exactly as the origin encoded it.
+//! - origin -> client: a player gets the origin's stream verbatim from its first byte, behind
+//!   a SetChunkSize back to the size that stream starts in; a publisher gets the origin's
+//!   messages re-chunked in the size the proxy announced ([`super::handover`] says why each).
 //! - The client therefore also sees the origin's own answers to `connect` and `createStream`
 //!   after the proxy's; their transaction ids are no longer pending in the client, and RTMP
 //!   clients (ffmpeg, librtmp/OBS) ignore results they are not waiting for.
@@ -21,11 +19,12 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::handover::Handover;
 use crate::bridge::Role;
 use crate::codec::rtmp::amf0::Amf0Value;
 use crate::codec::rtmp::message::{COMMAND_AMF0, COMMAND_AMF3};
-use crate::codec::rtmp::{ChunkDecoder, ChunkError, ClientHandshake, Command, HandshakeError, Message};
-use crate::shard::relay::{quickack, recv, send_all};
+use crate::codec::rtmp::{ChunkError, ClientHandshake, Command, HandshakeError, Message};
+use crate::shard::relay::{quickack, recv};
 
 /// Most bytes the origin may send before confirming (its answers are small; a play may
 /// already carry metadata and the first media messages).
@@ -96,11 +95,11 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connected, U
     }
 }
 
-/// What the proxy has forwarded of the origin's stream.
+/// What the proxy has passed on of the origin's stream.
 pub struct Forwarded {
-    /// Bytes of the origin's stream already sent to the client.
+    /// Bytes sent to the client.
     pub sent: u64,
-    /// Bytes read from the origin past its confirmation, not yet sent to the client.
+    /// Bytes read from the origin that were not passed on yet ([`Handover::rest`]).
     pub rest: Vec<u8>,
 }
 
@@ -112,49 +111,33 @@ fn start_code(role: Role) -> &'static str {
     }
 }
 
-/// Reads the origin's stream (starting with `first`, the bytes after its S2), forwards it to
-/// the client up to the last complete message of each read (one write per read), and returns
-/// once the origin confirmed `role`. On error,
-/// `decoder` tells the caller the client's current read chunk size (what was forwarded).
+/// Reads the origin's stream (starting with `first`, the bytes after its S2) and passes it to
+/// the client as `handover` says, one write per read, until the origin confirmed `role`. On
+/// error, `handover` tells the caller the client's current read chunk size.
 pub async fn confirm(
     origin: &TcpStream,
     client: &TcpStream,
     first: Vec<u8>,
     role: Role,
-    decoder: &mut ChunkDecoder,
+    handover: &mut Handover,
 ) -> Result<Forwarded, UpstreamError> {
     let want = start_code(role);
-    let mut pending = Vec::new(); // bytes not yet forwarded; they start at `forwarded`
-    let mut forwarded = decoder.consumed();
+    let mut sent = 0;
     let mut buf = vec![0u8; 16 * 1024];
-    let mut chunk: &[u8] = &first;
+    let mut input: &[u8] = &first;
     loop {
-        pending.extend_from_slice(chunk);
-        let mut pos = 0;
-        let mut verdict_seen = Verdict::Other;
-        let mut boundary = forwarded;
-        while pos < chunk.len() {
-            let (used, msg) = decoder.decode(&chunk[pos..])?;
-            pos += used;
-            let Some(msg) = msg else { break };
-            boundary = decoder.consumed();
-            verdict_seen = verdict(&msg, want);
-            if !matches!(verdict_seen, Verdict::Other) {
-                break;
-            }
-        }
-        let end = (boundary - forwarded) as usize;
-        if end > 0 {
-            send_all(client, &pending[..end]).await?;
-            pending.drain(..end);
-            forwarded = boundary;
-        }
-        match verdict_seen {
-            Verdict::Confirmed => return Ok(Forwarded { sent: forwarded, rest: pending }),
+        let mut seen = Verdict::Other;
+        let used = handover.take(input, |msg| {
+            seen = verdict(msg, want);
+            !matches!(seen, Verdict::Other)
+        })?;
+        sent += handover.flush(client).await?;
+        match seen {
+            Verdict::Confirmed => return Ok(Forwarded { sent, rest: handover.rest(&input[used..]) }),
             Verdict::Refused { code, description } => return Err(UpstreamError::Refused { code, description }),
             Verdict::Other => {}
         }
-        if pending.len() > MAX_CONFIRM_BYTES {
+        if handover.held() > MAX_CONFIRM_BYTES {
             return Err(UpstreamError::TooMuch(want));
         }
         let n = recv(origin, &mut buf).await?;
@@ -162,7 +145,7 @@ pub async fn confirm(
         if n == 0 {
             return Err(UpstreamError::Closed(want));
         }
-        chunk = &buf[..n];
+        input = &buf[..n];
     }
 }
 
