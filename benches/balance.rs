@@ -1,5 +1,6 @@
 //! Stream-key building and picking: the per-connection work before an origin is dialed, with
-//! 10, 100 and 1000 registered origins.
+//! 10, 100 and 1000 registered origins; an established stream's pin from a shard's snapshot,
+//! and the cost of a snapshot with 1000 to 100 000 pins.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ fn picking(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
     for n in [10usize, 100, 1000] {
         let mut reg = registry(n, now);
-        let snapshot = reg.snapshot();
+        let snapshot = reg.snapshot(now);
         group.bench_with_input(BenchmarkId::new("propose_from_snapshot", n), &n, |b, _| {
             b.iter(|| black_box(snapshot.propose(black_box(&key), now).unwrap().id.0.len()))
         });
@@ -46,11 +47,36 @@ fn picking(c: &mut Criterion) {
             b.iter(|| black_box(reg.claim(black_box(&key), None, now).unwrap().id.0.len()))
         });
         group.bench_with_input(BenchmarkId::new("snapshot", n), &n, |b, _| {
-            b.iter(|| black_box(reg.snapshot().origins.len()))
+            b.iter(|| black_box(reg.snapshot(now).origins.len()))
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, stream_keys, picking);
+/// What a shard does for an established stream (its pin from the snapshot) against what the
+/// control thread does for a claim, and what a new snapshot costs with many pins (the control
+/// thread builds one at most every 50 ms while pins or HLS ids change).
+fn pins(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut group = c.benchmark_group("pins");
+    for streams in [1000usize, 10_000, 100_000] {
+        let mut reg = registry(100, now);
+        let keys: Vec<StreamKey> =
+            (0..streams).map(|i| StreamKey::from_rtmp("rtmp://127.0.0.1/live", &format!("s{i}")).unwrap()).collect();
+        for key in &keys {
+            reg.claim(key, None, now).unwrap();
+        }
+        let snapshot = reg.snapshot(now);
+        let key = &keys[streams / 2];
+        group.bench_with_input(BenchmarkId::new("pinned_from_snapshot", streams), &streams, |b, _| {
+            b.iter(|| black_box(snapshot.pinned(black_box(key), now).unwrap().id.0.len()))
+        });
+        group.bench_with_input(BenchmarkId::new("snapshot_with_pins", streams), &streams, |b, _| {
+            b.iter(|| black_box(reg.snapshot(now).pins.len()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, stream_keys, picking, pins);
 criterion_main!(benches);

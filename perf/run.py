@@ -7,6 +7,8 @@
   copy     through streamgate --relay copy
   splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
+  baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
+           integration branch's), for before/after comparisons in one run
 
 For each it records the proxy's CPU seconds (utime+stime of all its threads, from /proc) and
 CPU-seconds per GiB delivered, peak RSS, throughput, setup rate and time-to-first-media
@@ -201,13 +203,13 @@ RELAYS = ("splice", "copy", "splice-batch", "copy-batch")
 
 
 class Streamgate:
-    def __init__(self, tmp, origin, relay, batch=None):
+    def __init__(self, tmp, origin, relay, batch=None, binary=PROXY):
         rtmp, http, self.api = free_port(), free_port(), free_port()
         self.port = http if origin.protocol == "http" else rtmp
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
         # Every listener on a port of its own, so nothing else on the machine is in the way.
         self.proc = subprocess.Popen(
-            [PROXY, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
+            [binary, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
              "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
              "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
              "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []),
@@ -266,9 +268,14 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def run_target(name, scenario, tmp, origin, duration, load_args, batch):
+def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None):
     proxy = None
-    if name in RELAYS:
+    if name == "baseline":
+        if not baseline:
+            raise RuntimeError("target baseline needs --baseline BINARY")
+        proxy = Streamgate(tmp, origin, "splice", None, baseline)
+        port = proxy.port
+    elif name in RELAYS:
         relay, batched = name.split("-")[0], name.endswith("-batch")
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
         port = proxy.port
@@ -360,6 +367,20 @@ def table(scenario_name, rows):
         ]) + " |")
     by = {r["target"]: r for r in rows}
     ratios = []
+    if "baseline" in by and "splice" in by:
+        # Targets may repeat (baseline,splice,baseline,splice): compare the means of their runs.
+        def mean(target, f):
+            values = [f(r) for r in rows if r["target"] == target]
+            return sum(values) / len(values)
+        setups = lambda r: r["load"].get("setups_per_sec") or 0
+        cpu_ms = lambda r: r["proxy_cpu_s"] * 1000 / max(1e-9, setups(r) * r["load"].get("seconds", 0))
+        sa, sb = mean("splice", setups), mean("baseline", setups)
+        if sb > 0:
+            ratios.append(f"- setups per second (mean of each target's runs), streamgate splice / baseline build: "
+                          f"{sa:.0f} / {sb:.0f} = {sa / sb:.2f}")
+            ratios.append(f"- proxy CPU-ms per setup (mean), streamgate splice / baseline build: "
+                          f"{mean('splice', cpu_ms):.3f} / {mean('baseline', cpu_ms):.3f} = "
+                          f"{mean('splice', cpu_ms) / mean('baseline', cpu_ms):.2f}")
     for relay in RELAYS:
         if relay in by and "haproxy" in by:
             a, b = by[relay], by["haproxy"]
@@ -386,6 +407,7 @@ def main():
     ap.add_argument("--targets", default="direct,splice,copy,haproxy",
                     help="comma-separated: direct, splice, copy, splice-batch, copy-batch (streamgate with "
                          "--relay-batch BATCH), haproxy")
+    ap.add_argument("--baseline", help="another streamgate binary, run as target baseline (--relay splice)")
     ap.add_argument("--batch", default="10ms", help="--relay-batch of the *-batch targets (default 10ms)")
     ap.add_argument("--load-args", default="",
                     help="extra streamgate-load flags for every target, after the scenario's (so they override "
@@ -409,7 +431,8 @@ def main():
             origin = Nginx(tmp)
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
-            rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch))
+            rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch,
+                                   opts.baseline))
     finally:
         if origin:
             origin.stop()

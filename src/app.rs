@@ -33,7 +33,7 @@ pub fn run(mut config: Config) -> ExitCode {
     let config = Arc::new(config);
     block_signals();
     let registry = control::new_registry(&config);
-    let (snapshots, events, link) = bridge::channel(registry.snapshot());
+    let (snapshots, events, link) = bridge::channel(registry.snapshot(Instant::now()));
     let (ready_tx, ready_rx) = mpsc::channel();
     let start = ControlStart { config: config.clone(), registry, snapshots, events };
     let control = std::thread::Builder::new().name("control".into()).spawn(move || control::run(start, ready_tx));

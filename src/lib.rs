@@ -15,14 +15,20 @@
 //!        v  | events (bounded tokio mpsc: claims, sessions, one report a second)
 //!   control thread: tokio current-thread runtime
 //!     System API | gRPC | registry + pins + origin probes | stats + health | default backend
+//!     | Redis client (redis mode)
 //! ```
 //!
 //! - A shard ([`shard`]) owns its connections from accept to close and never blocks or locks.
 //!   Each connection is one task ([`shard::conn`]): a panic in it is caught and a session that
 //!   stalls with its peers gone is ended, both closed on both sides and counted.
-//! - The control thread ([`control`]) owns the registry and the pins. Shards propose an origin
-//!   for a new stream from their snapshot (rendezvous hashing) and claim it; the control thread
-//!   keeps the first alive pin, so a stream never has two origins.
+//! - The control thread ([`control`]) owns the registry and the pins. A shard serves a stream
+//!   its snapshot already has a pin for (and an HLS id its snapshot knows) without asking; for
+//!   a new stream it proposes an origin from its snapshot (rendezvous hashing) and claims it;
+//!   the control thread keeps the first usable pin, so a stream never has two origins. In
+//!   redis mode ([`control::redis`]) the control thread asks Redis for what it does not know,
+//!   so a fleet of proxies shares origins, pins, HLS ids and ICE usernames.
+//! - Failover: a dial that is refused or times out quarantines its origin and the session is
+//!   retried once on the origin picked instead ([`proxy::repick`]).
 //!
 //! ## Layers
 //!
@@ -62,7 +68,8 @@
 //! - [`shard`]: glommio executors, listeners and their ports, connection gate, connection tasks,
 //!   session guards, relays, the UDP session table, traffic and media counters, startup checks;
 //! - [`proxy`]: the protocols, and the services table;
-//! - [`control`]: the control thread: System API (auth, paged lists), origin probes, gRPC,
+//! - [`control`]: the control thread: System API (auth, paged lists, unregister, drain), origin
+//!   probes, the shards' events ([`control::events`]), Redis mode ([`control::redis`]), gRPC,
 //!   stats, health, metrics;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text
 //!   lines escape control characters; [`logging::throttle`] rate-limits warnings peers cause);

@@ -18,6 +18,8 @@ use super::stream_key::StreamKey;
 pub struct HlsIds {
     by_key: HashMap<StreamKey, Arc<str>>,
     by_id: HashMap<Arc<str>, StreamKey>,
+    /// Bumped on every change (the control thread republishes the shards' copy then).
+    version: u64,
 }
 
 impl HlsIds {
@@ -34,7 +36,45 @@ impl HlsIds {
         };
         self.by_key.insert(key.clone(), id.clone());
         self.by_id.insert(id.clone(), key.clone());
+        self.version += 1;
         id
+    }
+
+    /// The id of `key` if it has one.
+    pub fn id_of(&self, key: &StreamKey) -> Option<&Arc<str>> {
+        self.by_key.get(key)
+    }
+
+    /// Gives `key` the id `id` (one another proxy of the fleet gave out), replacing its own.
+    pub fn insert(&mut self, key: &StreamKey, id: &str) -> Arc<str> {
+        if let Some(old) = self.by_key.get(key) {
+            if &**old == id {
+                return old.clone();
+            }
+            self.by_id.remove(old);
+        }
+        if let Some(other) = self.by_id.remove(id) {
+            self.by_key.remove(&other);
+        }
+        let id: Arc<str> = id.into();
+        self.by_key.insert(key.clone(), id.clone());
+        self.by_id.insert(id.clone(), key.clone());
+        self.version += 1;
+        id
+    }
+
+    /// Every (stream, id).
+    pub fn entries(&self) -> Vec<(StreamKey, Arc<str>)> {
+        self.by_key.iter().map(|(k, id)| (k.clone(), id.clone())).collect()
+    }
+
+    /// Copies of both directions, for the shards' snapshot.
+    pub fn maps(&self) -> (HashMap<StreamKey, Arc<str>>, HashMap<Arc<str>, StreamKey>) {
+        (self.by_key.clone(), self.by_id.clone())
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The stream an id was given to.
@@ -44,9 +84,13 @@ impl HlsIds {
 
     /// Keeps the ids of the streams `known` says yes to.
     pub fn retain(&mut self, mut known: impl FnMut(&StreamKey) -> bool) {
+        let before = self.by_key.len();
         self.by_key.retain(|key, _| known(key));
         let by_key = &self.by_key;
         self.by_id.retain(|_, key| by_key.contains_key(key));
+        if self.by_key.len() != before {
+            self.version += 1;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -76,5 +120,9 @@ mod tests {
         assert_eq!(ids.key_of("nope"), None);
         ids.retain(|k| k == &b);
         assert_eq!((ids.key_of("dup"), ids.len()), (None, 1));
+        let v = ids.version();
+        assert_eq!(&*ids.insert(&b, "fleet"), "fleet", "an id from another proxy replaces ours");
+        assert_eq!((ids.key_of("x2"), ids.key_of("fleet")), (None, Some(&b)));
+        assert!(ids.version() > v, "a change is seen by the snapshot");
     }
 }

@@ -8,7 +8,8 @@
 //! - [`pick`]: rendezvous hashing and the immutable [`pick::Snapshot`] shards see;
 //! - [`registry`]: the control thread's origins (proven or not, bounded, probed), pins and
 //!   session counts;
-//! - [`session`]: session kinds (protocol, role).
+//! - [`session`]: session kinds (protocol, role);
+//! - [`srs_redis`]: the SRS proxy's Redis key names and JSON (redis mode).
 //!
 //! Nothing here imports glommio or tokio (a test in `tests/layering.rs` keeps it so); time is a
 //! parameter, so every rule is testable without sleeping.
@@ -20,6 +21,7 @@ pub mod origin;
 pub mod pick;
 pub mod registry;
 pub mod session;
+pub mod srs_redis;
 pub mod stream_key;
 
 pub use origin::{Origin, OriginId, Registration};

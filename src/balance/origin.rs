@@ -65,6 +65,21 @@ struct RegisterBody {
     srt: Option<Vec<String>>,
     #[serde(default)]
     rtc: Option<Vec<String>>,
+    /// SRS's `summaries on`: only `data.system.load_1m` and `data.system.cpus` are read, and
+    /// anything else in it (another SRS version's shape) is ignored, never refused.
+    #[serde(default)]
+    summaries: Option<serde_json::Value>,
+}
+
+/// The one-minute load average per CPU in hundredths from SRS's heartbeat `summaries`
+/// (`None` when not reported or not numbers).
+fn load_centi(summaries: &serde_json::Value) -> Option<u32> {
+    let system = summaries.get("data")?.get("system")?;
+    let (load, cpus) = (system.get("load_1m")?.as_f64()?, system.get("cpus")?.as_f64()?);
+    if !(load.is_finite() && load >= 0.0 && cpus >= 1.0) {
+        return None;
+    }
+    Some((load / cpus * 100.0).round().min(f64::from(u32::MAX)) as u32)
 }
 
 /// Why a registration was refused. The texts of the `Empty*` variants are those SRS tooling
@@ -112,6 +127,9 @@ pub struct Registration {
     pub api: Vec<Endpoint>,
     pub srt: Vec<Endpoint>,
     pub rtc: Vec<Endpoint>,
+    /// The origin's one-minute load average per CPU in hundredths, from the heartbeat's
+    /// `summaries` (SRS sends them with `heartbeat { summaries on; }`); `None` without them.
+    pub load_centi: Option<u32>,
 }
 
 impl Registration {
@@ -130,6 +148,7 @@ impl Registration {
         let pid = required(body.pid, RegisterError::EmptyPid)?;
         let rtmp = body.rtmp.filter(|l| !l.is_empty()).ok_or(RegisterError::EmptyRtmp)?;
         let device_id = body.device_id.unwrap_or_default();
+        let load_centi = body.summaries.as_ref().and_then(load_centi);
         check_len("ip", &ip, MAX_IP_BYTES)?;
         for (field, value) in [("server", &server), ("service", &service), ("pid", &pid), ("device_id", &device_id)] {
             check_len(field, value, MAX_FIELD_BYTES)?;
@@ -153,6 +172,7 @@ impl Registration {
             api: api?,
             srt: srt?,
             rtc: rtc?,
+            load_centi,
         })
     }
 
@@ -233,11 +253,35 @@ pub struct Origin {
     /// Whether, and how, it was proven; unproven origins take new streams only while no proven
     /// origin is alive.
     pub proof: Option<Proof>,
+    /// Draining: no new streams; its pinned streams stay (System API).
+    pub draining: bool,
+    /// A dial to it was refused or timed out: until then its pins move and it takes new
+    /// streams only when no other origin can.
+    pub quarantined_until: Option<Instant>,
+    /// Its last heartbeat reported a load over the registry's limit: it takes new streams only
+    /// when every other candidate is overloaded too.
+    pub overloaded: bool,
 }
 
 impl Origin {
     pub fn proven(&self) -> bool {
         self.proof.is_some()
+    }
+
+    /// Whether a failed dial put it in quarantine until after `now`.
+    pub fn quarantined(&self, now: Instant) -> bool {
+        self.quarantined_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether its pinned streams stay on it: alive and not in quarantine (draining keeps them).
+    pub fn keeps_pins(&self, now: Instant, ttl: std::time::Duration) -> bool {
+        self.is_alive(now, ttl) && !self.quarantined(now)
+    }
+
+    /// Whether a new stream may go to it: alive and not draining (one in quarantine ranks
+    /// last, see `pick::class`).
+    pub fn takes_new_streams(&self, now: Instant, ttl: std::time::Duration) -> bool {
+        self.is_alive(now, ttl) && !self.draining
     }
 
     /// Alive means heard from within `ttl` (strictly: at exactly `ttl` it is dead).
@@ -259,6 +303,19 @@ mod tests {
         assert_eq!(r.device_id, "origin2");
         assert_eq!(r.rtmp[0].port, 19352);
         assert_eq!(r.rtc[0].to_string(), "udp://0.0.0.0:8001");
+    }
+
+    #[test]
+    fn load_per_cpu_from_srs_summaries() {
+        let raw = include_str!("../../tests/data/heartbeats/srs7-with-summaries.http");
+        let body = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).unwrap().1;
+        let r = Registration::from_json(body.trim().as_bytes()).unwrap();
+        assert_eq!(r.load_centi, Some(129), "load_1m 2.58 on 2 CPUs");
+        assert_eq!(Registration::from_json(CURL_EXAMPLE.as_bytes()).unwrap().load_centi, None);
+        let odd = r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1","rtmp":["1"],"summaries":{"data":{"system":{"load_1m":1,"cpus":0}}}}"#;
+        assert_eq!(Registration::from_json(odd.as_bytes()).unwrap().load_centi, None, "0 CPUs is no answer");
+        let junk = r#"{"ip":"1.2.3.4","server":"s","service":"v","pid":"1","rtmp":["1"],"summaries":{"data":{"system":{"load_1m":"x"}}}}"#;
+        assert_eq!(Registration::from_json(junk.as_bytes()).unwrap().load_centi, None, "another shape is ignored");
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! - an origin is identified by `server-service-pid`; a re-register replaces its record and
 //!   refreshes its heartbeat;
 //! - a stream key has at most one pin; [`Registry::claim`] keeps an existing pin while its
-//!   origin is alive and otherwise re-pins (so a dead origin's streams move), so
-//!   every claim for a key returns the same origin until that origin dies;
+//!   origin keeps pins (alive, not in quarantine) and otherwise re-pins (so a dead,
+//!   unregistered or quarantined origin's streams move), so every claim for a key returns the
+//!   same origin until that origin dies, leaves or fails a dial;
+//! - failover: a dial that is refused or times out puts its origin in quarantine for
+//!   `Limits::quarantine` ([`Registry::quarantine`]): its pins move on their next claim and it
+//!   ranks last for new streams (taking them only when no other origin can); an origin can leave at once ([`Registry::unregister`]) or drain (no new
+//!   streams, its pins stay: [`Registry::set_draining`]);
 //! - everything is bounded: at most `max_origins` records (a dead origin is forgotten one TTL
 //!   after it died), at most `max_streams` streams (an unused pin is dropped one TTL after its
 //!   last session closed; a stream with neither pin nor session is forgotten).
@@ -54,17 +59,31 @@ pub use probes::{Network, ProbeLimits};
 /// Default of `max_origins`.
 pub const MAX_ORIGINS: usize = 10_000;
 
+/// Default of `quarantine`.
+pub const QUARANTINE: Duration = Duration::from_secs(15);
+
 /// Limits of the registry.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_origins: usize,
     pub max_streams: usize,
     pub probes: ProbeLimits,
+    /// How long an origin whose dial failed takes no new streams and keeps no pins.
+    pub quarantine: Duration,
+    /// From this one-minute load per CPU (hundredths) up, a heartbeat marks its origin
+    /// overloaded; `None`: never.
+    pub max_load_centi: Option<u32>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_origins: MAX_ORIGINS, max_streams: 1_000_000, probes: ProbeLimits::default() }
+        Limits {
+            max_origins: MAX_ORIGINS,
+            max_streams: 1_000_000,
+            probes: ProbeLimits::default(),
+            quarantine: QUARANTINE,
+            max_load_centi: None,
+        }
     }
 }
 
@@ -122,6 +141,9 @@ pub enum RegistryError {
     PinsFull(usize),
     #[error(transparent)]
     Pick(#[from] PickError),
+    /// Redis mode: the shared pin table could not be asked.
+    #[error("new stream refused: the shared registry (redis) is unavailable: {0}")]
+    Shared(String),
 }
 
 /// What [`Registry::tick`] changed.
@@ -178,17 +200,34 @@ impl Registry {
         peer: IpAddr,
         now: Instant,
     ) -> Result<Registered, RegistryError> {
-        self.insert(reg, None, Network::of(peer), now)
+        self.insert(reg, None, Network::of(peer), now, now)
     }
 
     /// [`Registry::register_from`] for registrations made inside the process.
     pub fn register(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
-        self.insert(reg, None, Network::LOCAL, now)
+        self.insert(reg, None, Network::LOCAL, now, now)
     }
 
     /// Records a heartbeat of an origin the operator configured: proven from the start.
     pub fn register_configured(&mut self, reg: Registration, now: Instant) -> Result<Registered, RegistryError> {
-        self.insert(reg, Some(Proof::Configured), Network::LOCAL, now)
+        self.insert(reg, Some(Proof::Configured), Network::LOCAL, now, now)
+    }
+
+    /// Records a heartbeat another proxy received at `heard` (read from shared state): `None`
+    /// when this registry already has that one or a newer one.
+    pub fn learn(
+        &mut self,
+        reg: Registration,
+        heard: Instant,
+        now: Instant,
+    ) -> Result<Option<Registered>, RegistryError> {
+        // Times read back from wall-clock text are not exact: a heartbeat within a second of the
+        // one this registry has is the same one.
+        let known = |o: &Arc<Origin>| o.last_seen + Duration::from_secs(1) >= heard && o.registration == reg;
+        if self.origins.get(&reg.id()).is_some_and(known) {
+            return Ok(None);
+        }
+        self.insert(reg, None, Network::LOCAL, heard.min(now), now).map(Some)
     }
 
     fn insert(
@@ -196,14 +235,17 @@ impl Registry {
         reg: Registration,
         proof: Option<Proof>,
         network: Network,
+        heard: Instant,
         now: Instant,
     ) -> Result<Registered, RegistryError> {
         let id = reg.id();
+        let mut state = (false, None);
         let (first_seen, what, kept, moved) = match self.origins.get(&id) {
             Some(old) => {
                 // A probe proved the address it dialed: a new RTMP address must be proven again.
                 let moved = old.registration.rtmp_addr() != reg.rtmp_addr();
                 let kept = old.proof.filter(|p| *p == Proof::Configured || !moved);
+                state = (old.draining, old.quarantined_until);
                 (old.first_seen, Registered::Refreshed, kept, moved)
             }
             None if self.origins.len() >= self.limits.max_origins => {
@@ -220,10 +262,58 @@ impl Registry {
             None => self.book.heard(&id, network, now),
         }
         let id_hash = pick::id_hash(&id.0);
-        let origin = Origin { id: id.clone(), id_hash, registration: reg, first_seen, last_seen: now, proof };
+        let overloaded = self.limits.max_load_centi.zip(reg.load_centi).is_some_and(|(max, load)| load >= max);
+        let (draining, quarantined_until) = state;
+        let origin = Origin {
+            id: id.clone(),
+            id_hash,
+            registration: reg,
+            first_seen,
+            last_seen: heard,
+            proof,
+            draining,
+            quarantined_until,
+            overloaded,
+        };
         self.origins.insert(id, Arc::new(origin));
         self.version += 1;
         Ok(what)
+    }
+
+    /// Replaces origin `id`'s record with `change` applied; `false` for an unknown origin.
+    fn update(&mut self, id: &OriginId, change: impl FnOnce(&mut Origin)) -> bool {
+        let Some(old) = self.origins.get(id) else { return false };
+        let mut new = Origin::clone(old);
+        change(&mut new);
+        self.origins.insert(id.clone(), Arc::new(new));
+        self.version += 1;
+        true
+    }
+
+    /// A dial to `id` was refused or timed out: until the quarantine ends (a heartbeat does not
+    /// end it early) its pins move and it takes new streams only when no other origin can.
+    /// `false` for an unknown origin.
+    pub fn quarantine(&mut self, id: &OriginId, now: Instant) -> bool {
+        let until = now + self.limits.quarantine;
+        self.update(id, |o| o.quarantined_until = Some(until))
+    }
+
+    /// Drains `id` (no new streams; its pinned streams stay) or ends the drain.
+    pub fn set_draining(&mut self, id: &OriginId, draining: bool) -> bool {
+        self.update(id, |o| o.draining = draining)
+    }
+
+    /// Forgets origin `id` at once (it left); its streams re-pin on their next claim.
+    pub fn unregister(&mut self, id: &OriginId) -> Option<Arc<Origin>> {
+        let gone = self.origins.remove(id)?;
+        self.alive_at_last_tick.remove(id);
+        self.book.remove(id);
+        for stream in self.streams.values_mut() {
+            stream.pin.take_if(|pin| pin.origin == *id);
+        }
+        self.streams.retain(|_, s| s.pin.is_some() || !s.sessions.is_empty());
+        self.version += 1;
+        Some(gone)
     }
 
     fn evict(&mut self, id: &OriginId) {
@@ -307,34 +397,56 @@ impl Registry {
         self.streams.get(key)?.pin.as_ref()
     }
 
-    fn alive(&self, id: &OriginId, now: Instant) -> Option<&Arc<Origin>> {
-        self.origins.get(id).filter(|o| o.is_alive(now, self.ttl))
+    /// The best [`pick::class`] among the origins taking new streams.
+    fn best_class(&self, now: Instant) -> Option<u8> {
+        self.origins.values().filter(|o| o.takes_new_streams(now, self.ttl)).map(|o| pick::class(o, now)).max()
     }
 
-    fn any_proven_alive(&self, now: Instant) -> bool {
-        self.origins.values().any(|o| o.proven() && o.is_alive(now, self.ttl))
+    /// The origin `key` is pinned to, while that origin keeps pins (alive, not in quarantine).
+    pub fn pinned(&self, key: &StreamKey, now: Instant) -> Option<&Arc<Origin>> {
+        let pin = self.pin(key)?;
+        self.origins.get(&pin.origin).filter(|o| o.keeps_pins(now, self.ttl))
     }
 
-    /// The origin `key` is pinned to, pinning it now if needed: an existing pin to an alive
-    /// origin wins; else `proposed` (a shard's rendezvous choice) if it is alive and proven, or
-    /// unproven while no proven origin is alive (a shard's snapshot may be older than a proof);
-    /// else this registry's own rendezvous choice.
+    /// The origin a new pin of `key` would get: `proposed` (a shard's rendezvous choice) if it
+    /// takes new streams and is of the best class there is (a shard's snapshot may be older
+    /// than a proof or a heartbeat); else this registry's own rendezvous choice.
+    pub fn choose(
+        &self,
+        key: &StreamKey,
+        proposed: Option<&OriginId>,
+        now: Instant,
+    ) -> Result<Arc<Origin>, RegistryError> {
+        let proposed = proposed.and_then(|id| self.origins.get(id)).filter(|o| o.takes_new_streams(now, self.ttl));
+        match proposed.filter(|o| Some(pick::class(o, now)) >= self.best_class(now)) {
+            Some(o) => Ok(o.clone()),
+            None => Ok(pick::rendezvous(key, self.origins.values(), now, self.ttl)?.clone()),
+        }
+    }
+
+    /// Pins `key` to origin `id` (which must be registered), replacing any pin.
+    pub fn set_pin(&mut self, key: &StreamKey, id: &OriginId, now: Instant) -> Result<(), RegistryError> {
+        let stream = self.stream_entry(key, now)?;
+        if stream.pin.as_ref().is_none_or(|p| p.origin != *id) {
+            stream.pin = Some(Pin { origin: id.clone(), since: now });
+            self.version += 1;
+        }
+        Ok(())
+    }
+
+    /// The origin `key` is pinned to, pinning it now if needed: an existing pin to an origin
+    /// that keeps pins wins; else [`Registry::choose`].
     pub fn claim(
         &mut self,
         key: &StreamKey,
         proposed: Option<&OriginId>,
         now: Instant,
     ) -> Result<Arc<Origin>, RegistryError> {
-        if let Some(origin) = self.pin(key).and_then(|pin| self.alive(&pin.origin, now)) {
+        if let Some(origin) = self.pinned(key, now) {
             return Ok(origin.clone());
         }
-        let proposed = proposed.and_then(|id| self.alive(id, now));
-        let origin = match proposed.filter(|o| o.proven() || !self.any_proven_alive(now)) {
-            Some(o) => o.clone(),
-            None => pick::rendezvous(key, self.origins.values(), now, self.ttl)?.clone(),
-        };
-        let stream = self.stream_entry(key, now)?;
-        stream.pin = Some(Pin { origin: origin.id.clone(), since: now });
+        let origin = self.choose(key, proposed, now)?;
+        self.set_pin(key, &origin.id, now)?;
         Ok(origin)
     }
 
@@ -387,15 +499,31 @@ impl Registry {
             }
             stream.pin.is_some() || !stream.sessions.is_empty()
         });
-        if !report.expired.is_empty() || !report.forgotten.is_empty() {
+        if !report.expired.is_empty() || !report.forgotten.is_empty() || !report.unpinned.is_empty() {
             self.version += 1;
         }
         report
     }
 
-    /// An immutable copy for the shards.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot { version: self.version, ttl: self.ttl, origins: self.origins.values().cloned().collect() }
+    /// An immutable copy for the shards: the origins, and the pins whose origin keeps them
+    /// now (HLS ids are the caller's to add).
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let pins = self
+            .streams
+            .iter()
+            .filter_map(|(key, s)| Some((key.clone(), self.pinned_origin(s, now)?.clone())))
+            .collect();
+        Snapshot {
+            version: self.version,
+            ttl: self.ttl,
+            origins: self.origins.values().cloned().collect(),
+            pins,
+            ..Snapshot::default()
+        }
+    }
+
+    fn pinned_origin(&self, stream: &Stream, now: Instant) -> Option<&Arc<Origin>> {
+        self.origins.get(&stream.pin.as_ref()?.origin).filter(|o| o.keeps_pins(now, self.ttl))
     }
 }
 

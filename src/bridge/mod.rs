@@ -37,10 +37,17 @@ pub type HlsResolveReply = Option<(StreamKey, Arc<str>, ClaimReply)>;
 /// What a shard tells the control thread.
 #[derive(Debug)]
 pub enum ShardEvent {
-    /// Pin `key` (to `proposed` if it has no alive pin yet) and say where it is pinned.
-    Claim { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<ClaimReply> },
+    /// Pin `key` (to `proposed` if it has no usable pin yet) and say where it is pinned.
+    /// `failed`: a dial to this origin was just refused or timed out (it goes into quarantine
+    /// and the stream moves off it).
+    Claim { key: StreamKey, proposed: Option<OriginId>, failed: Option<OriginId>, reply: oneshot::Sender<ClaimReply> },
     /// Like `Claim`, and also the stream's HLS id (made on first use).
-    ClaimHls { key: StreamKey, proposed: Option<OriginId>, reply: oneshot::Sender<HlsClaimReply> },
+    ClaimHls {
+        key: StreamKey,
+        proposed: Option<OriginId>,
+        failed: Option<OriginId>,
+        reply: oneshot::Sender<HlsClaimReply>,
+    },
     /// Which stream an HLS id belongs to, and that stream's claim.
     ResolveHls { id: String, reply: oneshot::Sender<HlsResolveReply> },
     /// Signalling answered a WebRTC offer: STUN with this USERNAME belongs to that session.
@@ -78,10 +85,16 @@ pub enum ClaimError {
 }
 
 impl ShardLink {
-    /// Asks the control thread which origin serves `key`.
-    pub async fn claim(&self, key: &StreamKey, proposed: Option<OriginId>) -> Result<Arc<Origin>, ClaimError> {
+    /// Asks the control thread which origin serves `key`; `failed` names an origin a dial to
+    /// just failed.
+    pub async fn claim(
+        &self,
+        key: &StreamKey,
+        proposed: Option<OriginId>,
+        failed: Option<OriginId>,
+    ) -> Result<Arc<Origin>, ClaimError> {
         let (reply, answer) = oneshot::channel();
-        let event = ShardEvent::Claim { key: key.clone(), proposed, reply };
+        let event = ShardEvent::Claim { key: key.clone(), proposed, failed, reply };
         self.events.send(event).await.map_err(|_| ClaimError::ControlGone)?;
         Ok(answer.await.map_err(|_| ClaimError::ControlGone)??)
     }
@@ -91,9 +104,10 @@ impl ShardLink {
         &self,
         key: &StreamKey,
         proposed: Option<OriginId>,
+        failed: Option<OriginId>,
     ) -> Result<(Arc<Origin>, Arc<str>), ClaimError> {
         let (reply, answer) = oneshot::channel();
-        let event = ShardEvent::ClaimHls { key: key.clone(), proposed, reply };
+        let event = ShardEvent::ClaimHls { key: key.clone(), proposed, failed, reply };
         self.events.send(event).await.map_err(|_| ClaimError::ControlGone)?;
         Ok(answer.await.map_err(|_| ClaimError::ControlGone)??)
     }

@@ -56,16 +56,19 @@ pub enum PickFailure {
     Limit,
     /// The control thread is gone (shutting down).
     ControlGone,
+    /// Redis mode: a new stream could not be pinned because Redis is down or slow.
+    Redis,
 }
 
 impl PickFailure {
-    pub const ALL: [PickFailure; 6] = [
+    pub const ALL: [PickFailure; 7] = [
         PickFailure::NoOrigin,
         PickFailure::NoEndpoint,
         PickFailure::DialFailed,
         PickFailure::Refused,
         PickFailure::Limit,
         PickFailure::ControlGone,
+        PickFailure::Redis,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -76,6 +79,7 @@ impl PickFailure {
             PickFailure::Refused => "refused",
             PickFailure::Limit => "limit",
             PickFailure::ControlGone => "control_gone",
+            PickFailure::Redis => "redis",
         }
     }
 
@@ -184,6 +188,6 @@ mod tests {
         assert!(Listener::ALL.iter().enumerate().all(|(i, l)| l.index() == i));
         assert!(PickFailure::ALL.iter().enumerate().all(|(i, p)| p.index() == i));
         let names: Vec<&str> = PickFailure::ALL.iter().map(PickFailure::name).collect();
-        assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone"]);
+        assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone", "redis"]);
     }
 }

@@ -170,8 +170,32 @@ pub struct Cli {
     )]
     pub origin_ttl: GoDuration,
 
+    /// After a dial to an origin is refused or times out, it takes no new streams and its
+    /// streams move to other origins for this long (the session that failed is retried once on
+    /// the origin picked instead).
+    #[arg(
+        long,
+        env = "STREAMGATE_ORIGIN_QUARANTINE",
+        default_value = "15s",
+        value_name = "DURATION",
+        help_heading = "Origins"
+    )]
+    pub origin_quarantine: GoDuration,
+
+    /// An origin whose heartbeat reports a one-minute load average per CPU at or over this
+    /// (SRS `heartbeat { summaries on; }`: system load_1m / cpus) takes new streams only when no
+    /// other origin can. 0 turns it off.
+    #[arg(
+        long,
+        env = "STREAMGATE_ORIGIN_MAX_LOAD",
+        default_value_t = 2.0,
+        value_name = "LOAD",
+        help_heading = "Origins"
+    )]
+    pub origin_max_load: f64,
+
     /// Where origins and stream pins are kept: memory (this process) or redis (shared by
-    /// several proxies).
+    /// several proxies, in the SRS proxy's keys: see --redis-*).
     #[arg(long, env = "PROXY_LOAD_BALANCER_TYPE", value_enum, default_value_t = LoadBalancer::Memory, help_heading = "Origins")]
     pub load_balancer: LoadBalancer,
 
@@ -518,6 +542,10 @@ pub struct Config {
     /// `--stall-timeout`.
     pub stall_timeout: Duration,
     pub origin_ttl: Duration,
+    /// `--origin-quarantine`.
+    pub origin_quarantine: Duration,
+    /// `--origin-max-load` in hundredths; `None` when off.
+    pub origin_max_load_centi: Option<u32>,
     pub rtmp_dial_timeout: Duration,
     pub load_balancer: LoadBalancer,
     pub redis: RedisConfig,
@@ -646,8 +674,14 @@ impl Cli {
                 ),
             ));
         }
-        if self.load_balancer == LoadBalancer::Redis {
-            return Err(ConfigError::new("--load-balancer", "redis mode is not built yet in this version; use memory"));
+        if self.origin_quarantine.0.is_zero() {
+            return Err(ConfigError::new("--origin-quarantine", "must be longer than 0s"));
+        }
+        if !(0.0..=1000.0).contains(&self.origin_max_load) {
+            return Err(ConfigError::new("--origin-max-load", "must be from 0 (off) to 1000"));
+        }
+        if self.load_balancer == LoadBalancer::Redis && self.redis_host.trim().is_empty() {
+            return Err(ConfigError::new("--redis-host", "required in redis mode"));
         }
         let register_token = self.register_token()?;
         let default_backend = self.default_backend()?;
@@ -675,10 +709,12 @@ impl Cli {
             relay_batch: self.relay_batch.0,
             stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
+            origin_quarantine: self.origin_quarantine.0,
+            origin_max_load_centi: (self.origin_max_load > 0.0).then(|| (self.origin_max_load * 100.0).round() as u32),
             rtmp_dial_timeout: self.rtmp_dial_timeout.0,
             load_balancer: self.load_balancer,
             redis: RedisConfig {
-                host: self.redis_host,
+                host: self.redis_host.trim().to_string(),
                 port: self.redis_port,
                 password: non_empty(self.redis_password),
                 db: self.redis_db,

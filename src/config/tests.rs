@@ -98,9 +98,22 @@ fn relay_batch_is_off_by_default_and_bounded() {
 }
 
 #[test]
-fn redis_mode_is_refused_until_it_exists() {
-    let e = load(&["--load-balancer", "redis"]).unwrap_err();
-    assert!(e.contains("PROXY_LOAD_BALANCER_TYPE") && e.contains("not built yet"), "{e}");
+fn redis_mode_and_failover_settings() {
+    let c = load(&["--load-balancer", "redis", "--redis-port", "6380", "--redis-key-prefix", " fleet "]).unwrap();
+    assert_eq!(c.load_balancer, LoadBalancer::Redis);
+    assert_eq!((c.redis.port, c.redis.key_prefix.as_deref(), c.redis.password.as_deref()), (6380, Some("fleet"), None));
+    let e = load(&["--load-balancer", "redis", "--redis-host", " "]).unwrap_err();
+    assert!(e.contains("--redis-host") && e.contains("PROXY_REDIS_HOST"), "{e}");
+    let e = load(&["--load-balancer", "cluster"]).unwrap_err();
+    assert!(e.contains("PROXY_LOAD_BALANCER_TYPE") && e.contains("memory, redis"), "{e}");
+    let c = load(&[]).unwrap();
+    assert_eq!((c.origin_quarantine, c.origin_max_load_centi), (Duration::from_secs(15), Some(200)));
+    assert_eq!(load(&["--origin-max-load", "0"]).unwrap().origin_max_load_centi, None);
+    assert_eq!(load(&["--origin-max-load", "1.5"]).unwrap().origin_max_load_centi, Some(150));
+    let e = load(&["--origin-max-load=-1"]).unwrap_err();
+    assert!(e.contains("STREAMGATE_ORIGIN_MAX_LOAD"), "{e}");
+    let e = load(&["--origin-quarantine", "0s"]).unwrap_err();
+    assert!(e.contains("STREAMGATE_ORIGIN_QUARANTINE"), "{e}");
 }
 
 #[test]

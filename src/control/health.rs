@@ -9,6 +9,7 @@
 //! | degraded | the process used at least [`CPU_BUSY`]% of the CPUs it may run on over the last second |
 //! | degraded | a registered origin is dead (no heartbeat within the TTL; its streams move on their next session) |
 //! | degraded | a shard closed a connection after a panic in its task, or ended one as stalled, within the last [`TROUBLE_RECENT`] (a bug: the log line names the stream) |
+//! | degraded | redis mode: Redis does not answer (live sessions and streams pinned here go on; brand-new streams are refused) |
 //! | healthy | none of the above |
 
 use std::time::{Duration, Instant};
@@ -58,6 +59,8 @@ pub struct Inputs {
     pub panics: Vec<(u64, Option<Duration>)>,
     /// Per shard: connections ended as stalled (all time) and how long ago the last one.
     pub stalls: Vec<(u64, Option<Duration>)>,
+    /// Redis mode with Redis not answering: for how long, and the last error.
+    pub redis_down: Option<(Duration, String)>,
 }
 
 /// The verdict: a level, one line, and every active problem.
@@ -110,6 +113,10 @@ pub fn evaluate(i: &Inputs) -> Health {
             }
         }
     }
+    if let Some((down, error)) = &i.redis_down {
+        let text = format!("redis unavailable for {:.0} s ({error}): new streams are refused", down.as_secs_f64());
+        problem(Level::Degraded, text);
+    }
     for (id, age) in &i.dead_origins {
         problem(Level::Degraded, format!("origin {id} is dead: no heartbeat for {age:.0} s"));
     }
@@ -147,6 +154,11 @@ impl super::State {
             inputs.panics.push((shard.counters.panicked.values().sum(), ago(shard.last_panic)));
             inputs.stalls.push((shard.counters.stalled.values().sum(), ago(shard.last_stall)));
         }
+        inputs.redis_down = self
+            .redis
+            .as_ref()
+            .filter(|r| !r.status.up)
+            .map(|r| (now.saturating_duration_since(r.status.since), r.status.error.clone().unwrap_or_default()));
         evaluate(&inputs)
     }
 }
@@ -217,5 +229,12 @@ mod tests {
         assert_eq!(stall.problems, ["shard 0: 1 connections ended as stalled (the last 3 s ago)"]);
         let old = evaluate(&Inputs { panics: vec![(5, Some(TROUBLE_RECENT))], ..fine() });
         assert_eq!(old.level, Level::Healthy, "an old panic no longer degrades");
+    }
+
+    #[test]
+    fn redis_down_degrades() {
+        let down = evaluate(&Inputs { redis_down: Some((Duration::from_secs(4), "refused".into())), ..fine() });
+        assert_eq!(down.level, Level::Degraded);
+        assert_eq!(down.message, "redis unavailable for 4 s (refused): new streams are refused");
     }
 }

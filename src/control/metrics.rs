@@ -100,6 +100,7 @@ pub fn render(state: &State, now: Instant) -> String {
     o.family("streamgate_health_problems", "gauge", "Active problems counted by the health rules.");
     o.sample("streamgate_health_problems", &[], health.problems.len() as f64);
 
+    redis(o, state);
     shards(o, state, now);
     traffic(o, state);
     origins(o, state, now);
@@ -107,6 +108,18 @@ pub fn render(state: &State, now: Instant) -> String {
     streams(o, state);
     process_metrics(o, state, now);
     out.0
+}
+
+/// Redis mode only: whether Redis answers, its last round trip, connections opened.
+fn redis(o: &mut Out, state: &State) {
+    let Some(redis) = &state.redis else { return };
+    let status = &redis.status;
+    o.family("streamgate_redis_up", "gauge", "Redis mode: 1 while Redis answers, 0 while it does not.");
+    o.sample("streamgate_redis_up", &[], f64::from(u8::from(status.up)));
+    o.family("streamgate_redis_latency_seconds", "gauge", "Redis mode: the last round trip to Redis.");
+    o.sample("streamgate_redis_latency_seconds", &[], status.latency.map_or(0.0, |l| l.as_secs_f64()));
+    o.family("streamgate_redis_connects_total", "counter", "Redis mode: connections to Redis opened.");
+    o.sample("streamgate_redis_connects_total", &[], status.connects as f64);
 }
 
 fn shards(o: &mut Out, state: &State, now: Instant) {

@@ -3,6 +3,8 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the error text SRS tooling knows or the bound a field broke; 401 without the bearer token when auth is on; 403 from a peer outside `--register-allow`; 503 when the origin table is full of proven origins |
+//! | `POST /api/v1/srs/unregister` | an origin leaves at once (body: its register body, or `{"id":"<server>-<service>-<pid>"}`): `{"code":0,"id":..}`; 404 for an unknown origin; who may call it as for register |
+//! | `POST /api/v1/origins/drain` | `{"id":..,"draining":true}`: the origin takes no new streams, its streams stay; `false` ends it; 404 for an unknown origin; as for register |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | a page of origins: id, device_id, ip, endpoints, seconds since its heartbeat, alive, proven |
 //! | `GET /api/v1/streams` | a page of streams: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
@@ -26,9 +28,9 @@ use super::auth::{self, Need};
 use super::http_server::error_response;
 use super::paging::{self, Page};
 use super::stats::StreamMedia;
-use crate::balance::Registration;
 use crate::balance::endpoint::Endpoint;
 use crate::balance::registry::Registered;
+use crate::balance::{OriginId, Registration};
 use crate::bridge::TableSizes;
 use crate::bridge::{Listener, PickFailure, ShardCounters};
 use crate::codec::http::{Request, Response};
@@ -36,16 +38,24 @@ use crate::codec::http::{Request, Response};
 /// What a path needs from its caller.
 fn need(path: &str) -> Need {
     match path {
-        "/api/v1/srs/register" => Need::Register,
+        "/api/v1/srs/register" | "/api/v1/srs/unregister" | "/api/v1/origins/drain" => Need::Register,
         "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" => Need::Admin,
         "/metrics" => Need::Metrics,
         _ => Need::Nothing,
     }
 }
 
+/// What a request changed that Redis must hear of (redis mode).
+enum Shared {
+    Nothing,
+    Registered(Box<Registration>),
+    Left(OriginId),
+}
+
 /// Checks who is asking, then routes one request.
 pub async fn handle(shared: Rc<RefCell<State>>, req: Request, body: Vec<u8>, peer: SocketAddr) -> Response {
     let need = need(&req.path);
+    let mut change = Shared::Nothing;
     let resp = {
         let mut state = shared.borrow_mut();
         if let Err(e) = auth::check_http(&state.config, &req, peer, need) {
@@ -55,19 +65,28 @@ pub async fn handle(shared: Rc<RefCell<State>>, req: Request, body: Vec<u8>, pee
             }
             return e.response();
         }
-        route(&mut state, &req, &body, peer)
+        route(&mut state, &req, &body, peer, &mut change)
     };
     if need == Need::Register {
         super::probe::start_due(&shared);
     }
+    if shared.borrow().redis.is_some() {
+        match change {
+            Shared::Registered(reg) => super::redis::write_origin(&shared, &reg, Instant::now()).await,
+            Shared::Left(id) => super::redis::remove_origin(&shared, &id).await,
+            Shared::Nothing => {}
+        }
+    }
     resp
 }
 
-fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr) -> Response {
+fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr, change: &mut Shared) -> Response {
     let page = || Page::from_query(req.query.as_deref());
     match (req.method.as_str(), req.path.as_str()) {
-        ("POST" | "PUT", "/api/v1/srs/register") => register(state, body, peer),
-        (_, "/api/v1/srs/register") => method_not_allowed("POST"),
+        ("POST" | "PUT", "/api/v1/srs/register") => register(state, body, peer, change),
+        ("POST", "/api/v1/srs/unregister") => unregister(state, body, peer, change),
+        ("POST", "/api/v1/origins/drain") => drain(state, body, peer),
+        (_, "/api/v1/srs/register" | "/api/v1/srs/unregister" | "/api/v1/origins/drain") => method_not_allowed("POST"),
         ("GET" | "HEAD", "/api/v1/versions") => crate::version::versions(),
         ("GET" | "HEAD", "/api/v1/origins") => {
             page().map_or_else(|e| error_response(400, &e.to_string()), |p| origins(state, &p))
@@ -90,7 +109,7 @@ fn method_not_allowed(allow: &str) -> Response {
     error_response(405, &format!("method not allowed; use {allow}")).with_header("Allow", allow)
 }
 
-fn register(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
+fn register(state: &mut State, body: &[u8], peer: SocketAddr, change: &mut Shared) -> Response {
     let registration = match Registration::from_json(body) {
         Ok(r) => r,
         Err(e) => {
@@ -99,6 +118,7 @@ fn register(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
         }
     };
     let summary = describe(&registration);
+    *change = Shared::Registered(Box::new(registration.clone()));
     match state.registry.register_from(registration, peer.ip(), Instant::now()) {
         Ok(Registered::New) => log::info!("origin registered from {peer}: {summary}"),
         Ok(Registered::Refreshed) => log::debug!("origin heartbeat from {peer}: {summary}"),
@@ -107,11 +127,57 @@ fn register(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
         }
         Err(e) => {
             log::warn!("register from {peer} refused: {e}");
+            *change = Shared::Nothing;
             return error_response(503, &e.to_string());
         }
     }
     state.publish_snapshot();
     Response::json(200, &json!({ "code": 0, "pid": std::process::id().to_string() }))
+}
+
+/// The origin a body names: `{"id":..}`, or `server`, `service` and `pid` as in a registration.
+fn origin_named(body: &[u8]) -> Result<OriginId, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("parse body: {e}"))?;
+    if let Some(id) = value.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+        return Ok(OriginId(id.to_string()));
+    }
+    let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    match (field("server"), field("service"), field("pid")) {
+        (Some(server), Some(service), Some(pid)) => Ok(OriginId(format!("{server}-{service}-{pid}"))),
+        _ => Err("name the origin: \"id\", or \"server\", \"service\" and \"pid\" as registered".into()),
+    }
+}
+
+fn unregister(state: &mut State, body: &[u8], peer: SocketAddr, change: &mut Shared) -> Response {
+    let id = match origin_named(body) {
+        Ok(id) => id,
+        Err(e) => return error_response(400, &e),
+    };
+    let Some(gone) = state.registry.unregister(&id) else {
+        return error_response(404, &format!("no origin {id}"));
+    };
+    log::info!("origin {id} unregistered from {peer}: it takes no more sessions; its streams move");
+    state.publish_snapshot();
+    *change = Shared::Left(gone.id.clone());
+    Response::json(200, &json!({ "code": 0, "id": id.0 }))
+}
+
+fn drain(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
+    let id = match origin_named(body) {
+        Ok(id) => id,
+        Err(e) => return error_response(400, &e),
+    };
+    let draining =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("draining")?.as_bool()).unwrap_or(true);
+    if !state.registry.set_draining(&id, draining) {
+        return error_response(404, &format!("no origin {id}"));
+    }
+    match draining {
+        true => log::info!("origin {id} draining (asked by {peer}): no new streams, its streams stay"),
+        false => log::info!("origin {id} no longer draining (asked by {peer})"),
+    }
+    state.publish_snapshot();
+    Response::json(200, &json!({ "code": 0, "id": id.0, "draining": draining }))
 }
 
 fn describe(r: &Registration) -> String {
@@ -158,6 +224,10 @@ fn origins(state: &State, page: &Page) -> Response {
                 "heartbeat_age_seconds": now.saturating_duration_since(o.last_seen).as_secs_f64(),
                 "registered_seconds": now.saturating_duration_since(o.first_seen).as_secs_f64(),
                 "alive": o.is_alive(now, ttl),
+                "draining": o.draining,
+                "quarantined_seconds": o.quarantined_until.filter(|_| o.quarantined(now)).map(|u| u.saturating_duration_since(now).as_secs_f64()),
+                "overloaded": o.overloaded,
+                "load_per_cpu": r.load_centi.map(|l| f64::from(l) / 100.0),
                 "proven": o.proven(),
                 "proof": o.proof.map(|p| p.name()),
                 "probe_failures": registry.probe_failures(&o.id),

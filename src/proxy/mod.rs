@@ -6,9 +6,15 @@
 //! - [`webrtc`]: WHIP/WHEP signalling and the WebRTC media relay.
 //! - [`srt`]: SRT publish and play.
 //!
-//! Every protocol picks its origin the same way ([`pick`]): a proposal from the shard's
-//! snapshot (rendezvous hash), confirmed by the control thread's pin table, so one stream has
-//! one origin whatever protocol or shard asks.
+//! Every protocol picks its origin the same way ([`pick`]): a stream the shard's snapshot
+//! already has a pin for goes to that origin at once (no round trip to the control thread);
+//! a new stream gets a proposal from the snapshot (rendezvous hash), confirmed by the control
+//! thread's pin table (and, in redis mode, Redis), so one stream has one origin whatever
+//! protocol, shard or proxy instance asks.
+//!
+//! Failover ([`repick`]): a session whose dial to its origin is refused or times out reports
+//! that origin, which goes into quarantine (no new streams, its pins move), and is retried
+//! once on the origin the control thread picks instead, before the client sees an error.
 //!
 //! Failures are counted on the shard by reason ([`PickFailure`]): here for picking
 //! ([`propose`], [`claim_failed`]), and by each protocol where its origin lacks the endpoint,
@@ -76,29 +82,44 @@ pub fn services(config: &Config) -> Services {
 /// Why a stream could not be given an origin.
 #[derive(Debug, thiserror::Error)]
 pub enum NoOrigin {
-    /// This shard's snapshot has no alive origin.
-    #[error(transparent)]
-    Proposal(#[from] crate::balance::pick::PickError),
     /// The control thread could not confirm one.
     #[error(transparent)]
     Claim(#[from] ClaimError),
 }
 
-/// This shard's rendezvous choice for `key` from its newest snapshot (a failure, no alive
-/// origin, is counted).
-pub fn propose(shard: &Shard, key: &StreamKey) -> Result<OriginId, NoOrigin> {
-    let snapshot = shard.link.snapshots.borrow().clone();
-    snapshot.propose(key, Instant::now()).map(|origin| origin.id.clone()).map_err(|e| {
-        failed(shard, PickFailure::NoOrigin);
-        e.into()
-    })
+/// This shard's rendezvous choice for `key` from its newest snapshot, if it has an origin for
+/// new streams (without one the control thread still decides: in redis mode it may know the
+/// stream's origin from Redis).
+pub fn propose(shard: &Shard, key: &StreamKey) -> Option<OriginId> {
+    shard.link.snapshots.borrow().propose(key, Instant::now()).ok().map(|origin| origin.id.clone())
 }
 
-/// Chooses the stream's origin: a proposal from this shard's snapshot, confirmed by the
-/// control thread's pin table. A failure is counted by its reason.
+/// Chooses the stream's origin: its pin in this shard's snapshot, else a proposal from the
+/// snapshot confirmed by the control thread's pin table. A failure is counted by its reason.
 pub async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, NoOrigin> {
-    let proposal = propose(shard, key)?;
-    shard.link.claim(key, Some(proposal)).await.map_err(|e| claim_failed(shard, e))
+    if let Some(origin) = pinned(shard, key) {
+        return Ok(origin);
+    }
+    shard.link.claim(key, propose(shard, key), None).await.map_err(|e| claim_failed(shard, e))
+}
+
+/// The origin this shard's snapshot has `key` pinned to, if that origin keeps its pins.
+pub fn pinned(shard: &Shard, key: &StreamKey) -> Option<Arc<Origin>> {
+    shard.link.snapshots.borrow().pinned(key, Instant::now()).cloned()
+}
+
+/// After a dial to `failed` was refused or timed out: reports it (quarantine) and asks where
+/// `key` goes now; an answer of `failed` again (no other origin takes the stream) is an error,
+/// so the session is not retried on the origin that just failed.
+pub async fn repick(shard: &Shard, key: &StreamKey, failed: &Origin) -> Result<Arc<Origin>, NoOrigin> {
+    let proposal = shard.link.snapshots.borrow().propose_without(key, &failed.id, Instant::now());
+    let origin = shard.link.claim(key, proposal, Some(failed.id.clone())).await.map_err(|e| claim_failed(shard, e))?;
+    if origin.id == failed.id {
+        let none = crate::balance::PickError::NoOriginAlive(key.to_string());
+        return Err(NoOrigin::Claim(ClaimError::Registry(none.into())));
+    }
+    log::info!("stream {key}: origin {} failed a dial; retrying on origin {}", failed.id, origin.id);
+    Ok(origin)
 }
 
 /// Counts a failed claim by its reason.
@@ -109,6 +130,7 @@ pub fn claim_failed(shard: &Shard, e: ClaimError) -> NoOrigin {
             ClaimError::ControlGone => PickFailure::ControlGone,
             ClaimError::Registry(RegistryError::Pick(_)) => PickFailure::NoOrigin,
             ClaimError::Registry(RegistryError::OriginsFull(_) | RegistryError::PinsFull(_)) => PickFailure::Limit,
+            ClaimError::Registry(RegistryError::Shared(_)) => PickFailure::Redis,
         },
     );
     e.into()

@@ -252,7 +252,18 @@ pub struct NginxHls {
 
 impl NginxHls {
     pub fn start() -> NginxHls {
-        let (nginx, ports) = Nginx::start("nginx-hls", 2, |dir, ports| hls_conf(dir, ports[0], ports[1]));
+        Self::start_with(false)
+    }
+
+    /// Like [`NginxHls::start`], and nginx-rtmp also records each published stream to
+    /// `<stream>.flv` beside its playlist, so `/live/<stream>.flv` serves it as HTTP-FLV (what
+    /// has been recorded so far).
+    pub fn start_recording() -> NginxHls {
+        Self::start_with(true)
+    }
+
+    fn start_with(record: bool) -> NginxHls {
+        let (nginx, ports) = Nginx::start("nginx-hls", 2, |dir, ports| hls_conf(dir, ports[0], ports[1], record));
         let hls = NginxHls { rtmp_port: ports[0], http_port: ports[1], nginx };
         let ready = wait_until(Duration::from_secs(20), || {
             port_open(hls.rtmp_port) && port_open(hls.http_port) && hls.try_stat().is_ok()
@@ -326,8 +337,13 @@ impl NginxHls {
     }
 }
 
-fn hls_conf(dir: &Path, rtmp_port: u16, http_port: u16) -> String {
+fn hls_conf(dir: &Path, rtmp_port: u16, http_port: u16, record: bool) -> String {
     let d = dir.display();
+    let record = if record {
+        format!("record all; record_path {d}/hls; record_unique off; record_suffix .flv;")
+    } else {
+        "record off;".to_string()
+    };
     format!(
         r#"load_module {RTMP_MODULE};
 daemon on;
@@ -341,7 +357,7 @@ rtmp {{
         listen 127.0.0.1:{rtmp_port};
         application live {{
             live on;
-            record off;
+            {record}
             allow publish all;
             allow play all;
             hls on;
@@ -361,6 +377,7 @@ http {{
     types {{
         application/vnd.apple.mpegurl m3u8;
         video/mp2t ts;
+        video/x-flv flv;
     }}
     server {{
         listen 127.0.0.1:{http_port};

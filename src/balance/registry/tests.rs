@@ -136,7 +136,7 @@ fn rendezvous_spreads_keys_and_moves_few_on_change() {
     for i in 0..4 {
         r.register(reg("s", &i.to_string(), "1"), t0).unwrap();
     }
-    let snap = r.snapshot();
+    let snap = r.snapshot(t0);
     let mut counts = std::collections::HashMap::new();
     let keys: Vec<_> = (0..4000).map(|i| key(&i.to_string())).collect();
     for k in &keys {
@@ -145,7 +145,7 @@ fn rendezvous_spreads_keys_and_moves_few_on_change() {
     assert_eq!(counts.len(), 4);
     assert!(counts.values().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     r.register(reg("s", "4", "1"), t0).unwrap();
-    let snap2 = r.snapshot();
+    let snap2 = r.snapshot(t0);
     let moved = keys.iter().filter(|k| snap.propose(k, t0).unwrap().id != snap2.propose(k, t0).unwrap().id).count();
     assert!((600..1000).contains(&moved), "about 1/5 of the keys move to the new origin, moved {moved}");
 }
@@ -188,7 +188,7 @@ proptest! {
     fn one_origin_per_stream_key(ops in proptest::collection::vec(op(), 1..200)) {
         let mut r = Registry::new(Duration::from_secs(300), Limits::default());
         let mut now = Instant::now();
-        let mut snaps: Vec<Snapshot> = (0..3).map(|_| r.snapshot()).collect();
+        let mut snaps: Vec<Snapshot> = (0..3).map(|_| r.snapshot(now)).collect();
         // Per origin: how many times it has been seen dead (deaths only happen as time passes).
         let mut deaths: HashMap<OriginId, u32> = HashMap::new();
         let mut last: HashMap<u8, (OriginId, u32, u32)> = HashMap::new();
@@ -214,7 +214,7 @@ proptest! {
                     now += Duration::from_secs(s.into());
                     note_deaths(&r, now, &mut deaths, &mut dead_before);
                 }
-                Op::Refresh(s) => snaps[s as usize] = r.snapshot(),
+                Op::Refresh(s) => snaps[s as usize] = r.snapshot(now),
                 Op::Tick => { r.tick(now); }
                 Op::Disconnect(k) => {
                     let entry = open.entry(k).or_default();
@@ -270,7 +270,7 @@ fn concurrent_claims_from_threads_agree() {
                     let mut out = Vec::new();
                     for i in 0..2000u32 {
                         let k = (i * 7 + shard * 13) % 97;
-                        let snap = registry.lock().unwrap().snapshot();
+                        let snap = registry.lock().unwrap().snapshot(t0);
                         let sk = key(&k.to_string());
                         let proposal = snap.propose(&sk, t0).unwrap().id.clone();
                         let got = registry.lock().unwrap().claim(&sk, Some(&proposal), t0).unwrap();
@@ -325,7 +325,7 @@ fn unproven_origins_take_new_streams_only_while_no_proven_one_is_alive() {
     assert_eq!(outcomes.len(), 3);
     assert!(outcomes.contains(&(oid("b"), ProbeOutcome::Proven)));
     assert!(r.origin(&oid("b")).unwrap().proven() && !r.origin(&oid("a")).unwrap().proven());
-    let snap = r.snapshot();
+    let snap = r.snapshot(t0);
     for i in 0..50 {
         let k = key(&format!("new{i}"));
         assert_eq!(snap.propose(&k, t0).unwrap().id, oid("b"), "shards propose the proven origin");
@@ -576,4 +576,113 @@ fn a_flood_from_one_network_evicts_its_own_records() {
     r.register_from(reg_at("c", 3), flooder, t0 + Duration::from_secs(2)).unwrap();
     let evicted = r.register_from(reg_at("d", 4), honest, t0 + Duration::from_secs(3)).unwrap();
     assert_eq!(evicted, Registered::Evicted(oid("b")));
+}
+
+/// Two origins `a` and `b`, both proven; returns a key pinned to each.
+fn two_pinned(r: &mut Registry, now: Instant) -> (StreamKey, StreamKey) {
+    for s in ["a", "b"] {
+        r.register_configured(reg_at(s, 1935), now).unwrap();
+    }
+    let on = |want: &str| {
+        (0..)
+            .map(|i| key(&format!("k{i}")))
+            .find(|k| pick::rendezvous(k, r.origins(), now, TTL).unwrap().id == oid(want))
+            .unwrap()
+    };
+    let (ka, kb) = (on("a"), on("b"));
+    assert_eq!(r.claim(&ka, None, now).unwrap().id, oid("a"));
+    assert_eq!(r.claim(&kb, None, now).unwrap().id, oid("b"));
+    (ka, kb)
+}
+
+#[test]
+fn a_quarantined_origin_loses_its_pins_and_new_streams_until_it_ends() {
+    let limits = Limits { quarantine: Duration::from_secs(10), ..Limits::default() };
+    let mut r = Registry::new(TTL, limits);
+    let t0 = Instant::now();
+    let (ka, kb) = two_pinned(&mut r, t0);
+    let v = r.version();
+    assert!(r.quarantine(&oid("a"), t0));
+    assert!(r.version() > v, "the shards hear of it");
+    assert!(!r.quarantine(&oid("nobody"), t0));
+    assert!(r.pinned(&ka, t0).is_none(), "a quarantined origin keeps no pin");
+    assert_eq!(r.claim(&ka, Some(&oid("a")), t0).unwrap().id, oid("b"), "the pin moves, whatever the proposal");
+    assert_eq!(r.claim(&kb, None, t0).unwrap().id, oid("b"));
+    let snap = r.snapshot(t0);
+    assert_eq!(snap.pinned(&ka, t0).unwrap().id, oid("b"));
+    assert!(snap.origins.iter().all(|o| o.id != oid("a") || o.quarantined(t0)));
+    // A heartbeat does not end it; time does.
+    r.register_configured(reg_at("a", 1935), t0 + Duration::from_secs(5)).unwrap();
+    let fresh = key("fresh");
+    assert_eq!(r.claim(&fresh, Some(&oid("a")), t0 + Duration::from_secs(5)).unwrap().id, oid("b"));
+    let t1 = t0 + Duration::from_secs(10);
+    assert!(r.origin(&oid("a")).unwrap().takes_new_streams(t1, TTL));
+    assert_eq!(r.claim(&ka, None, t1).unwrap().id, oid("b"), "moved pins stay where they went");
+    // Every origin in quarantine: they still serve (a lone origin that blipped is not refused).
+    r.quarantine(&oid("a"), t1);
+    r.quarantine(&oid("b"), t1);
+    assert!(r.claim(&key("still"), None, t1).is_ok());
+    assert!(r.pinned(&key("still"), t1).is_none(), "and its pin moves as soon as another can take it");
+}
+
+#[test]
+fn draining_keeps_pins_and_unregistering_drops_them() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    let (ka, kb) = two_pinned(&mut r, t0);
+    assert!(r.set_draining(&oid("a"), true));
+    assert_eq!(r.claim(&ka, None, t0).unwrap().id, oid("a"), "a draining origin keeps its streams");
+    for i in 0..20 {
+        assert_eq!(r.claim(&key(&format!("n{i}")), Some(&oid("a")), t0).unwrap().id, oid("b"));
+    }
+    r.register_configured(reg_at("a", 1935), t0).unwrap();
+    assert!(r.origin(&oid("a")).unwrap().draining, "a heartbeat keeps the drain");
+    assert!(r.set_draining(&oid("a"), false));
+    assert!(r.unregister(&oid("b")).is_some());
+    assert!(r.unregister(&oid("b")).is_none());
+    assert_eq!(r.pin(&kb), None);
+    assert_eq!(r.claim(&kb, None, t0).unwrap().id, oid("a"), "its streams re-pin at once");
+    assert!(r.snapshot(t0).origins.iter().all(|o| o.id != oid("b")));
+}
+
+#[test]
+fn overloaded_origins_take_new_streams_last() {
+    let limits = Limits { max_load_centi: Some(200), ..Limits::default() };
+    let mut r = Registry::new(TTL, limits);
+    let t0 = Instant::now();
+    let loaded = |server: &str, load: f64| {
+        let body = format!(
+            r#"{{"ip":"127.0.0.1","server":"{server}","service":"s","pid":"1","rtmp":["1935"],"summaries":{{"data":{{"system":{{"load_1m":{load},"cpus":2}}}}}}}}"#
+        );
+        Registration::from_json(body.as_bytes()).unwrap()
+    };
+    r.register_configured(loaded("a", 4.5), t0).unwrap();
+    r.register_configured(loaded("b", 1.0), t0).unwrap();
+    assert_eq!(r.origin(&oid("a")).unwrap().registration.load_centi, Some(225));
+    assert!(r.origin(&oid("a")).unwrap().overloaded && !r.origin(&oid("b")).unwrap().overloaded);
+    for i in 0..20 {
+        assert_eq!(r.claim(&key(&format!("o{i}")), Some(&oid("a")), t0).unwrap().id, oid("b"));
+    }
+    r.register_configured(loaded("b", 4.0), t0).unwrap();
+    let ids: std::collections::BTreeSet<_> =
+        (0..40).map(|i| r.claim(&key(&format!("p{i}")), None, t0).unwrap().id.clone()).collect();
+    assert_eq!(ids.len(), 2, "both overloaded: both take streams again");
+    r.register_configured(loaded("a", 0.5), t0).unwrap();
+    assert!(!r.origin(&oid("a")).unwrap().overloaded, "the next heartbeat clears it");
+}
+
+#[test]
+fn learned_heartbeats_keep_the_newest() {
+    let mut r = Registry::new(TTL, Limits::default());
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(60);
+    assert_eq!(r.learn(reg_at("a", 1935), t0, t1).unwrap(), Some(Registered::New));
+    assert_eq!(r.origin(&oid("a")).unwrap().last_seen, t0, "heard when the other proxy heard it");
+    assert_eq!(r.learn(reg_at("a", 1935), t0, t1).unwrap(), None, "the same heartbeat again changes nothing");
+    let v = r.version();
+    assert_eq!(r.learn(reg_at("a", 1935), t0 + Duration::from_millis(200), t1).unwrap(), None, "jitter is not news");
+    assert_eq!(r.version(), v);
+    assert_eq!(r.learn(reg_at("a", 1935), t1, t1).unwrap(), Some(Registered::Refreshed));
+    assert_eq!(r.learn(reg_at("a", 1936), t0, t1).unwrap(), Some(Registered::Refreshed), "a new address is news");
+    assert!(!r.origin(&oid("a")).unwrap().is_alive(t0 + TTL + Duration::from_secs(1), TTL));
 }

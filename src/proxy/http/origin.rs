@@ -32,6 +32,8 @@ pub enum OriginError {
     NoEndpoint(String),
     #[error("origin {addr} unreachable: {source}")]
     Dial { addr: SocketAddr, source: std::io::Error },
+    #[error("origin {0} did not accept the connection within {1:?}")]
+    DialTimeout(SocketAddr, Duration),
     #[error("origin {0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
     #[error("origin {0} closed the connection before its response head")]
@@ -57,9 +59,15 @@ impl OriginError {
     /// The status the player gets: 504 for a timeout, else 502.
     pub fn status(&self) -> u16 {
         match self {
-            OriginError::Timeout(..) => 504,
+            OriginError::Timeout(..) | OriginError::DialTimeout(..) => 504,
             _ => 502,
         }
+    }
+
+    /// Whether the origin could not be reached at all (refused, or no answer to the connect):
+    /// the session moves to another origin.
+    pub fn is_dial_failure(&self) -> bool {
+        matches!(self, OriginError::Dial { .. } | OriginError::DialTimeout(..))
     }
 }
 
@@ -95,7 +103,7 @@ pub async fn request(
         Err(e) => {
             let e = std::io::Error::from(e);
             if e.kind() == std::io::ErrorKind::TimedOut {
-                return Err(OriginError::Timeout(addr, timeout));
+                return Err(OriginError::DialTimeout(addr, timeout));
             }
             return Err(OriginError::Dial { addr, source: e });
         }

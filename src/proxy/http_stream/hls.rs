@@ -1,8 +1,10 @@
 //! HLS through the proxy with sticky segments.
 //!
 //! A playlist request (`*.m3u8` without `spbhid`) picks the stream's origin like any other
-//! protocol and gets the stream's id from the control thread (one id per stream, the same on
-//! every shard). The proxy fetches the playlist and rewrites every URI in it to carry
+//! protocol and gets the stream's id (one id per stream, the same on every shard and, in redis
+//! mode, on every proxy of the fleet): both from the shard's snapshot once the stream has them,
+//! else from the control thread. A segment request resolves its id from the snapshot the same
+//! way, so an established stream's segments never wait for the control thread. The proxy fetches the playlist and rewrites every URI in it to carry
 //! `spbhid=<id>` ([`crate::codec::m3u8`]): segments, `#EXT-X-MAP`/`#EXT-X-KEY` URIs and a master
 //! playlist's variants. Any later request carrying that id (a segment, an init section, a
 //! variant playlist, whatever its name) goes to the same stream's origin; a variant playlist
@@ -13,12 +15,13 @@
 //! A non-2xx answer passes through unchanged (a player retries a playlist that is not there
 //! yet).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::balance::stream_key::query_param;
 use crate::balance::{Origin, StreamKey};
 use crate::bridge::{Protocol, Role};
-use crate::codec::http::{Request, Response};
+use crate::codec::http::Response;
 use crate::codec::m3u8;
 use crate::proxy::http::origin::{self, OriginError};
 use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
@@ -48,27 +51,46 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
         Ok(key) => key,
         Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
     };
-    let claimed = match crate::proxy::propose(shard, &key) {
-        Ok(proposal) => {
-            shard.link.claim_hls(&key, Some(proposal)).await.map_err(|e| crate::proxy::claim_failed(shard, e))
-        }
-        Err(reason) => Err(reason),
-    };
-    let (origin, id) = match claimed {
+    let (origin, id) = match claim(shard, &key).await {
         Ok(claimed) => claimed,
         Err(reason) => {
             log::warn!("hls play {key} from {} refused: {reason}", ex.peer);
             return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
-    fetch_playlist(ex, &key, &origin, &id).await
+    fetch_playlist(ex, &key, origin, &id).await
+}
+
+/// The stream's origin and HLS id: from this shard's snapshot when it has both, else from the
+/// control thread.
+async fn claim(shard: &Shard, key: &StreamKey) -> Result<(Arc<Origin>, Arc<str>), crate::proxy::NoOrigin> {
+    {
+        let snapshot = shard.link.snapshots.borrow();
+        if let (Some(origin), Some(id)) = (snapshot.pinned(key, Instant::now()), snapshot.hls_ids.get(key)) {
+            return Ok((origin.clone(), id.clone()));
+        }
+    }
+    let proposal = crate::proxy::propose(shard, key);
+    shard.link.claim_hls(key, proposal, None).await.map_err(|e| crate::proxy::claim_failed(shard, e))
+}
+
+/// The stream and origin of an HLS id: from this shard's snapshot when it has both, else from
+/// the control thread (which, in redis mode, also asks Redis for ids other proxies gave out).
+async fn resolve(
+    shard: &Shard,
+    id: &str,
+) -> Result<Option<(StreamKey, Arc<str>, Arc<Origin>)>, crate::bridge::ClaimError> {
+    if let Some((key, id, origin)) = shard.link.snapshots.borrow().hls_by_id(id, Instant::now()) {
+        return Ok(Some((key.clone(), id.clone(), origin.clone())));
+    }
+    shard.link.resolve_hls(id).await
 }
 
 /// A request carrying `spbhid`: the id's stream and origin serve it.
 pub async fn by_id(ex: &Exchange<'_>) -> Next {
     let (req, peer) = (ex.req, ex.peer);
     let id = query_param(req.query.as_deref(), ID_PARAM).unwrap_or_default();
-    let resolved = match ex.shard.link.resolve_hls(&id).await {
+    let resolved = match resolve(ex.shard, &id).await {
         Ok(resolved) => resolved,
         Err(e) => {
             let e = crate::proxy::claim_failed(ex.shard, e);
@@ -82,18 +104,18 @@ pub async fn by_id(ex: &Exchange<'_>) -> Next {
         return ex.reply(cors(text(400, &message))).await;
     };
     if req.path.ends_with(".m3u8") {
-        fetch_playlist(ex, &key, &origin, &id).await
+        fetch_playlist(ex, &key, origin, &id).await
     } else {
-        super::forward(ex, &key, &origin, Protocol::Hls).await
+        super::forward(ex, &key, origin, Protocol::Hls).await
     }
 }
 
 /// Fetches a playlist from the stream's origin and answers it rewritten, as one HLS session.
-async fn fetch_playlist(ex: &Exchange<'_>, key: &StreamKey, origin: &Origin, id: &str) -> Next {
+async fn fetch_playlist(ex: &Exchange<'_>, key: &StreamKey, origin: Arc<Origin>, id: &str) -> Next {
     let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
     let session = shard.open_session(key, Protocol::Hls, Role::Play).await;
-    let next = match fetch(shard, req, peer, origin).await {
-        Ok((status, headers, body)) => {
+    let next = match fetch(ex, key, origin).await {
+        Ok((origin, (status, headers, body))) => {
             let response = rewrite(status, &headers, body, id, key, &origin.id.0);
             session.traffic.bytes_out.set(response.body.len() as u64);
             log::debug!("hls {} {key} from {peer} via origin {}: {status}", req.path, origin.id);
@@ -111,18 +133,12 @@ async fn fetch_playlist(ex: &Exchange<'_>, key: &StreamKey, origin: &Origin, id:
 
 type Fetched = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
 
-async fn fetch(
-    shard: &Shard,
-    req: &Request,
-    peer: std::net::SocketAddr,
-    origin: &Origin,
-) -> Result<Fetched, OriginError> {
-    let timeout = shard.config.http_origin_timeout;
-    let addr = origin::http_addr(origin)?;
-    let mut answered = origin::request(addr, req, &[], peer, true, timeout).await?;
+async fn fetch(ex: &Exchange<'_>, key: &StreamKey, origin: Arc<Origin>) -> Result<(Arc<Origin>, Fetched), OriginError> {
+    let (req, timeout) = (ex.req, ex.shard.config.http_origin_timeout);
+    let (origin, mut answered) = super::ask_origin(ex, key, origin, true).await?;
     let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() }; // see origin::encode_request
     let body = origin::read_body(&mut answered, method, Instant::now() + timeout).await?;
-    Ok((answered.head.status, answered.head.headers, body))
+    Ok((origin, (answered.head.status, answered.head.headers, body)))
 }
 
 /// The player's response: a 200 playlist rewritten (with fresh length and no stale validators),

@@ -26,6 +26,7 @@ pub mod static_files;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -120,22 +121,44 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
             return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
-    forward(ex, &key, &origin, protocol).await
+    forward(ex, &key, origin, protocol).await
+}
+
+/// Sends the request to the stream's origin and reads the response head. A dial that is
+/// refused or times out is reported (quarantine) and retried once on the origin picked
+/// instead; the answer comes with the origin that gave it.
+pub async fn ask_origin(
+    ex: &Exchange<'_>,
+    key: &StreamKey,
+    origin: Arc<Origin>,
+    playlist: bool,
+) -> Result<(Arc<Origin>, origin::Answered), OriginError> {
+    let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
+    let timeout = shard.config.http_origin_timeout;
+    let ask = |origin: &Origin| {
+        let addr = origin::http_addr(origin);
+        async move { origin::request(addr?, req, &[], peer, playlist, timeout).await }
+    };
+    match ask(&origin).await {
+        Err(e) if e.is_dial_failure() => {
+            super::failed(shard, e.pick_failure());
+            let Ok(next) = super::repick(shard, key, &origin).await else { return Err(e) };
+            ask(&next).await.map(|answered| (next, answered))
+        }
+        answered => answered.map(|answered| (origin, answered)),
+    }
 }
 
 /// Sends the request to the stream's origin and relays the answer: the origin's status and
 /// end-to-end headers with CORS added, then the body, zero-copy with `--relay`. A body of known
 /// length keeps the player's connection; a live body (chunked or until close) ends it.
-async fn forward(ex: &Exchange<'_>, key: &StreamKey, origin: &Origin, protocol: Protocol) -> Next {
-    let (shard, client, req, peer) = (ex.shard, ex.client, ex.req, ex.peer);
-    let answered = match origin::http_addr(origin) {
-        Ok(addr) => origin::request(addr, req, &[], peer, false, shard.config.http_origin_timeout).await,
-        Err(e) => Err(e),
-    };
-    let mut answered = match answered {
+async fn forward(ex: &Exchange<'_>, key: &StreamKey, origin: Arc<Origin>, protocol: Protocol) -> Next {
+    let (shard, client, req) = (ex.shard, ex.client, ex.req);
+    let (origin, mut answered) = match ask_origin(ex, key, origin, false).await {
         Ok(a) => a,
         Err(e) => return origin_failed(ex, key, protocol, &e).await,
     };
+    let origin = &*origin;
     let length = match answered.head.body_length(&req.method) {
         Ok(length) => length,
         Err(e) => return origin_failed(ex, key, protocol, &OriginError::Bad(answered.addr, e.to_string())).await,

@@ -4,9 +4,10 @@
 //!    `publish` or `play` names the stream; every client byte after C2 is kept for replay.
 //! 2. Stream key from tcUrl + stream name; an origin proposed from the shard's snapshot
 //!    (rendezvous hash) and claimed from the control thread, which keeps one pin per stream.
-//! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`), client handshake, send the
-//!    replay verbatim, then pass the origin's stream on ([`handover`]) until it confirms the
-//!    start.
+//! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`; a dial that is refused or times
+//!    out puts the origin in quarantine and is retried once on the origin picked instead),
+//!    client handshake, send the replay verbatim, then pass the origin's stream on
+//!    ([`handover`]) until it confirms the start.
 //! 4. Relay both directions until either side closes; then both are closed. A player's
 //!    downstream uses `--relay splice|copy` ([`crate::shard::relay`]); a publisher's is the
 //!    origin's messages re-chunked ([`handover::Handover::reframe_until_closed`]). A
@@ -26,6 +27,7 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncWriteExt, future};
@@ -71,12 +73,19 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             return refuse(&client, session_role, identify::CHUNK_SIZE, &reason.to_string()).await;
         }
     };
+    let (origin, connected) = match connect(&shard, &key, origin, session_role).await {
+        Ok(connected) => connected,
+        Err((origin, e)) => {
+            refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
+            return log::warn!("rtmp {role} {key} from {peer} via origin {}: {e}", origin.id);
+        }
+    };
     let session = shard.open_session(&key, Protocol::Rtmp, session_role).await;
     let traffic = session.traffic.clone();
     let started = Instant::now();
     // A publisher's bytes go through the media inspector (one connection per stream).
     let probe = (session_role == Role::Publish).then(|| shard.media.register(&key, started));
-    let outcome = proxy(&shard, client, session_role, replay, &origin, &traffic, probe.as_deref()).await;
+    let outcome = proxy(&shard, client, session_role, replay, connected, &traffic, probe.as_deref()).await;
     drop(probe);
     drop(session);
     let (bytes_in, bytes_out) = (traffic.bytes_in.get(), traffic.bytes_out.get());
@@ -135,33 +144,58 @@ enum SessionError {
     Relay(#[from] std::io::Error),
 }
 
-/// Dials the origin, replays, and relays both ways. A publisher's upstream bytes (the replay
-/// first: everything after C2) feed `probe`, over the copy relay.
-async fn proxy(
+/// Dials the stream's origin and runs the RTMP handshake with it. A dial that is refused or
+/// times out is reported (the origin goes into quarantine) and retried once on the origin the
+/// control thread picks instead; on failure, the origin last tried and why.
+async fn connect(
     shard: &Shard,
-    client: TcpStream,
+    key: &StreamKey,
+    origin: Arc<Origin>,
     role: Role,
-    replay: Vec<u8>,
-    origin: &Origin,
-    traffic: &Traffic,
-    probe: Option<&MediaProbe>,
-) -> Result<End, SessionError> {
+) -> Result<(Arc<Origin>, upstream::Connected), (Arc<Origin>, SessionError)> {
+    match dial(shard, &origin, role).await {
+        Err(SessionError::Upstream(e @ (UpstreamError::Dial { .. } | UpstreamError::DialTimeout { .. }))) => {
+            let next = match super::repick(shard, key, &origin).await {
+                Ok(next) => next,
+                Err(_) => return Err((origin, e.into())),
+            };
+            match dial(shard, &next, role).await {
+                Ok(connected) => Ok((next, connected)),
+                Err(e) => Err((next, e)),
+            }
+        }
+        Ok(connected) => Ok((origin, connected)),
+        Err(e) => Err((origin, e)),
+    }
+}
+
+/// One dial of `origin`'s RTMP endpoint, up to the handshake; a failure is counted.
+async fn dial(shard: &Shard, origin: &Origin, role: Role) -> Result<upstream::Connected, SessionError> {
     let reg = &origin.registration;
     let Some(endpoint) = first_tcp(&reg.rtmp) else {
         super::failed(shard, PickFailure::NoEndpoint);
         return Err(SessionError::NoEndpoint(origin.id.0.clone()));
     };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
-    let upstream::Connected { stream: mut upstream, mut c2, first } =
-        match upstream::connect(addr, shard.config.rtmp_dial_timeout).await {
-            Ok(connected) => connected,
-            Err(e) => {
-                super::failed(shard, PickFailure::DialFailed);
-                refuse(&client, role, identify::CHUNK_SIZE, &e.to_string()).await;
-                return Err(e.into());
-            }
-        };
+    let connected = upstream::connect(addr, shard.config.rtmp_dial_timeout).await.inspect_err(|_| {
+        super::failed(shard, PickFailure::DialFailed);
+    })?;
     log::debug!("rtmp {} -> origin {} ({addr})", role.name(), origin.id);
+    Ok(connected)
+}
+
+/// Replays to the dialed origin and relays both ways. A publisher's upstream bytes (the replay
+/// first: everything after C2) feed `probe`, over the copy relay.
+async fn proxy(
+    shard: &Shard,
+    client: TcpStream,
+    role: Role,
+    replay: Vec<u8>,
+    connected: upstream::Connected,
+    traffic: &Traffic,
+    probe: Option<&MediaProbe>,
+) -> Result<End, SessionError> {
+    let upstream::Connected { stream: mut upstream, mut c2, first } = connected;
     crate::shard::conn::set_origin(&upstream);
     traffic.bytes_in.set(replay.len() as u64);
     if let Some(probe) = probe {

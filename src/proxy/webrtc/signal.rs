@@ -12,20 +12,24 @@
 //! - the session's ICE username (`answerUfrag:offerUfrag`) recorded with the control thread,
 //!   so the shard that gets the client's first STUN request knows its origin.
 //!
+//! A dial to the origin that is refused or times out is retried once on the origin picked
+//! instead (the failed one goes into quarantine).
+//!
 //! The stream: WHIP/WHEP from `?app=&stream=` (or the path), legacy from the body's
 //! `streamurl`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use glommio::net::TcpStream;
 use serde_json::Value;
 
-use crate::balance::StreamKey;
 use crate::balance::endpoint::{first_tcp, parse_list};
 use crate::balance::ice::IceSession;
 use crate::balance::stream_key::query_param;
+use crate::balance::{Origin, StreamKey};
 use crate::bridge::PickFailure;
 use crate::bridge::Role;
 use crate::codec::http::{Request, Response};
@@ -111,20 +115,14 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
         log::warn!("webrtc {} {key} from {peer} refused: {reason}", role.name());
         text(503, &format!("no origin for {key}: {reason}"))
     })?;
+    let (origin, mut answered) = ask_origin(ex, &key, origin, body, role).await?;
     let reg = &origin.registration;
-    let api_endpoint = first_tcp(&reg.api).ok_or_else(|| {
-        crate::proxy::failed(shard, PickFailure::NoEndpoint);
-        log::warn!("webrtc {} {key}: origin {} has no api endpoint", role.name(), origin.id);
-        text(502, &format!("origin {} has no api endpoint", origin.id))
-    })?;
-    let addr = SocketAddr::new(reg.ip, api_endpoint.port);
     let timeout = shard.config.http_origin_timeout;
     let failed = |e: OriginError| {
         crate::proxy::failed(shard, e.pick_failure());
         log::warn!("webrtc {} {key} from {peer}: {e}", role.name());
         text(e.status(), &e.to_string())
     };
-    let mut answered = http_origin::request(addr, req, body, peer, false, timeout).await.map_err(failed)?;
     let answer = http_origin::read_body(&mut answered, &req.method, Instant::now() + timeout).await.map_err(failed)?;
     let status = answered.head.status;
     let candidate_ip = shard.config.webrtc_candidate.or_else(|| reached_at(ex.client));
@@ -155,6 +153,48 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
         }
     }
     Ok(response)
+}
+
+/// The origin's api address, or the answer saying it has none (counted).
+fn api_addr(shard: &Shard, key: &StreamKey, origin: &Origin, role: Role) -> Result<SocketAddr, Response> {
+    let reg = &origin.registration;
+    let endpoint = first_tcp(&reg.api).ok_or_else(|| {
+        crate::proxy::failed(shard, PickFailure::NoEndpoint);
+        log::warn!("webrtc {} {key}: origin {} has no api endpoint", role.name(), origin.id);
+        text(502, &format!("origin {} has no api endpoint", origin.id))
+    })?;
+    Ok(SocketAddr::new(reg.ip, endpoint.port))
+}
+
+/// Sends the signalling request to the origin's api endpoint and reads the response head. A
+/// dial that is refused or times out is reported (quarantine) and retried once on the origin
+/// picked instead.
+async fn ask_origin(
+    ex: &Exchange<'_>,
+    key: &StreamKey,
+    origin: Arc<Origin>,
+    body: &[u8],
+    role: Role,
+) -> Result<(Arc<Origin>, http_origin::Answered), Response> {
+    let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
+    let timeout = shard.config.http_origin_timeout;
+    let addr = api_addr(shard, key, &origin, role)?;
+    let (origin, answered) = match http_origin::request(addr, req, body, peer, false, timeout).await {
+        Err(e) if e.is_dial_failure() => match crate::proxy::repick(shard, key, &origin).await {
+            Ok(next) => {
+                crate::proxy::failed(shard, e.pick_failure());
+                let addr = api_addr(shard, key, &next, role)?;
+                (next, http_origin::request(addr, req, body, peer, false, timeout).await)
+            }
+            Err(_) => (origin, Err(e)),
+        },
+        answered => (origin, answered),
+    };
+    answered.map(|a| (origin, a)).map_err(|e| {
+        crate::proxy::failed(shard, e.pick_failure());
+        log::warn!("webrtc {} {key} from {peer}: {e}", role.name());
+        text(e.status(), &e.to_string())
+    })
 }
 
 /// The offer's SDP: the body itself, or the legacy envelope's `sdp`.
