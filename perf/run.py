@@ -268,7 +268,95 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None):
+def flag_value(args, flag, default=None):
+    """The last value given to `flag` in an argument list (later flags override earlier ones)."""
+    value = default
+    for i, a in enumerate(args[:-1]):
+        if a == flag:
+            value = args[i + 1]
+    return value
+
+
+def strace_counts(pid, seconds, tmp):
+    """Syscall counts of every thread of pid over `seconds` (strace -c -f), as {name: calls}."""
+    out = os.path.join(tmp, f"strace-{pid}.txt")
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-q", "-p", str(pid), "-o", out],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    counts = {}
+    for line in open(out):
+        parts = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace, profile=None):
+    """The scenario's players as rtmpdump (librtmp) processes instead of the load generator's
+    own: the generator only publishes. Measures the proxy's CPU and the bytes the players wrote
+    over a window that starts once every player is connected and playing."""
+    players = int(flag_value(args, "--players", "0"))
+    ramp = float(flag_value(args, "--ramp-per-sec", "250"))
+    args = args + ["--players", "0", "--duration", str(duration + players / ramp + 15 + (strace or 0) + (profile or 0))]
+    stream = flag_value(args, "--stream-prefix", "s") + "0"
+    publisher = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out_dir = tempfile.mkdtemp(prefix="players-", dir="/dev/shm" if os.path.isdir("/dev/shm") else tmp)
+    procs = []
+    try:
+        time.sleep(3)  # the publish is up
+        url = f"rtmp://127.0.0.1:{port}/live/{stream}"
+        for i in range(players):
+            procs.append(subprocess.Popen(["rtmpdump", "-q", "-v", "-r", url, "-o", os.path.join(out_dir, f"{i}.flv")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(1 / ramp)
+        time.sleep(5)  # every player past its GOP burst
+
+        def written():
+            return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+        pid = proxy.pid if proxy else None
+        cpu0, bytes0, t0 = (cpu_seconds(pid) if pid else 0.0), written(), time.time()
+        rss0 = status_kib(pid, "VmRSS") if pid else 0
+        origin_cpu0 = origin.cpu()
+        time.sleep(duration)
+        cpu1, bytes1, t1 = (cpu_seconds(pid) if pid else 0.0), written(), time.time()
+        alive = sum(1 for p in procs if p.poll() is None)
+        row = {"target": name, "origin_cpu_s": origin.cpu() - origin_cpu0, "players_with": "rtmpdump",
+               "load": {"bytes_received": bytes1 - bytes0, "seconds": t1 - t0, "connections_opened": players,
+                        "players": players, "publishers": 1, "protocol": "rtmp",
+                        "errors": {"players_gone": players - alive} if alive < players else {}}}
+        if pid:
+            row["proxy_cpu_s"] = cpu1 - cpu0
+            row["proxy_peak_rss_kib"] = status_kib(pid, "VmHWM")
+            row["proxy_rss_growth_kib"] = status_kib(pid, "VmRSS") - rss0
+            if profile:
+                data = os.path.join(tmp, f"perf-{name}.data")
+                subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o", data, "--",
+                                "sleep", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "sym",
+                                      "--percent-limit", "1", "-g", "none"], capture_output=True, text=True).stdout
+                row["profile"] = [l.strip() for l in rep.splitlines() if l.strip() and not l.startswith("#")][:25]
+            if strace:
+                b0 = written()
+                row["syscalls"] = strace_counts(pid, strace, tmp)
+                row["strace_bytes"] = written() - b0
+        return row
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        publisher.kill()
+        publisher.wait()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if proxy:
+            proxy.stop()
+
+
+def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None, players_with="load",
+               strace=None, profile=None):
     proxy = None
     if name == "baseline":
         if not baseline:
@@ -288,6 +376,8 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
     args += scenario["args"] + load_args
     if scenario["flv"] and origin.protocol == "rtmp":
         args += ["--flv", make_flv(tmp, *scenario["flv"])]
+    if players_with == "rtmpdump":
+        return run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace, profile)
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
     rss0 = status_kib(proxy.pid, "VmRSS") if proxy else 0
     origin_cpu0, origin_stats0 = origin.cpu(), origin.stats()
@@ -397,7 +487,21 @@ def table(scenario_name, rows):
                 ratios.append(f"- added first-media p99 over direct, streamgate {relay}: {pa - pd:.2f} ms")
             if pa is not None and pb is not None and pd is not None:
                 pass
-    return "\n".join(lines + [""] + ratios + origin_lines(rows))
+    return "\n".join(lines + [""] + ratios + origin_lines(rows) + syscall_lines(rows))
+
+
+def syscall_lines(rows):
+    """With --strace: the proxy's most frequent system calls per MiB delivered."""
+    lines = []
+    for r in rows:
+        calls, mib = r.get("syscalls"), r.get("strace_bytes", 0) / 2**20
+        if not calls or mib <= 0:
+            continue
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+        lines.append(f"- system calls per MiB delivered, {r['target']} (strace -c -f): " +
+                     ", ".join(f"{k} {v / mib:.1f}" for k, v in top) +
+                     f"; all {sum(calls.values()) / mib:.1f}")
+    return lines
 
 
 def main():
@@ -413,6 +517,16 @@ def main():
                     help="extra streamgate-load flags for every target, after the scenario's (so they override "
                          "them: --players 50 for a smoke run), e.g. --quickack (the generator then acknowledges "
                          "at once, so its own delayed ACKs do not dominate first-media times)")
+    ap.add_argument("--players-with", choices=("load", "rtmpdump"), default="load",
+                    help="who plays: the load generator's own players (default) or rtmpdump (librtmp) processes, "
+                         "one per player (RTMP scenarios; the generator then only publishes and the proxy's CPU "
+                         "is measured over --duration once every player plays): a kinder client hides costs")
+    ap.add_argument("--strace", type=int, metavar="SECONDS",
+                    help="with --players-with rtmpdump: after the measured window, count the proxy's system calls "
+                         "for SECONDS with strace -c -f (slows it, so outside the window) and report them per MiB")
+    ap.add_argument("--profile", type=int, metavar="SECONDS",
+                    help="with --players-with rtmpdump: after the measured window, sample the proxy with perf record "
+                         "-g for SECONDS and keep its hottest symbols in the raw section")
     ap.add_argument("--out", help="file to append the section to (default perf/results/<date>-<commit>.md); "
                                   "- only prints it (smoke runs)")
     opts = ap.parse_args()
@@ -432,7 +546,7 @@ def main():
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
             rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch,
-                                   opts.baseline))
+                                   opts.baseline, opts.players_with, opts.strace, opts.profile))
     finally:
         if origin:
             origin.stop()
