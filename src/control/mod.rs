@@ -151,7 +151,7 @@ impl State {
                 self.ice.bind(username, session, now);
             }
             ShardEvent::Report { shard, traffic, media, counters, udp } => {
-                self.on_report(shard, traffic, media, counters, udp, now);
+                self.on_report(shard, traffic, media, *counters, udp, now);
             }
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);

@@ -20,6 +20,7 @@
 //! ([`propose`], [`claim_failed`]), and by each protocol where its origin lacks the endpoint,
 //! cannot be reached or refuses ([`failed`]).
 
+pub mod access;
 pub mod http;
 pub mod http_stream;
 pub mod rtmp;
@@ -76,7 +77,7 @@ pub fn services(config: &Config) -> Services {
             serve: |shard, socket, stop| Box::pin(srt::serve(shard, socket, stop)),
         },
     ];
-    Services { tcp, udp }
+    Services { tcp, udp, limits: std::sync::Arc::new(crate::shard::limits::Limits::new(&config.access)) }
 }
 
 /// Why a stream could not be given an origin.
