@@ -49,17 +49,21 @@ fn keyframe(m: &streamgate::codec::rtmp::Message) -> bool {
     m.type_id == message::VIDEO && m.payload.first().is_some_and(|b| b >> 4 == 1)
 }
 
-/// Eight ffmpeg players of one stream through a two-shard edge: every one decodes its frames
-/// cleanly, ffprobe finds both tracks, rtmpdump (librtmp) records a file that decodes, and the
-/// origin never serves more play connections than there are shards.
+/// Eight ffmpeg players of one stream through a two-shard edge, four over RTMP and four over
+/// HTTP-FLV: every one decodes its frames cleanly, ffprobe finds both tracks over both
+/// protocols, rtmpdump (librtmp) records a file that decodes, and the origin never serves more
+/// play connections than there are shards.
 #[test]
 fn players_of_a_stream_share_one_origin_pull_per_shard() {
     let (origin, p, _publisher) = edge_with_stream(&["--shards", "2"], "a", 40);
     let url = proxy_url(&p, "a");
-    if let Err(e) = probe_h264_aac(&url, PROBE_TIMEOUT) {
-        panic!("{e}\n{}", diag(&p, &[&origin]));
+    let flv = format!("http://127.0.0.1:{}/live/a.flv", p.http);
+    for url in [&url, &flv] {
+        if let Err(e) = probe_h264_aac(url, PROBE_TIMEOUT) {
+            panic!("{e}\n{}", diag(&p, &[&origin]));
+        }
     }
-    let players: Vec<_> = (0..8).map(|_| Ffmpeg::play_frames(&url, 100)).collect();
+    let players: Vec<_> = (0..8).map(|i| Ffmpeg::play_frames(if i % 2 == 0 { &url } else { &flv }, 100)).collect();
     let mut most = 0;
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut players = players;
@@ -74,18 +78,19 @@ fn players_of_a_stream_share_one_origin_pull_per_shard() {
     assert!((1..=2).contains(&most), "the origin served {most} players for 2 shards\n{}", diag(&p, &[&origin]));
 
     let dir = TempDir::new("rtmpdump");
-    let flv = dir.0.join("out.flv");
+    let saved = dir.0.join("out.flv");
     let mut cmd = std::process::Command::new("rtmpdump");
-    cmd.args(["-r", &url, "--live", "-o"]).arg(&flv);
+    cmd.args(["-r", &url, "--live", "-o"]).arg(&saved);
     let outcome = run_with_timeout(cmd, Duration::from_secs(5));
     let probe = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
-        .arg(&flv)
+        .arg(&saved)
         .output()
         .unwrap();
     let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
     assert!(codecs.contains("h264") && codecs.contains("aac"), "rtmpdump: {codecs:?} {}", outcome.stderr);
-    assert!(p.log_text().contains("via the edge"), "{}", p.log_text());
+    let log = p.log_text();
+    assert!(log.contains("rtmp play") && log.contains("http_flv play") && log.contains("via the edge"), "{log}");
 }
 
 /// With a player already pulling the stream, a new player gets the cached GOP at once: its

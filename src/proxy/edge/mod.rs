@@ -185,16 +185,34 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
 /// Serves an RTMP player (its `play` of `name` answered by the proxy) from the shard's pull
 /// of `key`.
 pub async fn play_rtmp(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, name: &str) {
+    play(shard, client, peer, key, Protocol::Rtmp, player::rtmp_prelude(name)).await;
+}
+
+/// Serves an HTTP-FLV player from the shard's pull of `key`: `head` (the response head), the
+/// FLV header, then the stream until either side ends it.
+pub async fn play_flv(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, mut head: Vec<u8>) {
+    head.extend_from_slice(&crate::codec::flv::FILE_HEADER);
+    play(shard, client, peer, key, Protocol::HttpFlv, head).await;
+}
+
+/// Serves one player of `protocol` (RTMP or HTTP-FLV): `prelude`, then the stream.
+async fn play(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    key: &StreamKey,
+    protocol: Protocol,
+    prelude: Vec<u8>,
+) {
+    let wire = if protocol == Protocol::Rtmp { Wire::Rtmp } else { Wire::Flv };
     let member = join(shard, key);
-    let session = shard.open_session(key, Protocol::Rtmp, Role::Play).await;
+    let session = shard.open_session(key, protocol, Role::Play).await;
     let started = Instant::now();
     let dropped = Cell::new(0);
-    let prelude = player::rtmp_prelude(name);
     let traffic = &session.traffic;
-    let ended =
-        player::serve(client, &member, &shard.config.edge, Wire::Rtmp, prelude, &traffic.bytes_out, &dropped).await;
+    let ended = player::serve(client, &member, &shard.config.edge, wire, prelude, &traffic.bytes_out, &dropped).await;
     let _ = client.shutdown(std::net::Shutdown::Both).await;
-    log_end("rtmp", key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
+    log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
 }
 
 /// One line for a player's end.
