@@ -161,3 +161,74 @@ fn a_player_that_stops_reading_is_skipped_then_disconnected() {
     }
     assert!(closed, "the stuck player's connection is still open");
 }
+
+/// The origin the proxy has `stream` pinned to, from `/api/v1/streams`.
+fn pinned_origin(p: &Proxy, stream: &str) -> Option<String> {
+    let reply = get(&p.api_addr(), "/api/v1/streams");
+    let key = format!("__defaultVhost__/live/{stream}");
+    let streams = reply.json()["streams"].as_array()?.clone();
+    streams.iter().find(|s| s["key"] == key)?["origin"].as_str().map(str::to_string)
+}
+
+/// The stream's origin is killed mid-stream while a second origin has the stream too: the pull
+/// moves there, and the player, still connected, gets video again within a few seconds with
+/// timestamps that keep going forward.
+#[test]
+fn killing_the_origin_moves_the_pull_and_players_keep_playing() {
+    let mut origins = [NginxRtmp::start(4096), NginxRtmp::start(4096)];
+    let p = Proxy::start(&["--edge", "on", "--shards", "1"]);
+    let ids = ["one-fo-1", "two-fo-1"];
+    for (o, server) in origins.iter().zip(["one", "two"]) {
+        assert_eq!(register(&p.api_addr(), &origin_body(server, "fo", o.rtmp_port)).status, 200);
+    }
+    // The stream is published on both origins directly (as an origin cluster would have it).
+    let _publishers: Vec<_> = origins.iter().map(|o| Ffmpeg::publish(&o.url("fo"), 40)).collect();
+    assert!(wait_until(PUBLISH_WAIT, || origins.iter().all(|o| o.publishing("fo"))), "{}", diag(&p, &[]));
+    let mut player = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    player.play("fo", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    let mut last_video = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(m) = player.read_message(deadline) {
+        if m.type_id == message::VIDEO {
+            last_video = m.timestamp;
+        }
+    }
+    assert!(last_video > 0, "no video before the kill\n{}", diag(&p, &[&origins[0], &origins[1]]));
+    let home = pinned_origin(&p, "fo").expect("the stream is pinned");
+    let index = ids.iter().position(|id| *id == home).unwrap_or_else(|| panic!("pinned to {home}"));
+    origins[index].kill();
+    let killed = Instant::now();
+
+    // Whatever was in flight arrives; then, after a pause, video from the other origin: the
+    // first coded frame after a gap of 300 ms or more.
+    let deadline = killed + Duration::from_secs(10);
+    let mut resumed = None;
+    let mut first_after = None;
+    let mut last_arrival = Instant::now();
+    let mut gap = false;
+    while resumed.is_none() {
+        match player.read_message(deadline) {
+            Ok(m) if m.type_id == message::VIDEO => {
+                gap |= last_arrival.elapsed() >= Duration::from_millis(300);
+                last_arrival = Instant::now();
+                if gap && m.payload.get(1) == Some(&1) {
+                    resumed = Some(killed.elapsed());
+                    first_after = Some(m);
+                } else if !gap {
+                    last_video = m.timestamp;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("player after the kill: {e}\n{}", diag(&p, &[&origins[1 - index]])),
+        }
+    }
+    assert!(resumed.is_some_and(|after| after < Duration::from_secs(8)), "resumed after {resumed:?}");
+    let first = first_after.unwrap();
+    assert!(first.timestamp > last_video, "timestamps went back: {} after {last_video}", first.timestamp);
+    assert!(keyframe(&first), "resumed on a non-keyframe");
+    let (video, _, end) = player.count_media(Instant::now() + Duration::from_secs(2));
+    assert!(video > 20 && end.is_none(), "{video} {end:?}");
+    let log = p.log_text();
+    assert!(log.contains(&format!("pulling from origin {}", ids[1 - index])), "{log}");
+    assert_eq!(pinned_origin(&p, "fo").as_deref(), Some(ids[1 - index]));
+}
