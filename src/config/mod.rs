@@ -11,6 +11,7 @@
 
 pub mod dotenv;
 pub mod edge;
+pub mod tls;
 pub mod values;
 
 use std::ffi::OsString;
@@ -441,6 +442,9 @@ pub struct Cli {
     /// The .env file to read before the flags (missing is fine).
     #[arg(long, env = "STREAMGATE_ENV_FILE", default_value = ".env", value_name = "PATH")]
     pub env_file: PathBuf,
+
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// Where the origin registry and stream pins live.
@@ -582,6 +586,8 @@ pub struct Config {
     pub grpc_max_connections: usize,
     /// A gRPC connection without traffic for this long is closed.
     pub grpc_idle_timeout: Duration,
+    /// The TLS listeners and their certificate files.
+    pub tls: tls::TlsConfig,
 }
 
 /// A startup configuration error: one line naming the flag, its variable and the problem.
@@ -690,6 +696,7 @@ impl Cli {
         if self.load_balancer == LoadBalancer::Redis && self.redis_host.trim().is_empty() {
             return Err(ConfigError::new("--redis-host", "required in redis mode"));
         }
+        let tls = self.tls.validate()?;
         let register_token = self.register_token()?;
         let default_backend = self.default_backend()?;
         if !(1..=1_000_000).contains(&self.max_origins) {
@@ -746,6 +753,7 @@ impl Cli {
             metrics_streams: self.metrics_streams,
             grpc_max_connections: self.grpc_max_connections,
             grpc_idle_timeout: self.grpc_idle_timeout.0,
+            tls,
         })
     }
 
