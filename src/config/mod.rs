@@ -9,7 +9,10 @@
 //! variable and what is wrong ([`ConfigError`]); nothing after startup reads the environment
 //! again.
 
+pub mod access;
 pub mod dotenv;
+pub mod edge;
+pub mod tls;
 pub mod values;
 
 use std::ffi::OsString;
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+pub use edge::EdgeConfig;
 pub use values::{Cidr, CidrList, CpuList, GoDuration, ListenAddr, Switch};
 
 /// The flags, as clap sees them. Turned into [`Config`] by [`Cli::validate`].
@@ -120,6 +124,9 @@ pub struct Cli {
     /// into a buffer of up to 64 KiB, send it on).
     #[arg(long, env = "STREAMGATE_RELAY", value_enum, default_value_t = RelayMode::Splice, help_heading = "Threads")]
     pub relay: RelayMode,
+
+    #[command(flatten)]
+    pub edge: edge::EdgeArgs,
 
     /// Batch a player's live bytes: once the origin's side is drained, wait this long after it
     /// is readable again before relaying, so several audio and video frames go out in one
@@ -433,9 +440,16 @@ pub struct Cli {
     )]
     pub force_quit_timeout: GoDuration,
 
+    /// Who may publish and play; dead peers and per-client limits ([`access`]).
+    #[command(flatten)]
+    pub access: access::AccessFlags,
+
     /// The .env file to read before the flags (missing is fine).
     #[arg(long, env = "STREAMGATE_ENV_FILE", default_value = ".env", value_name = "PATH")]
     pub env_file: PathBuf,
+
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// Where the origin registry and stream pins live.
@@ -539,6 +553,8 @@ pub struct Config {
     pub relay: RelayMode,
     /// `--relay-batch`: zero for none.
     pub relay_batch: Duration,
+    /// `--edge*`: players served from one origin pull per stream and shard.
+    pub edge: EdgeConfig,
     /// `--stall-timeout`.
     pub stall_timeout: Duration,
     pub origin_ttl: Duration,
@@ -575,6 +591,10 @@ pub struct Config {
     pub grpc_max_connections: usize,
     /// A gRPC connection without traffic for this long is closed.
     pub grpc_idle_timeout: Duration,
+    /// Callbacks, signed URLs, keepalive, idle timeout, per-IP and per-stream limits.
+    pub access: access::AccessConfig,
+    /// The TLS listeners and their certificate files.
+    pub tls: tls::TlsConfig,
 }
 
 /// A startup configuration error: one line naming the flag, its variable and the problem.
@@ -683,6 +703,8 @@ impl Cli {
         if self.load_balancer == LoadBalancer::Redis && self.redis_host.trim().is_empty() {
             return Err(ConfigError::new("--redis-host", "required in redis mode"));
         }
+        let access = self.access.validate()?;
+        let tls = self.tls.validate()?;
         let register_token = self.register_token()?;
         let default_backend = self.default_backend()?;
         if !(1..=1_000_000).contains(&self.max_origins) {
@@ -707,6 +729,7 @@ impl Cli {
             max_connections_per_shard: self.max_connections_per_shard,
             relay: self.relay,
             relay_batch: self.relay_batch.0,
+            edge: self.edge.validate()?,
             stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
             origin_quarantine: self.origin_quarantine.0,
@@ -738,6 +761,8 @@ impl Cli {
             metrics_streams: self.metrics_streams,
             grpc_max_connections: self.grpc_max_connections,
             grpc_idle_timeout: self.grpc_idle_timeout.0,
+            access,
+            tls,
         })
     }
 

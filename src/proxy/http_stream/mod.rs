@@ -108,11 +108,16 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
     }
 }
 
-/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward.
+/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward (HTTP-FLV with
+/// `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]).
 async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
         Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
+    };
+    let _admitted = match admit(ex, &key, protocol).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return ex.reply(refused).await,
     };
     let origin = match super::pick(ex.shard, &key).await {
         Ok(origin) => origin,
@@ -121,7 +126,28 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
             return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
+    if protocol == Protocol::HttpFlv && ex.shard.config.edge.enabled {
+        let mut head = Vec::with_capacity(256);
+        let headers = [("Content-Type".to_string(), b"video/x-flv".to_vec())];
+        write_head(&mut head, 200, "OK", &headers, &[("Cache-Control", b"no-cache")], Next::Close);
+        super::edge::play_flv(ex.shard, ex.client, ex.peer, &key, head).await;
+        return Next::Close;
+    }
     forward(ex, &key, origin, protocol).await
+}
+
+/// Asks [`super::access`] whether the request may play `key`; a refusal is answered 403 with
+/// the reason.
+pub async fn admit(
+    ex: &Exchange<'_>,
+    key: &StreamKey,
+    protocol: Protocol,
+) -> Result<super::access::Admitted, Response> {
+    let param = ex.req.query.as_deref().unwrap_or("");
+    let ask = super::access::Ask { protocol, role: Role::Play, key, param, peer: ex.peer, tc_url: None };
+    super::access::admit(ex.shard, &ask)
+        .await
+        .map_err(|refusal| cors(text(refusal.http_status(), &refusal.to_string())))
 }
 
 /// Sends the request to the stream's origin and reads the response head. A dial that is

@@ -2,7 +2,8 @@
 //!
 //! 1. [`identify`]: handshake (digest or simple), answer `connect`/`createStream`/..., until
 //!    `publish` or `play` names the stream; every client byte after C2 is kept for replay.
-//! 2. Stream key from tcUrl + stream name; an origin proposed from the shard's snapshot
+//! 2. Stream key from tcUrl + stream name; access ([`crate::proxy::access`]: signed URL,
+//!    sessions per stream, on_publish/on_play); an origin proposed from the shard's snapshot
 //!    (rendezvous hash) and claimed from the control thread, which keeps one pin per stream.
 //! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`; a dial that is refused or times
 //!    out puts the origin in quarantine and is retried once on the origin picked instead),
@@ -14,6 +15,9 @@
 //!    publisher's upstream direction is always the copy relay, feeding the media inspector
 //!    ([`crate::shard::media`]): frames, key frames, metadata and the SPS picture size,
 //!    reported once a second.
+//!
+//! With `--edge on`, a player is served from the shard's pull of the stream instead
+//! ([`super::edge::play_rtmp`]) after step 2; publishers are relayed either way.
 //!
 //! Failures after the stream is known are answered with an RTMP status the client shows
 //! (`NetStream.Publish.BadName` / `NetStream.Play.StreamNotFound` with the reason, or the
@@ -66,6 +70,19 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             return refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
         }
     };
+    let param = super::access::rtmp_param(&tc_url, &stream_name);
+    let ask = super::access::Ask {
+        protocol: Protocol::Rtmp,
+        role: session_role,
+        key: &key,
+        param,
+        peer,
+        tc_url: Some(&tc_url),
+    };
+    let _admitted = match super::access::admit(&shard, &ask).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await,
+    };
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
@@ -73,6 +90,9 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             return refuse(&client, session_role, identify::CHUNK_SIZE, &reason.to_string()).await;
         }
     };
+    if session_role == Role::Play && shard.config.edge.enabled {
+        return super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
+    }
     let (origin, connected) = match connect(&shard, &key, origin, session_role).await {
         Ok(connected) => connected,
         Err((origin, e)) => {
