@@ -109,9 +109,17 @@ pub struct Snapshot {
     /// HLS ids by stream, and streams by HLS id.
     pub hls_ids: HashMap<StreamKey, Arc<str>>,
     pub hls_keys: HashMap<Arc<str>, StreamKey>,
+    /// Streams an operator disconnected, each with when: their sessions opened before that
+    /// are ended by the shards' once-a-second sweeps. A few, held for seconds.
+    pub disconnects: Vec<(StreamKey, Instant)>,
 }
 
 impl Snapshot {
+    /// Whether a session of `key` opened at `opened` must end (an operator disconnected it).
+    pub fn disconnected(&self, key: &StreamKey, opened: Instant) -> bool {
+        self.disconnects.iter().any(|(k, at)| k == key && opened < *at)
+    }
+
     /// The origin `key` is pinned to, while that origin keeps its pins (alive, not in
     /// quarantine).
     pub fn pinned(&self, key: &StreamKey, now: Instant) -> Option<&Arc<Origin>> {

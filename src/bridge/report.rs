@@ -10,6 +10,9 @@ use crate::balance::StreamKey;
 use crate::balance::session::Protocol;
 use crate::codec::rtmp::MediaInfo;
 
+/// How often a shard reports to the control thread.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A listener connections or sessions are accepted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Listener {

@@ -11,7 +11,8 @@
 //!   picture size from the SPS in an AVC or HEVC decoder configuration record (cropping
 //!   applied), for publishers whose metadata lacks it;
 //! - [`aac_config`]: sample rate and channels of an AAC AudioSpecificConfig;
-//! - [`tags`]: the tags of an FLV file (captures for tests and benchmarks).
+//! - [`tags`]: the tags of an FLV file (captures for tests and benchmarks); [`write_tag`] and
+//!   [`FILE_HEADER`]: a live FLV stream as the edge writes it.
 //!
 //! Everything takes a byte slice and returns `None` for anything it cannot read: no input
 //! panics, loops are bounded by the input, and nothing allocates more than the input's size.
@@ -595,7 +596,22 @@ pub fn config_size(codec: Option<&'static str>, record: &[u8]) -> Option<(u32, u
     }
 }
 
-/// One tag of an FLV file.
+/// The start of a live FLV stream: the file header announcing audio and video, and the first
+/// PreviousTagSize (0).
+pub const FILE_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
+
+/// Appends one FLV tag (`tag_type` [`TAG_AUDIO`], [`TAG_VIDEO`] or [`TAG_SCRIPT`], RTMP's type
+/// ids for the same bodies) with its PreviousTagSize to `out`. Bodies over 16 MiB do not fit
+/// the 24-bit size field; the caller keeps them smaller (RTMP's decoder limit does).
+pub fn write_tag(tag_type: u8, timestamp: u32, body: &[u8], out: &mut Vec<u8>) {
+    let size = u32::try_from(body.len()).unwrap_or(u32::MAX).min(0xFF_FFFF);
+    let [_, s2, s1, s0] = size.to_be_bytes();
+    let [t3, t2, t1, t0] = timestamp.to_be_bytes();
+    out.extend_from_slice(&[tag_type, s2, s1, s0, t2, t1, t0, t3, 0, 0, 0]);
+    out.extend_from_slice(body.get(..size as usize).unwrap_or(body));
+    out.extend_from_slice(&(size + 11).to_be_bytes());
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag<'a> {
     pub tag_type: u8,
@@ -629,6 +645,18 @@ pub fn tags(file: &[u8]) -> impl Iterator<Item = Tag<'_>> {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_tags_read_back() {
+        let mut file = FILE_HEADER.to_vec();
+        write_tag(TAG_VIDEO, 0x0123_4567, &[1, 2, 3], &mut file);
+        write_tag(TAG_AUDIO, 40, &[], &mut file);
+        let read: Vec<_> = tags(&file).collect();
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].tag_type, read[0].timestamp, read[0].data), (TAG_VIDEO, 0x0123_4567, &[1u8, 2, 3][..]));
+        assert_eq!((read[1].tag_type, read[1].timestamp, read[1].data.len()), (TAG_AUDIO, 40, 0));
+        assert_eq!(&file[file.len() - 4..], &11u32.to_be_bytes());
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

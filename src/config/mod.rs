@@ -10,6 +10,7 @@
 //! again.
 
 pub mod dotenv;
+pub mod edge;
 pub mod transcode;
 pub mod values;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+pub use edge::EdgeConfig;
 pub use values::{Cidr, CidrList, CpuList, GoDuration, ListenAddr, Switch};
 
 /// The flags, as clap sees them. Turned into [`Config`] by [`Cli::validate`].
@@ -125,6 +127,9 @@ pub struct Cli {
     /// into a buffer of up to 64 KiB, send it on).
     #[arg(long, env = "STREAMGATE_RELAY", value_enum, default_value_t = RelayMode::Splice, help_heading = "Threads")]
     pub relay: RelayMode,
+
+    #[command(flatten)]
+    pub edge: edge::EdgeArgs,
 
     /// Batch a player's live bytes: once the origin's side is drained, wait this long after it
     /// is readable again before relaying, so several audio and video frames go out in one
@@ -544,6 +549,8 @@ pub struct Config {
     pub relay: RelayMode,
     /// `--relay-batch`: zero for none.
     pub relay_batch: Duration,
+    /// `--edge*`: players served from one origin pull per stream and shard.
+    pub edge: EdgeConfig,
     /// `--stall-timeout`.
     pub stall_timeout: Duration,
     pub origin_ttl: Duration,
@@ -718,6 +725,7 @@ impl Cli {
             max_connections_per_shard: self.max_connections_per_shard,
             relay: self.relay,
             relay_batch: self.relay_batch.0,
+            edge: self.edge.validate()?,
             stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
             origin_quarantine: self.origin_quarantine.0,

@@ -12,6 +12,8 @@
 //! and session counts stay consistent to the end.
 
 pub mod auth;
+pub mod dashboard;
+pub mod disconnect;
 pub mod events;
 pub mod grpc;
 pub mod grpc_listener;
@@ -80,9 +82,11 @@ pub struct State {
     pub redis: Option<redis::Shared>,
     /// The transcoding jobs ([`transcode`]).
     pub transcode: crate::transcode::Supervisor,
+    /// Streams an operator disconnected, for the shards ([`disconnect`]).
+    pub disconnects: disconnect::Disconnects,
     snapshots: watch::Sender<Arc<Snapshot>>,
-    /// The registry's and the HLS table's versions the shards' snapshot shows.
-    published: (u64, u64),
+    /// The registry's, the HLS table's and the disconnects' versions the shards' snapshot shows.
+    published: (u64, u64, u64),
     /// No snapshot is built before this (see [`State::publish_snapshot`]).
     next_snapshot: Instant,
 }
@@ -95,15 +99,16 @@ impl State {
     /// at 100 000); the next one waits 19 times as long as this one took, so snapshots take
     /// at most about 5% of the control thread however many streams and heartbeats come.
     pub fn publish_snapshot(&mut self) {
-        let version = (self.registry.version(), self.hls.version());
+        let version = (self.registry.version(), self.hls.version(), self.disconnects.version());
         let started = Instant::now();
         if version == self.published || started < self.next_snapshot {
             return;
         }
         self.published = version;
         let mut snapshot = self.registry.snapshot(started);
-        snapshot.version = version.0.wrapping_add(version.1);
+        snapshot.version = version.0.wrapping_add(version.1).wrapping_add(version.2);
         (snapshot.hls_ids, snapshot.hls_keys) = self.hls.maps();
+        snapshot.disconnects = self.disconnects.list();
         self.snapshots.send_replace(Arc::new(snapshot));
         let took = started.elapsed();
         self.next_snapshot = started + took + (took * 19).max(SNAPSHOT_INTERVAL);
@@ -174,6 +179,7 @@ impl State {
         self.hls.retain(|k| known.contains(k));
         self.ice.expire(Instant::now());
         self.transcode.tick(Instant::now());
+        self.disconnects.expire(Instant::now());
         for t in self.traffic.values_mut() {
             t.sample();
         }
@@ -202,18 +208,60 @@ pub struct StreamTraffic {
     /// Bytes in and out per protocol.
     pub by_protocol: std::collections::BTreeMap<Protocol, (u64, u64)>,
     last: (u64, u64, Option<Instant>),
+    /// No tick has sampled it yet: its rates are estimates from its first reports.
+    fresh: bool,
 }
 
 impl StreamTraffic {
-    /// Updates the rates from the bytes moved since the previous sample.
-    fn sample(&mut self) {
-        let now = Instant::now();
+    /// The entry of a stream whose first report arrived at `now`. Its bytes moved during
+    /// about one shard report interval before, so the rates are estimated over that at once
+    /// ([`StreamTraffic::estimate`]) and a new stream shows a bit rate a tick sooner.
+    pub fn first_report(now: Instant) -> StreamTraffic {
+        let since = now.checked_sub(crate::bridge::report::REPORT_INTERVAL);
+        StreamTraffic { last: (0, 0, since), fresh: true, ..StreamTraffic::default() }
+    }
+
+    /// Sets the rates from the bytes moved since the previous sample, without taking a new
+    /// one; only while no tick has sampled the entry.
+    pub fn estimate(&mut self, now: Instant) {
+        if self.fresh {
+            self.rates(now);
+        }
+    }
+
+    fn rates(&mut self, now: Instant) {
         if let Some(at) = self.last.2 {
             let secs = now.saturating_duration_since(at).as_secs_f64().max(0.001);
             self.in_bps = ((self.bytes_in - self.last.0) as f64 * 8.0 / secs) as u64;
             self.out_bps = ((self.bytes_out - self.last.1) as f64 * 8.0 / secs) as u64;
         }
+    }
+
+    /// Updates the rates from the bytes moved since the previous sample.
+    fn sample(&mut self) {
+        let now = Instant::now();
+        self.rates(now);
         self.last = (self.bytes_in, self.bytes_out, Some(now));
+        self.fresh = false;
+    }
+}
+
+#[cfg(test)]
+mod traffic_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_stream_has_a_rate_from_its_first_report() {
+        let now = Instant::now();
+        let mut t = StreamTraffic::first_report(now);
+        t.bytes_in = 125_000;
+        t.estimate(now);
+        assert_eq!(t.in_bps, 1_000_000, "125 kB over the report interval");
+        t.sample();
+        let sampled = t.in_bps;
+        t.bytes_in += 1000;
+        t.estimate(Instant::now());
+        assert_eq!(t.in_bps, sampled, "a tick's sample is not overwritten by estimates");
     }
 }
 
@@ -298,8 +346,9 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
         cpu: process::CpuSampler::default(),
         redis,
         transcode: supervisor,
+        disconnects: Default::default(),
         snapshots,
-        published: (u64::MAX, u64::MAX),
+        published: (u64::MAX, u64::MAX, u64::MAX),
         next_snapshot: Instant::now(),
     }));
     let grpc_listener = match grpc::bind(config.listen.grpc.0).await {

@@ -135,9 +135,10 @@ impl State {
             let p = self.protocol_bytes.entry(delta.protocol).or_default();
             p.0 += delta.bytes_in;
             p.1 += delta.bytes_out;
-            let t = self.traffic.entry(delta.key).or_default();
+            let t = self.traffic.entry(delta.key).or_insert_with(|| super::StreamTraffic::first_report(now));
             t.bytes_in += delta.bytes_in;
             t.bytes_out += delta.bytes_out;
+            t.estimate(now);
             let p = t.by_protocol.entry(delta.protocol).or_default();
             p.0 += delta.bytes_in;
             p.1 += delta.bytes_out;

@@ -5,10 +5,13 @@
 //! | `POST /api/v1/srs/register` | `{"code":0,"pid":"<proxy pid>"}`; 400 with the error text SRS tooling knows or the bound a field broke; 401 without the bearer token when auth is on; 403 from a peer outside `--register-allow`; 503 when the origin table is full of proven origins |
 //! | `POST /api/v1/srs/unregister` | an origin leaves at once (body: its register body, or `{"id":"<server>-<service>-<pid>"}`): `{"code":0,"id":..}`; 404 for an unknown origin; who may call it as for register |
 //! | `POST /api/v1/origins/drain` | `{"id":..,"draining":true}`: the origin takes no new streams, its streams stay; `false` ends it; 404 for an unknown origin; as for register |
+//! | `POST /api/v1/streams/disconnect` | `{"key":"<vhost>/<app>/<stream>"}`: every session of the stream open now (TCP and UDP, on every shard) is closed within about a second ([`super::disconnect`]): `{"code":0,"key":..,"sessions":<open now>}`; 404 for an unknown stream; who may call it as for register |
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | a page of origins: id, device_id, ip, endpoints, seconds since its heartbeat, alive, proven |
 //! | `GET /api/v1/streams` | a page of streams: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
 //! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, connections closed after a panic (`panicked`) or as stalled (`stalled`) per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
+//! | `GET /api/v1/listeners` | the shard listeners' addresses, and the URLs a browser reaches the HTTP stream and HTTP API listeners at (for the dashboard's players) |
+//! | `GET /`, `/dashboard/...` | the dashboard ([`super::dashboard`]): built-in files, open (the page reads the routes above with the operator's token) |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //!
 //! Who may call what is [`super::auth`]'s; the two lists are paged ([`super::paging`]), so no
@@ -38,8 +41,10 @@ use crate::codec::http::{Request, Response};
 /// What a path needs from its caller.
 fn need(path: &str) -> Need {
     match path {
-        "/api/v1/srs/register" | "/api/v1/srs/unregister" | "/api/v1/origins/drain" => Need::Register,
-        "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" => Need::Admin,
+        "/api/v1/srs/register" | "/api/v1/srs/unregister" | "/api/v1/origins/drain" | "/api/v1/streams/disconnect" => {
+            Need::Register
+        }
+        "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" | "/api/v1/listeners" => Need::Admin,
         "/metrics" => Need::Metrics,
         _ => Need::Nothing,
     }
@@ -86,7 +91,9 @@ fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr, change
         ("POST" | "PUT", "/api/v1/srs/register") => register(state, body, peer, change),
         ("POST", "/api/v1/srs/unregister") => unregister(state, body, peer, change),
         ("POST", "/api/v1/origins/drain") => drain(state, body, peer),
-        (_, "/api/v1/srs/register" | "/api/v1/srs/unregister" | "/api/v1/origins/drain") => method_not_allowed("POST"),
+        ("POST", "/api/v1/streams/disconnect") => disconnect(state, body, peer),
+        (_, "/api/v1/srs/register" | "/api/v1/srs/unregister" | "/api/v1/origins/drain")
+        | (_, "/api/v1/streams/disconnect") => method_not_allowed("POST"),
         ("GET" | "HEAD", "/api/v1/versions") => crate::version::versions(),
         ("GET" | "HEAD", "/api/v1/origins") => {
             page().map_or_else(|e| error_response(400, &e.to_string()), |p| origins(state, &p))
@@ -95,12 +102,13 @@ fn route(state: &mut State, req: &Request, body: &[u8], peer: SocketAddr, change
             page().map_or_else(|e| error_response(400, &e.to_string()), |p| streams(state, &p))
         }
         ("GET" | "HEAD", "/api/v1/shards") => shards(state),
+        ("GET" | "HEAD", "/api/v1/listeners") => super::dashboard::listeners(&state.config, req),
         ("GET" | "HEAD", "/metrics") => {
             Response::new(200, super::metrics::CONTENT_TYPE, super::metrics::render(state, Instant::now()))
         }
-        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" | "/metrics") => {
-            method_not_allowed("GET")
-        }
+        (_, "/api/v1/versions" | "/api/v1/origins" | "/api/v1/streams" | "/api/v1/shards" | "/api/v1/listeners")
+        | (_, "/metrics") => method_not_allowed("GET"),
+        (_, path) if super::dashboard::owns(path) => super::dashboard::serve(&state.config, req),
         (method, path) => error_response(404, &format!("no route for {method} {path}")),
     }
 }
@@ -178,6 +186,28 @@ fn drain(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
     }
     state.publish_snapshot();
     Response::json(200, &json!({ "code": 0, "id": id.0, "draining": draining }))
+}
+
+/// Ends the stream's sessions on every shard within about a second ([`super::disconnect`]).
+fn disconnect(state: &mut State, body: &[u8], peer: SocketAddr) -> Response {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error_response(400, &format!("parse body: {e}")),
+    };
+    let Some(name) = value.get("key").and_then(Value::as_str) else {
+        return error_response(
+            400,
+            "name the stream: {\"key\":\"<vhost>/<app>/<stream>\"} as /api/v1/streams lists it",
+        );
+    };
+    let Some((key, stream)) = state.registry.streams().find(|(k, _)| k.as_str() == name) else {
+        return error_response(404, &format!("no stream {name}"));
+    };
+    let (key, sessions) = (key.clone(), stream.open_sessions());
+    log::info!("stream {key}: its {sessions} sessions are being disconnected (asked by {peer})");
+    state.disconnects.request(key.clone(), Instant::now());
+    state.publish_snapshot();
+    Response::json(200, &json!({ "code": 0, "key": key.as_str(), "sessions": sessions }))
 }
 
 fn describe(r: &Registration) -> String {

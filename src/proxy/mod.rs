@@ -1,5 +1,7 @@
 //! Per-protocol connection handling on the shards: codec + balance + shard I/O.
 //!
+//! - [`edge`]: `--edge on`: RTMP and HTTP-FLV players served from one origin pull per stream
+//!   and shard.
 //! - [`http`]: the HTTP/1 server of the two HTTP listeners, and the client that asks origins.
 //! - [`rtmp`]: RTMP publish and play.
 //! - [`http_stream`]: HTTP-FLV, HTTP-TS and HLS players, static files.
@@ -20,6 +22,7 @@
 //! ([`propose`], [`claim_failed`]), and by each protocol where its origin lacks the endpoint,
 //! cannot be reached or refuses ([`failed`]).
 
+pub mod edge;
 pub mod http;
 pub mod http_stream;
 pub mod rtmp;

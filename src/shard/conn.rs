@@ -16,6 +16,10 @@
 //!   reads at once) is ended by the shard: [`ConnTask`] returns without polling the future
 //!   again and drops it.
 //!
+//! - **An operator's disconnect** (the System API's `POST /api/v1/streams/disconnect`): the
+//!   snapshot lists the stream with the time of the request, and the same sweep ends every
+//!   connection whose session of that stream opened before it ([`ConnTable::disconnect`]).
+//!
 //! While it polls, [`ConnTask`] makes its [`Conn`] the shard thread's current connection
 //! ([`current`]), so protocol code deep in a session can attach its origin socket and session
 //! without passing the connection through every call.
@@ -33,8 +37,8 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::balance::StreamKey;
 use crate::balance::session::{Protocol, Role};
+use crate::balance::{Snapshot, StreamKey};
 use crate::bridge::Listener;
 use crate::shard::traffic::Traffic;
 
@@ -79,6 +83,8 @@ fn inode(fd: RawFd) -> Option<(u64, u64)> {
 pub enum Forced {
     /// No byte either way for this long while a peer had hung up.
     Stalled(Duration),
+    /// An operator disconnected the stream's sessions.
+    Disconnected,
 }
 
 /// What a session is, for log lines about its connection.
@@ -109,6 +115,8 @@ pub struct Conn {
     traffic: RefCell<Option<Rc<Traffic>>>,
     /// Bytes moved as of the last sweep that saw them change, and when.
     moved: Cell<(u64, Instant)>,
+    /// When the open session started.
+    opened: Cell<Instant>,
     forced: Cell<Option<Forced>>,
     waker: RefCell<Option<Waker>>,
 }
@@ -124,6 +132,7 @@ impl Conn {
             label: RefCell::new(None),
             traffic: RefCell::new(None),
             moved: Cell::new((0, Instant::now())),
+            opened: Cell::new(Instant::now()),
             forced: Cell::new(None),
             waker: RefCell::new(None),
         }
@@ -139,6 +148,7 @@ impl Conn {
         *self.label.borrow_mut() = Some(label);
         *self.traffic.borrow_mut() = Some(traffic);
         self.moved.set((0, Instant::now()));
+        self.opened.set(Instant::now());
     }
 
     pub(super) fn session_ended(&self) {
@@ -345,6 +355,25 @@ impl ConnTable {
         ended
     }
 
+    /// Ends the connections whose open session `snapshot` says an operator disconnected;
+    /// returns those it ended.
+    pub fn disconnect(&self, snapshot: &Snapshot) -> Vec<Rc<Conn>> {
+        if snapshot.disconnects.is_empty() {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        for conn in self.conns.borrow().iter().filter_map(Weak::upgrade) {
+            let open = conn.traffic.borrow().is_some();
+            let listed =
+                || conn.label.borrow().as_ref().is_some_and(|l| snapshot.disconnected(&l.key, conn.opened.get()));
+            if conn.forced.get().is_none() && open && listed() {
+                conn.force(Forced::Disconnected);
+                ended.push(conn);
+            }
+        }
+        ended
+    }
+
     pub fn len(&self) -> usize {
         self.conns.borrow().len()
     }
@@ -403,6 +432,33 @@ mod tests {
         drop(conn);
         table.sweep(t2, stall);
         assert!(table.is_empty(), "dropped connections are forgotten");
+    }
+
+    #[test]
+    fn a_disconnect_ends_only_the_sessions_of_its_stream_opened_before_it() {
+        let (ours, _theirs) = pair();
+        let (other_sock, _other_peer) = pair();
+        let (idle_sock, _idle_peer) = pair();
+        let (conn, other, idle) = (conn_over(&ours), conn_over(&other_sock), conn_over(&idle_sock));
+        let table = ConnTable::default();
+        for c in [&conn, &other, &idle] {
+            table.insert(c);
+        }
+        conn.session_started(label(), Rc::new(Traffic::default()));
+        let mut other_label = label();
+        other_label.key = StreamKey::from_url("rtmp://h/live/b").unwrap();
+        other.session_started(other_label, Rc::new(Traffic::default()));
+        *idle.label.borrow_mut() = Some(label()); // a session of the stream that has ended
+        let mut snapshot = Snapshot::default();
+        assert!(table.disconnect(&snapshot).is_empty(), "nothing listed");
+        snapshot.disconnects = vec![(label().key, conn.opened.get())];
+        assert!(table.disconnect(&snapshot).is_empty(), "opened at the instant, not before");
+        snapshot.disconnects = vec![(label().key, Instant::now() + Duration::from_millis(1))];
+        let ended = table.disconnect(&snapshot);
+        assert_eq!(ended.len(), 1);
+        assert!(Rc::ptr_eq(&ended[0], &conn));
+        assert_eq!(conn.forced.get(), Some(Forced::Disconnected));
+        assert!(table.disconnect(&snapshot).is_empty(), "ended once");
     }
 
     #[test]

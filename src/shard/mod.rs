@@ -210,13 +210,14 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// How often a shard reports to the control thread.
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::bridge::report::REPORT_INTERVAL;
 
 async fn report_every_second(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(REPORT_INTERVAL).await;
         shard.conns.sweep(std::time::Instant::now(), shard.config.stall_timeout);
+        let snapshot = shard.link.snapshots.borrow().clone();
+        shard.conns.disconnect(&snapshot);
         report(&shard).await;
     }
 }
@@ -310,6 +311,9 @@ fn ended_early(shard: &Shard, conn: &conn::Conn, ended: conn::Ended) {
                 "{what} from {}: closed both sides: it moved no byte for {after:?} while its peer had hung up (its task was no longer woken)",
                 conn.peer
             );
+        }
+        conn::Ended::Forced(conn::Forced::Disconnected) => {
+            log::info!("{what} from {}: closed both sides: an operator disconnected the stream's sessions", conn.peer);
         }
     }
 }

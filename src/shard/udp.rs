@@ -11,7 +11,8 @@
 //!   the origin's datagrams to the address [`Protocol::from_origin`] names.
 //! - A session has up to [`Protocol::MAX_ADDRESSES`] client addresses ([`Table::adopt`]); the
 //!   newest receives the origin's datagrams.
-//! - Once a second ([`sweep`]) sessions with no datagram for their idle timeout are closed and
+//! - Once a second ([`sweep`]) sessions with no datagram for their idle timeout are closed, so
+//!   are those of a stream an operator disconnected (listed in the snapshot), and
 //!   [`Protocol::tick`] runs. Closing drops the session's task and origin socket, reports the
 //!   session closed if it was reported open, and logs one line with its byte counts.
 //!
@@ -127,6 +128,8 @@ pub struct Session<S> {
     pub client: Cell<SocketAddr>,
     addresses: RefCell<VecDeque<SocketAddr>>,
     pub last_seen: Cell<Instant>,
+    /// When it was made.
+    pub opened: Instant,
     pub traffic: Rc<Traffic>,
     pub state: S,
     task: RefCell<Option<Task<()>>>,
@@ -268,6 +271,7 @@ impl<P: Protocol> Table<P> {
             client: Cell::new(from),
             addresses: RefCell::new(VecDeque::from([from])),
             last_seen: Cell::new(Instant::now()),
+            opened: Instant::now(),
             state: new.state,
             task: RefCell::new(None),
             reported: Cell::new(false),
@@ -451,6 +455,17 @@ async fn sweep<P: Protocol>(table: Rc<Table<P>>) {
             .collect();
         for session in expired {
             table.close(&session, &format!("no datagram for {idle:?}")).await;
+        }
+        let snapshot = table.shard.link.snapshots.borrow().clone();
+        let disconnected: Vec<_> = match snapshot.disconnects.is_empty() {
+            true => Vec::new(),
+            false => {
+                let sessions = table.sessions.borrow();
+                sessions.iter().filter(|s| snapshot.disconnected(&s.key, s.opened)).cloned().collect()
+            }
+        };
+        for session in disconnected {
+            table.close(&session, "an operator disconnected the stream's sessions").await;
         }
         table.flush_warnings();
         P::tick(&table, now);

@@ -282,6 +282,41 @@ fn stream_at(streams: &mut ChunkStreams<Vec<u8>>, index: usize, csid: u32, fmt: 
     Ok(streams.get_mut(index).ok_or(HeaderError::MissingPreviousHeader { csid, fmt })?)
 }
 
+/// What a message's first chunk header says of it, apart from its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub csid: u32,
+    pub timestamp: u32,
+    pub type_id: u8,
+    pub stream_id: u32,
+}
+
+/// Appends `payload` as one message's chunks of `chunk_size` bytes to `out`: a fmt 0 header
+/// (absolute timestamp), then fmt 3 continuations. Every message written this way decodes the
+/// same whatever came before it on the connection, so the bytes can be shared by many
+/// receivers. The caller keeps `head.csid` in 2..=65599, `chunk_size` >= 1 and the payload
+/// under 16 MiB (what [`ChunkEncoder::encode`] checks).
+pub fn write_chunks(head: &Head, payload: &[u8], chunk_size: u32, out: &mut Vec<u8>) {
+    let extended = head.timestamp >= EXTENDED_TIMESTAMP;
+    write_basic_header(out, 0, head.csid);
+    let [_, t2, t1, t0] = head.timestamp.min(EXTENDED_TIMESTAMP).to_be_bytes();
+    let [_, l2, l1, l0] = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes();
+    out.extend_from_slice(&[t2, t1, t0, l2, l1, l0, head.type_id]);
+    out.extend_from_slice(&head.stream_id.to_le_bytes());
+    for (i, chunk) in payload.chunks(to_usize(chunk_size.max(1))).enumerate() {
+        if i > 0 {
+            write_basic_header(out, 3, head.csid);
+        }
+        if extended {
+            out.extend_from_slice(&head.timestamp.to_be_bytes());
+        }
+        out.extend_from_slice(chunk);
+    }
+    if payload.is_empty() && extended {
+        out.extend_from_slice(&head.timestamp.to_be_bytes());
+    }
+}
+
 /// Splits messages into chunks (sans-io: appends to a caller's buffer).
 ///
 /// Every message starts with a fmt 0 header; continuation chunks use fmt 3
@@ -318,24 +353,8 @@ impl ChunkEncoder {
     /// switches this encoder to the new size for the messages after it.
     pub fn encode(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), ChunkError> {
         let new_size = Self::validate(msg)?;
-        let extended = msg.timestamp >= EXTENDED_TIMESTAMP;
-        write_basic_header(out, 0, msg.csid);
-        let [_, t2, t1, t0] = msg.timestamp.min(EXTENDED_TIMESTAMP).to_be_bytes();
-        let [_, l2, l1, l0] = u32::try_from(msg.payload.len()).unwrap_or(u32::MAX).to_be_bytes();
-        out.extend_from_slice(&[t2, t1, t0, l2, l1, l0, msg.type_id]);
-        out.extend_from_slice(&msg.stream_id.to_le_bytes());
-        for (i, chunk) in msg.payload.chunks(to_usize(self.chunk_size)).enumerate() {
-            if i > 0 {
-                write_basic_header(out, 3, msg.csid);
-            }
-            if extended {
-                out.extend_from_slice(&msg.timestamp.to_be_bytes());
-            }
-            out.extend_from_slice(chunk);
-        }
-        if msg.payload.is_empty() && extended {
-            out.extend_from_slice(&msg.timestamp.to_be_bytes());
-        }
+        let head = Head { csid: msg.csid, timestamp: msg.timestamp, type_id: msg.type_id, stream_id: msg.stream_id };
+        write_chunks(&head, &msg.payload, self.chunk_size, out);
         if let Some(size) = new_size {
             self.chunk_size = size;
         }

@@ -25,6 +25,8 @@
 //!   AMF3-wrapped type 17), control message parsers and the builders a server
 //!   sends while accepting a connection (`_result`, `onStatus`, `_error`,
 //!   WindowAckSize, SetPeerBandwidth, SetChunkSize, StreamBegin).
+//! - [`client`]: the commands a client sends to publish or play, and how to read the answers
+//!   (the edge's origin pull and the load generator).
 //! - [`amf0`]: [`Amf0Value`] with [`amf0::decode_all`] and [`amf0::encode`].
 //! - [`inspect`]: [`Inspector`], a bounded-memory reader of a publisher's chunk stream that
 //!   counts frames and reads metadata and sequence headers without reassembling media.
@@ -59,6 +61,7 @@
 
 pub mod amf0;
 pub mod chunk;
+pub mod client;
 pub mod handshake;
 pub mod header;
 pub mod inspect;

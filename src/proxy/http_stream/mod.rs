@@ -115,7 +115,8 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
     }
 }
 
-/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward.
+/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward (HTTP-FLV with
+/// `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]).
 async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
@@ -128,6 +129,13 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
             return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
+    if protocol == Protocol::HttpFlv && ex.shard.config.edge.enabled {
+        let mut head = Vec::with_capacity(256);
+        let headers = [("Content-Type".to_string(), b"video/x-flv".to_vec())];
+        write_head(&mut head, 200, "OK", &headers, &[("Cache-Control", b"no-cache")], Next::Close);
+        super::edge::play_flv(ex.shard, ex.client, ex.peer, &key, head).await;
+        return Next::Close;
+    }
     forward(ex, &key, origin, protocol).await
 }
 

@@ -15,6 +15,9 @@
 //!    ([`crate::shard::media`]): frames, key frames, metadata and the SPS picture size,
 //!    reported once a second.
 //!
+//! With `--edge on`, a player is served from the shard's pull of the stream instead
+//! ([`super::edge::play_rtmp`]) after step 2; publishers are relayed either way.
+//!
 //! Failures after the stream is known are answered with an RTMP status the client shows
 //! (`NetStream.Publish.BadName` / `NetStream.Play.StreamNotFound` with the reason, or the
 //! origin's own refusal) and logged as one line with the stream key and the reason. Failures
@@ -85,6 +88,9 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             return refuse(&client, session_role, identify::CHUNK_SIZE, &reason.to_string()).await;
         }
     };
+    if session_role == Role::Play && shard.config.edge.enabled {
+        return super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
+    }
     let (origin, connected) = match connect(&shard, &key, origin, session_role).await {
         Ok(connected) => connected,
         Err((origin, e)) => {

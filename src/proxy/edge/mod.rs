@@ -1,0 +1,240 @@
+//! The edge (`--edge on`): per stream and shard, one origin pull feeds a [`ring::Ring`] that
+//! every player of the stream on that shard reads from, instead of one relayed origin
+//! connection per player.
+//!
+//! - [`Streams`] (one per shard, in a thread local: a shard is one thread and its state never
+//!   leaves it) maps a stream key to its [`Stream`]: the ring, the players' wakers, counters.
+//! - The first player of a stream on the shard creates it and starts its pull
+//!   ([`upstream::run`]); the pull ends `--edge-linger` after the last player left, or when no
+//!   origin could serve the stream for `--edge-stall-timeout` (its players are then closed).
+//! - Players ([`player`]): RTMP players get the proxy's own play answers, HTTP-FLV players the
+//!   FLV header; then each writes what it is behind by from the ring, vectored.
+//!
+//! Memory: per stream and shard the ring (at most `--edge-cache-bytes` of payload, shared), per
+//! player one batch of references into it (at most [`player::BATCH_BYTES`] of shared bytes)
+//! and its cursor. A player more than `--edge-max-lag` behind skips to a keyframe; one that
+//! takes nothing for `--edge-stall-timeout` is closed.
+
+pub mod player;
+pub mod ring;
+pub mod upstream;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use std::net::SocketAddr;
+
+use glommio::net::TcpStream;
+
+use crate::balance::StreamKey;
+use crate::bridge::{Protocol, Role};
+use crate::config::EdgeConfig;
+use crate::shard::Shard;
+use ring::{Ring, Wire};
+
+/// One stream on one shard.
+pub struct Stream {
+    pub key: StreamKey,
+    pub ring: RefCell<Ring>,
+    /// Players now.
+    players: Cell<usize>,
+    /// When the last player left (while there is none).
+    empty_since: Cell<Option<Instant>>,
+    /// No origin can serve the stream: its players end.
+    closed: Cell<bool>,
+    /// Players waiting for the ring to grow, by player id.
+    wakers: RefCell<HashMap<u64, Waker>>,
+    next_player: Cell<u64>,
+    /// The origin now pulled from, for logs and statistics.
+    pub origin: RefCell<Option<String>>,
+    /// Frames players skipped (cumulative).
+    pub dropped_frames: Cell<u64>,
+    /// Origin pulls started (cumulative: a failover starts another).
+    pub pulls: Cell<u64>,
+}
+
+impl Stream {
+    fn new(key: StreamKey, config: &EdgeConfig) -> Self {
+        Stream {
+            key,
+            ring: RefCell::new(Ring::new(config.cache_bytes, config.max_lag)),
+            players: Cell::new(0),
+            empty_since: Cell::new(None),
+            closed: Cell::new(false),
+            wakers: RefCell::default(),
+            next_player: Cell::new(0),
+            origin: RefCell::new(None),
+            dropped_frames: Cell::new(0),
+            pulls: Cell::new(0),
+        }
+    }
+
+    /// Pushes a message into the ring and wakes the players.
+    pub fn push(&self, frame: ring::Frame) {
+        self.ring.borrow_mut().push(frame);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        for (_, waker) in self.wakers.borrow_mut().drain() {
+            waker.wake();
+        }
+    }
+
+    /// Ends the stream for its players (no origin can serve it).
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub fn players(&self) -> usize {
+        self.players.get()
+    }
+
+    /// How long the stream has had no player, if it has none.
+    pub fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
+        self.empty_since.get().map(|since| now.saturating_duration_since(since))
+    }
+
+    /// Waits until the ring has an entry at `seq` or later, or the stream closed.
+    pub async fn changed(&self, player: u64, seq: u64) {
+        poll_fn(|cx| {
+            if self.closed.get() || self.ring.borrow().head() > seq {
+                self.wakers.borrow_mut().remove(&player);
+                return Poll::Ready(());
+            }
+            self.wakers.borrow_mut().insert(player, cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A player's membership of a stream; leaving (drop) starts the linger when it was the last.
+pub struct Membership {
+    pub stream: Rc<Stream>,
+    pub id: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let stream = &self.stream;
+        stream.wakers.borrow_mut().remove(&self.id);
+        stream.players.set(stream.players.get().saturating_sub(1));
+        if stream.players.get() == 0 {
+            stream.empty_since.set(Some(Instant::now()));
+        }
+    }
+}
+
+/// The shard's streams.
+#[derive(Default)]
+pub struct Streams {
+    map: RefCell<HashMap<StreamKey, Rc<Stream>>>,
+}
+
+thread_local! {
+    static STREAMS: Rc<Streams> = Rc::default();
+}
+
+/// This shard's streams.
+pub fn streams() -> Rc<Streams> {
+    STREAMS.with(Rc::clone)
+}
+
+impl Streams {
+    /// Every stream now.
+    pub fn all(&self) -> Vec<Rc<Stream>> {
+        self.map.borrow().values().cloned().collect()
+    }
+
+    /// Forgets `stream` if it is still the one registered under its key.
+    pub fn remove(&self, stream: &Rc<Stream>) {
+        let mut map = self.map.borrow_mut();
+        if map.get(&stream.key).is_some_and(|s| Rc::ptr_eq(s, stream)) {
+            map.remove(&stream.key);
+        }
+    }
+}
+
+/// Joins `key`'s stream on this shard as a player, starting its origin pull if it has none.
+pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
+    let streams = streams();
+    let existing = streams.map.borrow().get(key).filter(|s| !s.is_closed()).cloned();
+    let stream = existing.unwrap_or_else(|| {
+        let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
+        streams.map.borrow_mut().insert(key.clone(), stream.clone());
+        glommio::spawn_local(upstream::run(shard.clone(), stream.clone())).detach();
+        stream
+    });
+    stream.players.set(stream.players.get() + 1);
+    stream.empty_since.set(None);
+    let id = stream.next_player.get();
+    stream.next_player.set(id + 1);
+    Membership { stream, id }
+}
+
+/// Serves an RTMP player (its `play` of `name` answered by the proxy) from the shard's pull
+/// of `key`.
+pub async fn play_rtmp(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, name: &str) {
+    play(shard, client, peer, key, Protocol::Rtmp, player::rtmp_prelude(name)).await;
+}
+
+/// Serves an HTTP-FLV player from the shard's pull of `key`: `head` (the response head), the
+/// FLV header, then the stream until either side ends it.
+pub async fn play_flv(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, mut head: Vec<u8>) {
+    head.extend_from_slice(&crate::codec::flv::FILE_HEADER);
+    play(shard, client, peer, key, Protocol::HttpFlv, head).await;
+}
+
+/// Serves one player of `protocol` (RTMP or HTTP-FLV): `prelude`, then the stream.
+async fn play(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    key: &StreamKey,
+    protocol: Protocol,
+    prelude: Vec<u8>,
+) {
+    let wire = if protocol == Protocol::Rtmp { Wire::Rtmp } else { Wire::Flv };
+    let member = join(shard, key);
+    let session = shard.open_session(key, protocol, Role::Play).await;
+    let started = Instant::now();
+    let dropped = Cell::new(0);
+    let traffic = &session.traffic;
+    let ended = player::serve(client, &member, &shard.config.edge, wire, prelude, &traffic.bytes_out, &dropped).await;
+    let _ = client.shutdown(std::net::Shutdown::Both).await;
+    log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
+}
+
+/// One line for a player's end.
+fn log_end(
+    protocol: &str,
+    key: &StreamKey,
+    peer: SocketAddr,
+    started: Instant,
+    ended: std::io::Result<player::End>,
+    bytes: u64,
+    dropped: u64,
+) {
+    let took = started.elapsed();
+    match ended {
+        Ok(end @ player::End::Stalled(_)) => log::warn!(
+            "{protocol} play {key} from {peer} via the edge ended after {took:.1?}: {end}; {bytes} bytes out, {dropped} frames dropped"
+        ),
+        Ok(end) => log::info!(
+            "{protocol} play {key} from {peer} via the edge ended after {took:.1?}: {end}; {bytes} bytes out, {dropped} frames dropped"
+        ),
+        Err(e) => log::info!(
+            "{protocol} play {key} from {peer} via the edge ended after {took:.1?}: {e}; {bytes} bytes out, {dropped} frames dropped"
+        ),
+    }
+}

@@ -1,0 +1,295 @@
+//! One player of an edge stream: its opening bytes, then everything it is behind by, written
+//! from the ring's shared buffers with vectored sends.
+//!
+//! - RTMP ([`rtmp_prelude`]): after `play`, the proxy's own answers as SRS sends them:
+//!   StreamBegin, `onStatus` `NetStream.Play.Reset` and `NetStream.Play.Start`,
+//!   `|RtmpSampleAccess`; the client already reads chunks of [`super::ring::CHUNK_SIZE`].
+//! - HTTP-FLV: the response head and the FLV header (the HTTP server writes them).
+//!
+//! Then the stream's metadata and sequence headers, then the ring from its last keyframe.
+//!
+//! Slow players: the socket's send buffer is set to [`SNDBUF`] so a slow player's backlog shows
+//! in the ring, not in the kernel. A player more than `--edge-max-lag` behind skips to a
+//! keyframe (what it passes over is counted as dropped frames); one that takes no byte for
+//! `--edge-stall-timeout` while it has bytes to take is closed.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::net::TcpStream;
+
+use super::Membership;
+use super::ring::{Batch, CHUNK_SIZE, Cursor, STREAM_ID, Wire};
+use crate::codec::rtmp::amf0::{self, Amf0Value};
+use crate::codec::rtmp::client::DATA_CSID;
+use crate::codec::rtmp::message::{self, DATA_AMF0};
+use crate::codec::rtmp::{ChunkEncoder, Message};
+use crate::config::EdgeConfig;
+use crate::shard::relay::recv;
+use crate::shard::within;
+
+/// Most bytes one player takes from the ring at a time (references, not copies).
+pub const BATCH_BYTES: usize = 256 * 1024;
+/// A player's socket send buffer.
+pub const SNDBUF: usize = 128 * 1024;
+/// Most buffers in one vectored send.
+const MAX_IOV: usize = 64;
+/// While a player's socket is full, how often its lag is checked.
+const LAG_CHECK: Duration = Duration::from_millis(250);
+
+/// How a player's session ended.
+#[derive(Debug)]
+pub enum End {
+    PlayerClosed,
+    /// No origin could serve the stream within `--edge-stall-timeout`.
+    StreamEnded,
+    /// It took no byte for this long.
+    Stalled(Duration),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::PlayerClosed => f.write_str("the player closed"),
+            End::StreamEnded => f.write_str("no origin could serve the stream"),
+            End::Stalled(after) => write!(f, "the player took nothing for {after:?}; disconnected"),
+        }
+    }
+}
+
+/// What the proxy sends an RTMP player after its `play` of `name`, before the media.
+pub fn rtmp_prelude(name: &str) -> Vec<u8> {
+    let access = [Amf0Value::string("|RtmpSampleAccess"), Amf0Value::Boolean(true), Amf0Value::Boolean(true)];
+    let messages = [
+        message::stream_begin(STREAM_ID),
+        message::on_status(STREAM_ID, "status", "NetStream.Play.Reset", &format!("Playing and resetting {name}.")),
+        message::on_status(STREAM_ID, "status", "NetStream.Play.Start", &format!("Started playing {name}.")),
+        Message {
+            csid: DATA_CSID,
+            timestamp: 0,
+            type_id: DATA_AMF0,
+            stream_id: STREAM_ID,
+            payload: amf0::encode_all(&access),
+        },
+    ];
+    let mut encoder = ChunkEncoder::new();
+    let mut out = Vec::new();
+    // CHUNK_SIZE is in range and these messages are valid: encoding cannot fail.
+    let _ = encoder.set_chunk_size(CHUNK_SIZE);
+    for msg in &messages {
+        let _ = encoder.encode(msg, &mut out);
+    }
+    out
+}
+
+/// Serves the player on `client` from `member`'s stream: `prelude`, then the stream in
+/// `wire`'s form, until the player closes, stalls or the stream ends. `bytes_out` grows with
+/// every byte sent.
+pub async fn serve(
+    client: &TcpStream,
+    member: &Membership,
+    config: &EdgeConfig,
+    wire: Wire,
+    prelude: Vec<u8>,
+    bytes_out: &Cell<u64>,
+    dropped: &Cell<u64>,
+) -> io::Result<End> {
+    set_sndbuf(client, SNDBUF);
+    let writer = write_loop(client, member, config, wire, prelude, bytes_out, dropped);
+    let gone = async {
+        let mut sink = [0u8; 1024];
+        while recv(client, &mut sink).await? > 0 {}
+        Ok(End::PlayerClosed)
+    };
+    future::or(writer, gone).await
+}
+
+/// Limits the socket's send buffer (the kernel doubles the value for its own bookkeeping).
+fn set_sndbuf(client: &TcpStream, bytes: usize) {
+    let value = bytes as libc::c_int;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the valid `value`; the
+    // descriptor is the client's open socket.
+    unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Bytes taken from the ring, not yet sent; the front may be partly sent.
+#[derive(Default)]
+struct Pending {
+    bufs: VecDeque<(Bytes, bool)>,
+    /// Bytes of the front already sent.
+    offset: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    fn extend(&mut self, batch: Batch) {
+        self.bufs.extend(batch);
+    }
+
+    /// Drops what has not started going out; returns how many frames that was.
+    fn drop_unsent(&mut self) -> u64 {
+        let keep = usize::from(self.offset > 0);
+        let dropped = self.bufs.drain(keep.min(self.bufs.len())..).filter(|(_, frame)| *frame).count();
+        dropped as u64
+    }
+
+    /// One vectored send of as much as fits; `Ok(0)` when the socket is full.
+    fn send(&mut self, client: &TcpStream) -> io::Result<usize> {
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+        let mut count = 0;
+        for (i, (buf, _)) in self.bufs.iter().take(MAX_IOV).enumerate() {
+            let part = if i == 0 { &buf[self.offset..] } else { &buf[..] };
+            iov[i] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+            count = i + 1;
+        }
+        // SAFETY: a zeroed msghdr is valid (no name, no control data); its iovecs point into
+        // `self.bufs`, which is not touched until sendmsg returns, and sendmsg only reads them.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = count as _;
+            libc::sendmsg(client.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if sent < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        self.consume(sent as usize);
+        Ok(sent as usize)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while let Some((front, _)) = self.bufs.front() {
+            let left = front.len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.offset = 0;
+            self.bufs.pop_front();
+        }
+    }
+}
+
+/// Writes the prelude, the headers and the ring to the player (see the module header).
+async fn write_loop(
+    client: &TcpStream,
+    member: &Membership,
+    config: &EdgeConfig,
+    wire: Wire,
+    prelude: Vec<u8>,
+    bytes_out: &Cell<u64>,
+    dropped: &Cell<u64>,
+) -> io::Result<End> {
+    let stream = &member.stream;
+    let (max_lag, stall) = (config.max_lag as u64, config.stall_timeout);
+    let mut pending = Pending::default();
+    pending.bufs.push_back((Bytes::from(prelude), false));
+    let mut cursor = {
+        let ring = stream.ring.borrow();
+        pending.extend(ring.headers().map(|e| (e.wire(wire).clone(), false)).collect());
+        ring.start()
+    };
+    let mut progress = Instant::now();
+    loop {
+        if stream.is_closed() {
+            return Ok(End::StreamEnded);
+        }
+        let skipped = check_lag(member, &mut cursor, &mut pending, wire, max_lag);
+        if skipped > 0 {
+            dropped.set(dropped.get() + skipped);
+            stream.dropped_frames.set(stream.dropped_frames.get() + skipped);
+        }
+        if pending.is_empty() {
+            let mut batch = Batch::new();
+            stream.ring.borrow().read(&mut cursor, wire, BATCH_BYTES, &mut batch);
+            pending.extend(batch);
+        }
+        if pending.is_empty() {
+            stream.changed(member.id, cursor.seq).await;
+            progress = Instant::now();
+            continue;
+        }
+        let sent = pending.send(client)?;
+        if sent > 0 {
+            bytes_out.set(bytes_out.get() + sent as u64);
+            progress = Instant::now();
+            continue;
+        }
+        if progress.elapsed() >= stall {
+            return Ok(End::Stalled(stall));
+        }
+        let _ = within(LAG_CHECK, client.writable()).await.transpose()?;
+    }
+}
+
+/// A player too far behind skips to a keyframe: what it had not started sending is dropped,
+/// and the headers go again in case they changed meanwhile. Returns the frames dropped.
+fn check_lag(member: &Membership, cursor: &mut Cursor, pending: &mut Pending, wire: Wire, max_lag: u64) -> u64 {
+    let ring = member.stream.ring.borrow();
+    if ring.lag(cursor.seq).is_some_and(|lag| lag <= max_lag) {
+        return 0;
+    }
+    let (next, passed) = ring.skip(cursor.seq);
+    *cursor = next;
+    let dropped = passed + pending.drop_unsent();
+    pending.extend(ring.headers().map(|e| (e.wire(wire).clone(), false)).collect());
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::rtmp::ChunkDecoder;
+    use crate::codec::rtmp::client::{Answer, answer};
+
+    #[test]
+    fn an_rtmp_player_is_told_the_play_started_as_srs_tells_it() {
+        let mut dec = ChunkDecoder::new();
+        dec.set_chunk_size(CHUNK_SIZE).unwrap();
+        let msgs: Vec<_> = dec.decode_all(&rtmp_prelude("cam")).unwrap().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(msgs[0], message::stream_begin(STREAM_ID));
+        assert_eq!(answer(&msgs[1]), Answer::Status("NetStream.Play.Reset".into()));
+        assert_eq!(answer(&msgs[2]), Answer::Status("NetStream.Play.Start".into()));
+        assert_eq!(msgs[2].stream_id, STREAM_ID);
+        let access = amf0::decode_all(&msgs[3].payload).unwrap();
+        assert_eq!(access[0].as_str(), Some("|RtmpSampleAccess"));
+        assert_eq!(msgs[3].type_id, DATA_AMF0);
+    }
+
+    #[test]
+    fn pending_bytes_go_out_in_order_and_unsent_frames_can_be_dropped() {
+        let mut p = Pending::default();
+        p.extend(vec![
+            (Bytes::from_static(b"abc"), true),
+            (Bytes::from_static(b"de"), true),
+            (Bytes::from_static(b"f"), false),
+        ]);
+        p.consume(2);
+        assert_eq!(p.offset, 2);
+        assert_eq!(p.drop_unsent(), 1, "the partly sent front stays; one frame and one header go");
+        assert_eq!(p.bufs.len(), 1);
+        p.consume(1);
+        assert!(p.is_empty());
+    }
+}

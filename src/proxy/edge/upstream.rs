@@ -1,0 +1,376 @@
+//! A stream's origin pull on one shard: an RTMP client that plays the stream from its origin
+//! and pushes every message into the stream's ring.
+//!
+//! The pull picks the origin the normal way ([`crate::proxy::pick`]). When the pull fails
+//! (dial refused or timed out, the origin refuses, resets, closes or sends nothing for
+//! `--edge-stall-timeout`), the origin is reported ([`crate::proxy::repick`]: quarantine, the
+//! stream's pin moves) and the pull starts again on the origin picked instead, every
+//! [`RETRY_PAUSE`], while players stay connected. A new pull passes frames over until its
+//! first keyframe, and its timestamps are moved to follow the last ones the players got
+//! ([`Timeline`]), so players resume at a keyframe with timestamps that keep going forward.
+//! Only when no origin served the stream for `--edge-stall-timeout` are its players closed.
+//!
+//! The pull ends `--edge-linger` after the stream's last player on the shard left.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncWriteExt, future};
+use glommio::net::TcpStream;
+
+use super::Stream;
+use super::ring::{Frame, Kind};
+use crate::balance::endpoint::first_tcp;
+use crate::balance::stream_key::DEFAULT_VHOST;
+use crate::balance::{Origin, StreamKey};
+use crate::codec::rtmp::client::{self, Answer, STREAM_CSID};
+use crate::codec::rtmp::message::{
+    self, AUDIO, COMMAND_CSID, DATA_AMF0, UserControl, VIDEO, WINDOW_ACK_SIZE, parse_user_control,
+};
+use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, ChunkError, Message};
+use crate::proxy::PickFailure;
+use crate::proxy::rtmp::upstream::{UpstreamError, connect};
+use crate::shard::relay::recv;
+use crate::shard::{Shard, within};
+
+/// Pause between two pulls of a stream whose origin failed.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often a pull checks whether its stream still has players.
+const LINGER_CHECK: Duration = Duration::from_millis(250);
+/// The flashVer the pull announces.
+const FLASH_VER: &str = "LNX 9,0,124,2 (streamgate edge)";
+
+/// Why a pull ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("origin {0} has no RTMP endpoint")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("origin chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("origin sent nothing for {0:?}")]
+    Silent(Duration),
+    #[error("origin answered createStream without a stream id")]
+    NoStreamId,
+}
+
+/// Runs `stream`'s pull until it lingered out or no origin could serve it.
+pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
+    let key = stream.key.clone();
+    let bound = shard.config.edge.stall_timeout;
+    let mut timeline = Timeline::default();
+    let mut failed: Option<Arc<Origin>> = None;
+    let mut served_at = Instant::now();
+    log::info!("edge {key} on shard {}: first player, pulling from the origin", shard.index);
+    loop {
+        let picked = match failed.take() {
+            Some(origin) => crate::proxy::repick(&shard, &key, &origin).await,
+            None => crate::proxy::pick(&shard, &key).await,
+        };
+        match picked {
+            Ok(origin) => {
+                let pull = async { Some(pull(&shard, &stream, &origin, &mut timeline).await) };
+                let lingered = async {
+                    lingered(&shard, &stream).await;
+                    None
+                };
+                match future::or(pull, lingered).await {
+                    None => break,
+                    Some(result) => {
+                        if timeline.fed_since(served_at) {
+                            served_at = Instant::now();
+                        }
+                        let e =
+                            result.err().map_or_else(|| "the origin ended the stream".to_string(), |e| e.to_string());
+                        log::warn!("edge {key} on shard {}: pull from origin {} ended: {e}", shard.index, origin.id);
+                        failed = Some(origin);
+                    }
+                }
+            }
+            Err(e) => log::warn!("edge {key} on shard {}: no origin: {e}", shard.index),
+        }
+        if served_at.elapsed() > bound {
+            log::warn!(
+                "edge {key} on shard {}: no origin served the stream for {bound:?}; closing its players",
+                shard.index
+            );
+            break;
+        }
+        if within(RETRY_PAUSE, lingered(&shard, &stream)).await.is_some() {
+            break;
+        }
+    }
+    super::streams().remove(&stream);
+    stream.close();
+    log::info!("edge {key} on shard {}: pull stopped ({} pulls)", shard.index, stream.pulls.get());
+}
+
+/// Resolves once the stream has had no player for `--edge-linger`.
+async fn lingered(shard: &Shard, stream: &Stream) {
+    let linger = shard.config.edge.linger;
+    loop {
+        if stream.idle_for(Instant::now()).is_some_and(|idle| idle >= linger) {
+            return;
+        }
+        glommio::timer::sleep(LINGER_CHECK).await;
+    }
+}
+
+/// Maps each pull's timestamps onto one timeline that only moves forward: the first pull's
+/// are kept as they are; a later pull's first message comes right after the last one fed.
+#[derive(Default)]
+pub struct Timeline {
+    /// The pull's first timestamp and where it lands.
+    base: Option<(u32, u32)>,
+    /// The last timestamp fed.
+    last: Option<u32>,
+    /// Frames are passed over until a keyframe.
+    need_key: bool,
+    /// When a message was last fed.
+    fed: Option<Instant>,
+}
+
+impl Timeline {
+    /// A new pull starts.
+    pub fn restart(&mut self) {
+        self.base = None;
+        self.need_key = true;
+    }
+
+    /// The frame to push for an origin message, if any.
+    pub fn map(&mut self, msg: Message, now: Instant) -> Option<Frame> {
+        if !matches!(msg.type_id, AUDIO | VIDEO | DATA_AMF0) {
+            return None;
+        }
+        let kind = Kind::of(msg.type_id, &msg.payload);
+        if self.need_key && kind.is_frame() && kind != Kind::Key {
+            return None;
+        }
+        if kind == Kind::Key {
+            self.need_key = false;
+        }
+        let (from, to) = *self.base.get_or_insert_with(|| {
+            let to = self.last.map_or(msg.timestamp, |last| last.wrapping_add(1));
+            (msg.timestamp, to)
+        });
+        let timestamp = to.wrapping_add(msg.timestamp.wrapping_sub(from));
+        self.last = Some(timestamp);
+        self.fed = Some(now);
+        Some(Frame { type_id: msg.type_id, timestamp, payload: msg.payload.into() })
+    }
+
+    /// Whether a message was fed after `since`.
+    pub fn fed_since(&self, since: Instant) -> bool {
+        self.fed.is_some_and(|fed| fed > since)
+    }
+}
+
+/// One pull from `origin` until it fails or ends.
+async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Timeline) -> Result<(), PullError> {
+    let reg = &origin.registration;
+    let Some(endpoint) = first_tcp(&reg.rtmp) else {
+        crate::proxy::failed(shard, PickFailure::NoEndpoint);
+        return Err(PullError::NoEndpoint(origin.id.0.clone()));
+    };
+    let addr = SocketAddr::new(reg.ip, endpoint.port);
+    stream.pulls.set(stream.pulls.get() + 1);
+    *stream.origin.borrow_mut() = Some(origin.id.0.clone());
+    let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, &stream.key).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let refused = matches!(e, PullError::Upstream(UpstreamError::Refused { .. }));
+            crate::proxy::failed(shard, if refused { PickFailure::Refused } else { PickFailure::DialFailed });
+            return Err(e);
+        }
+    };
+    log::info!("edge {} on shard {}: pulling from origin {} ({addr})", stream.key, shard.index, origin.id);
+    timeline.restart();
+    let silence = shard.config.edge.stall_timeout;
+    loop {
+        let msg = match within(silence, conn.next()).await {
+            Some(Ok(Some(msg))) => msg,
+            Some(Ok(None)) => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            None => return Err(PullError::Silent(silence)),
+        };
+        if let Answer::Refused { code, description } = client::answer(&msg) {
+            return Err(UpstreamError::Refused { code, description }.into());
+        }
+        if let Some(frame) = timeline.map(msg, Instant::now()) {
+            stream.push(frame);
+        }
+    }
+}
+
+/// The RTMP client side of a pull.
+struct Client {
+    socket: TcpStream,
+    decoder: ChunkDecoder,
+    encoder: ChunkEncoder,
+    buf: Vec<u8>,
+    ready: VecDeque<Message>,
+    /// Bytes received, and at the last acknowledgement.
+    received: u64,
+    acked: u64,
+    /// The origin's window acknowledgement size.
+    window: u64,
+}
+
+/// A stream's app path, tcUrl and stream name on the origin at `addr`.
+fn names(key: &StreamKey, addr: SocketAddr) -> (String, String, String) {
+    let (vhost, path) = key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, key.as_str()));
+    let (app, name) = path.rsplit_once('/').unwrap_or(("live", path));
+    let mut tc_url = format!("rtmp://{addr}/{app}");
+    if vhost != DEFAULT_VHOST {
+        tc_url.push_str(&format!("?vhost={vhost}"));
+    }
+    (app.to_string(), tc_url, name.to_string())
+}
+
+impl Client {
+    /// Dials, handshakes, connects, creates a stream and plays `key`.
+    async fn open(addr: SocketAddr, timeout: Duration, key: &StreamKey) -> Result<Client, PullError> {
+        let connected = connect(addr, timeout).await?;
+        let mut conn = Client {
+            socket: connected.stream,
+            decoder: ChunkDecoder::new(),
+            encoder: ChunkEncoder::new(),
+            buf: vec![0u8; 64 * 1024],
+            ready: VecDeque::new(),
+            received: 0,
+            acked: 0,
+            window: 2_500_000,
+        };
+        conn.decode(&connected.first)?;
+        let (app, tc_url, name) = names(key, addr);
+        let mut out = connected.c2;
+        conn.encoder.encode(&client::connect(&app, &tc_url, FLASH_VER).to_message(COMMAND_CSID, 0), &mut out)?;
+        conn.send(&out).await?;
+        let open = async {
+            conn.result(1.0).await?;
+            let mut out = Vec::new();
+            conn.encoder.encode(&client::create_stream(2.0).to_message(COMMAND_CSID, 0), &mut out)?;
+            conn.send(&out).await?;
+            let created = conn.result(2.0).await?;
+            let sid = created.args.first().and_then(|a| a.as_f64()).ok_or(PullError::NoStreamId)? as u32;
+            let mut out = Vec::new();
+            conn.encoder.encode(&client::play(&name).to_message(STREAM_CSID, sid), &mut out)?;
+            conn.send(&out).await
+        };
+        within(timeout.max(Duration::from_secs(5)), open)
+            .await
+            .unwrap_or(Err(UpstreamError::Closed("answering connect and createStream in time").into()))?;
+        Ok(conn)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), PullError> {
+        self.socket.write_all(bytes).await.map_err(|e| PullError::Upstream(e.into()))
+    }
+
+    /// Waits for the `_result` of `txid`; an error answer is a refusal.
+    async fn result(&mut self, txid: f64) -> Result<crate::codec::rtmp::Command, PullError> {
+        loop {
+            let Some(msg) = self.next().await? else { return Err(UpstreamError::Closed("answering").into()) };
+            match client::answer(&msg) {
+                Answer::Result { txid: got, cmd } if got == txid => return Ok(cmd),
+                Answer::Refused { code, description } => {
+                    return Err(UpstreamError::Refused { code, description }.into());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message from the origin (`None` at its end); answers pings and acknowledges
+    /// the origin's window on the way.
+    async fn next(&mut self) -> Result<Option<Message>, PullError> {
+        loop {
+            if let Some(msg) = self.ready.pop_front() {
+                return Ok(Some(msg));
+            }
+            let n = recv(&self.socket, &mut self.buf).await.map_err(|e| PullError::Upstream(e.into()))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.received += n as u64;
+            let input = std::mem::take(&mut self.buf);
+            let decoded = self.decode(&input[..n]);
+            self.buf = input;
+            let answer = decoded?;
+            if self.received - self.acked >= self.window {
+                self.acked = self.received;
+                let mut out = Vec::new();
+                self.encoder.encode(&message::acknowledgement(self.received as u32), &mut out)?;
+                out.extend_from_slice(&answer);
+                self.send(&out).await?;
+            } else if !answer.is_empty() {
+                self.send(&answer).await?;
+            }
+        }
+    }
+
+    /// Decodes `input` into [`Client::ready`]; returns what to answer (pings).
+    fn decode(&mut self, mut input: &[u8]) -> Result<Vec<u8>, PullError> {
+        let mut answer = Vec::new();
+        while !input.is_empty() {
+            let (used, msg) = self.decoder.decode(input)?;
+            input = &input[used..];
+            let Some(msg) = msg else { break };
+            match msg.type_id {
+                WINDOW_ACK_SIZE => {
+                    if let Ok(size) = message::parse_window_ack_size(&msg.payload) {
+                        self.window = u64::from(size.max(1));
+                    }
+                }
+                message::USER_CONTROL => {
+                    if let Ok(UserControl::PingRequest(ts)) = parse_user_control(&msg.payload) {
+                        self.encoder.encode(&message::ping_response(ts), &mut answer)?;
+                    }
+                }
+                _ => self.ready.push_back(msg),
+            }
+        }
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(type_id: u8, timestamp: u32, payload: &[u8]) -> Message {
+        Message { csid: 6, timestamp, type_id, stream_id: 1, payload: payload.to_vec() }
+    }
+
+    #[test]
+    fn a_new_pull_resumes_at_a_keyframe_after_the_last_timestamp() {
+        let now = Instant::now();
+        let mut t = Timeline::default();
+        t.restart();
+        assert!(t.map(msg(VIDEO, 1000, &[0x27, 1]), now).is_none(), "no frame before the first keyframe");
+        assert_eq!(t.map(msg(VIDEO, 1040, &[0x17, 1]), now).unwrap().timestamp, 1040, "the first pull's own");
+        assert_eq!(t.map(msg(AUDIO, 1060, &[0xaf, 1]), now).unwrap().timestamp, 1060);
+        t.restart();
+        assert!(t.map(msg(AUDIO, 5, &[0xaf, 1]), now).is_none());
+        assert_eq!(t.map(msg(VIDEO, 10, &[0x17, 1]), now).unwrap().timestamp, 1061);
+        assert_eq!(t.map(msg(VIDEO, 50, &[0x27, 1]), now).unwrap().timestamp, 1101);
+        assert!(t.map(msg(message::USER_CONTROL, 0, &[0, 0]), now).is_none());
+    }
+
+    #[test]
+    fn the_origin_is_asked_for_the_stream_by_app_and_name() {
+        let addr: SocketAddr = "10.0.0.1:1935".parse().unwrap();
+        let key = StreamKey::from_rtmp("rtmp://1.2.3.4/live/sub", "cam?token=1").unwrap();
+        let (app, tc_url, name) = names(&key, addr);
+        assert_eq!(
+            (app.as_str(), tc_url.as_str(), name.as_str()),
+            ("live/sub", "rtmp://10.0.0.1:1935/live/sub", "cam")
+        );
+        let key = StreamKey::from_rtmp("rtmp://example.com/live", "cam").unwrap();
+        assert_eq!(names(&key, addr).1, "rtmp://10.0.0.1:1935/live?vhost=example.com");
+    }
+}

@@ -1,0 +1,235 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium`, or
+//! `$STREAMGATE_TEST_CHROMIUM`) driven over the DevTools protocol by `tests/dashboard/cdp.py`,
+//! against the real binary, an nginx-rtmp HLS origin and an ffmpeg publisher.
+//!
+//! - `a_published_stream_shows_up_plays_and_can_be_disconnected`: the page loads with no
+//!   console error; a stream published through the proxy appears within 3 s with its origin
+//!   and a bit rate, the same as `/api/v1/streams` says; the page's HLS player plays it
+//!   (`currentTime` advances); the page fits a phone's width; its Disconnect button ends the
+//!   publisher's session. Screenshots go to `target/tmp/dashboard/` (desktop.png, phone.png).
+//! - `with_auth_on_the_page_asks_for_the_token_and_its_actions_use_it`: the page asks for the
+//!   token before its first request, then shows the origins; its Drain and Unregister buttons
+//!   work with the token.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::http_peers::{NginxHls, origin_body_http, publish_short_gop};
+use common::*;
+use serde_json::{Value, json};
+
+/// What the page must show a new stream within (the issue's bound).
+const APPEARS_WITHIN: Duration = Duration::from_secs(3);
+
+/// Headless Chromium behind tests/dashboard/cdp.py; quits when dropped.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let chromium = std::env::var("STREAMGATE_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let found = Command::new(&chromium).arg("--version").output().is_ok_and(|o| o.status.success());
+        assert!(found, "{chromium} not found: install Debian's chromium (scripts/test.sh does)");
+        let python = python_with("json").expect("a python3");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard/cdp.py");
+        let mut child = Command::new(python)
+            .args([script, &chromium])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the DevTools driver");
+        let (stdin, stdout) = (child.stdin.take().unwrap(), BufReader::new(child.stdout.take().unwrap()));
+        Browser { child, stdin, stdout }
+    }
+
+    fn call(&mut self, command: Value) -> Value {
+        writeln!(self.stdin, "{command}").expect("write to the driver");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read from the driver");
+        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver said {line:?}"));
+        assert_eq!(answer["ok"], true, "{command}: {answer}");
+        answer["value"].clone()
+    }
+
+    fn open(&mut self, url: &str, width: u32, height: u32) {
+        self.call(json!({ "cmd": "open", "url": url, "width": width, "height": height }));
+    }
+
+    fn eval(&mut self, expr: &str) -> Value {
+        self.call(json!({ "cmd": "eval", "expr": expr }))
+    }
+
+    fn errors(&mut self) -> Vec<String> {
+        serde_json::from_value(self.call(json!({ "cmd": "errors" }))).unwrap()
+    }
+
+    fn screenshot(&mut self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        self.call(json!({ "cmd": "screenshot", "path": path }));
+        path
+    }
+
+    /// Polls `expr` in the page until it is true, up to `limit`; returns when it became true.
+    fn wait_for(&mut self, expr: &str, limit: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if self.eval(expr) == true {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({ "cmd": "quit" }));
+        let _ = self.child.wait();
+    }
+}
+
+/// A JavaScript string literal.
+fn js(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+fn card(key: &str) -> String {
+    format!("document.querySelector('article[data-key=' + CSS.escape({}) + ']')", js(key))
+}
+
+fn post(api: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
+    raw_http(api, &request("POST", path, headers, body))
+}
+
+#[test]
+fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
+    let origin = NginxHls::start();
+    let p = Proxy::start(&[]);
+    let api = p.api_addr();
+    let reply = register(&api, &origin_body_http("dash", "s", origin.rtmp_port, origin.http_port));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    wait_proven(&api, &["dash-s-1"]);
+
+    let mut b = Browser::start();
+    b.open(&format!("http://{api}/"), 1280, 900);
+    b.wait_for("document.body.dataset.polls >= 1", Duration::from_secs(5)).expect("the page never polled");
+    assert_eq!(b.eval("document.querySelector('tr[data-origin]').dataset.origin"), "dash-s-1");
+    assert_eq!(b.eval("document.getElementById('auth').hidden"), true, "auth is off: no token asked for");
+
+    let key = "__defaultVhost__/live/dash";
+    let started = Instant::now();
+    let mut publisher = publish_short_gop(&format!("rtmp://127.0.0.1:{}/live/dash", p.rtmp), 120);
+    let shown = format!(
+        "(() => {{ const c = {}; return !!c && c.querySelector('.origin').dataset.origin === 'dash-s-1' \
+         && Number(c.querySelector('[data-in-kbps]').dataset.inKbps) > 0; }})()",
+        card(key)
+    );
+    let appeared = b.wait_for(&shown, Duration::from_secs(15));
+    let appeared = appeared.map(|_| started.elapsed());
+    assert!(
+        appeared.is_some_and(|t| t <= APPEARS_WITHIN),
+        "the stream with its origin and bit rate took {appeared:?} (bound {APPEARS_WITHIN:?}) to appear; {}\n{}",
+        publisher.describe(),
+        p.log_text()
+    );
+    // The page shows what the API route says.
+    let listed = get(&api, "/api/v1/streams").json();
+    let stream = listed["streams"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap().clone();
+    assert_eq!(stream["origin"], "dash-s-1");
+    let rate = b.eval(&format!("{}.querySelector('.rate-in').textContent", card(key)));
+    assert!(rate.as_str().is_some_and(|r| r.ends_with("b/s")), "{rate}");
+
+    // The HLS player, once the origin has segments.
+    assert!(wait_until(Duration::from_secs(20), || origin.segments("dash") >= 2), "no HLS segments at the origin");
+    b.eval(&format!("{}.querySelector('.play-hls').click()", card(key)));
+    let video = format!("{}.querySelector('video')", card(key));
+    let first = format!("(() => {{ const v = {video}; return !!v && v.currentTime > 0; }})()");
+    b.wait_for(&first, Duration::from_secs(20)).unwrap_or_else(|| {
+        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(key)));
+        panic!("the HLS player never started: {note}\n{}", p.log_text())
+    });
+    let t1 = b.eval(&format!("{video}.currentTime")).as_f64().unwrap();
+    let advanced = format!("{video}.currentTime > {t1} + 2");
+    assert!(b.wait_for(&advanced, Duration::from_secs(15)).is_some(), "currentTime stuck near {t1}");
+    let shot = b.screenshot("desktop.png");
+    eprintln!("screenshot: {}", shot.display());
+
+    // A phone's width: nothing wider than the screen.
+    b.call(json!({ "cmd": "viewport", "width": 390, "height": 844, "mobile": true }));
+    std::thread::sleep(Duration::from_millis(300));
+    let fits = b.eval("document.documentElement.scrollWidth <= window.innerWidth");
+    let phone = b.screenshot("phone.png");
+    assert_eq!(fits, true, "the page is wider than a phone: {}", phone.display());
+
+    // Disconnect: asks once more, then the publisher's session ends.
+    let button = format!("{}.querySelector('.actions button.danger')", card(key));
+    b.eval(&format!("{button}.click()"));
+    assert_eq!(b.eval(&format!("{button}.textContent")), "Disconnect all?");
+    b.eval(&format!("{button}.click()"));
+    assert!(publisher.wait_timeout(Duration::from_secs(10)).is_some(), "the publisher was not disconnected");
+    assert!(
+        wait_until(Duration::from_secs(3), || p.log_text().contains("an operator disconnected the stream's sessions")),
+        "{}",
+        p.log_text()
+    );
+
+    let errors = b.errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+#[test]
+fn with_auth_on_the_page_asks_for_the_token_and_its_actions_use_it() {
+    let token = "t0k3n";
+    let p = Proxy::start(&["--http-api-auth-enabled=on", "--http-api-auth-type=bearer", "--http-api-auth-token=t0k3n"]);
+    let api = p.api_addr();
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+    for server in ["one", "two"] {
+        let reply = post(&api, "/api/v1/srs/register", &auth, &origin_body_http(server, "s", 1935, 8080));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(post(&api, "/api/v1/streams/disconnect", &[], r#"{"key":"x"}"#).status, 401);
+
+    let mut b = Browser::start();
+    b.open(&format!("http://{api}/dashboard/"), 1280, 900);
+    b.wait_for("document.getElementById('auth').hidden === false", Duration::from_secs(5))
+        .expect("the page did not ask for the token");
+    assert_eq!(b.eval("document.body.dataset.polls === undefined"), true);
+    b.eval(&format!(
+        "document.getElementById('token').value = {}; document.getElementById('token-use').click()",
+        js(token)
+    ));
+    b.wait_for("document.querySelectorAll('tr[data-origin]').length === 2", Duration::from_secs(5))
+        .expect("no origins shown with the token");
+
+    let row = |id: &str| format!("document.querySelector('tr[data-origin=\"{id}\"]')");
+    b.eval(&format!("{}.querySelector('button:not(.danger)').click()", row("one-s-1")));
+    let draining = || {
+        let origins = raw_http(&api, &request("GET", "/api/v1/origins", &auth, "")).json();
+        origins["origins"].as_array().unwrap().iter().any(|o| o["id"] == "one-s-1" && o["draining"] == true)
+    };
+    assert!(wait_until(Duration::from_secs(3), draining), "Drain did not drain: {}", p.log_text());
+    b.wait_for(&format!("{}.textContent.includes('draining')", row("one-s-1")), Duration::from_secs(3))
+        .expect("the page does not show the origin draining");
+
+    let unregister = format!("{}.querySelector('button.danger')", row("two-s-1"));
+    b.eval(&format!("{unregister}.click()"));
+    b.eval(&format!("{unregister}.click()"));
+    b.wait_for(&format!("{} === null", row("two-s-1")), Duration::from_secs(5))
+        .expect("the unregistered origin is still shown");
+    let origins = raw_http(&api, &request("GET", "/api/v1/origins", &auth, "")).json();
+    assert_eq!(origins["total"], 1, "{origins}");
+
+    let errors = b.errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

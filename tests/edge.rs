@@ -1,0 +1,234 @@
+//! The edge (`--edge on`) end to end with real peers: ffmpeg publishes through the proxy (a 1:1
+//! relay) to a real nginx-rtmp origin; ffmpeg, ffprobe, rtmpdump and the tests' own RTMP client
+//! play through the edge. How many connections the origin serves is read from its own stat
+//! page, never from the proxy.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::*;
+use common::rtmp_client::{Handshake, ReadEnd, RtmpClient};
+use common::*;
+use streamgate::codec::rtmp::message;
+
+/// Deadline for a stream to show up as publishing on an origin (the VM is slow and shared).
+const PUBLISH_WAIT: Duration = Duration::from_secs(20);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(25);
+
+fn proxy_url(p: &Proxy, stream: &str) -> String {
+    format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp)
+}
+
+fn diag(p: &Proxy, origins: &[&NginxRtmp]) -> String {
+    let mut out = format!("--- proxy log:\n{}", p.log_text());
+    for o in origins {
+        let streams = o.try_stat().map(|x| format!("{:?}", parse_stat(&x)));
+        out.push_str(&format!("\n--- origin :{} streams: {streams:?}", o.rtmp_port));
+    }
+    out
+}
+
+/// A proxy with the edge on and one registered nginx-rtmp origin, `stream` published to it
+/// through the proxy for `seconds`.
+fn edge_with_stream(extra: &[&str], stream: &str, seconds: u32) -> (NginxRtmp, Proxy, Ffmpeg) {
+    let origin = NginxRtmp::start(4096);
+    let mut args = vec!["--edge", "on"];
+    args.extend_from_slice(extra);
+    let p = Proxy::start(&args);
+    assert_eq!(register(&p.api_addr(), &origin_body("one", "edge", origin.rtmp_port)).status, 200);
+    let mut publisher = Ffmpeg::publish(&proxy_url(&p, stream), seconds);
+    if !wait_until(PUBLISH_WAIT, || origin.publishing(stream)) {
+        panic!("{stream} never published: {}\n{}", publisher.describe(), diag(&p, &[&origin]));
+    }
+    (origin, p, publisher)
+}
+
+/// Whether a video message is a keyframe (FLV frame type 1), sequence headers included.
+fn keyframe(m: &streamgate::codec::rtmp::Message) -> bool {
+    m.type_id == message::VIDEO && m.payload.first().is_some_and(|b| b >> 4 == 1)
+}
+
+/// Eight ffmpeg players of one stream through a two-shard edge, four over RTMP and four over
+/// HTTP-FLV: every one decodes its frames cleanly, ffprobe finds both tracks over both
+/// protocols, rtmpdump (librtmp) records a file that decodes, and the origin never serves more
+/// play connections than there are shards.
+#[test]
+fn players_of_a_stream_share_one_origin_pull_per_shard() {
+    let (origin, p, _publisher) = edge_with_stream(&["--shards", "2"], "a", 40);
+    let url = proxy_url(&p, "a");
+    let flv = format!("http://127.0.0.1:{}/live/a.flv", p.http);
+    for url in [&url, &flv] {
+        if let Err(e) = probe_h264_aac(url, PROBE_TIMEOUT) {
+            panic!("{e}\n{}", diag(&p, &[&origin]));
+        }
+    }
+    let players: Vec<_> = (0..8).map(|i| Ffmpeg::play_frames(if i % 2 == 0 { &url } else { &flv }, 100)).collect();
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut players = players;
+    while players.iter_mut().any(|f| f.running()) && Instant::now() < deadline {
+        most = most.max(origin.players("a"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for f in &mut players {
+        let ok = f.try_status().is_some_and(|s| s.success()) && f.frames() >= 100 && f.stderr_text().trim().is_empty();
+        assert!(ok, "player: {}\n{}", f.describe(), diag(&p, &[&origin]));
+    }
+    assert!((1..=2).contains(&most), "the origin served {most} players for 2 shards\n{}", diag(&p, &[&origin]));
+
+    let dir = TempDir::new("rtmpdump");
+    let saved = dir.0.join("out.flv");
+    let mut cmd = std::process::Command::new("rtmpdump");
+    cmd.args(["-r", &url, "--live", "-o"]).arg(&saved);
+    let outcome = run_with_timeout(cmd, Duration::from_secs(5));
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "rtmpdump: {codecs:?} {}", outcome.stderr);
+    let log = p.log_text();
+    assert!(log.contains("rtmp play") && log.contains("http_flv play") && log.contains("via the edge"), "{log}");
+}
+
+/// With a player already pulling the stream, a new player gets the cached GOP at once: its
+/// first video frame is a keyframe and arrives within 100 ms of its play being answered.
+#[test]
+fn a_late_player_starts_at_a_keyframe_at_once() {
+    let (origin, p, _publisher) = edge_with_stream(&["--shards", "1"], "late", 30);
+    let mut first = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    first.play("late", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    let (video, audio, end) = first.count_media(Instant::now() + Duration::from_secs(3));
+    assert!(video > 20 && audio > 20 && end.is_none(), "{video} {audio} {end:?}\n{}", diag(&p, &[&origin]));
+
+    let mut late = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    late.play("late", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    let answered = Instant::now();
+    let deadline = answered + Duration::from_secs(5);
+    let frame = loop {
+        match late.read_message(deadline) {
+            // The sequence header (AVC packet type 0) comes first; then the first frame.
+            Ok(m) if m.type_id == message::VIDEO && m.payload.get(1) == Some(&1) => break m,
+            Ok(_) => {}
+            Err(e) => panic!("no video frame: {e}\n{}", diag(&p, &[&origin])),
+        }
+    };
+    let took = answered.elapsed();
+    assert!(keyframe(&frame), "the first frame is not a keyframe: {:?}", &frame.payload[..2]);
+    assert!(took < Duration::from_millis(100), "first keyframe after {took:?}");
+    assert_eq!(origin.players("late"), 1, "one pull for both players on one shard");
+}
+
+/// A player that stops reading falls behind: it skips to a keyframe (its dropped frames are
+/// logged), then is disconnected after --edge-stall-timeout, while another player of the same
+/// stream keeps decoding at the stream's rate.
+#[test]
+fn a_player_that_stops_reading_is_skipped_then_disconnected() {
+    let extra = ["--shards", "1", "--edge-max-lag", "16KiB", "--edge-stall-timeout", "3s"];
+    let (origin, p, _publisher) = edge_with_stream(&extra, "slow", 40);
+    let mut stuck = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    stuck.play("slow", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    let url = proxy_url(&p, "slow");
+    let started = Instant::now();
+    // 10 s of 25 fps video while `stuck` reads nothing.
+    let mut healthy = Ffmpeg::play_frames(&url, 250);
+    let disconnected = wait_until(Duration::from_secs(30), || p.log_text().contains("took nothing for 3s"));
+    assert!(disconnected, "the stuck player was never disconnected\n{}", diag(&p, &[&origin]));
+    let line = p.log_text().lines().find(|l| l.contains("took nothing for 3s")).unwrap_or_default().to_string();
+    let dropped: u64 =
+        line.rsplit_once(" frames dropped").and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(dropped > 0, "no frames skipped before the disconnect: {line}");
+    let status = healthy.wait_timeout(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()) && healthy.frames() >= 250, "{}", healthy.describe());
+    let took = started.elapsed();
+    // 10 s of frames in real time; a player held back by the stuck one would take the stall
+    // timeout on top, every time the stuck one blocks (the margin is for a busy machine).
+    assert!(took < Duration::from_secs(22), "250 frames took {took:?}: the healthy player was held back");
+    // The stuck player's socket ends once what the kernel holds for it is read.
+    let mut closed = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match stuck.read_message(deadline) {
+            Err(ReadEnd::Closed) => {
+                closed = true;
+                break;
+            }
+            Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(closed, "the stuck player's connection is still open");
+}
+
+/// The origin the proxy has `stream` pinned to, from `/api/v1/streams`.
+fn pinned_origin(p: &Proxy, stream: &str) -> Option<String> {
+    let reply = get(&p.api_addr(), "/api/v1/streams");
+    let key = format!("__defaultVhost__/live/{stream}");
+    let streams = reply.json()["streams"].as_array()?.clone();
+    streams.iter().find(|s| s["key"] == key)?["origin"].as_str().map(str::to_string)
+}
+
+/// The stream's origin is killed mid-stream while a second origin has the stream too: the pull
+/// moves there, and the player, still connected, gets video again within a few seconds with
+/// timestamps that keep going forward.
+#[test]
+fn killing_the_origin_moves_the_pull_and_players_keep_playing() {
+    let mut origins = [NginxRtmp::start(4096), NginxRtmp::start(4096)];
+    let p = Proxy::start(&["--edge", "on", "--shards", "1"]);
+    let ids = ["one-fo-1", "two-fo-1"];
+    for (o, server) in origins.iter().zip(["one", "two"]) {
+        assert_eq!(register(&p.api_addr(), &origin_body(server, "fo", o.rtmp_port)).status, 200);
+    }
+    // The stream is published on both origins directly (as an origin cluster would have it).
+    let _publishers: Vec<_> = origins.iter().map(|o| Ffmpeg::publish(&o.url("fo"), 40)).collect();
+    assert!(wait_until(PUBLISH_WAIT, || origins.iter().all(|o| o.publishing("fo"))), "{}", diag(&p, &[]));
+    let mut player = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    player.play("fo", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    let mut last_video = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(m) = player.read_message(deadline) {
+        if m.type_id == message::VIDEO {
+            last_video = m.timestamp;
+        }
+    }
+    assert!(last_video > 0, "no video before the kill\n{}", diag(&p, &[&origins[0], &origins[1]]));
+    let home = pinned_origin(&p, "fo").expect("the stream is pinned");
+    let index = ids.iter().position(|id| *id == home).unwrap_or_else(|| panic!("pinned to {home}"));
+    origins[index].kill();
+    let killed = Instant::now();
+
+    // Whatever was in flight arrives; then, after a pause, video from the other origin: the
+    // first coded frame after a gap of 300 ms or more.
+    let deadline = killed + Duration::from_secs(10);
+    let mut resumed = None;
+    let mut first_after = None;
+    let mut last_arrival = Instant::now();
+    let mut gap = false;
+    while resumed.is_none() {
+        match player.read_message(deadline) {
+            Ok(m) if m.type_id == message::VIDEO => {
+                gap |= last_arrival.elapsed() >= Duration::from_millis(300);
+                last_arrival = Instant::now();
+                if gap && m.payload.get(1) == Some(&1) {
+                    resumed = Some(killed.elapsed());
+                    first_after = Some(m);
+                } else if !gap {
+                    last_video = m.timestamp;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("player after the kill: {e}\n{}", diag(&p, &[&origins[1 - index]])),
+        }
+    }
+    assert!(resumed.is_some_and(|after| after < Duration::from_secs(8)), "resumed after {resumed:?}");
+    let first = first_after.unwrap();
+    assert!(first.timestamp > last_video, "timestamps went back: {} after {last_video}", first.timestamp);
+    assert!(keyframe(&first), "resumed on a non-keyframe");
+    let (video, _, end) = player.count_media(Instant::now() + Duration::from_secs(2));
+    assert!(video > 20 && end.is_none(), "{video} {end:?}");
+    let log = p.log_text();
+    assert!(log.contains(&format!("pulling from origin {}", ids[1 - index])), "{log}");
+    assert_eq!(pinned_origin(&p, "fo").as_deref(), Some(ids[1 - index]));
+}
