@@ -10,6 +10,9 @@
 //! On the first SIGINT/SIGTERM the shards stop accepting and drain for up to
 //! `--grace-quit-timeout`; the control thread stops after the last shard. If that takes longer
 //! than `--force-quit-timeout`, or a second signal arrives, the process exits with status 1.
+//!
+//! SIGHUP reloads the TLS listeners' certificate and key ([`shard::tls::Certs::reload`]); it
+//! never stops the process.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,7 +49,11 @@ pub fn run(mut config: Config) -> ExitCode {
         Ok(Err(reason)) => return fail(&reason),
         Err(_) => return fail("the control thread stopped during startup"),
     };
-    let services = crate::proxy::services(&config);
+    let certs = match load_certs(&config) {
+        Ok(certs) => certs,
+        Err(reason) => return fail(&reason),
+    };
+    let services = crate::proxy::services(&config, certs.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (shard_ready_tx, shard_ready_rx) = mpsc::channel();
     let mut shards = Vec::new();
@@ -82,8 +89,10 @@ pub fn run(mut config: Config) -> ExitCode {
         let _ = exit_tx.send("the control thread".to_string());
     });
     let signal = loop {
-        if let Some(sig) = wait_for_signal(Some(Duration::from_millis(250))) {
-            break sig;
+        match wait_for_signal(Some(Duration::from_millis(250))) {
+            Some(libc::SIGHUP) => reload_certs(certs.as_deref()),
+            Some(sig) => break sig,
+            None => {}
         }
         if let Ok(which) = exit_rx.try_recv() {
             log::error!("{which} stopped unexpectedly (see the error above); exiting");
@@ -110,7 +119,7 @@ pub fn run(mut config: Config) -> ExitCode {
             log::error!("still running after --force-quit-timeout {:?}: exiting", config.force_quit_timeout);
             std::process::exit(1);
         }
-        if let Some(sig) = wait_for_signal(Some(Duration::from_millis(100))) {
+        if let Some(sig) = wait_for_signal(Some(Duration::from_millis(100))).filter(|&s| s != libc::SIGHUP) {
             log::warn!("second signal ({}): exiting now", signal_name(Some(sig)));
             std::process::exit(1);
         }
@@ -136,11 +145,44 @@ fn reserve_ports(config: &mut Config) -> Result<shard::ports::Reservation, Strin
         (&mut listen.webrtc, Kind::Udp, "--webrtc-server"),
         (&mut listen.srt, Kind::Udp, "--srt-server"),
     ];
-    for (addr, kind, flag) in listeners {
+    let tls = &mut config.tls;
+    let tls_listeners = [
+        (tls.rtmps.as_mut(), Kind::Tcp, "--rtmps-server"),
+        (tls.https_stream.as_mut(), Kind::Tcp, "--https-server"),
+        (tls.https_api.as_mut(), Kind::Tcp, "--https-api"),
+    ];
+    let tls_listeners = tls_listeners.into_iter().filter_map(|(addr, kind, flag)| Some((addr?, kind, flag)));
+    for (addr, kind, flag) in listeners.into_iter().chain(tls_listeners) {
         addr.0 = reserve(addr.0, kind, &mut held)
             .map_err(|e| format!("cannot find a free port for {flag} {}: {e}", addr.0))?;
     }
     Ok(held)
+}
+
+/// The TLS listeners' certificate, when one is on.
+fn load_certs(config: &Config) -> Result<Option<Arc<shard::tls::Certs>>, String> {
+    let Some(files) = &config.tls.files else {
+        return Ok(None);
+    };
+    let certs = shard::tls::Certs::load(files).map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(certs)))
+}
+
+/// SIGHUP: reads the TLS certificate and key again; a file that does not load is logged and
+/// the old certificate kept.
+fn reload_certs(certs: Option<&shard::tls::Certs>) {
+    let Some(certs) = certs else {
+        return log::info!("SIGHUP received: no TLS listener, nothing to reload");
+    };
+    let files = certs.files();
+    match certs.reload() {
+        Ok(()) => log::info!(
+            "SIGHUP received: TLS certificate reloaded from {} and {}; new connections use it",
+            files.cert.display(),
+            files.key.display()
+        ),
+        Err(e) => log::error!("SIGHUP received: {e}; the TLS listeners keep the certificate they had"),
+    }
 }
 
 /// The startup line: every listener with the address it is bound to (tests and scripts read
@@ -148,7 +190,7 @@ fn reserve_ports(config: &mut Config) -> Result<shard::ports::Reservation, Strin
 fn log_started(config: &Config, bound: control::Bound) {
     let l = &config.listen;
     log::info!(
-        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; HTTP API {}; WebRTC {}; SRT {}; System API {}; gRPC {}; relay {}; origin TTL {:?}",
+        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; HTTP API {}; WebRTC {}; SRT {}{}; System API {}; gRPC {}; relay {}; origin TTL {:?}",
         crate::version::VERSION,
         crate::version::COMMIT,
         config.cpus.len(),
@@ -158,6 +200,7 @@ fn log_started(config: &Config, bound: control::Bound) {
         l.http_api,
         l.webrtc,
         l.srt,
+        config.tls.describe(),
         bound.system_api,
         bound.grpc,
         config.relay.name(),
@@ -173,18 +216,19 @@ fn signal_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
     }
     set
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts afterwards.
 fn block_signals() {
     let set = signal_set();
     // SAFETY: `set` is valid; the old mask is not wanted (null).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
-/// Waits for SIGINT/SIGTERM, forever or up to `timeout`.
+/// Waits for SIGINT/SIGTERM/SIGHUP, forever or up to `timeout`.
 fn wait_for_signal(timeout: Option<Duration>) -> Option<i32> {
     let set = signal_set();
     loop {

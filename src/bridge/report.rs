@@ -194,3 +194,45 @@ mod tests {
         assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone", "redis"]);
     }
 }
+
+/// One edge stream on one shard now (`--edge on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeStream {
+    pub key: StreamKey,
+    /// The origin the shard pulls it from (the last one tried).
+    pub origin: Option<String>,
+    /// Whether its pull is connected to that origin now.
+    pub pulling: bool,
+    pub players: u64,
+    /// Payload bytes in its ring (GOP cache and what lagging players still read).
+    pub cache_bytes: u64,
+    /// Frames its players skipped to catch up, since the shard started pulling it.
+    pub dropped_frames: u64,
+    /// How far its furthest-behind player is, in payload bytes.
+    pub max_lag_bytes: u64,
+}
+
+/// A shard's edge now: its streams, and its counters since it started (cumulative, so a lost
+/// report loses nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeReport {
+    pub streams: Vec<EdgeStream>,
+    /// Origin pulls started (a failover starts another).
+    pub pulls_started: u64,
+    pub dropped_frames: u64,
+}
+
+impl EdgeReport {
+    /// Pulls connected now.
+    pub fn pulls(&self) -> u64 {
+        self.streams.iter().filter(|s| s.pulling).count() as u64
+    }
+
+    pub fn players(&self) -> u64 {
+        self.streams.iter().map(|s| s.players).sum()
+    }
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.cache_bytes).sum()
+    }
+}

@@ -11,6 +11,7 @@
 
 pub mod dotenv;
 pub mod edge;
+pub mod tls;
 pub mod transcode;
 pub mod values;
 
@@ -446,6 +447,9 @@ pub struct Cli {
     /// The .env file to read before the flags (missing is fine).
     #[arg(long, env = "STREAMGATE_ENV_FILE", default_value = ".env", value_name = "PATH")]
     pub env_file: PathBuf,
+
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// Where the origin registry and stream pins live.
@@ -591,6 +595,8 @@ pub struct Config {
     pub transcode: transcode::TranscodeConfig,
     /// Publish limits (`RTMP_MAX_*`).
     pub limits: transcode::PublishLimits,
+    /// The TLS listeners and their certificate files.
+    pub tls: tls::TlsConfig,
 }
 
 /// A startup configuration error: one line naming the flag, its variable and the problem.
@@ -699,6 +705,7 @@ impl Cli {
         if self.load_balancer == LoadBalancer::Redis && self.redis_host.trim().is_empty() {
             return Err(ConfigError::new("--redis-host", "required in redis mode"));
         }
+        let tls = self.tls.validate()?;
         let register_token = self.register_token()?;
         let (transcode, limits) = self.abr.validate()?;
         let rtmp_server = self.abr.rtmp_listener(self.rtmp_server)?;
@@ -759,6 +766,7 @@ impl Cli {
             grpc_idle_timeout: self.grpc_idle_timeout.0,
             transcode,
             limits,
+            tls,
         })
     }
 

@@ -161,6 +161,10 @@ impl State {
             ShardEvent::Report { shard, traffic, media, counters, udp } => {
                 self.on_report(shard, traffic, media, counters, udp, now);
             }
+            ShardEvent::Edge { shard, report } => match self.shards.get_mut(shard) {
+                Some(view) => view.edge = report,
+                None => log::debug!("edge report from shard {shard}, which is not one of {}", self.shards.len()),
+            },
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
                 transcode::on_session(self, &key, role == crate::bridge::Role::Publish, opened, now);

@@ -19,7 +19,7 @@ use super::State;
 use crate::balance::StreamKey;
 use crate::bridge::TableSizes;
 use crate::bridge::TrafficDelta;
-use crate::bridge::{Listener, MediaDelta, ShardCounters};
+use crate::bridge::{EdgeReport, Listener, MediaDelta, ShardCounters};
 
 /// One shard as the control thread last heard from it.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +34,33 @@ pub struct ShardView {
     pub last_panic: Option<Instant>,
     /// When its count of connections ended as stalled last grew.
     pub last_stall: Option<Instant>,
+    /// Its edge streams as last reported (`--edge on`).
+    pub edge: EdgeReport,
+}
+
+/// One stream's edge over every shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeTotals {
+    /// Shards pulling it from an origin now (one origin connection each).
+    pub pulls: u64,
+    pub players: u64,
+    pub cache_bytes: u64,
+    pub dropped_frames: u64,
+    pub max_lag_bytes: u64,
+}
+
+/// `key`'s edge over every shard; `None` where no shard serves it from a pull.
+pub fn edge_totals(shards: &[ShardView], key: &StreamKey) -> Option<EdgeTotals> {
+    let mut found = None;
+    for s in shards.iter().flat_map(|v| v.edge.streams.iter()).filter(|s| &s.key == key) {
+        let t: &mut EdgeTotals = found.get_or_insert_with(EdgeTotals::default);
+        t.pulls += u64::from(s.pulling);
+        t.players += s.players;
+        t.cache_bytes += s.cache_bytes;
+        t.dropped_frames += s.dropped_frames;
+        t.max_lag_bytes = t.max_lag_bytes.max(s.max_lag_bytes);
+    }
+    found
 }
 
 /// Media facts of one published stream, from parsing the RTMP publisher's messages.
@@ -57,8 +84,9 @@ pub struct StreamMedia {
     pub keyframes: u64,
     /// When the current publish session started (`None` = no publisher).
     pub publishing_since: Option<Instant>,
-    /// Frames the proxy dropped for a slow consumer. The proxy never drops: it has no queues
-    /// (a slow origin or player is pushed back on by TCP, see `shard::relay`), so this stays 0.
+    /// Frames the relay dropped for a slow consumer. The relay never drops: it has no queues
+    /// (a slow origin or player is pushed back on by TCP, see `shard::relay`), so this stays 0;
+    /// the edge's drops are in the shards' edge reports ([`edge_totals`]).
     pub dropped_frames: u64,
     /// onMetaData `encoder` (at most 128 bytes).
     pub encoder: Option<String>,

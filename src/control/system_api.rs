@@ -306,6 +306,13 @@ fn streams(state: &State, page: &Page) -> Response {
                     .collect()),
                 "media": state.media.get(*key).map(|m| media(m, now)),
                 "transcode": jobs.get(*key).map(super::transcode::json),
+                "edge": super::stats::edge_totals(&state.shards, key).map(|e| json!({
+                    "pulls": e.pulls,
+                    "players": e.players,
+                    "cache_bytes": e.cache_bytes,
+                    "dropped_frames": e.dropped_frames,
+                    "max_lag_bytes": e.max_lag_bytes,
+                })),
             })
         })
         .collect();
@@ -391,6 +398,18 @@ fn shards(state: &State) -> Response {
             value.insert("report_age_seconds".into(), json!(age));
             value.insert("udp_tables".into(), table_sizes(&view.udp_tables));
             value.insert("udp_tables_peak".into(), table_sizes(&view.udp_tables_peak));
+            let edge = &view.edge;
+            value.insert(
+                "edge".into(),
+                json!({
+                    "streams": edge.streams.len(),
+                    "pulls": edge.pulls(),
+                    "pulls_started": edge.pulls_started,
+                    "players": edge.players(),
+                    "cache_bytes": edge.cache_bytes(),
+                    "dropped_frames": edge.dropped_frames,
+                }),
+            );
             Value::Object(value)
         })
         .collect();

@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use crate::bridge::Listener;
 use crate::config::Config;
+use crate::shard::tls::Certs;
 use crate::shard::{Services, TcpService, UdpService};
 
 use crate::balance::registry::RegistryError;
@@ -43,28 +44,33 @@ pub use crate::bridge::PickFailure;
 use crate::shard::Shard;
 
 /// What the shards serve: every listener of the configuration with the protocol that serves it.
-pub fn services(config: &Config) -> Services {
+/// Each TLS listener that is on serves its plain twin's protocol behind TLS with `certs`.
+pub fn services(config: &Config, certs: Option<Arc<Certs>>) -> Services {
     let listen = &config.listen;
-    let tcp = vec![
+    let mut tcp = vec![
         TcpService {
             listener: Listener::Rtmp,
             addr: listen.rtmp.0,
             what: "RTMP (--rtmp-server, PROXY_RTMP_SERVER)",
             serve: |shard, client, peer| Box::pin(rtmp::serve(shard, client, peer)),
+            tls: None,
         },
         TcpService {
             listener: Listener::HttpStream,
             addr: listen.http_stream.0,
             what: "HTTP stream (--http-server, PROXY_HTTP_SERVER)",
             serve: |shard, client, peer| Box::pin(http_stream::serve(shard, client, peer)),
+            tls: None,
         },
         TcpService {
             listener: Listener::HttpApi,
             addr: listen.http_api.0,
             what: "HTTP API (--http-api, PROXY_HTTP_API)",
             serve: |shard, client, peer| Box::pin(webrtc::signal::serve(shard, client, peer)),
+            tls: None,
         },
     ];
+    tcp.extend(tls_services(config, &tcp, certs));
     let udp = vec![
         UdpService {
             listener: Listener::WebrtcUdp,
@@ -80,6 +86,27 @@ pub fn services(config: &Config) -> Services {
         },
     ];
     Services { tcp, udp }
+}
+
+/// The TLS listeners that are on, each serving its plain twin in `plain` behind TLS.
+fn tls_services(config: &Config, plain: &[TcpService], certs: Option<Arc<Certs>>) -> Vec<TcpService> {
+    let Some(certs) = certs else {
+        return Vec::new();
+    };
+    let tls = &config.tls;
+    let listeners = [
+        (tls.rtmps, Listener::Rtmp, "RTMPS (--rtmps-server, STREAMGATE_RTMPS_SERVER)"),
+        (tls.https_stream, Listener::HttpStream, "HTTPS stream (--https-server, STREAMGATE_HTTPS_SERVER)"),
+        (tls.https_api, Listener::HttpApi, "HTTPS API (--https-api, STREAMGATE_HTTPS_API)"),
+    ];
+    let twin = |listener| plain.iter().find(|s| s.listener == listener);
+    listeners
+        .into_iter()
+        .filter_map(|(addr, listener, what)| {
+            let (addr, twin) = (addr?, twin(listener)?);
+            Some(TcpService { addr: addr.0, what, tls: Some(certs.clone()), ..twin.clone() })
+        })
+        .collect()
 }
 
 /// Why a stream could not be given an origin.

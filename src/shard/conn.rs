@@ -119,6 +119,9 @@ pub struct Conn {
     opened: Cell<Instant>,
     forced: Cell<Option<Forced>>,
     waker: RefCell<Option<Waker>>,
+    /// The local address the client reached, when the protocol code's socket is not the
+    /// client's own (behind TLS, [`super::tls`]).
+    reached: Cell<Option<SocketAddr>>,
 }
 
 impl Conn {
@@ -135,7 +138,18 @@ impl Conn {
             opened: Cell::new(Instant::now()),
             forced: Cell::new(None),
             waker: RefCell::new(None),
+            reached: Cell::new(None),
         }
+    }
+
+    /// The local address the client reached, if the protocol code's socket cannot say
+    /// (set behind TLS).
+    pub fn reached(&self) -> Option<SocketAddr> {
+        self.reached.get()
+    }
+
+    pub(super) fn set_reached(&self, local: SocketAddr) {
+        self.reached.set(Some(local));
     }
 
     /// The session now or last on this connection.

@@ -24,6 +24,7 @@ pub mod preflight;
 pub mod relay;
 pub mod session;
 pub mod tables;
+pub mod tls;
 pub mod traffic;
 pub mod udp;
 
@@ -100,6 +101,8 @@ pub struct TcpService {
     /// What it is, for the startup error: `RTMP (--rtmp-server, PROXY_RTMP_SERVER)`.
     pub what: &'static str,
     pub serve: fn(Rc<Shard>, TcpStream, SocketAddr) -> LocalFuture,
+    /// TLS in front of `serve` ([`tls`]): the certificate, or `None` for a plain listener.
+    pub tls: Option<Arc<tls::Certs>>,
 }
 
 /// A UDP listener: `serve` runs on its socket until the future it is given (shutdown) ends.
@@ -279,7 +282,11 @@ async fn accept_loop(
         let open = shard.counters.accepted(kind);
         let conn = Rc::new(conn::Conn::new(kind, peer, &stream));
         shard.conns.insert(&conn);
-        let task = conn::ConnTask::new(conn.clone(), (service.serve)(shard.clone(), stream, peer));
+        let served = match &service.tls {
+            Some(certs) => tls::serve(shard.clone(), stream, peer, certs.clone(), service.serve),
+            None => (service.serve)(shard.clone(), stream, peer),
+        };
+        let task = conn::ConnTask::new(conn.clone(), served);
         let owner = shard.clone();
         let spawned = shard.gate.spawn(async move {
             let ended = task.await;

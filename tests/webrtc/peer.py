@@ -50,6 +50,7 @@ import re
 import socket
 import sys
 import time
+import ssl
 import urllib.parse
 
 import aioice.ice
@@ -172,10 +173,15 @@ def response(status, body=b"", headers=()):
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+# The CA file an https:// signalling URL is verified against (--cafile; tests/tls.rs).
+TLS = {"cafile": None}
+
+
 async def http(method, url, body=b"", content_type=None, timeout=15):
-    """One HTTP/1.1 request (Connection: close): (status, headers, body)."""
+    """One HTTP/1.1 request (Connection: close), over TLS for https://: (status, headers, body)."""
     u = urllib.parse.urlsplit(url)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(u.hostname, u.port), timeout)
+    tls = ssl.create_default_context(cafile=TLS["cafile"]) if u.scheme == "https" else None
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(u.hostname, u.port, ssl=tls), timeout)
     target = u.path + ("?" + u.query if u.query else "")
     head = [f"{method} {target} HTTP/1.1", f"Host: {u.netloc}", "Connection: close", f"Content-Length: {len(body)}"]
     if content_type:
@@ -450,7 +456,9 @@ def main():
         c = sub.add_parser(name)
         c.add_argument("--url", required=True)
         c.add_argument("--seconds", type=float, default=10)
+        c.add_argument("--cafile", help="CA certificate for an https:// URL")
     args = parser.parse_args()
+    TLS["cafile"] = getattr(args, "cafile", None)
     run = {"origin": run_origin, "publish": run_publish, "play": run_play}[args.mode]
 
     async def top():

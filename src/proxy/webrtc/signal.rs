@@ -252,9 +252,11 @@ fn relative_location(location: &str) -> String {
     }
 }
 
-/// The local address a client reached the proxy at, unless unspecified.
+/// The local address a client reached the proxy at, unless unspecified (behind TLS the
+/// socket is not the client's: the connection knows).
 fn reached_at(client: &TcpStream) -> Option<IpAddr> {
-    let ip = client.local_addr().ok()?.ip();
+    let local = client.local_addr().ok().or_else(|| crate::shard::conn::current()?.reached());
+    let ip = local?.ip();
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
