@@ -383,6 +383,7 @@
       if (video.srcObject !== stream) { video.srcObject = stream; play(); }
     };
     pc.onconnectionstatechange = () => {
+      video.dataset.connection = pc.connectionState;
       if (pc.connectionState === 'failed') fail('WebRTC: the connection failed');
     };
     (async () => {
