@@ -148,15 +148,18 @@ fn ladder_as_hls_and_dash_aligned_then_removed() {
     let segment = live.get("/streams/cam/dash/chunk-stream0-00001.m4s");
     assert_eq!((segment.status, live.get("/streams/cam/chunk-stream0-00001.m4s").status), (200, 200));
 
-    // Aligned: every rung's segments have the same durations, on the same boundaries.
+    // Aligned: every rung's segments have the same durations, on the same boundaries. The muxer
+    // rewrites the playlists one after the other, so a read may fall between two rewrites: read
+    // until one set is consistent (misaligned rungs never are).
+    let mut lists: Vec<Vec<String>> = Vec::new();
+    let aligned = wait_until(Duration::from_secs(10), || {
+        lists = (0..3).map(|i| extinf(&live.get(&format!("/streams/cam/media_{i}.m3u8")).body)).collect();
+        lists[0].len() >= 3 && lists.iter().all(|l| *l == lists[0])
+    });
+    assert!(aligned, "segment durations differ across rungs: {lists:?}");
     let publisher_done = live.publisher.wait_timeout(Duration::from_secs(30)).is_some_and(|s| s.success());
     assert!(publisher_done, "{}", live.diag());
     let cam = live.dir.join("cam");
-    let lists: Vec<Vec<String>> = (0..3)
-        .map(|i| extinf(&std::fs::read_to_string(cam.join(format!("media_{i}.m3u8"))).unwrap_or_default()))
-        .collect();
-    assert!(lists[0].len() >= 4, "{lists:?}");
-    assert!(lists.iter().all(|l| *l == lists[0]), "segment durations differ across rungs: {lists:?}");
     let api = get(&live.proxy.api_addr(), "/api/v1/streams").json();
     eprintln!("{api}");
 

@@ -9,6 +9,7 @@
 //! variable and what is wrong ([`ConfigError`]); nothing after startup reads the environment
 //! again.
 
+pub mod access;
 pub mod dotenv;
 pub mod edge;
 pub mod tls;
@@ -444,6 +445,10 @@ pub struct Cli {
     )]
     pub force_quit_timeout: GoDuration,
 
+    /// Who may publish and play; dead peers and per-client limits ([`access`]).
+    #[command(flatten)]
+    pub access: access::AccessFlags,
+
     /// The .env file to read before the flags (missing is fine).
     #[arg(long, env = "STREAMGATE_ENV_FILE", default_value = ".env", value_name = "PATH")]
     pub env_file: PathBuf,
@@ -595,6 +600,8 @@ pub struct Config {
     pub transcode: transcode::TranscodeConfig,
     /// Publish limits (`RTMP_MAX_*`).
     pub limits: transcode::PublishLimits,
+    /// Callbacks, signed URLs, keepalive, idle timeout, per-IP and per-stream limits.
+    pub access: access::AccessConfig,
     /// The TLS listeners and their certificate files.
     pub tls: tls::TlsConfig,
 }
@@ -705,6 +712,7 @@ impl Cli {
         if self.load_balancer == LoadBalancer::Redis && self.redis_host.trim().is_empty() {
             return Err(ConfigError::new("--redis-host", "required in redis mode"));
         }
+        let access = self.access.validate()?;
         let tls = self.tls.validate()?;
         let register_token = self.register_token()?;
         let (transcode, limits) = self.abr.validate()?;
@@ -766,6 +774,7 @@ impl Cli {
             grpc_idle_timeout: self.grpc_idle_timeout.0,
             transcode,
             limits,
+            access,
             tls,
         })
     }
