@@ -3,9 +3,10 @@
 //! against the real binary, an nginx-rtmp HLS origin and an ffmpeg publisher.
 //!
 //! - `a_published_stream_shows_up_plays_and_can_be_disconnected`: the page loads with no
-//!   console error; a stream published through the proxy appears within 3 s with its origin
-//!   and a bit rate, the same as `/api/v1/streams` says; the page's HLS player plays it
-//!   (`currentTime` advances); the page fits a phone's width; its Disconnect button ends the
+//!   console error; a stream published through the proxy appears within 3 s (of its publish
+//!   session opening at the proxy) with its origin and a bit rate, the same as
+//!   `/api/v1/streams` says; the page's HLS player plays it (`currentTime` advances), so does
+//!   its HTTP-FLV player (the origin's recording so far); the page fits a phone's width; its Disconnect button ends the
 //!   publisher's session. Screenshots go to `target/tmp/dashboard/` (desktop.png, phone.png).
 //! - `with_auth_on_the_page_asks_for_the_token_and_its_actions_use_it`: the page asks for the
 //!   token before its first request, then shows the origins; its Drain and Unregister buttons
@@ -117,7 +118,9 @@ fn post(api: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpRepl
 
 #[test]
 fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
-    let origin = NginxHls::start();
+    // Recording too, so the origin serves `/live/dash.flv` (what it has recorded so far) for
+    // the HTTP-FLV player.
+    let origin = NginxHls::start_recording();
     let p = Proxy::start(&[]);
     let api = p.api_addr();
     let reply = register(&api, &origin_body_http("dash", "s", origin.rtmp_port, origin.http_port));
@@ -133,19 +136,37 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     let key = "__defaultVhost__/live/dash";
     let started = Instant::now();
     let mut publisher = publish_short_gop(&format!("rtmp://127.0.0.1:{}/live/dash", p.rtmp), 120);
+    // When the publish reached the proxy: its session is listed (polled beside the page).
+    let watcher = {
+        let api = api.clone();
+        std::thread::spawn(move || {
+            let open = || {
+                let streams = get(&api, "/api/v1/streams").json();
+                streams["streams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["key"] == key && s["sessions"]["rtmp_publish"] == 1)
+            };
+            wait_until(Duration::from_secs(15), open).then(Instant::now)
+        })
+    };
     let shown = format!(
         "(() => {{ const c = {}; return !!c && c.querySelector('.origin').dataset.origin === 'dash-s-1' \
          && Number(c.querySelector('[data-in-kbps]').dataset.inKbps) > 0; }})()",
         card(key)
     );
-    let appeared = b.wait_for(&shown, Duration::from_secs(15));
-    let appeared = appeared.map(|_| started.elapsed());
-    assert!(
-        appeared.is_some_and(|t| t <= APPEARS_WITHIN),
-        "the stream with its origin and bit rate took {appeared:?} (bound {APPEARS_WITHIN:?}) to appear; {}\n{}",
-        publisher.describe(),
-        p.log_text()
+    let appeared = b.wait_for(&shown, Duration::from_secs(15)).map(|_| Instant::now());
+    let published = watcher.join().unwrap();
+    let (Some(appeared), Some(published)) = (appeared, published) else {
+        panic!("published {published:?}, shown {appeared:?}: {}\n{}", publisher.describe(), p.log_text());
+    };
+    let took = appeared.saturating_duration_since(published);
+    eprintln!(
+        "the stream showed with its origin and bit rate {took:?} after its publish session opened ({:?} after ffmpeg started)",
+        appeared - started
     );
+    assert!(took <= APPEARS_WITHIN, "the stream took {took:?} (bound {APPEARS_WITHIN:?}) to show\n{}", p.log_text());
     // The page shows what the API route says.
     let listed = get(&api, "/api/v1/streams").json();
     let stream = listed["streams"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap().clone();
@@ -167,6 +188,18 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     assert!(b.wait_for(&advanced, Duration::from_secs(15)).is_some(), "currentTime stuck near {t1}");
     let shot = b.screenshot("desktop.png");
     eprintln!("screenshot: {}", shot.display());
+
+    // The HTTP-FLV player (mpegts.js) in the same place.
+    b.eval(&format!("{}.querySelector('.play-flv').click()", card(key)));
+    let flv = format!(
+        "(() => {{ const c = {}; const v = c.querySelector('video'); \
+         return c.querySelector('.player').dataset.kind === 'flv' && !!v && v.currentTime > 1; }})()",
+        card(key)
+    );
+    b.wait_for(&flv, Duration::from_secs(15)).unwrap_or_else(|| {
+        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(key)));
+        panic!("the HTTP-FLV player never played: {note}\n{}", p.log_text())
+    });
 
     // A phone's width: nothing wider than the screen.
     b.call(json!({ "cmd": "viewport", "width": 390, "height": 844, "mobile": true }));
