@@ -156,7 +156,7 @@ impl State {
                 self.ice.bind(username, session, now);
             }
             ShardEvent::Report { shard, traffic, media, counters, udp } => {
-                self.on_report(shard, traffic, media, counters, udp, now);
+                self.on_report(shard, traffic, media, *counters, udp, now);
             }
             ShardEvent::Edge { shard, report } => match self.shards.get_mut(shard) {
                 Some(view) => view.edge = report,
