@@ -62,7 +62,8 @@ pub enum ShardEvent {
         shard: usize,
         traffic: Vec<TrafficDelta>,
         media: Vec<MediaDelta>,
-        counters: ShardCounters,
+        /// Boxed: the largest part, kept out of every other event's size.
+        counters: Box<ShardCounters>,
         /// Its SRT and WebRTC table sizes now and the largest since start.
         udp: (TableSizes, TableSizes),
     },

@@ -61,10 +61,15 @@ pub enum PickFailure {
     ControlGone,
     /// Redis mode: a new stream could not be pinned because Redis is down or slow.
     Redis,
+    /// Access refused: a missing, wrong or expired signed URL, or the on_publish/on_play
+    /// callback said no, failed or timed out.
+    Denied,
+    /// The stream already had `--max-sessions-per-stream` sessions.
+    StreamFull,
 }
 
 impl PickFailure {
-    pub const ALL: [PickFailure; 7] = [
+    pub const ALL: [PickFailure; 9] = [
         PickFailure::NoOrigin,
         PickFailure::NoEndpoint,
         PickFailure::DialFailed,
@@ -72,6 +77,8 @@ impl PickFailure {
         PickFailure::Limit,
         PickFailure::ControlGone,
         PickFailure::Redis,
+        PickFailure::Denied,
+        PickFailure::StreamFull,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -83,6 +90,8 @@ impl PickFailure {
             PickFailure::Limit => "limit",
             PickFailure::ControlGone => "control_gone",
             PickFailure::Redis => "redis",
+            PickFailure::Denied => "denied",
+            PickFailure::StreamFull => "stream_full",
         }
     }
 
@@ -108,6 +117,11 @@ pub struct ShardCounters {
     /// Connections the shard ended because their session moved no byte for
     /// `--stall-timeout` while a peer had hung up, per listener.
     pub stalled: BTreeMap<Listener, u64>,
+    /// Connections the shard ended because their session moved no byte for
+    /// `--relay-idle-timeout`, per listener.
+    pub idle: BTreeMap<Listener, u64>,
+    /// Connections closed at accept because their IP held `--max-connections-per-ip`.
+    pub refused: BTreeMap<Listener, u64>,
     pub pick_failures: BTreeMap<PickFailure, u64>,
 }
 
@@ -119,7 +133,9 @@ impl Default for ShardCounters {
             open: 0,
             open_by_listener: listeners.clone(),
             panicked: listeners.clone(),
-            stalled: listeners,
+            stalled: listeners.clone(),
+            idle: listeners.clone(),
+            refused: listeners,
             pick_failures: PickFailure::ALL.iter().map(|p| (*p, 0)).collect(),
         }
     }
@@ -191,7 +207,20 @@ mod tests {
         assert!(Listener::ALL.iter().enumerate().all(|(i, l)| l.index() == i));
         assert!(PickFailure::ALL.iter().enumerate().all(|(i, p)| p.index() == i));
         let names: Vec<&str> = PickFailure::ALL.iter().map(PickFailure::name).collect();
-        assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone", "redis"]);
+        assert_eq!(
+            names,
+            [
+                "no_origin",
+                "no_endpoint",
+                "dial_failed",
+                "refused",
+                "limit",
+                "control_gone",
+                "redis",
+                "denied",
+                "stream_full"
+            ]
+        );
     }
 }
 

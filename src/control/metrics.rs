@@ -150,6 +150,16 @@ fn shards(o: &mut Out, state: &State, now: Instant) {
             "Connections the shard closed because their session moved no byte for --stall-timeout while a peer had hung up, per shard and listener.",
             |s: &ShardView| &s.counters.stalled,
         ),
+        (
+            "streamgate_connections_idle_total",
+            "Connections the shard closed because their session moved no byte for --relay-idle-timeout, per shard and listener.",
+            |s: &ShardView| &s.counters.idle,
+        ),
+        (
+            "streamgate_connections_refused_total",
+            "Connections closed at accept because their IP held --max-connections-per-ip, per shard and listener.",
+            |s: &ShardView| &s.counters.refused,
+        ),
     ];
     for (name, help, counts) in ended {
         o.family(name, "counter", help);
