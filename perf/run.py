@@ -6,6 +6,9 @@
   splice   through streamgate --relay splice
   copy     through streamgate --relay copy
   splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
+  edge     through streamgate --edge on: one origin pull per stream and shard, players served
+           from the shard's shared buffers (RTMP and HTTP-FLV players; the pull is RTMP, so
+           the httpflv scenarios, whose origin serves only HTTP-FLV, cannot run it)
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
   baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
            integration branch's), for before/after comparisons in one run
@@ -17,8 +20,16 @@ CPU (for origin-flv also its /stats: players dropped, worst pacing lateness, so 
 whether the origin kept up). The markdown table (with the streamgate/HAProxy ratios) is
 appended to perf/results/<date>-<commit>.md (or --out) and printed.
 
-Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy]
-                            [--batch 10ms] [--load-args "..."] [--out PATH|-]
+Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,edge,haproxy]
+                            [--batch 10ms] [--load-args "..."] [--players-with load|rtmpdump]
+                            [--strace S] [--profile S] [--out PATH|-]
+
+--players-with rtmpdump (RTMP scenarios with players): the load generator only publishes and
+the players are rtmpdump (librtmp) processes, a player that reads the way real ones do (smaller
+reads, acknowledgements) rather than the generator's. They join at --ramp-per-sec; the proxy's
+CPU and the bytes the players wrote (files in /dev/shm) are measured over --duration once every
+player plays; setup and first-media times are not measured. --strace S and --profile S then
+count the proxy's system calls (per MiB delivered) and sample its hottest symbols for S seconds.
 Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn (see SCENARIOS below).
 A short smoke run that keeps perf/results/ clean:
   perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
@@ -77,6 +88,12 @@ SCENARIOS = {
         "origin": "flv",
         "args": ["--players", "500", "--ramp-per-sec", "250"],
         "duration": 60,
+    },
+    "edge-churn": {
+        "about": "50 concurrent connectors joining a stream already pulled: connect, play to first media, close",
+        "flv": ("640x360", "1M"),
+        "args": ["--publishers", "1", "--paced", "--players", "1", "--churn", "50"],
+        "duration": 20,
     },
     "httpflv-churn": {
         "about": "50 concurrent HTTP-FLV connectors: connect, GET, first media tag, close, repeat",
@@ -203,7 +220,7 @@ RELAYS = ("splice", "copy", "splice-batch", "copy-batch")
 
 
 class Streamgate:
-    def __init__(self, tmp, origin, relay, batch=None, binary=PROXY):
+    def __init__(self, tmp, origin, relay, batch=None, binary=PROXY, extra=()):
         rtmp, http, self.api = free_port(), free_port(), free_port()
         self.port = http if origin.protocol == "http" else rtmp
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
@@ -212,7 +229,7 @@ class Streamgate:
             [binary, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
              "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
              "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
-             "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []),
+             "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []) + list(extra),
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.api)
         body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",
@@ -268,13 +285,10 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def flag_value(args, flag, default=None):
-    """The last value given to `flag` in an argument list (later flags override earlier ones)."""
-    value = default
-    for i, a in enumerate(args[:-1]):
-        if a == flag:
-            value = args[i + 1]
-    return value
+def last_value(args, flag, default):
+    """The last value given to `flag` in an argument list."""
+    values = [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
+    return values[-1] if values else default
 
 
 def strace_counts(pid, seconds, tmp):
@@ -298,10 +312,10 @@ def run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace,
     """The scenario's players as rtmpdump (librtmp) processes instead of the load generator's
     own: the generator only publishes. Measures the proxy's CPU and the bytes the players wrote
     over a window that starts once every player is connected and playing."""
-    players = int(flag_value(args, "--players", "0"))
-    ramp = float(flag_value(args, "--ramp-per-sec", "250"))
+    players = int(last_value(args, "--players", "0"))
+    ramp = float(last_value(args, "--ramp-per-sec", "250"))
     args = args + ["--players", "0", "--duration", str(duration + players / ramp + 15 + (strace or 0) + (profile or 0))]
-    stream = flag_value(args, "--stream-prefix", "s") + "0"
+    stream = last_value(args, "--stream-prefix", "s") + "0"
     publisher = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out_dir = tempfile.mkdtemp(prefix="players-", dir="/dev/shm" if os.path.isdir("/dev/shm") else tmp)
     procs = []
@@ -366,6 +380,9 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
     elif name in RELAYS:
         relay, batched = name.split("-")[0], name.endswith("-batch")
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
+        port = proxy.port
+    elif name == "edge":
+        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"])
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
@@ -471,13 +488,20 @@ def table(scenario_name, rows):
             ratios.append(f"- proxy CPU-ms per setup (mean), streamgate splice / baseline build: "
                           f"{mean('splice', cpu_ms):.3f} / {mean('baseline', cpu_ms):.3f} = "
                           f"{mean('splice', cpu_ms) / mean('baseline', cpu_ms):.2f}")
-    for relay in RELAYS:
+    for relay in RELAYS + ("edge",):
         if relay in by and "haproxy" in by:
             a, b = by[relay], by["haproxy"]
             ga, gb = a["load"].get("bytes_received", 0) / 2**30, b["load"].get("bytes_received", 0) / 2**30
             if ga > 0 and gb > 0 and b["proxy_cpu_s"] > 0:
                 ratios.append(f"- CPU per GiB, streamgate {relay} / HAProxy: "
                               f"{(a['proxy_cpu_s'] / ga) / (b['proxy_cpu_s'] / gb):.2f}")
+            sa, sb = a["load"].get("setups_per_sec"), b["load"].get("setups_per_sec")
+            if sa and sb:
+                ratios.append(f"- setups per second, streamgate {relay} / HAProxy: {sa / sb:.2f}")
+            ca, cb = max(1, a["load"].get("connections_opened", 1)), max(1, b["load"].get("connections_opened", 1))
+            ga_rss, gb_rss = a.get("proxy_rss_growth_kib"), b.get("proxy_rss_growth_kib")
+            if ga_rss is not None and gb_rss and gb_rss > 0 and "connections_opened" in a["load"]:
+                ratios.append(f"- RSS growth per connection, streamgate {relay} / HAProxy: {(ga_rss / ca) / (gb_rss / cb):.2f}")
             tb = b["load"].get("bytes_received", 0)
             if tb > 0:
                 ratios.append(f"- bytes received, streamgate {relay} / HAProxy: {a['load'].get('bytes_received', 0) / tb:.2f}")
@@ -504,23 +528,23 @@ def syscall_lines(rows):
     return lines
 
 
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--duration", type=int)
     ap.add_argument("--targets", default="direct,splice,copy,haproxy",
                     help="comma-separated: direct, splice, copy, splice-batch, copy-batch (streamgate with "
-                         "--relay-batch BATCH), haproxy")
+                         "--relay-batch BATCH), edge (streamgate --edge on), haproxy")
+    ap.add_argument("--players-with", choices=("load", "rtmpdump"), default="load",
+                    help="who plays: the load generator's players (default) or rtmpdump processes")
     ap.add_argument("--baseline", help="another streamgate binary, run as target baseline (--relay splice)")
     ap.add_argument("--batch", default="10ms", help="--relay-batch of the *-batch targets (default 10ms)")
     ap.add_argument("--load-args", default="",
                     help="extra streamgate-load flags for every target, after the scenario's (so they override "
                          "them: --players 50 for a smoke run), e.g. --quickack (the generator then acknowledges "
                          "at once, so its own delayed ACKs do not dominate first-media times)")
-    ap.add_argument("--players-with", choices=("load", "rtmpdump"), default="load",
-                    help="who plays: the load generator's own players (default) or rtmpdump (librtmp) processes, "
-                         "one per player (RTMP scenarios; the generator then only publishes and the proxy's CPU "
-                         "is measured over --duration once every player plays): a kinder client hides costs")
     ap.add_argument("--strace", type=int, metavar="SECONDS",
                     help="with --players-with rtmpdump: after the measured window, count the proxy's system calls "
                          "for SECONDS with strace -c -f (slows it, so outside the window) and report them per MiB")
@@ -554,6 +578,10 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     date = datetime.date.today().isoformat()
     extra = f" (load generator also given `{opts.load_args}`)" if opts.load_args else ""
+    if opts.players_with == "rtmpdump":
+        extra += "; players: rtmpdump processes"
+        if scenario.get("origin") == "flv":
+            sys.exit("--players-with rtmpdump needs an RTMP scenario")
     ran = rows[0]["load"] if rows else {}
     counts = ", ".join(f"{ran.get(k, 0)} {k}" for k in ("publishers", "players", "churn"))
     header = (f"## {opts.scenario}: {scenario['about']}, {duration} s{extra}\n\n"
