@@ -42,7 +42,7 @@ fn publish_local(p: &Proxy, stream: &str, seconds: u32) -> Ffmpeg {
 /// to the other shard.
 #[test]
 fn a_local_stream_plays_over_rtmp_and_http_flv_on_every_shard_with_no_origin() {
-    let p = Proxy::start(&["--shards", "2"]);
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "2"]);
     let _publisher = publish_local(&p, "a", 60);
     let urls = [rtmp_url(&p, "a"), flv_url(&p, "a")];
     let probes = {
@@ -77,7 +77,7 @@ fn a_local_stream_plays_over_rtmp_and_http_flv_on_every_shard_with_no_origin() {
 /// free again for a new publisher.
 #[test]
 fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
-    let p = Proxy::start(&["--shards", "1"]);
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "1"]);
     let mut publisher = publish_local(&p, "b", 60);
 
     let mut second = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
@@ -112,7 +112,7 @@ fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
 /// leaves.
 #[test]
 fn an_origin_registered_later_takes_new_streams_while_a_local_one_stays_local() {
-    let p = Proxy::start(&["--shards", "1"]);
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "1"]);
     let _local = publish_local(&p, "c", 60);
     let origin = NginxRtmp::start(4096);
     assert_eq!(register(&p.api_addr(), &origin_body("o", "s", origin.rtmp_port)).status, 200);
@@ -133,4 +133,18 @@ fn with_the_local_origin_off_a_publisher_needs_an_origin() {
     let status = client.publish("e", |_| Vec::new(), Duration::from_secs(10)).unwrap();
     assert_eq!(status.code, "NetStream.Publish.BadName", "{status:?}");
     assert!(!p.log_text().contains("served locally"), "{}", p.log_text());
+}
+
+/// `--local-origin on`: a publisher is served locally even with an origin alive to take it.
+#[test]
+fn with_the_local_origin_on_a_publisher_stays_local_despite_an_origin() {
+    let p = Proxy::start(&["--local-origin", "on"]);
+    let origin = NginxRtmp::start(4096);
+    assert_eq!(register(&p.api_addr(), &origin_body("o", "s", origin.rtmp_port)).status, 200);
+    wait_proven(&p.api_addr(), &["o-s-1"]);
+    let _local = publish_local(&p, "f", 30);
+    if let Err(e) = probe_h264_aac(&flv_url(&p, "f"), PROBE_TIMEOUT) {
+        panic!("{e}\n{}", p.log_text());
+    }
+    assert!(!origin.publishing("f"), "the stream reached the origin");
 }

@@ -30,3 +30,26 @@ pub enum LocalOrigin {
     /// Never.
     Off,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::LocalOrigin;
+    use crate::config::Cli;
+
+    fn local_origin(list: &[&str]) -> Result<LocalOrigin, String> {
+        let args: Vec<OsString> =
+            std::iter::once("streamgate").chain(list.iter().copied()).map(OsString::from).collect();
+        let cli = Cli::parse_args(&args).map_err(|_| "refused".to_string())?;
+        cli.validate(&[0]).map(|c| c.local_origin).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_local_origin_is_auto_unless_told_otherwise() {
+        assert_eq!(local_origin(&[]), Ok(LocalOrigin::Auto));
+        assert_eq!(local_origin(&["--local-origin", "on"]), Ok(LocalOrigin::On));
+        assert_eq!(local_origin(&["--local-origin", "off"]), Ok(LocalOrigin::Off));
+        assert!(local_origin(&["--local-origin", "sometimes"]).is_err());
+    }
+}
