@@ -3,9 +3,10 @@
 //! against the real binary, an nginx-rtmp HLS origin and an ffmpeg publisher.
 //!
 //! - `a_published_stream_shows_up_plays_and_can_be_disconnected`: the page loads with no
-//!   console error; a stream published through the proxy appears within 3 s with its origin
-//!   and a bit rate, the same as `/api/v1/streams` says; the page's HLS player plays it
-//!   (`currentTime` advances); the page fits a phone's width; its Disconnect button ends the
+//!   console error; a stream published through the proxy appears within 3 s (of its publish
+//!   session opening at the proxy) with its origin and a bit rate, the same as
+//!   `/api/v1/streams` says; the page's HLS player plays it (`currentTime` advances), so does
+//!   its HTTP-FLV player (the origin's recording so far); the page fits a phone's width; its Disconnect button ends the
 //!   publisher's session. Screenshots go to `target/tmp/dashboard/` (desktop.png, phone.png).
 //! - `with_auth_on_the_page_asks_for_the_token_and_its_actions_use_it`: the page asks for the
 //!   token before its first request, then shows the origins; its Drain and Unregister buttons
@@ -82,6 +83,35 @@ impl Browser {
         path
     }
 
+    /// Clicks the stream card's `kind` player button (`hls`, `flv`, `whep`) and waits until its
+    /// video has played past `past` seconds and then 2 s more; on failure, says what the player
+    /// and its video show.
+    fn play(&mut self, key: &str, kind: &str, past: f64, limit: Duration) -> Result<(), String> {
+        let card = card(key);
+        self.eval(&format!("{card}.querySelector('.play-{kind}').click()"));
+        let video = format!("{card}.querySelector('video')");
+        let time = |at: f64| {
+            format!(
+                "(() => {{ const v = {video}; \
+                 return {card}.querySelector('.player').dataset.kind === '{kind}' && !!v && v.currentTime > {at}; }})()"
+            )
+        };
+        let started = self.wait_for(&time(past), limit).is_some();
+        let t1 = self.eval(&format!("{video}.currentTime")).as_f64().unwrap_or(0.0);
+        if started && self.wait_for(&time(t1 + 2.0), Duration::from_secs(15)).is_some() {
+            return Ok(());
+        }
+        let state = self.eval(&format!(
+            "(() => {{ const v = {video}; const s = v.srcObject; return {{ t: v.currentTime, ready: v.readyState, \
+             webrtc: v.dataset.connection, paused: v.paused, note: {card}.querySelector('.player').textContent, \
+             tracks: s ? s.getTracks().map((t) => t.kind + ' ' + t.readyState + (t.muted ? ' muted' : '')) : null }}; }})()"
+        ));
+        Err(format!(
+            "the {kind} player started: {started}, then stuck near {t1}: {state}; console: {:?}",
+            self.errors()
+        ))
+    }
+
     /// Polls `expr` in the page until it is true, up to `limit`; returns when it became true.
     fn wait_for(&mut self, expr: &str, limit: Duration) -> Option<Duration> {
         let t0 = Instant::now();
@@ -111,13 +141,28 @@ fn card(key: &str) -> String {
     format!("document.querySelector('article[data-key=' + CSS.escape({}) + ']')", js(key))
 }
 
+/// A thread that polls `/api/v1/streams` (beside the page) and returns when `key` first had a
+/// session of `kind` (`None` if not within 15 s).
+fn session_opened(api: &str, key: &'static str, kind: &'static str) -> std::thread::JoinHandle<Option<Instant>> {
+    let api = api.to_string();
+    std::thread::spawn(move || {
+        let open = || {
+            let streams = get(&api, "/api/v1/streams").json();
+            streams["streams"].as_array().unwrap().iter().any(|s| s["key"] == key && s["sessions"][kind] == 1)
+        };
+        wait_until(Duration::from_secs(15), open).then(Instant::now)
+    })
+}
+
 fn post(api: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
     raw_http(api, &request("POST", path, headers, body))
 }
 
 #[test]
 fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
-    let origin = NginxHls::start();
+    // Recording too, so the origin serves `/live/dash.flv` (what it has recorded so far) for
+    // the HTTP-FLV player.
+    let origin = NginxHls::start_recording();
     let p = Proxy::start(&[]);
     let api = p.api_addr();
     let reply = register(&api, &origin_body_http("dash", "s", origin.rtmp_port, origin.http_port));
@@ -133,19 +178,23 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     let key = "__defaultVhost__/live/dash";
     let started = Instant::now();
     let mut publisher = publish_short_gop(&format!("rtmp://127.0.0.1:{}/live/dash", p.rtmp), 120);
+    let watcher = session_opened(&api, key, "rtmp_publish");
     let shown = format!(
         "(() => {{ const c = {}; return !!c && c.querySelector('.origin').dataset.origin === 'dash-s-1' \
          && Number(c.querySelector('[data-in-kbps]').dataset.inKbps) > 0; }})()",
         card(key)
     );
-    let appeared = b.wait_for(&shown, Duration::from_secs(15));
-    let appeared = appeared.map(|_| started.elapsed());
-    assert!(
-        appeared.is_some_and(|t| t <= APPEARS_WITHIN),
-        "the stream with its origin and bit rate took {appeared:?} (bound {APPEARS_WITHIN:?}) to appear; {}\n{}",
-        publisher.describe(),
-        p.log_text()
+    let appeared = b.wait_for(&shown, Duration::from_secs(15)).map(|_| Instant::now());
+    let published = watcher.join().unwrap();
+    let (Some(appeared), Some(published)) = (appeared, published) else {
+        panic!("published {published:?}, shown {appeared:?}: {}\n{}", publisher.describe(), p.log_text());
+    };
+    let took = appeared.saturating_duration_since(published);
+    eprintln!(
+        "the stream showed with its origin and bit rate {took:?} after its publish session opened ({:?} after ffmpeg started)",
+        appeared - started
     );
+    assert!(took <= APPEARS_WITHIN, "the stream took {took:?} (bound {APPEARS_WITHIN:?}) to show\n{}", p.log_text());
     // The page shows what the API route says.
     let listed = get(&api, "/api/v1/streams").json();
     let stream = listed["streams"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap().clone();
@@ -153,20 +202,12 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     let rate = b.eval(&format!("{}.querySelector('.rate-in').textContent", card(key)));
     assert!(rate.as_str().is_some_and(|r| r.ends_with("b/s")), "{rate}");
 
-    // The HLS player, once the origin has segments.
+    // The HLS player, once the origin has segments; then the HTTP-FLV player (mpegts.js).
     assert!(wait_until(Duration::from_secs(20), || origin.segments("dash") >= 2), "no HLS segments at the origin");
-    b.eval(&format!("{}.querySelector('.play-hls').click()", card(key)));
-    let video = format!("{}.querySelector('video')", card(key));
-    let first = format!("(() => {{ const v = {video}; return !!v && v.currentTime > 0; }})()");
-    b.wait_for(&first, Duration::from_secs(20)).unwrap_or_else(|| {
-        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(key)));
-        panic!("the HLS player never started: {note}\n{}", p.log_text())
-    });
-    let t1 = b.eval(&format!("{video}.currentTime")).as_f64().unwrap();
-    let advanced = format!("{video}.currentTime > {t1} + 2");
-    assert!(b.wait_for(&advanced, Duration::from_secs(15)).is_some(), "currentTime stuck near {t1}");
+    b.play(key, "hls", 0.0, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     let shot = b.screenshot("desktop.png");
     eprintln!("screenshot: {}", shot.display());
+    b.play(key, "flv", 0.0, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
 
     // A phone's width: nothing wider than the screen.
     b.call(json!({ "cmd": "viewport", "width": 390, "height": 844, "mobile": true }));
@@ -320,19 +361,8 @@ fn the_webrtc_player_plays_over_whep() {
     let mut b = Browser::start();
     b.open(&format!("http://{}/", proxy.p.api_addr()), 1280, 900);
     b.wait_for(&format!("{} !== null", card(&key)), Duration::from_secs(5)).expect("the WHEP stream is not shown");
-    b.eval(&format!("{}.querySelector('.play-whep').click()", card(&key)));
-    let video = format!("{}.querySelector('video')", card(&key));
-    let playing = format!("(() => {{ const v = {video}; return !!v && v.currentTime > 1; }})()");
-    b.wait_for(&playing, Duration::from_secs(20)).unwrap_or_else(|| {
-        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(&key)));
-        let state = b.eval(&format!(
-            "(() => {{ const v = {video}; const s = v.srcObject; return {{ t: v.currentTime, ready: v.readyState, \
-             ice: v.dataset.connection, paused: v.paused, \
-             tracks: s ? s.getTracks().map((t) => t.kind + ' ' + t.readyState + (t.muted ? ' muted' : '')) : null }}; }})()"
-        ));
-        let errors = b.errors();
-        panic!("the WHEP player never played: {note} {state} {errors:?}\n{}\n{}", origin.stats(), proxy.log())
-    });
+    b.play(&key, "whep", 1.0, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", origin.stats(), proxy.log()));
     let errors = b.errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

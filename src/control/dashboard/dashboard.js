@@ -190,6 +190,8 @@
       bytes: el('dd', {}),
       media: el('dd', { class: 'media' }),
       frames: el('dd', {}),
+      edge: el('dd', { class: 'edge' }),
+      edgeLabel: el('dt', { text: 'edge', hidden: '' }),
       chart: el('canvas', { class: 'chart', 'aria-label': 'bit rate, last ' + HISTORY + ' s' }),
       player: el('div', { class: 'player', hidden: '' }),
     };
@@ -208,6 +210,7 @@
         el('dt', { text: 'bytes' }), parts.bytes,
         el('dt', { text: 'media' }), parts.media,
         el('dt', { text: 'frames' }), parts.frames,
+        parts.edgeLabel, parts.edge,
       ]),
       parts.chart,
       el('div', { class: 'actions' }, [
@@ -248,6 +251,13 @@
     } else {
       p.media.textContent = 'no RTMP publisher seen';
       p.frames.textContent = '–';
+    }
+    const edge = s.edge;
+    p.edge.hidden = !edge;
+    p.edgeLabel.hidden = !edge;
+    if (edge) {
+      p.edge.textContent = edge.pulls + ' pulls, ' + edge.players + ' players, ' + bytes(edge.cache_bytes) +
+        ' cached, ' + edge.dropped_frames + ' frames dropped, lag up to ' + bytes(edge.max_lag_bytes);
     }
     if (Array.isArray(s.ladder) && s.ladder.length) {
       p.media.textContent += ' · ladder ' + s.ladder.map((r) => r.name || r.height + 'p').join(', ');
@@ -511,7 +521,7 @@
       el('td', { text: String(s.open) }),
       el('td', { class: 'wrap', text: pairs(s.open_by_listener) }),
       el('td', { text: String(sum(s.accepted)) }),
-      el('td', { text: sum(s.panicked) + ' / ' + sum(s.stalled) }),
+      el('td', { text: [s.panicked, s.stalled, s.idle, s.refused].map(sum).join(' / ') }),
       el('td', { class: 'wrap', text: pairs(s.pick_failures) }),
       el('td', { text: t ? t.srt_sessions + ' / ' + t.webrtc_sessions : '–' }),
       el('td', { text: s.report_age_seconds === undefined ? '' : age(s.report_age_seconds) + ' ago' }),
