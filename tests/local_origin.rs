@@ -97,6 +97,8 @@ fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
     }
     let log = p.log_text();
     assert!(log.contains("(local) ended after") && log.contains("its players end"), "{log}");
+    let ended = log.lines().filter(|l| l.contains("play __defaultVhost__/live/b from") && l.contains("publisher left"));
+    assert_eq!(ended.count(), 2, "both players' ends logged with the reason:\n{log}");
 
     let _again = publish_local(&p, "b2", 10);
     let _back = Ffmpeg::publish(&rtmp_url(&p, "b"), 10);
