@@ -68,7 +68,8 @@
 //! - [`shard`]: glommio executors, listeners and their ports, connection gate, connection tasks,
 //!   session guards, relays, the UDP session table, traffic and media counters, startup checks;
 //! - [`proxy`]: the protocols, and the services table;
-//! - [`control`]: the control thread: System API (auth, paged lists, unregister, drain), origin
+//! - [`control`]: the control thread: System API (auth, paged lists, unregister, drain, the
+//!   dashboard page [`control::dashboard`], disconnects [`control::disconnect`]), origin
 //!   probes, the shards' events ([`control::events`]), Redis mode ([`control::redis`]), gRPC,
 //!   stats, health, metrics;
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text

@@ -3,13 +3,18 @@
 //! against the real binary, an nginx-rtmp HLS origin and an ffmpeg publisher.
 //!
 //! - `a_published_stream_shows_up_plays_and_can_be_disconnected`: the page loads with no
-//!   console error; a stream published through the proxy appears within 3 s with its origin
-//!   and a bit rate, the same as `/api/v1/streams` says; the page's HLS player plays it
-//!   (`currentTime` advances); the page fits a phone's width; its Disconnect button ends the
+//!   console error; a stream published through the proxy appears within 3 s (of its publish
+//!   session opening at the proxy) with its origin and a bit rate, the same as
+//!   `/api/v1/streams` says; the page's HLS player plays it (`currentTime` advances), so does
+//!   its HTTP-FLV player (the origin's recording so far); the page fits a phone's width; its Disconnect button ends the
 //!   publisher's session. Screenshots go to `target/tmp/dashboard/` (desktop.png, phone.png).
 //! - `with_auth_on_the_page_asks_for_the_token_and_its_actions_use_it`: the page asks for the
 //!   token before its first request, then shows the origins; its Drain and Unregister buttons
 //!   work with the token.
+//! - `the_webrtc_player_plays_over_whep`: the page's WebRTC player (WHEP from the browser)
+//!   plays through the proxy from an aiortc origin.
+//! - `the_pages_routes_and_a_disconnect_of_an_srt_publisher`: no browser; the files' headers,
+//!   `/api/v1/listeners`, Disconnect's answers, and Disconnect ending a UDP (SRT) session.
 
 mod common;
 
@@ -113,7 +118,9 @@ fn post(api: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpRepl
 
 #[test]
 fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
-    let origin = NginxHls::start();
+    // Recording too, so the origin serves `/live/dash.flv` (what it has recorded so far) for
+    // the HTTP-FLV player.
+    let origin = NginxHls::start_recording();
     let p = Proxy::start(&[]);
     let api = p.api_addr();
     let reply = register(&api, &origin_body_http("dash", "s", origin.rtmp_port, origin.http_port));
@@ -129,19 +136,37 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     let key = "__defaultVhost__/live/dash";
     let started = Instant::now();
     let mut publisher = publish_short_gop(&format!("rtmp://127.0.0.1:{}/live/dash", p.rtmp), 120);
+    // When the publish reached the proxy: its session is listed (polled beside the page).
+    let watcher = {
+        let api = api.clone();
+        std::thread::spawn(move || {
+            let open = || {
+                let streams = get(&api, "/api/v1/streams").json();
+                streams["streams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["key"] == key && s["sessions"]["rtmp_publish"] == 1)
+            };
+            wait_until(Duration::from_secs(15), open).then(Instant::now)
+        })
+    };
     let shown = format!(
         "(() => {{ const c = {}; return !!c && c.querySelector('.origin').dataset.origin === 'dash-s-1' \
          && Number(c.querySelector('[data-in-kbps]').dataset.inKbps) > 0; }})()",
         card(key)
     );
-    let appeared = b.wait_for(&shown, Duration::from_secs(15));
-    let appeared = appeared.map(|_| started.elapsed());
-    assert!(
-        appeared.is_some_and(|t| t <= APPEARS_WITHIN),
-        "the stream with its origin and bit rate took {appeared:?} (bound {APPEARS_WITHIN:?}) to appear; {}\n{}",
-        publisher.describe(),
-        p.log_text()
+    let appeared = b.wait_for(&shown, Duration::from_secs(15)).map(|_| Instant::now());
+    let published = watcher.join().unwrap();
+    let (Some(appeared), Some(published)) = (appeared, published) else {
+        panic!("published {published:?}, shown {appeared:?}: {}\n{}", publisher.describe(), p.log_text());
+    };
+    let took = appeared.saturating_duration_since(published);
+    eprintln!(
+        "the stream showed with its origin and bit rate {took:?} after its publish session opened ({:?} after ffmpeg started)",
+        appeared - started
     );
+    assert!(took <= APPEARS_WITHIN, "the stream took {took:?} (bound {APPEARS_WITHIN:?}) to show\n{}", p.log_text());
     // The page shows what the API route says.
     let listed = get(&api, "/api/v1/streams").json();
     let stream = listed["streams"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap().clone();
@@ -163,6 +188,18 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     assert!(b.wait_for(&advanced, Duration::from_secs(15)).is_some(), "currentTime stuck near {t1}");
     let shot = b.screenshot("desktop.png");
     eprintln!("screenshot: {}", shot.display());
+
+    // The HTTP-FLV player (mpegts.js) in the same place.
+    b.eval(&format!("{}.querySelector('.play-flv').click()", card(key)));
+    let flv = format!(
+        "(() => {{ const c = {}; const v = c.querySelector('video'); \
+         return c.querySelector('.player').dataset.kind === 'flv' && !!v && v.currentTime > 1; }})()",
+        card(key)
+    );
+    b.wait_for(&flv, Duration::from_secs(15)).unwrap_or_else(|| {
+        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(key)));
+        panic!("the HTTP-FLV player never played: {note}\n{}", p.log_text())
+    });
 
     // A phone's width: nothing wider than the screen.
     b.call(json!({ "cmd": "viewport", "width": 390, "height": 844, "mobile": true }));
@@ -230,6 +267,105 @@ fn with_auth_on_the_page_asks_for_the_token_and_its_actions_use_it() {
     let origins = raw_http(&api, &request("GET", "/api/v1/origins", &auth, "")).json();
     assert_eq!(origins["total"], 1, "{origins}");
 
+    let errors = b.errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// The routes the page relies on, without a browser: the files and their headers, the
+/// listeners' URLs, and Disconnect's answers; and Disconnect ending a UDP session (SRT,
+/// through `srt-live-transmit` as the origin), which the page test does not cover.
+#[test]
+fn the_pages_routes_and_a_disconnect_of_an_srt_publisher() {
+    use common::udp_peers::{SrtRelayOrigin, UdpProxy, origin_body_udp, publish_srt};
+    let origin = SrtRelayOrigin::start();
+    let proxy = UdpProxy::start(&["--http-server", "0.0.0.0:0"]);
+    let api = proxy.p.api_addr();
+
+    let page = get(&api, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("data-auth=\"off\""), "{}", page.body);
+    let csp = page.header("Content-Security-Policy").expect("a CSP");
+    let http_stream = format!("http://127.0.0.1:{}", proxy.p.http);
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self';"), "{csp}");
+    assert!(csp.contains(&format!("connect-src 'self' {http_stream} http://127.0.0.1:{}", proxy.http_api)), "{csp}");
+    assert_eq!(get(&api, "/dashboard/").body, page.body);
+    assert_eq!(get(&api, "/dashboard").header("Location").as_deref(), Some("/dashboard/"));
+    let hls = get(&api, "/dashboard/vendor/hls-1.7.4.min.js");
+    assert_eq!((hls.status, hls.header("Content-Type").as_deref()), (200, Some("text/javascript; charset=utf-8")));
+    assert_eq!(get(&api, "/dashboard/nothing.js").status, 404);
+    assert_eq!(raw_http(&api, &request("POST", "/", &[], "")).status, 405);
+
+    // Bound to every address, the HTTP stream listener is reached at the host the browser used.
+    let l = raw_http(&api, &request("GET", "/api/v1/listeners", &[("X-Unused", "1")], "")).json();
+    assert_eq!(l["urls"]["http_stream"], http_stream, "{l}");
+    assert_eq!(l["urls"]["http_api"], format!("http://127.0.0.1:{}", proxy.http_api), "{l}");
+    assert_eq!(l["listeners"]["srt"], format!("127.0.0.1:{}", proxy.srt), "{l}");
+
+    let json = [("Content-Type", "application/json")];
+    let disconnect = |body: &str| raw_http(&api, &request("POST", "/api/v1/streams/disconnect", &json, body));
+    assert_eq!(disconnect("{}").status, 400);
+    assert_eq!(disconnect("not json").status, 400);
+    assert_eq!(disconnect(r#"{"key":"__defaultVhost__/live/none"}"#).status, 404);
+    assert_eq!(get(&api, "/api/v1/streams/disconnect").status, 405);
+
+    proxy.register(&origin_body_udp("srt-in", &[origin.input.to_string()], &[], &[]));
+    let key = "__defaultVhost__/live/udp";
+    let mut publisher = publish_srt(&proxy.srt_url("#!::r=live/udp,m=publish"), 60);
+    let publishing = wait_until(Duration::from_secs(15), || proxy.sessions(key, "srt_publish") == 1);
+    assert!(publishing, "no SRT publish session: {}\n{}", publisher.describe(), proxy.log());
+    let answer = disconnect(&format!(r#"{{"key":"{key}"}}"#));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["sessions"], 1, "{}", answer.body);
+    assert!(
+        wait_until(Duration::from_secs(3), || proxy.sessions(key, "srt_publish") == 0),
+        "the SRT session is still open: {}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("an operator disconnected the stream's sessions"), "{}", proxy.log());
+}
+
+/// The page's WebRTC player: WHEP from the browser through the proxy to an aiortc origin
+/// (`tests/webrtc/peer.py`, as `tests/webrtc_proxy.rs` uses it) that sends its newest WHIP
+/// publisher's video to its WHEP players. The origin has two sites (one session each), so the
+/// WHIP publish (through the proxy) lands on one and the stream the browser plays on the other,
+/// named so by the rendezvous hash; an aiortc WHEP player makes that stream known first, and
+/// the browser's session takes its place at the origin. The video element plays
+/// (`currentTime` advances) with no console error.
+#[test]
+fn the_webrtc_player_plays_over_whep() {
+    use common::udp_peers::{AiortcOrigin, UdpProxy, name_on, origin_body_udp, whep_play, whip_publish};
+    let origin = AiortcOrigin::start(2);
+    let proxy = UdpProxy::start(&[]);
+    let (a, b) = (origin.sites[0], origin.sites[1]);
+    proxy.register(&origin_body_udp("rtc-a", &[], &[a.api], &[format!("udp://0.0.0.0:{}", a.rtc)]));
+    proxy.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
+    let ids = ["rtc-a-s-1", "rtc-b-s-1"];
+    let (publish, play) =
+        (name_on("__defaultVhost__", "pub", ids[0], &ids), name_on("__defaultVhost__", "play", ids[1], &ids));
+    let wait = Duration::from_secs(30);
+    let mut publisher = whip_publish(&proxy.rtc_url("whip", &publish), 60);
+    publisher.wait_event("connected", wait).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(wait_until(Duration::from_secs(15), || origin.whip_frames() >= 10), "{}", proxy.log());
+    let mut first = whep_play(&proxy.rtc_url("whep", &play), 60);
+    first.wait_event("connected", wait).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+
+    let key = format!("__defaultVhost__/live/{play}");
+    let mut b = Browser::start();
+    b.open(&format!("http://{}/", proxy.p.api_addr()), 1280, 900);
+    b.wait_for(&format!("{} !== null", card(&key)), Duration::from_secs(5)).expect("the WHEP stream is not shown");
+    b.eval(&format!("{}.querySelector('.play-whep').click()", card(&key)));
+    let video = format!("{}.querySelector('video')", card(&key));
+    let playing = format!("(() => {{ const v = {video}; return !!v && v.currentTime > 1; }})()");
+    b.wait_for(&playing, Duration::from_secs(20)).unwrap_or_else(|| {
+        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(&key)));
+        let state = b.eval(&format!(
+            "(() => {{ const v = {video}; const s = v.srcObject; return {{ t: v.currentTime, ready: v.readyState, \
+             ice: v.dataset.connection, paused: v.paused, \
+             tracks: s ? s.getTracks().map((t) => t.kind + ' ' + t.readyState + (t.muted ? ' muted' : '')) : null }}; }})()"
+        ));
+        let errors = b.errors();
+        panic!("the WHEP player never played: {note} {state} {errors:?}\n{}\n{}", origin.stats(), proxy.log())
+    });
     let errors = b.errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::peers::*;
 use common::rtmp_client::{Handshake, ReadEnd, RtmpClient};
 use common::*;
+use serde_json::Value;
 use streamgate::codec::rtmp::message;
 
 /// Deadline for a stream to show up as publishing on an origin (the VM is slow and shared).
@@ -27,6 +28,14 @@ fn diag(p: &Proxy, origins: &[&NginxRtmp]) -> String {
         out.push_str(&format!("\n--- origin :{} streams: {streams:?}", o.rtmp_port));
     }
     out
+}
+
+/// The `edge` object of `stream`'s entry in `/api/v1/streams` (null when there is none).
+fn stream_edge(p: &Proxy, stream: &str) -> Value {
+    let reply = get(&p.api_addr(), "/api/v1/streams");
+    let key = format!("__defaultVhost__/live/{stream}");
+    let streams = reply.json()["streams"].as_array().cloned().unwrap_or_default();
+    streams.iter().find(|s| s["key"] == key).map_or(Value::Null, |s| s["edge"].clone())
 }
 
 /// A proxy with the edge on and one registered nginx-rtmp origin, `stream` published to it
@@ -65,12 +74,27 @@ fn players_of_a_stream_share_one_origin_pull_per_shard() {
     }
     let players: Vec<_> = (0..8).map(|i| Ffmpeg::play_frames(if i % 2 == 0 { &url } else { &flv }, 100)).collect();
     let mut most = 0;
+    let mut edge = Value::Null;
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut players = players;
     while players.iter_mut().any(|f| f.running()) && Instant::now() < deadline {
         most = most.max(origin.players("a"));
+        let now = stream_edge(&p, "a");
+        if now["players"].as_u64() > edge["players"].as_u64() {
+            edge = now;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The proxy's own account agrees: pulls per shard, players, a GOP in the cache.
+    assert!((1..=2).contains(&edge["pulls"].as_u64().unwrap_or(0)), "{edge}");
+    assert!(edge["players"].as_u64().unwrap_or(0) >= 4, "{edge}");
+    assert!(edge["cache_bytes"].as_u64().unwrap_or(0) > 10_000, "{edge}");
+    let shards = get(&p.api_addr(), "/api/v1/shards").json();
+    let started: u64 =
+        shards["shards"].as_array().unwrap().iter().map(|s| s["edge"]["pulls_started"].as_u64().unwrap()).sum();
+    assert!((1..=2).contains(&started), "{shards}");
+    let metrics = get(&p.api_addr(), "/metrics").body;
+    assert!(metrics.contains("streamgate_edge_pulls{shard=\"0\"}"), "{metrics}");
     for f in &mut players {
         let ok = f.try_status().is_some_and(|s| s.success()) && f.frames() >= 100 && f.stderr_text().trim().is_empty();
         assert!(ok, "player: {}\n{}", f.describe(), diag(&p, &[&origin]));
@@ -126,7 +150,7 @@ fn a_late_player_starts_at_a_keyframe_at_once() {
 /// stream keeps decoding at the stream's rate.
 #[test]
 fn a_player_that_stops_reading_is_skipped_then_disconnected() {
-    let extra = ["--shards", "1", "--edge-max-lag", "16KiB", "--edge-stall-timeout", "3s"];
+    let extra = ["--shards", "1", "--edge-max-lag", "64KiB", "--edge-stall-timeout", "3s"];
     let (origin, p, _publisher) = edge_with_stream(&extra, "slow", 40);
     let mut stuck = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
     stuck.play("slow", |_| Vec::new(), Duration::from_secs(10)).unwrap();
@@ -140,12 +164,25 @@ fn a_player_that_stops_reading_is_skipped_then_disconnected() {
     let dropped: u64 =
         line.rsplit_once(" frames dropped").and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
     assert!(dropped > 0, "no frames skipped before the disconnect: {line}");
+    let counted = wait_until(Duration::from_secs(5), || {
+        let metrics = get(&p.api_addr(), "/metrics").body;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("streamgate_edge_dropped_frames_total{shard=\"0\"}") && !l.ends_with(" 0"))
+    });
+    assert!(counted, "dropped frames not in /metrics");
+    let reported =
+        wait_until(Duration::from_secs(5), || stream_edge(&p, "slow")["dropped_frames"].as_u64() >= Some(dropped));
+    assert!(reported, "{}", stream_edge(&p, "slow"));
     let status = healthy.wait_timeout(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()) && healthy.frames() >= 250, "{}", healthy.describe());
     let took = started.elapsed();
     // 10 s of frames in real time; a player held back by the stuck one would take the stall
     // timeout on top, every time the stuck one blocks (the margin is for a busy machine).
     assert!(took < Duration::from_secs(22), "250 frames took {took:?}: the healthy player was held back");
+    let log = p.log_text();
+    let healthy_end = log.lines().find(|l| l.contains("the player closed")).unwrap_or_default();
+    assert!(healthy_end.ends_with(" 0 frames dropped"), "the healthy player dropped frames: {log}");
     // The stuck player's socket ends once what the kernel holds for it is read.
     let mut closed = false;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -22,7 +22,7 @@ pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
 pub mod report;
 
-pub use report::{Listener, MediaDelta, PickFailure, ShardCounters, TableSizes, TrafficDelta};
+pub use report::{EdgeReport, EdgeStream, Listener, MediaDelta, PickFailure, ShardCounters, TableSizes, TrafficDelta};
 
 /// Capacity of the shard -> control event queue.
 pub const EVENT_QUEUE: usize = 4096;
@@ -62,10 +62,13 @@ pub enum ShardEvent {
         shard: usize,
         traffic: Vec<TrafficDelta>,
         media: Vec<MediaDelta>,
-        counters: ShardCounters,
+        /// Boxed: the largest part, kept out of every other event's size.
+        counters: Box<ShardCounters>,
         /// Its SRT and WebRTC table sizes now and the largest since start.
         udp: (TableSizes, TableSizes),
     },
+    /// A shard's edge streams now (`--edge on`), once a second while it has or had some.
+    Edge { shard: usize, report: EdgeReport },
 }
 
 /// The shard's end of the bridge; cheap to clone, one per shard.

@@ -61,10 +61,15 @@ pub enum PickFailure {
     ControlGone,
     /// Redis mode: a new stream could not be pinned because Redis is down or slow.
     Redis,
+    /// Access refused: a missing, wrong or expired signed URL, or the on_publish/on_play
+    /// callback said no, failed or timed out.
+    Denied,
+    /// The stream already had `--max-sessions-per-stream` sessions.
+    StreamFull,
 }
 
 impl PickFailure {
-    pub const ALL: [PickFailure; 7] = [
+    pub const ALL: [PickFailure; 9] = [
         PickFailure::NoOrigin,
         PickFailure::NoEndpoint,
         PickFailure::DialFailed,
@@ -72,6 +77,8 @@ impl PickFailure {
         PickFailure::Limit,
         PickFailure::ControlGone,
         PickFailure::Redis,
+        PickFailure::Denied,
+        PickFailure::StreamFull,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -83,6 +90,8 @@ impl PickFailure {
             PickFailure::Limit => "limit",
             PickFailure::ControlGone => "control_gone",
             PickFailure::Redis => "redis",
+            PickFailure::Denied => "denied",
+            PickFailure::StreamFull => "stream_full",
         }
     }
 
@@ -108,6 +117,11 @@ pub struct ShardCounters {
     /// Connections the shard ended because their session moved no byte for
     /// `--stall-timeout` while a peer had hung up, per listener.
     pub stalled: BTreeMap<Listener, u64>,
+    /// Connections the shard ended because their session moved no byte for
+    /// `--relay-idle-timeout`, per listener.
+    pub idle: BTreeMap<Listener, u64>,
+    /// Connections closed at accept because their IP held `--max-connections-per-ip`.
+    pub refused: BTreeMap<Listener, u64>,
     pub pick_failures: BTreeMap<PickFailure, u64>,
 }
 
@@ -119,7 +133,9 @@ impl Default for ShardCounters {
             open: 0,
             open_by_listener: listeners.clone(),
             panicked: listeners.clone(),
-            stalled: listeners,
+            stalled: listeners.clone(),
+            idle: listeners.clone(),
+            refused: listeners,
             pick_failures: PickFailure::ALL.iter().map(|p| (*p, 0)).collect(),
         }
     }
@@ -191,6 +207,61 @@ mod tests {
         assert!(Listener::ALL.iter().enumerate().all(|(i, l)| l.index() == i));
         assert!(PickFailure::ALL.iter().enumerate().all(|(i, p)| p.index() == i));
         let names: Vec<&str> = PickFailure::ALL.iter().map(PickFailure::name).collect();
-        assert_eq!(names, ["no_origin", "no_endpoint", "dial_failed", "refused", "limit", "control_gone", "redis"]);
+        assert_eq!(
+            names,
+            [
+                "no_origin",
+                "no_endpoint",
+                "dial_failed",
+                "refused",
+                "limit",
+                "control_gone",
+                "redis",
+                "denied",
+                "stream_full"
+            ]
+        );
+    }
+}
+
+/// One edge stream on one shard now (`--edge on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeStream {
+    pub key: StreamKey,
+    /// The origin the shard pulls it from (the last one tried).
+    pub origin: Option<String>,
+    /// Whether its pull is connected to that origin now.
+    pub pulling: bool,
+    pub players: u64,
+    /// Payload bytes in its ring (GOP cache and what lagging players still read).
+    pub cache_bytes: u64,
+    /// Frames its players skipped to catch up, since the shard started pulling it.
+    pub dropped_frames: u64,
+    /// How far its furthest-behind player is, in payload bytes.
+    pub max_lag_bytes: u64,
+}
+
+/// A shard's edge now: its streams, and its counters since it started (cumulative, so a lost
+/// report loses nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeReport {
+    pub streams: Vec<EdgeStream>,
+    /// Origin pulls started (a failover starts another).
+    pub pulls_started: u64,
+    pub dropped_frames: u64,
+}
+
+impl EdgeReport {
+    /// Pulls connected now.
+    pub fn pulls(&self) -> u64 {
+        self.streams.iter().filter(|s| s.pulling).count() as u64
+    }
+
+    pub fn players(&self) -> u64 {
+        self.streams.iter().map(|s| s.players).sum()
+    }
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.cache_bytes).sum()
     }
 }

@@ -9,6 +9,7 @@
 //! variable and what is wrong ([`ConfigError`]); nothing after startup reads the environment
 //! again.
 
+pub mod access;
 pub mod dotenv;
 pub mod edge;
 pub mod tls;
@@ -439,6 +440,10 @@ pub struct Cli {
     )]
     pub force_quit_timeout: GoDuration,
 
+    /// Who may publish and play; dead peers and per-client limits ([`access`]).
+    #[command(flatten)]
+    pub access: access::AccessFlags,
+
     /// The .env file to read before the flags (missing is fine).
     #[arg(long, env = "STREAMGATE_ENV_FILE", default_value = ".env", value_name = "PATH")]
     pub env_file: PathBuf,
@@ -586,6 +591,8 @@ pub struct Config {
     pub grpc_max_connections: usize,
     /// A gRPC connection without traffic for this long is closed.
     pub grpc_idle_timeout: Duration,
+    /// Callbacks, signed URLs, keepalive, idle timeout, per-IP and per-stream limits.
+    pub access: access::AccessConfig,
     /// The TLS listeners and their certificate files.
     pub tls: tls::TlsConfig,
 }
@@ -696,6 +703,7 @@ impl Cli {
         if self.load_balancer == LoadBalancer::Redis && self.redis_host.trim().is_empty() {
             return Err(ConfigError::new("--redis-host", "required in redis mode"));
         }
+        let access = self.access.validate()?;
         let tls = self.tls.validate()?;
         let register_token = self.register_token()?;
         let default_backend = self.default_backend()?;
@@ -753,6 +761,7 @@ impl Cli {
             metrics_streams: self.metrics_streams,
             grpc_max_connections: self.grpc_max_connections,
             grpc_idle_timeout: self.grpc_idle_timeout.0,
+            access,
             tls,
         })
     }

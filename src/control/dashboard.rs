@@ -163,7 +163,8 @@ fn host_of(value: &str) -> Option<String> {
     (host.len() <= 255).then_some(host)
 }
 
-/// `GET /api/v1/listeners`: every shard listener's address, and the URLs a browser reaches the
+/// `GET /api/v1/listeners`: every shard listener's address (`null` for a TLS one that is off),
+/// and the URLs a browser reaches the
 /// HTTP stream and HTTP API listeners at (`null` when it cannot be told, see [`stream_urls`]).
 pub fn listeners(config: &Config, req: &Request) -> Response {
     let l = &config.listen;
@@ -178,6 +179,9 @@ pub fn listeners(config: &Config, req: &Request) -> Response {
                 "http_api": l.http_api.0.to_string(),
                 "webrtc": l.webrtc.0.to_string(),
                 "srt": l.srt.0.to_string(),
+                "rtmps": config.tls.rtmps.map(|a| a.0.to_string()),
+                "https_stream": config.tls.https_stream.map(|a| a.0.to_string()),
+                "https_api": config.tls.https_api.map(|a| a.0.to_string()),
             },
             "urls": { "http_stream": http_stream, "http_api": http_api },
         }),

@@ -244,7 +244,10 @@ fn metrics(state: &State, now: Instant) -> MetricsResponse {
                 duration: media
                     .and_then(|m| m.publishing_since)
                     .map_or(0.0, |since| now.saturating_duration_since(since).as_secs_f32()),
-                dropped_frames: clamp_i32(media.map_or(0, |m| m.dropped_frames)),
+                dropped_frames: clamp_i32(
+                    media.map_or(0, |m| m.dropped_frames)
+                        + super::stats::edge_totals(&state.shards, key).map_or(0, |e| e.dropped_frames),
+                ),
                 encoder_speed: 0,
             }
         })

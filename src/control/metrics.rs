@@ -106,6 +106,7 @@ pub fn render(state: &State, now: Instant) -> String {
     origins(o, state, now);
     sessions(o, state);
     streams(o, state);
+    edge(o, state);
     process_metrics(o, state, now);
     out.0
 }
@@ -148,6 +149,16 @@ fn shards(o: &mut Out, state: &State, now: Instant) {
             "streamgate_connections_stalled_total",
             "Connections the shard closed because their session moved no byte for --stall-timeout while a peer had hung up, per shard and listener.",
             |s: &ShardView| &s.counters.stalled,
+        ),
+        (
+            "streamgate_connections_idle_total",
+            "Connections the shard closed because their session moved no byte for --relay-idle-timeout, per shard and listener.",
+            |s: &ShardView| &s.counters.idle,
+        ),
+        (
+            "streamgate_connections_refused_total",
+            "Connections closed at accept because their IP held --max-connections-per-ip, per shard and listener.",
+            |s: &ShardView| &s.counters.refused,
         ),
     ];
     for (name, help, counts) in ended {
@@ -289,6 +300,47 @@ fn streams(o: &mut Out, state: &State) {
         "Streams left out of the per-stream series (more than --metrics-streams).",
     );
     o.sample("streamgate_stream_series_omitted", &[], omitted as f64);
+}
+
+/// A metric family read from a shard's edge report: name, type, help, value.
+type EdgeFamily = (&'static str, &'static str, &'static str, fn(&crate::bridge::EdgeReport) -> u64);
+
+/// `--edge on`: per shard, origin pulls, players, cached bytes and frames skipped.
+fn edge(o: &mut Out, state: &State) {
+    let views = || state.shards.iter().enumerate().map(|(i, v)| (i.to_string(), &v.edge));
+    let families: [EdgeFamily; 5] = [
+        (
+            "streamgate_edge_pulls",
+            "gauge",
+            "Edge: origin pulls connected now (one origin connection per stream and shard).",
+            |e| e.pulls(),
+        ),
+        (
+            "streamgate_edge_pulls_started_total",
+            "counter",
+            "Edge: origin pulls started (a failover starts another).",
+            |e| e.pulls_started,
+        ),
+        ("streamgate_edge_players", "gauge", "Edge: players served from the shard's pulls now.", |e| e.players()),
+        (
+            "streamgate_edge_cache_bytes",
+            "gauge",
+            "Edge: media bytes held in the shard's stream rings (GOP caches).",
+            |e| e.cache_bytes(),
+        ),
+        (
+            "streamgate_edge_dropped_frames_total",
+            "counter",
+            "Edge: frames players skipped to catch up after falling behind --edge-max-lag.",
+            |e| e.dropped_frames,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        o.family(name, kind, help);
+        for (shard, edge) in views() {
+            o.sample(name, &[("shard", &shard)], value(edge) as f64);
+        }
+    }
 }
 
 fn process_metrics(o: &mut Out, state: &State, now: Instant) {

@@ -156,8 +156,12 @@ impl State {
                 self.ice.bind(username, session, now);
             }
             ShardEvent::Report { shard, traffic, media, counters, udp } => {
-                self.on_report(shard, traffic, media, counters, udp, now);
+                self.on_report(shard, traffic, media, *counters, udp, now);
             }
+            ShardEvent::Edge { shard, report } => match self.shards.get_mut(shard) {
+                Some(view) => view.edge = report,
+                None => log::debug!("edge report from shard {shard}, which is not one of {}", self.shards.len()),
+            },
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
             }
@@ -175,8 +179,9 @@ impl State {
         self.hls.retain(|k| known.contains(k));
         self.ice.expire(Instant::now());
         self.disconnects.expire(Instant::now());
+        let reports: Vec<Option<Instant>> = self.shards.iter().map(|v| v.last_report).collect();
         for t in self.traffic.values_mut() {
-            t.sample();
+            t.refresh(&reports, Instant::now());
         }
         let ttl = self.registry.ttl();
         for id in &report.expired {
@@ -192,72 +197,18 @@ impl State {
     }
 }
 
-/// A stream's byte counters and the bit rates of the last second.
+/// A stream's byte counters and its bit rates.
 #[derive(Debug, Default, Clone)]
 pub struct StreamTraffic {
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Bits per second over the last tick, into and out of the proxy.
+    /// Bits per second into and out of the proxy, over each shard's last report interval
+    /// ([`stats::ShardRates`]).
     pub in_bps: u64,
     pub out_bps: u64,
     /// Bytes in and out per protocol.
     pub by_protocol: std::collections::BTreeMap<Protocol, (u64, u64)>,
-    last: (u64, u64, Option<Instant>),
-    /// No tick has sampled it yet: its rates are estimates from its first reports.
-    fresh: bool,
-}
-
-impl StreamTraffic {
-    /// The entry of a stream whose first report arrived at `now`. Its bytes moved during
-    /// about one shard report interval before, so the rates are estimated over that at once
-    /// ([`StreamTraffic::estimate`]) and a new stream shows a bit rate a tick sooner.
-    pub fn first_report(now: Instant) -> StreamTraffic {
-        let since = now.checked_sub(crate::bridge::report::REPORT_INTERVAL);
-        StreamTraffic { last: (0, 0, since), fresh: true, ..StreamTraffic::default() }
-    }
-
-    /// Sets the rates from the bytes moved since the previous sample, without taking a new
-    /// one; only while no tick has sampled the entry.
-    pub fn estimate(&mut self, now: Instant) {
-        if self.fresh {
-            self.rates(now);
-        }
-    }
-
-    fn rates(&mut self, now: Instant) {
-        if let Some(at) = self.last.2 {
-            let secs = now.saturating_duration_since(at).as_secs_f64().max(0.001);
-            self.in_bps = ((self.bytes_in - self.last.0) as f64 * 8.0 / secs) as u64;
-            self.out_bps = ((self.bytes_out - self.last.1) as f64 * 8.0 / secs) as u64;
-        }
-    }
-
-    /// Updates the rates from the bytes moved since the previous sample.
-    fn sample(&mut self) {
-        let now = Instant::now();
-        self.rates(now);
-        self.last = (self.bytes_in, self.bytes_out, Some(now));
-        self.fresh = false;
-    }
-}
-
-#[cfg(test)]
-mod traffic_tests {
-    use super::*;
-
-    #[test]
-    fn a_new_stream_has_a_rate_from_its_first_report() {
-        let now = Instant::now();
-        let mut t = StreamTraffic::first_report(now);
-        t.bytes_in = 125_000;
-        t.estimate(now);
-        assert_eq!(t.in_bps, 1_000_000, "125 kB over the report interval");
-        t.sample();
-        let sampled = t.in_bps;
-        t.bytes_in += 1000;
-        t.estimate(Instant::now());
-        assert_eq!(t.in_bps, sampled, "a tick's sample is not overwritten by estimates");
-    }
+    pub rates: stats::ShardRates,
 }
 
 /// What the control thread needs to start.

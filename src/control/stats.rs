@@ -19,7 +19,8 @@ use super::State;
 use crate::balance::StreamKey;
 use crate::bridge::TableSizes;
 use crate::bridge::TrafficDelta;
-use crate::bridge::{Listener, MediaDelta, ShardCounters};
+use crate::bridge::report::REPORT_INTERVAL;
+use crate::bridge::{EdgeReport, Listener, MediaDelta, ShardCounters};
 
 /// One shard as the control thread last heard from it.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +35,33 @@ pub struct ShardView {
     pub last_panic: Option<Instant>,
     /// When its count of connections ended as stalled last grew.
     pub last_stall: Option<Instant>,
+    /// Its edge streams as last reported (`--edge on`).
+    pub edge: EdgeReport,
+}
+
+/// One stream's edge over every shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeTotals {
+    /// Shards pulling it from an origin now (one origin connection each).
+    pub pulls: u64,
+    pub players: u64,
+    pub cache_bytes: u64,
+    pub dropped_frames: u64,
+    pub max_lag_bytes: u64,
+}
+
+/// `key`'s edge over every shard; `None` where no shard serves it from a pull.
+pub fn edge_totals(shards: &[ShardView], key: &StreamKey) -> Option<EdgeTotals> {
+    let mut found = None;
+    for s in shards.iter().flat_map(|v| v.edge.streams.iter()).filter(|s| &s.key == key) {
+        let t: &mut EdgeTotals = found.get_or_insert_with(EdgeTotals::default);
+        t.pulls += u64::from(s.pulling);
+        t.players += s.players;
+        t.cache_bytes += s.cache_bytes;
+        t.dropped_frames += s.dropped_frames;
+        t.max_lag_bytes = t.max_lag_bytes.max(s.max_lag_bytes);
+    }
+    found
 }
 
 /// Media facts of one published stream, from parsing the RTMP publisher's messages.
@@ -57,8 +85,9 @@ pub struct StreamMedia {
     pub keyframes: u64,
     /// When the current publish session started (`None` = no publisher).
     pub publishing_since: Option<Instant>,
-    /// Frames the proxy dropped for a slow consumer. The proxy never drops: it has no queues
-    /// (a slow origin or player is pushed back on by TCP, see `shard::relay`), so this stays 0.
+    /// Frames the relay dropped for a slow consumer. The relay never drops: it has no queues
+    /// (a slow origin or player is pushed back on by TCP, see `shard::relay`), so this stays 0;
+    /// the edge's drops are in the shards' edge reports ([`edge_totals`]).
     pub dropped_frames: u64,
     /// onMetaData `encoder` (at most 128 bytes).
     pub encoder: Option<String>,
@@ -131,17 +160,21 @@ impl State {
         (udp_now, udp_peak): (TableSizes, TableSizes),
         now: Instant,
     ) {
+        let previous = self.shards.get(shard).and_then(|v| v.last_report);
+        let interval = previous.map_or(REPORT_INTERVAL, |at| now.saturating_duration_since(at));
+        let mut touched = Vec::new();
         for delta in traffic {
             let p = self.protocol_bytes.entry(delta.protocol).or_default();
             p.0 += delta.bytes_in;
             p.1 += delta.bytes_out;
-            let t = self.traffic.entry(delta.key).or_insert_with(|| super::StreamTraffic::first_report(now));
+            let t = self.traffic.entry(delta.key.clone()).or_default();
             t.bytes_in += delta.bytes_in;
             t.bytes_out += delta.bytes_out;
-            t.estimate(now);
+            t.rates.add(shard, (delta.bytes_in, delta.bytes_out), interval, now);
             let p = t.by_protocol.entry(delta.protocol).or_default();
             p.0 += delta.bytes_in;
             p.1 += delta.bytes_out;
+            touched.push(delta.key);
         }
         // A publisher has claimed its stream, so the registry knows it; the tick drops the
         // entries of streams it forgot, as for traffic. A session that read nothing (its
@@ -168,6 +201,13 @@ impl State {
                 view.udp_tables_peak = udp_peak;
             }
             None => log::debug!("report from shard {shard}, which is not one of {}", self.shards.len()),
+        }
+        // The streams in this report show their new rates at once; the others at the tick.
+        let reports: Vec<Option<Instant>> = self.shards.iter().map(|v| v.last_report).collect();
+        for key in touched {
+            if let Some(t) = self.traffic.get_mut(&key) {
+                t.refresh(&reports, now);
+            }
         }
     }
 }
@@ -230,5 +270,81 @@ mod tests {
         assert_eq!((m.publishing_since, m.fps, m.video_frames), (None, 0.0, 58));
         m.apply(&delta(t0, 1, false), t1);
         assert_eq!(m.publishing_since, None, "a late report of the old session does not revive it");
+    }
+}
+
+/// A stream's bit rates per shard, each from that shard's latest report: the report's bytes
+/// over the time since the shard's previous report (as the control thread received them,
+/// kept within [`RATE_INTERVALS`]). Reports and the control thread's tick are not aligned, so
+/// sampling a running byte total once a tick would count no report in one tick and two in the
+/// next (a rate flickering between 0 and double); a rate per report does not. A shard's rate
+/// counts until that shard reports again without bytes of the stream, or for at most
+/// [`RATE_KEPT`] when it stops reporting. One entry per shard: bounded by the shard count.
+#[derive(Debug, Default, Clone)]
+pub struct ShardRates {
+    by_shard: BTreeMap<usize, (u64, u64, Instant)>,
+}
+
+/// The shortest and longest time a report's bytes are spread over (a late report does not
+/// make a burst, a stalled shard does not make a trickle).
+pub const RATE_INTERVALS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(3));
+/// How long a shard's rate counts without a new report from it.
+pub const RATE_KEPT: Duration = Duration::from_secs(3);
+
+impl ShardRates {
+    /// Bytes (in, out) of one report of `shard`, which came `interval` after its previous one.
+    pub fn add(&mut self, shard: usize, (bytes_in, bytes_out): (u64, u64), interval: Duration, now: Instant) {
+        let secs = interval.clamp(RATE_INTERVALS.0, RATE_INTERVALS.1).as_secs_f64();
+        let bps = |bytes: u64| (bytes as f64 * 8.0 / secs) as u64;
+        let entry = self.by_shard.entry(shard).or_insert((0, 0, now));
+        if entry.2 != now {
+            *entry = (0, 0, now);
+        }
+        entry.0 += bps(bytes_in);
+        entry.1 += bps(bytes_out);
+    }
+
+    /// Bits per second (in, out): the sum over the shards whose latest report (`reports`, by
+    /// shard index) carried the stream; forgets the others.
+    pub fn total(&mut self, reports: &[Option<Instant>], now: Instant) -> (u64, u64) {
+        self.by_shard.retain(|shard, (_, _, at)| {
+            let newer = reports.get(*shard).copied().flatten().is_some_and(|r| r > *at);
+            !newer && now.saturating_duration_since(*at) <= RATE_KEPT
+        });
+        self.by_shard.values().fold((0, 0), |(i, o), (bi, bo, _)| (i + bi, o + bo))
+    }
+}
+
+impl super::StreamTraffic {
+    /// Sets the rates from each shard's latest report ([`ShardRates`]).
+    pub fn refresh(&mut self, reports: &[Option<Instant>], now: Instant) {
+        (self.in_bps, self.out_bps) = self.rates.total(reports, now);
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn rates_come_from_each_shards_latest_report_whatever_the_tick_sees() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut r = ShardRates::default();
+        r.add(0, (125_000, 0), s, t0);
+        r.add(0, (0, 250_000), s, t0); // a second protocol of the same report
+        r.add(1, (0, 125_000), s / 2, t0);
+        let reports = [Some(t0), Some(t0)];
+        assert_eq!(r.total(&reports, t0), (1_000_000, 4_000_000), "shard 1's bytes came in half a second");
+        assert_eq!(r.total(&reports, t0 + s / 2), (1_000_000, 4_000_000), "a tick between reports sees the same");
+        // Shard 1 reports again without the stream: its part ends; shard 0's stays.
+        let reports = [Some(t0), Some(t0 + s)];
+        assert_eq!(r.total(&reports, t0 + s), (1_000_000, 2_000_000));
+        // A late report is spread over at most RATE_INTERVALS.1, an early one over at least .0.
+        r.add(0, (300_000, 0), Duration::from_secs(10), t0 + s);
+        assert_eq!(r.total(&[Some(t0 + s)], t0 + s), (800_000, 0));
+        r.add(0, (50_000, 0), Duration::from_millis(10), t0 + 2 * s);
+        assert_eq!(r.total(&[Some(t0 + 2 * s)], t0 + 2 * s), (800_000, 0));
+        assert_eq!(r.total(&[Some(t0 + 2 * s)], t0 + 2 * s + RATE_KEPT * 2), (0, 0), "a silent shard's rate ends");
     }
 }

@@ -9,7 +9,7 @@
 //! | `GET /api/v1/versions` | `{"signature":"streamgate","version":..,"commit":..}` |
 //! | `GET /api/v1/origins` | a page of origins: id, device_id, ip, endpoints, seconds since its heartbeat, alive, proven |
 //! | `GET /api/v1/streams` | a page of streams: key, origin, sessions per protocol and role, bytes (in total and per protocol) and rates, and `media` (RTMP publishers: codecs, size, frame rates, frame counts; `null` if never published over RTMP) |
-//! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, connections closed after a panic (`panicked`) or as stalled (`stalled`) per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
+//! | `GET /api/v1/shards` | uptime, bytes per protocol over the process life, and per shard (and in total): connections and sessions accepted and open per listener, connections closed after a panic (`panicked`) or as stalled (`stalled`), idle (`idle`, `--relay-idle-timeout`) or refused at accept (`refused`, `--max-connections-per-ip`) per listener, pick failures by reason, age of its last report, its SRT and WebRTC table sizes now and the largest since start |
 //! | `GET /api/v1/listeners` | the shard listeners' addresses, and the URLs a browser reaches the HTTP stream and HTTP API listeners at (for the dashboard's players) |
 //! | `GET /`, `/dashboard/...` | the dashboard ([`super::dashboard`]): built-in files, open (the page reads the routes above with the operator's token) |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
@@ -304,6 +304,13 @@ fn streams(state: &State, page: &Page) -> Response {
                     .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
                     .collect()),
                 "media": state.media.get(*key).map(|m| media(m, now)),
+                "edge": super::stats::edge_totals(&state.shards, key).map(|e| json!({
+                    "pulls": e.pulls,
+                    "players": e.players,
+                    "cache_bytes": e.cache_bytes,
+                    "dropped_frames": e.dropped_frames,
+                    "max_lag_bytes": e.max_lag_bytes,
+                })),
             })
         })
         .collect();
@@ -355,6 +362,8 @@ fn counters(c: &ShardCounters) -> serde_json::Map<String, Value> {
     out.insert("accepted".into(), by_name(&c.accepted, Listener::name));
     out.insert("panicked".into(), by_name(&c.panicked, Listener::name));
     out.insert("stalled".into(), by_name(&c.stalled, Listener::name));
+    out.insert("idle".into(), by_name(&c.idle, Listener::name));
+    out.insert("refused".into(), by_name(&c.refused, Listener::name));
     out.insert("pick_failures".into(), by_name(&c.pick_failures, PickFailure::name));
     out
 }
@@ -374,6 +383,8 @@ fn shards(state: &State) -> Response {
                 (&mut total.open_by_listener, &c.open_by_listener),
                 (&mut total.panicked, &c.panicked),
                 (&mut total.stalled, &c.stalled),
+                (&mut total.idle, &c.idle),
+                (&mut total.refused, &c.refused),
             ];
             for (maps, from) in summed {
                 for (k, v) in from {
@@ -389,6 +400,18 @@ fn shards(state: &State) -> Response {
             value.insert("report_age_seconds".into(), json!(age));
             value.insert("udp_tables".into(), table_sizes(&view.udp_tables));
             value.insert("udp_tables_peak".into(), table_sizes(&view.udp_tables_peak));
+            let edge = &view.edge;
+            value.insert(
+                "edge".into(),
+                json!({
+                    "streams": edge.streams.len(),
+                    "pulls": edge.pulls(),
+                    "pulls_started": edge.pulls_started,
+                    "players": edge.players(),
+                    "cache_bytes": edge.cache_bytes(),
+                    "dropped_frames": edge.dropped_frames,
+                }),
+            );
             Value::Object(value)
         })
         .collect();

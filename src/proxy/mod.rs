@@ -22,6 +22,7 @@
 //! ([`propose`], [`claim_failed`]), and by each protocol where its origin lacks the endpoint,
 //! cannot be reached or refuses ([`failed`]).
 
+pub mod access;
 pub mod edge;
 pub mod http;
 pub mod http_stream;
@@ -85,7 +86,7 @@ pub fn services(config: &Config, certs: Option<Arc<Certs>>) -> Services {
             serve: |shard, socket, stop| Box::pin(srt::serve(shard, socket, stop)),
         },
     ];
-    Services { tcp, udp }
+    Services { tcp, udp, limits: std::sync::Arc::new(crate::shard::limits::Limits::new(&config.access)) }
 }
 
 /// The TLS listeners that are on, each serving its plain twin in `plain` behind TLS.

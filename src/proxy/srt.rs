@@ -6,7 +6,9 @@
 //! 2. CONCLUSION with a valid cookie: the stream id (`#!::r=live/x,m=publish`, `h=`, or a plain
 //!    `live/x`) names the stream; its origin is picked like any protocol's. A session is created
 //!    and its origin handshake runs in its own task, never in the receive loop (a silent origin
-//!    must not stall other callers): INDUCTION to the origin as the caller's socket, then
+//!    must not stall other callers): first access ([`super::access`]: signed URL in the
+//!    resource's query, sessions per stream, on_publish/on_play; refused: rejection 1401, or
+//!    1402 when the stream is full), then INDUCTION to the origin as the caller's socket, then
 //!    the caller's own CONCLUSION with the origin's cookie, each retransmitted every
 //!    [`RETRANSMIT`] up to [`ORIGIN_HANDSHAKE_TIMEOUT`]. The origin's answer (acceptance or
 //!    rejection) goes back to the caller verbatim.
@@ -214,6 +216,13 @@ fn stream_of(hs: &Handshake) -> Result<(StreamKey, Role), (String, String)> {
     Ok((key, if parsed.is_publish() { Role::Publish } else { Role::Play }))
 }
 
+/// The query of the stream id's resource (`r=live/cam?token=..&expires=..`), without `?`.
+fn stream_param(hs: &Handshake) -> String {
+    let sid = srt::stream_id(hs).unwrap_or_default();
+    let resource = srt::parse_stream_id(&sid).map(|p| p.resource).unwrap_or_default();
+    resource.split_once('?').map_or(String::new(), |(_, q)| q.to_string())
+}
+
 async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
     let proto = &table.proto;
     if !srt::cookie_is_valid(&proto.secret, from, proto.slot(), hs.syn_cookie) {
@@ -289,6 +298,22 @@ async fn connect_origin(table: Rc<Table<Srt>>, session: Rc<Session>, hs: Handsha
             if kind == Warning::OriginRejected { PickFailure::Refused } else { PickFailure::DialFailed },
         );
         warn(&table, kind, || format!("srt {role} {short} from {from}: origin {} {why}", session.origin_id));
+    };
+    let param = stream_param(&hs);
+    let ask = super::access::Ask {
+        protocol: crate::bridge::Protocol::Srt,
+        role: session.role,
+        key: &session.key,
+        param: &param,
+        peer: from,
+        tc_url: None,
+    };
+    let _admitted = match super::access::admit(&table.shard, &ask).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            reject(&table, &hs, from, refusal.srt_reason()).await;
+            return table.close_from_task(&session, "access refused").await;
+        }
     };
     let mut buf = vec![0u8; udp::DATAGRAM];
     let answered =

@@ -15,6 +15,11 @@
 //!   origin has hung up (the peer's FIN or RST is pending on the socket, which a working relay
 //!   reads at once) is ended by the shard: [`ConnTask`] returns without polling the future
 //!   again and drops it.
+//! - **A dead peer** (`--relay-idle-timeout`): the same sweep ends a session that has moved no
+//!   byte either way for that long, peers there or not: a client that vanished without a FIN
+//!   behind a NAT, an origin that accepted and went silent. Live video always moves bytes.
+//!   TCP keepalive ([`set_keepalive`], `--tcp-keepalive-*`) on every relayed socket catches
+//!   the vanished peer sooner where the timeout is long.
 //!
 //! - **An operator's disconnect** (the System API's `POST /api/v1/streams/disconnect`): the
 //!   snapshot lists the stream with the time of the request, and the same sweep ends every
@@ -83,6 +88,9 @@ fn inode(fd: RawFd) -> Option<(u64, u64)> {
 pub enum Forced {
     /// No byte either way for this long while a peer had hung up.
     Stalled(Duration),
+    /// No byte either way for `--relay-idle-timeout`, peers there or not (a peer that vanished
+    /// without a FIN, an origin that stopped sending).
+    Idle(Duration),
     /// An operator disconnected the stream's sessions.
     Disconnected,
 }
@@ -178,19 +186,21 @@ impl Conn {
         }
     }
 
-    /// Whether the open session has moved no byte for `stall` while a peer hung up; keeps
-    /// track of when bytes last moved.
-    fn stalled(&self, now: Instant, stall: Duration) -> bool {
-        let Some(moved) = self.traffic.borrow().as_ref().map(|t| t.bytes_in.get() + t.bytes_out.get()) else {
-            return false;
-        };
+    /// Whether the open session must end: no byte for `idle` (when set), or for `stall` while a
+    /// peer hung up. Keeps track of when bytes last moved.
+    fn check(&self, now: Instant, stall: Duration, idle: Option<Duration>) -> Option<Forced> {
+        let moved = self.traffic.borrow().as_ref().map(|t| t.bytes_in.get() + t.bytes_out.get())?;
         let (seen, since) = self.moved.get();
         if moved != seen {
             self.moved.set((moved, now));
-            return false;
+            return None;
         }
-        now.saturating_duration_since(since) >= stall
-            && (self.client.is_some_and(|s| s.peer_gone()) || self.origin.get().is_some_and(|s| s.peer_gone()))
+        let quiet = now.saturating_duration_since(since);
+        if let Some(idle) = idle.filter(|idle| quiet >= *idle) {
+            return Some(Forced::Idle(idle));
+        }
+        let hung_up = || self.client.is_some_and(|s| s.peer_gone()) || self.origin.get().is_some_and(|s| s.peer_gone());
+        (quiet >= stall && hung_up()).then_some(Forced::Stalled(stall))
     }
 }
 
@@ -208,10 +218,30 @@ pub fn current() -> Option<Rc<Conn>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// Registers `socket` as the current connection's origin side (for the stall check).
+/// Registers `socket` as the current connection's origin side (for the stall check) and turns
+/// TCP keepalive on for it (see [`set_keepalive`]).
 pub fn set_origin(socket: &impl AsRawFd) {
+    keepalive(socket.as_raw_fd());
     if let Some(conn) = current() {
         conn.origin.set(SocketId::of(socket.as_raw_fd()));
+    }
+}
+
+thread_local! {
+    /// `--tcp-keepalive-*` of this shard thread's sockets; `None`: off.
+    static KEEPALIVE: Cell<Option<crate::config::access::Keepalive>> = const { Cell::new(None) };
+}
+
+/// Sets the keepalive times this shard thread's relayed sockets get (its accepted clients and
+/// the origins registered with [`set_origin`]).
+pub fn set_keepalive(times: Option<crate::config::access::Keepalive>) {
+    KEEPALIVE.with(|k| k.set(times));
+}
+
+/// Turns TCP keepalive on for `fd` with this thread's times, if any.
+pub fn keepalive(fd: RawFd) {
+    if let Some(k) = KEEPALIVE.with(Cell::get) {
+        crate::util::keepalive(fd, k.idle, k.interval, k.count);
     }
 }
 
@@ -352,16 +382,18 @@ impl ConnTable {
         self.conns.borrow_mut().push(Rc::downgrade(conn));
     }
 
-    /// Forgets ended connections and ends stalled ones (see the module documentation);
-    /// returns those it ended.
-    pub fn sweep(&self, now: Instant, stall: Duration) -> Vec<Rc<Conn>> {
+    /// Forgets ended connections and ends stalled and idle ones (see the module
+    /// documentation); returns those it ended.
+    pub fn sweep(&self, now: Instant, stall: Duration, idle: Option<Duration>) -> Vec<Rc<Conn>> {
         let mut ended = Vec::new();
         self.conns.borrow_mut().retain(|weak| {
             let Some(conn) = weak.upgrade() else {
                 return false;
             };
-            if conn.forced.get().is_none() && conn.stalled(now, stall) {
-                conn.force(Forced::Stalled(stall));
+            if conn.forced.get().is_none()
+                && let Some(why) = conn.check(now, stall, idle)
+            {
+                conn.force(why);
                 ended.push(conn);
             }
             true
@@ -428,24 +460,42 @@ mod tests {
         table.insert(&conn);
         let t0 = Instant::now();
         let stall = Duration::from_secs(5);
-        assert!(table.sweep(t0 + stall * 2, stall).is_empty(), "no session: never stalled");
+        assert!(table.sweep(t0 + stall * 2, stall, None).is_empty(), "no session: never stalled");
         let traffic = Rc::new(Traffic::default());
         conn.session_started(label(), traffic.clone());
         let t1 = Instant::now();
-        assert!(table.sweep(t1 + stall * 2, stall).is_empty(), "idle, but the client is there");
+        assert!(table.sweep(t1 + stall * 2, stall, None).is_empty(), "idle, but the client is there");
         drop(theirs);
         traffic.bytes_out.set(10);
         let t2 = t1 + stall * 3;
-        assert!(table.sweep(t2, stall).is_empty(), "bytes moved since the last sweep");
-        assert!(table.sweep(t2 + stall / 2, stall).is_empty(), "not idle for long enough");
-        let ended = table.sweep(t2 + stall, stall);
+        assert!(table.sweep(t2, stall, None).is_empty(), "bytes moved since the last sweep");
+        assert!(table.sweep(t2 + stall / 2, stall, None).is_empty(), "not idle for long enough");
+        let ended = table.sweep(t2 + stall, stall, None);
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].forced.get(), Some(Forced::Stalled(stall)));
-        assert!(table.sweep(t2 + stall * 2, stall).is_empty(), "ended once");
+        assert!(table.sweep(t2 + stall * 2, stall, None).is_empty(), "ended once");
         drop(ended);
         drop(conn);
-        table.sweep(t2, stall);
+        table.sweep(t2, stall, None);
         assert!(table.is_empty(), "dropped connections are forgotten");
+    }
+
+    #[test]
+    fn an_idle_session_is_ended_with_its_peers_still_there() {
+        let (ours, _theirs) = pair();
+        let conn = conn_over(&ours);
+        let table = ConnTable::default();
+        table.insert(&conn);
+        let traffic = Rc::new(Traffic::default());
+        conn.session_started(label(), traffic.clone());
+        let (t0, stall, idle) = (Instant::now(), Duration::from_secs(30), Some(Duration::from_secs(60)));
+        assert!(table.sweep(t0 + Duration::from_secs(59), stall, idle).is_empty(), "peers there: not stalled");
+        traffic.bytes_in.set(1);
+        assert!(table.sweep(t0 + Duration::from_secs(100), stall, idle).is_empty(), "a byte moved");
+        assert!(table.sweep(t0 + Duration::from_secs(159), stall, idle).is_empty(), "not idle for long enough");
+        let ended = table.sweep(t0 + Duration::from_secs(160), stall, idle);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].forced.get(), Some(Forced::Idle(Duration::from_secs(60))));
     }
 
     #[test]

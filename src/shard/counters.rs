@@ -15,6 +15,8 @@ pub struct Counters {
     open: [Cell<u64>; Listener::ALL.len()],
     panicked: [Cell<u64>; Listener::ALL.len()],
     stalled: [Cell<u64>; Listener::ALL.len()],
+    idle: [Cell<u64>; Listener::ALL.len()],
+    refused: [Cell<u64>; Listener::ALL.len()],
     pick_failures: [Cell<u64>; PickFailure::ALL.len()],
 }
 
@@ -42,6 +44,17 @@ impl Counters {
         bump(self.stalled.get(listener.index()), 1);
     }
 
+    /// Counts a connection the shard ended because its session moved no byte for
+    /// `--relay-idle-timeout`.
+    pub fn idle(&self, listener: Listener) {
+        bump(self.idle.get(listener.index()), 1);
+    }
+
+    /// Counts a connection closed at accept (`--max-connections-per-ip`).
+    pub fn refused(&self, listener: Listener) {
+        bump(self.refused.get(listener.index()), 1);
+    }
+
     /// Counts a stream that could not be given an origin.
     pub fn pick_failed(&self, why: PickFailure) {
         bump(self.pick_failures.get(why.index()), 1);
@@ -57,6 +70,8 @@ impl Counters {
             open_by_listener,
             panicked: by_listener(&self.panicked),
             stalled: by_listener(&self.stalled),
+            idle: by_listener(&self.idle),
+            refused: by_listener(&self.refused),
             pick_failures: PickFailure::ALL.iter().zip(&self.pick_failures).map(|(p, c)| (*p, c.get())).collect(),
         }
     }

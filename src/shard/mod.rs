@@ -18,6 +18,7 @@
 pub mod conn;
 pub mod counters;
 pub mod fault;
+pub mod limits;
 pub mod media;
 pub mod ports;
 pub mod preflight;
@@ -67,9 +68,13 @@ pub struct Shard {
     pub conns: conn::ConnTable,
     /// Session-close events waiting for room in the event queue.
     pub closing: Rc<session::Closing>,
+    /// Connections per IP and sessions per stream, shared by every shard.
+    pub limits: Arc<limits::Limits>,
     gate: Gate,
     permits: Rc<Semaphore>,
     saturated: Cell<bool>,
+    /// When the last per-IP refusal was logged as a warning.
+    refused_warned: Cell<Option<std::time::Instant>>,
 }
 
 impl Shard {
@@ -91,6 +96,8 @@ pub type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 pub struct Services {
     pub tcp: Vec<TcpService>,
     pub udp: Vec<UdpService>,
+    /// The limits every shard shares (one table for the process).
+    pub limits: Arc<limits::Limits>,
 }
 
 /// A TCP listener: each accepted connection runs `serve` in its own task.
@@ -152,6 +159,7 @@ async fn run(
         Err(e) => return drop(ready.send(Err(e))),
     };
     let _ = ready.send(Ok(()));
+    conn::set_keepalive(config.access.keepalive);
     let shard = Rc::new(Shard {
         index,
         permits: Rc::new(Semaphore::new(config.max_connections_per_shard as u64)),
@@ -163,8 +171,10 @@ async fn run(
         counters: Rc::default(),
         conns: conn::ConnTable::default(),
         closing: Rc::default(),
+        limits: services.limits.clone(),
         gate: Gate::new(),
         saturated: Cell::new(false),
+        refused_warned: Cell::new(None),
     });
     let reporter = glommio::spawn_local(report_every_second(shard.clone()));
     let datagrams: Vec<_> = services
@@ -218,7 +228,11 @@ pub use crate::bridge::report::REPORT_INTERVAL;
 async fn report_every_second(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(REPORT_INTERVAL).await;
-        shard.conns.sweep(std::time::Instant::now(), shard.config.stall_timeout);
+        shard.conns.sweep(
+            std::time::Instant::now(),
+            shard.config.stall_timeout,
+            shard.config.access.relay_idle_timeout,
+        );
         let snapshot = shard.link.snapshots.borrow().clone();
         shard.conns.disconnect(&snapshot);
         report(&shard).await;
@@ -234,7 +248,7 @@ async fn report(shard: &Shard) {
         shard: shard.index,
         traffic: shard.traffic.take(),
         media: shard.media.take(std::time::Instant::now()),
-        counters: shard.counters.snapshot(),
+        counters: Box::new(shard.counters.snapshot()),
         udp: shard.udp.get(),
     };
     let _ = shard.link.events.send(event).await;
@@ -278,7 +292,15 @@ async fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
+        let per_ip = match shard.limits.connection(kind, peer.ip()) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                refused(shard, kind, peer, limit);
+                continue; // dropped: closed at once
+            }
+        };
         let _ = stream.set_nodelay(true);
+        conn::keepalive(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let open = shard.counters.accepted(kind);
         let conn = Rc::new(conn::Conn::new(kind, peer, &stream));
         shard.conns.insert(&conn);
@@ -292,6 +314,7 @@ async fn accept_loop(
             let ended = task.await;
             ended_early(&owner, &conn, ended);
             drop(open);
+            drop(per_ip);
             drop(permit);
         });
         match spawned {
@@ -312,6 +335,13 @@ fn ended_early(shard: &Shard, conn: &conn::Conn, ended: conn::Ended) {
             shard.counters.panicked(conn.listener);
             log::error!("{what} from {}: closed both sides after a panic in its task: {message}", conn.peer);
         }
+        conn::Ended::Forced(conn::Forced::Idle(after)) => {
+            shard.counters.idle(conn.listener);
+            log::info!(
+                "{what} from {}: closed both sides: no byte either way for {after:?} (--relay-idle-timeout)",
+                conn.peer
+            );
+        }
         conn::Ended::Forced(conn::Forced::Stalled(after)) => {
             shard.counters.stalled(conn.listener);
             log::error!(
@@ -322,6 +352,25 @@ fn ended_early(shard: &Shard, conn: &conn::Conn, ended: conn::Ended) {
         conn::Ended::Forced(conn::Forced::Disconnected) => {
             log::info!("{what} from {}: closed both sides: an operator disconnected the stream's sessions", conn.peer);
         }
+    }
+}
+
+/// Counts and logs a connection closed at accept because its IP holds `limit` already; one
+/// warning per IP and listener every ten seconds at most, the rest at debug.
+fn refused(shard: &Shard, kind: Listener, peer: SocketAddr, limit: u32) {
+    shard.counters.refused(kind);
+    let now = std::time::Instant::now();
+    let last = shard.refused_warned.get();
+    if last.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(10)) {
+        shard.refused_warned.set(Some(now));
+        log::warn!(
+            "shard {}: {} connection from {peer} refused: {} already holds {limit} (--max-connections-per-ip); further refusals for 10 s at debug",
+            shard.index,
+            kind.name(),
+            peer.ip()
+        );
+    } else {
+        log::debug!("{} connection from {peer} refused: --max-connections-per-ip {limit}", kind.name());
     }
 }
 

@@ -45,8 +45,54 @@ pub fn quickack(fd: std::os::fd::RawFd) {
     }
 }
 
+/// Turns TCP keepalive on for a socket: the first probe after `idle` without traffic, then one
+/// every `interval`, and the kernel drops the connection after `count` unanswered (the next
+/// read or write on it fails, so a relay waiting on a vanished peer ends).
+pub fn keepalive(fd: std::os::fd::RawFd, idle: std::time::Duration, interval: std::time::Duration, count: u32) {
+    let secs = |d: std::time::Duration| libc::c_int::try_from(d.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, libc::c_int::try_from(count).unwrap_or(libc::c_int::MAX)),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: setsockopt reads one c_int from the valid `value` for the length given; a bad
+        // descriptor only makes it fail, which only loses the probes.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keepalive_is_set_as_asked() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let fd = socket.as_raw_fd();
+        super::keepalive(fd, std::time::Duration::from_secs(7), std::time::Duration::from_secs(3), 4);
+        let get = |level, name| {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into the valid `value`.
+            unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) };
+            value
+        };
+        assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 7);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 3);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 4);
+    }
+
     #[test]
     fn random_bytes_differ() {
         let (mut a, mut b) = ([0u8; 1528], [0u8; 1528]);

@@ -47,7 +47,10 @@ class Browser:
             "--user-data-dir=" + self.profile, "--no-first-run", "--no-default-browser-check",
             "--disable-extensions", "--disable-background-networking", "--disable-sync",
             "--disable-dev-shm-usage", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
-            "--hide-scrollbars", "about:blank",
+            "--hide-scrollbars",
+            # WebRTC on loopback (the tests' only interface), with plain host candidates.
+            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+            "about:blank",
         ]
         self.proc = subprocess.Popen(args, preexec_fn=plumb,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

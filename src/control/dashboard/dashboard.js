@@ -383,6 +383,7 @@
       if (video.srcObject !== stream) { video.srcObject = stream; play(); }
     };
     pc.onconnectionstatechange = () => {
+      video.dataset.connection = pc.connectionState;
       if (pc.connectionState === 'failed') fail('WebRTC: the connection failed');
     };
     (async () => {
@@ -510,7 +511,7 @@
       el('td', { text: String(s.open) }),
       el('td', { class: 'wrap', text: pairs(s.open_by_listener) }),
       el('td', { text: String(sum(s.accepted)) }),
-      el('td', { text: sum(s.panicked) + ' / ' + sum(s.stalled) }),
+      el('td', { text: [s.panicked, s.stalled, s.idle, s.refused].map(sum).join(' / ') }),
       el('td', { class: 'wrap', text: pairs(s.pick_failures) }),
       el('td', { text: t ? t.srt_sessions + ' / ' + t.webrtc_sessions : '–' }),
       el('td', { text: s.report_age_seconds === undefined ? '' : age(s.report_age_seconds) + ' ago' }),

@@ -10,6 +10,9 @@
 //! - Players ([`player`]): RTMP players get the proxy's own play answers, HTTP-FLV players the
 //!   FLV header; then each writes what it is behind by from the ring, vectored.
 //!
+//! Statistics: once a second the shard reports its streams ([`EdgeReport`]: pulls, players,
+//! cached bytes, dropped frames, the furthest-behind player's lag) to the control thread.
+//!
 //! Memory: per stream and shard the ring (at most `--edge-cache-bytes` of payload, shared), per
 //! player one batch of references into it (at most [`player::BATCH_BYTES`] of shared bytes)
 //! and its cursor. A player more than `--edge-max-lag` behind skips to a keyframe; one that
@@ -31,7 +34,7 @@ use std::net::SocketAddr;
 use glommio::net::TcpStream;
 
 use crate::balance::StreamKey;
-use crate::bridge::{Protocol, Role};
+use crate::bridge::{EdgeReport, EdgeStream, Protocol, Role, ShardEvent};
 use crate::config::EdgeConfig;
 use crate::shard::Shard;
 use ring::{Ring, Wire};
@@ -55,6 +58,10 @@ pub struct Stream {
     pub dropped_frames: Cell<u64>,
     /// Origin pulls started (cumulative: a failover starts another).
     pub pulls: Cell<u64>,
+    /// Whether the pull is connected to its origin now.
+    pub pulling: Cell<bool>,
+    /// Each player's lag in payload bytes, as it last looked.
+    lags: RefCell<HashMap<u64, u64>>,
 }
 
 impl Stream {
@@ -70,6 +77,8 @@ impl Stream {
             origin: RefCell::new(None),
             dropped_frames: Cell::new(0),
             pulls: Cell::new(0),
+            pulling: Cell::new(false),
+            lags: RefCell::default(),
         }
     }
 
@@ -104,6 +113,30 @@ impl Stream {
         self.empty_since.get().map(|since| now.saturating_duration_since(since))
     }
 
+    /// Notes how far behind `player` is.
+    pub fn set_lag(&self, player: u64, lag: u64) {
+        self.lags.borrow_mut().insert(player, lag);
+    }
+
+    /// Counts frames a player skipped.
+    pub fn dropped(&self, frames: u64) {
+        self.dropped_frames.set(self.dropped_frames.get() + frames);
+        streams().dropped.set(streams().dropped.get() + frames);
+    }
+
+    /// What the shard reports of it.
+    fn report(&self) -> EdgeStream {
+        EdgeStream {
+            key: self.key.clone(),
+            origin: self.origin.borrow().clone(),
+            pulling: self.pulling.get(),
+            players: self.players.get() as u64,
+            cache_bytes: self.ring.borrow().bytes() as u64,
+            dropped_frames: self.dropped_frames.get(),
+            max_lag_bytes: self.lags.borrow().values().copied().max().unwrap_or(0),
+        }
+    }
+
     /// Waits until the ring has an entry at `seq` or later, or the stream closed.
     pub async fn changed(&self, player: u64, seq: u64) {
         poll_fn(|cx| {
@@ -128,6 +161,7 @@ impl Drop for Membership {
     fn drop(&mut self) {
         let stream = &self.stream;
         stream.wakers.borrow_mut().remove(&self.id);
+        stream.lags.borrow_mut().remove(&self.id);
         stream.players.set(stream.players.get().saturating_sub(1));
         if stream.players.get() == 0 {
             stream.empty_since.set(Some(Instant::now()));
@@ -139,6 +173,11 @@ impl Drop for Membership {
 #[derive(Default)]
 pub struct Streams {
     map: RefCell<HashMap<StreamKey, Rc<Stream>>>,
+    /// Whether the shard's reporter runs (started with the first player).
+    reporting: Cell<bool>,
+    /// Pulls started and frames dropped since the shard started.
+    pub pulls_started: Cell<u64>,
+    pub dropped: Cell<u64>,
 }
 
 thread_local! {
@@ -156,6 +195,15 @@ impl Streams {
         self.map.borrow().values().cloned().collect()
     }
 
+    /// The shard's edge now.
+    pub fn report(&self) -> EdgeReport {
+        EdgeReport {
+            streams: self.map.borrow().values().map(|s| s.report()).collect(),
+            pulls_started: self.pulls_started.get(),
+            dropped_frames: self.dropped.get(),
+        }
+    }
+
     /// Forgets `stream` if it is still the one registered under its key.
     pub fn remove(&self, stream: &Rc<Stream>) {
         let mut map = self.map.borrow_mut();
@@ -168,6 +216,9 @@ impl Streams {
 /// Joins `key`'s stream on this shard as a player, starting its origin pull if it has none.
 pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
     let streams = streams();
+    if !streams.reporting.replace(true) {
+        glommio::spawn_local(report_every_second(shard.clone())).detach();
+    }
     let existing = streams.map.borrow().get(key).filter(|s| !s.is_closed()).cloned();
     let stream = existing.unwrap_or_else(|| {
         let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
@@ -180,6 +231,18 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
     let id = stream.next_player.get();
     stream.next_player.set(id + 1);
     Membership { stream, id }
+}
+
+/// Sends the control thread the shard's edge once a second (the reporter waits for room in the
+/// event queue, never a player).
+async fn report_every_second(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(crate::shard::REPORT_INTERVAL).await;
+        let event = ShardEvent::Edge { shard: shard.index, report: streams().report() };
+        if shard.link.events.send(event).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Serves an RTMP player (its `play` of `name` answered by the proxy) from the shard's pull

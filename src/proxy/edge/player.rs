@@ -218,7 +218,7 @@ async fn write_loop(
         let skipped = check_lag(member, &mut cursor, &mut pending, wire, max_lag);
         if skipped > 0 {
             dropped.set(dropped.get() + skipped);
-            stream.dropped_frames.set(stream.dropped_frames.get() + skipped);
+            stream.dropped(skipped);
         }
         if pending.is_empty() {
             let mut batch = Batch::new();
@@ -247,10 +247,15 @@ async fn write_loop(
 /// and the headers go again in case they changed meanwhile. Returns the frames dropped.
 fn check_lag(member: &Membership, cursor: &mut Cursor, pending: &mut Pending, wire: Wire, max_lag: u64) -> u64 {
     let ring = member.stream.ring.borrow();
-    if ring.lag(cursor.seq).is_some_and(|lag| lag <= max_lag) {
+    let lag = ring.lag(cursor.seq);
+    member.stream.set_lag(member.id, lag.unwrap_or(ring.bytes() as u64));
+    if lag.is_some_and(|lag| lag <= max_lag) {
         return 0;
     }
     let (next, passed) = ring.skip(cursor.seq);
+    if next.seq == cursor.seq {
+        return 0; // its next entry is the keyframe to skip to (a large one just arrived)
+    }
     *cursor = next;
     let dropped = passed + pending.drop_unsent();
     pending.extend(ring.headers().map(|e| (e.wire(wire).clone(), false)).collect());

@@ -178,6 +178,8 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
     };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
     stream.pulls.set(stream.pulls.get() + 1);
+    let streams = super::streams();
+    streams.pulls_started.set(streams.pulls_started.get() + 1);
     *stream.origin.borrow_mut() = Some(origin.id.0.clone());
     let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, &stream.key).await {
         Ok(conn) => conn,
@@ -189,6 +191,8 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
     };
     log::info!("edge {} on shard {}: pulling from origin {} ({addr})", stream.key, shard.index, origin.id);
     timeline.restart();
+    stream.pulling.set(true);
+    let _pulling = Pulling(stream);
     let silence = shard.config.edge.stall_timeout;
     loop {
         let msg = match within(silence, conn.next()).await {
@@ -335,6 +339,15 @@ impl Client {
             }
         }
         Ok(answer)
+    }
+}
+
+/// Marks the stream's pull as connected while it lives.
+struct Pulling<'a>(&'a Stream);
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        self.0.pulling.set(false);
     }
 }
 

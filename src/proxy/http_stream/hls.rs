@@ -10,6 +10,9 @@
 //! variant playlist, whatever its name) goes to the same stream's origin; a variant playlist
 //! is rewritten again with the same id. An unknown id gets 400 naming it.
 //!
+//! Access ([`crate::proxy::access`]) is asked for a playlist without an id; requests that carry
+//! the id ride on it (the id names the stream, not the player).
+//!
 //! The rewritten playlist gets a new `Content-Length`; validators and encodings that described
 //! the origin's bytes are dropped (and the fetch asks for an unencoded, unconditional answer).
 //! A non-2xx answer passes through unchanged (a player retries a playlist that is not there
@@ -50,6 +53,10 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
         Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
+    };
+    let _admitted = match super::admit(ex, &key, Protocol::Hls).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return ex.reply(refused).await,
     };
     let (origin, id) = match claim(shard, &key).await {
         Ok(claimed) => claimed,

@@ -115,6 +115,10 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         Ok(key) => key,
         Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
     };
+    let _admitted = match admit(ex, &key, protocol).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return ex.reply(refused).await,
+    };
     let origin = match super::pick(ex.shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
@@ -130,6 +134,20 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         return Next::Close;
     }
     forward(ex, &key, origin, protocol).await
+}
+
+/// Asks [`super::access`] whether the request may play `key`; a refusal is answered 403 with
+/// the reason.
+pub async fn admit(
+    ex: &Exchange<'_>,
+    key: &StreamKey,
+    protocol: Protocol,
+) -> Result<super::access::Admitted, Response> {
+    let param = ex.req.query.as_deref().unwrap_or("");
+    let ask = super::access::Ask { protocol, role: Role::Play, key, param, peer: ex.peer, tc_url: None };
+    super::access::admit(ex.shard, &ask)
+        .await
+        .map_err(|refusal| cors(text(refusal.http_status(), &refusal.to_string())))
 }
 
 /// Sends the request to the stream's origin and reads the response head. A dial that is

@@ -2,7 +2,8 @@
 //!
 //! 1. [`identify`]: handshake (digest or simple), answer `connect`/`createStream`/..., until
 //!    `publish` or `play` names the stream; every client byte after C2 is kept for replay.
-//! 2. Stream key from tcUrl + stream name; an origin proposed from the shard's snapshot
+//! 2. Stream key from tcUrl + stream name; access ([`crate::proxy::access`]: signed URL,
+//!    sessions per stream, on_publish/on_play); an origin proposed from the shard's snapshot
 //!    (rendezvous hash) and claimed from the control thread, which keeps one pin per stream.
 //! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`; a dial that is refused or times
 //!    out puts the origin in quarantine and is retried once on the origin picked instead),
@@ -68,6 +69,19 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             log::warn!("rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}", tc_url, stream_name);
             return refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
         }
+    };
+    let param = super::access::rtmp_param(&tc_url, &stream_name);
+    let ask = super::access::Ask {
+        protocol: Protocol::Rtmp,
+        role: session_role,
+        key: &key,
+        param,
+        peer,
+        tc_url: Some(&tc_url),
+    };
+    let _admitted = match super::access::admit(&shard, &ask).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await,
     };
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,

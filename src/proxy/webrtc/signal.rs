@@ -16,7 +16,9 @@
 //! instead (the failed one goes into quarantine).
 //!
 //! The stream: WHIP/WHEP from `?app=&stream=` (or the path), legacy from the body's
-//! `streamurl`.
+//! `streamurl`. An offer (POST) asks [`access`] first; a refusal is 403. The media session's
+//! end is not seen here, so no on_unpublish/on_stop is sent for WebRTC and it holds no slot
+//! of `--max-sessions-per-stream` past its offer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -31,9 +33,10 @@ use crate::balance::ice::IceSession;
 use crate::balance::stream_key::query_param;
 use crate::balance::{Origin, StreamKey};
 use crate::bridge::PickFailure;
-use crate::bridge::Role;
+use crate::bridge::{Protocol, Role};
 use crate::codec::http::{Request, Response};
 use crate::codec::sdp;
+use crate::proxy::access;
 use crate::proxy::http::origin::{self as http_origin, OriginError};
 use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
 use crate::shard::Shard;
@@ -111,6 +114,13 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
     let role = api.role();
     let offer = offer_sdp(api, body);
     let key = stream_key(req, api, body).map_err(|e| text(400, &e))?;
+    if req.method == "POST" {
+        let param = stream_param(req, api, body);
+        let ask = access::Ask { protocol: Protocol::WebRtc, role, key: &key, param: &param, peer, tc_url: None };
+        let admitted = access::admit(shard, &ask).await.map_err(|r| text(r.http_status(), &r.to_string()))?;
+        // The media session outlives this request and ends where this shard does not see it.
+        drop(admitted.without_end_notice());
+    }
     let origin = crate::proxy::pick(shard, &key).await.map_err(|reason| {
         log::warn!("webrtc {} {key} from {peer} refused: {reason}", role.name());
         text(503, &format!("no origin for {key}: {reason}"))
@@ -195,6 +205,17 @@ async fn ask_origin(
         log::warn!("webrtc {} {key} from {peer}: {e}", role.name());
         text(e.status(), &e.to_string())
     })
+}
+
+/// The stream's query (for a signed URL and the callbacks): the legacy envelope's `streamurl`'s,
+/// else the request's.
+fn stream_param(req: &Request, api: Api, body: &[u8]) -> String {
+    let legacy_url = api.legacy().then(|| serde_json::from_slice::<Value>(body).ok()).flatten();
+    let url = legacy_url.as_ref().and_then(|v| v.get("streamurl")).and_then(Value::as_str);
+    match url {
+        Some(url) => url.split_once('?').map_or(String::new(), |(_, q)| q.to_string()),
+        None => req.query.clone().unwrap_or_default(),
+    }
 }
 
 /// The offer's SDP: the body itself, or the legacy envelope's `sdp`.

@@ -1,0 +1,332 @@
+//! The flags of who may publish and play and of dead peers and per-client limits: HTTP
+//! callbacks in SRS's form, signed URLs, TCP keepalive, the relay idle timeout, connections per
+//! IP and sessions per stream. One group, flattened into [`super::Cli`], validated into
+//! [`AccessConfig`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{ConfigError, GoDuration};
+
+/// The flags, as clap sees them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AccessFlags {
+    /// HTTP callback asked before a publish starts (SRS's on_publish): POST JSON with action,
+    /// client_id, ip, vhost, app, stream, param, tcUrl, stream_url and protocol. The publish
+    /// goes on only when the answer is 200 with a body of {"code":0} (or 0); anything else, no
+    /// answer within --callback-timeout or more than --callback-max-in-flight waiting refuses
+    /// it. http://HOST[:PORT]/PATH; HOST is resolved once, at startup.
+    #[arg(long, env = "STREAMGATE_ON_PUBLISH", value_name = "URL", help_heading = "Access")]
+    pub on_publish: Option<String>,
+
+    /// HTTP callback told when an allowed publish ends (SRS's on_unpublish; its answer is ignored).
+    #[arg(long, env = "STREAMGATE_ON_UNPUBLISH", value_name = "URL", help_heading = "Access")]
+    pub on_unpublish: Option<String>,
+
+    /// HTTP callback asked before a player starts (SRS's on_play), as --on-publish.
+    #[arg(long, env = "STREAMGATE_ON_PLAY", value_name = "URL", help_heading = "Access")]
+    pub on_play: Option<String>,
+
+    /// HTTP callback told when an allowed player ends (SRS's on_stop; its answer is ignored).
+    #[arg(long, env = "STREAMGATE_ON_STOP", value_name = "URL", help_heading = "Access")]
+    pub on_stop: Option<String>,
+
+    /// How long a callback may take (connect, request and answer) before the session it asks
+    /// about is refused.
+    #[arg(
+        long,
+        env = "STREAMGATE_CALLBACK_TIMEOUT",
+        default_value = "2s",
+        value_name = "DURATION",
+        help_heading = "Access"
+    )]
+    pub callback_timeout: GoDuration,
+
+    /// Most callbacks in flight per shard; a session that finds no room within
+    /// --callback-timeout is refused, an end notice that finds the queue full is dropped
+    /// (logged).
+    #[arg(
+        long,
+        env = "STREAMGATE_CALLBACK_MAX_IN_FLIGHT",
+        default_value_t = 64,
+        value_name = "N",
+        help_heading = "Access"
+    )]
+    pub callback_max_in_flight: usize,
+
+    /// Publishing needs a signed URL: `?token=HEX&expires=UNIX_SECONDS` in the stream's query
+    /// (RTMP: the stream name's or the tcUrl's; SRT: the r= resource's), where HEX is
+    /// HMAC-SHA256 with this secret of "APP/STREAM:EXPIRES" and EXPIRES is not past.
+    #[arg(
+        long,
+        env = "STREAMGATE_PUBLISH_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Access"
+    )]
+    pub publish_secret: Option<String>,
+
+    /// Playing needs a signed URL, as --publish-secret, with this secret.
+    #[arg(
+        long,
+        env = "STREAMGATE_PLAY_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Access"
+    )]
+    pub play_secret: Option<String>,
+
+    /// Most sessions (publishers and players, every protocol) of one stream at once across the
+    /// shards; past it new ones are refused (RTMP error status, HTTP 403, SRT rejection). 0: no
+    /// cap.
+    #[arg(
+        long,
+        env = "STREAMGATE_MAX_SESSIONS_PER_STREAM",
+        default_value_t = 0,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_sessions_per_stream: u32,
+
+    /// Most TCP connections one client IP may hold open on a listener, counted across the
+    /// shards: N for every TCP listener, or LISTENER=N,... with rtmp, http (the HTTP stream
+    /// listener) and api (the HTTP API listener). Past it a new connection is closed at once
+    /// (counted as `refused` in /api/v1/shards). Unset: no limit.
+    #[arg(long, env = "STREAMGATE_MAX_CONNECTIONS_PER_IP", value_name = "N|LISTENER=N,...", help_heading = "Limits")]
+    pub max_connections_per_ip: Option<PerIpLimits>,
+
+    /// TCP keepalive on every relayed socket (clients and origins): the first probe after this
+    /// long without traffic. 0s turns keepalive off.
+    #[arg(
+        long,
+        env = "STREAMGATE_TCP_KEEPALIVE_IDLE",
+        default_value = "60s",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
+    pub tcp_keepalive_idle: GoDuration,
+
+    /// TCP keepalive: time between unanswered probes.
+    #[arg(
+        long,
+        env = "STREAMGATE_TCP_KEEPALIVE_INTERVAL",
+        default_value = "10s",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
+    pub tcp_keepalive_interval: GoDuration,
+
+    /// TCP keepalive: unanswered probes before the kernel drops the connection (the relay then
+    /// sees the error and closes both sides).
+    #[arg(
+        long,
+        env = "STREAMGATE_TCP_KEEPALIVE_COUNT",
+        default_value_t = 6,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub tcp_keepalive_count: u32,
+
+    /// A relayed TCP session (RTMP, HTTP-FLV/TS) that moves no byte in either direction for this
+    /// long is closed, both sides, counted (`idle` in /api/v1/shards,
+    /// streamgate_connections_idle_total) and logged. Checked once a second. 0s turns it off.
+    #[arg(
+        long,
+        env = "STREAMGATE_RELAY_IDLE_TIMEOUT",
+        default_value = "5m",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
+    pub relay_idle_timeout: GoDuration,
+}
+
+/// A callback target: where to connect and what to send as `Host` and path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackUrl {
+    pub addr: SocketAddr,
+    pub host: String,
+    /// The path with its query, `/api/v1/streams?x=1`.
+    pub path: String,
+    /// As given, for log lines.
+    pub url: String,
+}
+
+impl CallbackUrl {
+    /// Parses `http://HOST[:PORT][/PATH]` and resolves HOST.
+    pub fn parse(url: &str) -> Result<CallbackUrl, String> {
+        let url = url.trim();
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("{url:?} names no host"));
+        }
+        let with_port = if authority.ends_with(']') || !authority.contains(':') {
+            format!("{authority}:80")
+        } else {
+            authority.to_string()
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {authority:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{authority:?} resolves to no address"))?;
+        let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+        Ok(CallbackUrl { addr, host: authority.to_string(), path, url: url.to_string() })
+    }
+}
+
+/// `--max-connections-per-ip`: per TCP listener, `None` for no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerIpLimits {
+    pub rtmp: Option<u32>,
+    pub http: Option<u32>,
+    pub api: Option<u32>,
+}
+
+impl FromStr for PerIpLimits {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |v: &str| match v.trim().parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!("{v:?} is not a number of connections (1 or more)")),
+            Ok(n) => Ok(n),
+        };
+        let s = s.trim();
+        if !s.contains('=') {
+            let n = number(s)?;
+            return Ok(PerIpLimits { rtmp: Some(n), http: Some(n), api: Some(n) });
+        }
+        let mut limits = PerIpLimits::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, value) = item.split_once('=').ok_or_else(|| format!("{item:?} is not LISTENER=N"))?;
+            let slot = match name.trim() {
+                "rtmp" => &mut limits.rtmp,
+                "http" => &mut limits.http,
+                "api" => &mut limits.api,
+                other => return Err(format!("{other:?} is not a TCP listener (rtmp, http or api)")),
+            };
+            *slot = Some(number(value)?);
+        }
+        Ok(limits)
+    }
+}
+
+/// TCP keepalive times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+/// The validated access settings.
+#[derive(Clone, Debug, Default)]
+pub struct AccessConfig {
+    pub on_publish: Option<CallbackUrl>,
+    pub on_unpublish: Option<CallbackUrl>,
+    pub on_play: Option<CallbackUrl>,
+    pub on_stop: Option<CallbackUrl>,
+    pub callback_timeout: Duration,
+    pub callback_max_in_flight: usize,
+    pub publish_secret: Option<String>,
+    pub play_secret: Option<String>,
+    /// 0: no cap.
+    pub max_sessions_per_stream: u32,
+    pub max_connections_per_ip: PerIpLimits,
+    /// `None`: keepalive off.
+    pub keepalive: Option<Keepalive>,
+    /// `None`: no relay idle timeout.
+    pub relay_idle_timeout: Option<Duration>,
+}
+
+impl AccessFlags {
+    /// Checks the flags; a bad one is named.
+    pub fn validate(&self) -> Result<AccessConfig, ConfigError> {
+        let url = |flag: &str, value: &Option<String>| -> Result<Option<CallbackUrl>, ConfigError> {
+            match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => CallbackUrl::parse(v).map(Some).map_err(|e| ConfigError::new(flag, e)),
+            }
+        };
+        if self.callback_timeout.0.is_zero() {
+            return Err(ConfigError::new("--callback-timeout", "must be longer than 0s"));
+        }
+        if self.callback_max_in_flight == 0 {
+            return Err(ConfigError::new("--callback-max-in-flight", "must be at least 1"));
+        }
+        let secret = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let keepalive = if self.tcp_keepalive_idle.0.is_zero() {
+            None
+        } else {
+            let whole = |flag: &str, d: Duration| {
+                if d < Duration::from_secs(1) || d.subsec_nanos() != 0 || d.as_secs() > 32767 {
+                    Err(ConfigError::new(flag, "must be whole seconds from 1s to 32767s (the kernel counts seconds)"))
+                } else {
+                    Ok(d)
+                }
+            };
+            if !(1..=127).contains(&self.tcp_keepalive_count) {
+                return Err(ConfigError::new("--tcp-keepalive-count", "must be from 1 to 127"));
+            }
+            Some(Keepalive {
+                idle: whole("--tcp-keepalive-idle", self.tcp_keepalive_idle.0)?,
+                interval: whole("--tcp-keepalive-interval", self.tcp_keepalive_interval.0)?,
+                count: self.tcp_keepalive_count,
+            })
+        };
+        let idle = self.relay_idle_timeout.0;
+        if !idle.is_zero() && idle < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "--relay-idle-timeout",
+                "must be 0s (off) or at least 1s (checked once a second)",
+            ));
+        }
+        Ok(AccessConfig {
+            on_publish: url("--on-publish", &self.on_publish)?,
+            on_unpublish: url("--on-unpublish", &self.on_unpublish)?,
+            on_play: url("--on-play", &self.on_play)?,
+            on_stop: url("--on-stop", &self.on_stop)?,
+            callback_timeout: self.callback_timeout.0,
+            callback_max_in_flight: self.callback_max_in_flight,
+            publish_secret: secret(&self.publish_secret),
+            play_secret: secret(&self.play_secret),
+            max_sessions_per_stream: self.max_sessions_per_stream,
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or_default(),
+            keepalive,
+            relay_idle_timeout: (!idle.is_zero()).then_some(idle),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_urls() {
+        let u = CallbackUrl::parse("http://127.0.0.1:8085/api/v1/streams").unwrap();
+        assert_eq!((u.addr.port(), u.host.as_str(), u.path.as_str()), (8085, "127.0.0.1:8085", "/api/v1/streams"));
+        let u = CallbackUrl::parse("http://127.0.0.1").unwrap();
+        assert_eq!((u.addr.port(), u.path.as_str()), (80, "/"));
+        let u = CallbackUrl::parse("http://[::1]:9/x?a=1").unwrap();
+        assert_eq!((u.addr.port(), u.path.as_str()), (9, "/x?a=1"));
+        assert!(CallbackUrl::parse("https://127.0.0.1/x").is_err());
+        assert!(CallbackUrl::parse("http:///x").is_err());
+        assert!(CallbackUrl::parse("http://u@127.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn per_ip_limits() {
+        let all: PerIpLimits = "10".parse().unwrap();
+        assert_eq!(all, PerIpLimits { rtmp: Some(10), http: Some(10), api: Some(10) });
+        let some: PerIpLimits = "rtmp=2, api=5".parse().unwrap();
+        assert_eq!(some, PerIpLimits { rtmp: Some(2), http: None, api: Some(5) });
+        assert!("0".parse::<PerIpLimits>().is_err());
+        assert!("srt=3".parse::<PerIpLimits>().is_err());
+        assert!("rtmp".parse::<PerIpLimits>().is_err());
+    }
+}

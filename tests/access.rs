@@ -1,0 +1,371 @@
+//! Who may publish and play (signed URLs, SRS-style HTTP callbacks, sessions per stream) and
+//! dead peers and per-client limits (connections per IP, TCP keepalive, the relay idle
+//! timeout), with real peers: ffmpeg publishes and ffprobe plays through the proxy to
+//! nginx-rtmp; curl plays HTTP-FLV; a small callback server started by the test answers the
+//! callbacks as an SRS hook server would; a hand-made SRT caller reads the rejections. Bad
+//! input runs next to a healthy stream in the same proxy, which must not notice.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::peers::*;
+use common::udp_peers::{SrtCaller, origin_body_udp};
+use common::*;
+use serde_json::{Value, json};
+use streamgate::balance::StreamKey;
+use streamgate::proxy::access::signed::sign;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn shards(p: &Proxy) -> Value {
+    get(&p.api_addr(), "/api/v1/shards").json()
+}
+
+fn pick_failures(p: &Proxy, reason: &str) -> u64 {
+    shards(p)["total"]["pick_failures"][reason].as_u64().unwrap_or(0)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// `token=..&expires=..` for `live/<stream>` with `secret`, valid for `secs` (negative: expired).
+fn signed(secret: &str, stream: &str, secs: i64) -> String {
+    let expires = (unix_now() as i64 + secs) as u64;
+    let key = StreamKey::from_url(&format!("rtmp://h/live/{stream}")).unwrap();
+    format!("token={}&expires={expires}", sign(secret, &key, expires))
+}
+
+/// Whether an ffmpeg publisher was refused: it exits with an error within `WAIT`.
+fn refused(mut ffmpeg: Ffmpeg) -> bool {
+    matches!(ffmpeg.wait_timeout(WAIT), Some(status) if !status.success())
+}
+
+fn curl_status(url: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url])
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn post_status(addr: &str, path: &str, body: &str) -> u16 {
+    raw_http(addr, &request("POST", path, &[("Content-Type", "application/sdp")], body)).status
+}
+
+#[test]
+fn signed_urls_gate_publish_and_play_in_every_protocol() {
+    let origin = NginxRtmp::start(4096);
+    let p = Proxy::start(&["--publish-secret", "pub-s3cret", "--play-secret", "play-s3cret"]);
+    let srt_port = free_udp_port();
+    let mut body: Value = serde_json::from_str(&origin_body_udp("signed", &[srt_port.to_string()], &[], &[])).unwrap();
+    body["rtmp"] = json!([origin.rtmp_port.to_string()]);
+    assert_eq!(register(&p.api_addr(), &body.to_string()).status, 200);
+    let url = |stream: &str, query: &str| format!("rtmp://127.0.0.1:{}/live/{stream}?{query}", p.rtmp);
+
+    // A healthy publish with a valid publish token, played with a valid play token.
+    let mut healthy = Ffmpeg::publish(&url("cam", &signed("pub-s3cret", "cam", 600)), 60);
+    assert!(
+        wait_until(WAIT, || origin.publishing("cam")),
+        "signed publish refused: {}\n{}",
+        healthy.describe(),
+        p.log_text()
+    );
+    let codecs = ffprobe_streams(&url("cam", &signed("play-s3cret", "cam", 600)), WAIT)
+        .unwrap_or_else(|e| panic!("signed play refused: {e}\n{}", p.log_text()));
+    assert!(codecs.iter().any(|c| c == "h264"), "{codecs:?}");
+
+    // Refused beside it: no token, an expired one, one for another stream, the play secret's
+    // token to publish, and the tcUrl's query counts too.
+    let before = pick_failures(&p, "denied");
+    assert!(refused(Ffmpeg::publish(&url("x1", ""), 10)), "unsigned publish accepted");
+    assert!(refused(Ffmpeg::publish(&url("x2", &signed("pub-s3cret", "x2", -5)), 10)), "expired publish accepted");
+    assert!(refused(Ffmpeg::publish(&url("x3", &signed("pub-s3cret", "other", 600)), 10)), "wrong stream accepted");
+    assert!(refused(Ffmpeg::publish(&url("x4", &signed("play-s3cret", "x4", 600)), 10)), "play secret published");
+    assert!(ffprobe_streams(&url("cam", ""), Duration::from_secs(10)).is_err(), "unsigned play accepted");
+    assert!(ffprobe_streams(&url("cam", &signed("pub-s3cret", "cam", 600)), Duration::from_secs(10)).is_err());
+    let in_tc_url = format!("rtmp://127.0.0.1:{}/live?{}/cam", p.rtmp, signed("play-s3cret", "cam", 600));
+    assert!(ffprobe_streams(&in_tc_url, WAIT).is_ok(), "a token in the tcUrl was not read\n{}", p.log_text());
+    for stream in ["x1", "x2", "x3", "x4"] {
+        assert!(!origin.publishing(stream), "{stream} reached the origin");
+    }
+    let log = p.log_text();
+    for why in ["no signed URL", "expired at", "does not match"] {
+        assert!(log.contains("refused: unauthorized: ") && log.contains(why), "no {why:?} line:\n{log}");
+    }
+
+    // HTTP-FLV and HLS: 403 without a valid token, past the check with one (502 here: the
+    // origin has no HTTP endpoint).
+    let http = format!("http://127.0.0.1:{}", p.http);
+    assert_eq!(curl_status(&format!("{http}/live/cam.flv")), 403);
+    assert_eq!(curl_status(&format!("{http}/live/cam.m3u8?{}", signed("pub-s3cret", "cam", 600))), 403);
+    assert_eq!(curl_status(&format!("{http}/live/cam.flv?{}", signed("play-s3cret", "cam", 600))), 502);
+    // WHIP/WHEP: 403 before the origin is asked.
+    let api = format!("127.0.0.1:{}", p.http_api);
+    assert_eq!(post_status(&api, "/rtc/v1/whip/?app=live&stream=w", "v=0\r\n"), 403);
+    assert_eq!(post_status(&api, "/rtc/v1/whep/?app=live&stream=cam", "v=0\r\n"), 403);
+    let whep = format!("/rtc/v1/whep/?app=live&stream=cam&{}", signed("play-s3cret", "cam", 600));
+    assert_ne!(post_status(&api, &whep, "v=0\r\n"), 403, "signed WHEP refused");
+    // SRT: rejection 1401 (unauthorized) for an unsigned caller.
+    let caller = SrtCaller::new(0x5151_0001);
+    let to = ([127, 0, 0, 1], p.srt).into();
+    let (answer, _) =
+        caller.connect(to, Some("#!::r=live/s1,m=publish"), Duration::from_secs(3)).expect("no SRT answer");
+    assert_eq!(answer.hs_type, 1000 + 1401, "{answer:?}\n{}", p.log_text());
+    let signed_sid = format!("#!::r=live/s1?{},m=publish", signed("pub-s3cret", "s1", 600));
+    let answer = SrtCaller::new(0x5151_0002).connect(to, Some(&signed_sid), Duration::from_secs(3));
+    assert_ne!(answer.map(|(a, _)| a.hs_type), Some(1000 + 1401), "signed SRT caller refused");
+
+    assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= before + 11), "{}", shards(&p));
+    assert!(healthy.running(), "the healthy publisher noticed: {}", healthy.describe());
+    assert!(origin.publishing("cam"));
+}
+
+/// A callback server as SRS's hook servers answer: allows streams whose name starts with
+/// `ok`, never answers for `slow*`, refuses the rest with code 403. Keeps every body.
+struct Hooks {
+    port: u16,
+    calls: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Hooks {
+    fn start() -> Hooks {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let kept = calls.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let kept = kept.clone();
+                std::thread::spawn(move || answer(conn, &kept));
+            }
+        });
+        Hooks { port, calls }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn calls(&self, action: &str, stream: &str) -> Vec<Value> {
+        let calls = self.calls.lock().unwrap();
+        calls.iter().filter(|c| c["action"] == action && c["stream"] == stream).cloned().collect()
+    }
+}
+
+fn answer(mut conn: TcpStream, kept: &Mutex<Vec<Value>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let Ok(n) = conn.read(&mut chunk) else { return };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(at) = text.find("\r\n\r\n") {
+            let length = text[..at]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0usize);
+            if buf.len() >= at + 4 + length {
+                break serde_json::from_slice::<Value>(&buf[at + 4..at + 4 + length]).unwrap_or(Value::Null);
+            }
+        }
+    };
+    kept.lock().unwrap().push(body.clone());
+    let stream = body["stream"].as_str().unwrap_or("");
+    if stream.starts_with("slow") {
+        std::thread::sleep(Duration::from_secs(10));
+        return;
+    }
+    let code = if stream.starts_with("ok") { 0 } else { 403 };
+    let reply = json!({ "code": code }).to_string();
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+        reply.len()
+    );
+}
+
+#[test]
+fn callbacks_allow_refuse_time_out_and_hear_the_end() {
+    let hooks = Hooks::start();
+    let origin = NginxRtmp::start(4096);
+    let p = Proxy::start(&[
+        "--on-publish",
+        &hooks.url("/api/v1/streams"),
+        "--on-unpublish",
+        &hooks.url("/api/v1/streams"),
+        "--on-play",
+        &hooks.url("/api/v1/sessions"),
+        "--on-stop",
+        &hooks.url("/api/v1/sessions"),
+        "--callback-timeout",
+        "1s",
+    ]);
+    assert_eq!(register(&p.api_addr(), &origin_body("hooks", "a", origin.rtmp_port)).status, 200);
+    let url = |stream: &str| format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp);
+
+    let mut healthy = Ffmpeg::publish(&format!("{}?k=v", url("okhealthy")), 60);
+    assert!(
+        wait_until(WAIT, || origin.publishing("okhealthy")),
+        "allowed publish: {}\n{}",
+        healthy.describe(),
+        p.log_text()
+    );
+    let on_publish = hooks.calls("on_publish", "okhealthy");
+    assert_eq!(on_publish.len(), 1, "{on_publish:?}");
+    let c = &on_publish[0];
+    assert_eq!(
+        (c["app"].as_str(), c["vhost"].as_str(), c["ip"].as_str()),
+        (Some("live"), Some("__defaultVhost__"), Some("127.0.0.1"))
+    );
+    assert_eq!(c["param"], "?k=v", "{c}");
+    assert!(c["tcUrl"].as_str().unwrap().starts_with("rtmp://127.0.0.1:"), "{c}");
+    assert!(c["client_id"].as_str().is_some_and(|id| !id.is_empty()), "{c}");
+
+    // Refused and timed out beside the healthy stream.
+    let t0 = Instant::now();
+    assert!(refused(Ffmpeg::publish(&url("badcam"), 10)), "a refused publish went on");
+    assert!(refused(Ffmpeg::publish(&url("slowcam"), 10)), "a timed-out callback let a publish on");
+    assert!(t0.elapsed() < WAIT, "refusals took {:?}", t0.elapsed());
+    assert!(!origin.publishing("badcam") && !origin.publishing("slowcam"));
+    let log = p.log_text();
+    assert!(log.contains("refused by the on_publish callback: answered code 403"), "{log}");
+    assert!(log.contains("the on_publish callback failed"), "{log}");
+    assert_eq!(hooks.calls("on_unpublish", "badcam").len(), 0, "no end notice for a refused publish");
+
+    // Play: allowed over RTMP, refused over HTTP-FLV (403), each asked with on_play.
+    assert!(ffprobe_streams(&url("okhealthy"), WAIT).is_ok(), "{}", p.log_text());
+    assert_eq!(curl_status(&format!("http://127.0.0.1:{}/live/nothere.flv", p.http)), 403);
+    assert_eq!(hooks.calls("on_play", "nothere")[0]["protocol"], "http_flv");
+    // The player's end is told with its own client id.
+    let play = hooks.calls("on_play", "okhealthy")[0].clone();
+    assert!(wait_until(WAIT, || !hooks.calls("on_stop", "okhealthy").is_empty()), "no on_stop");
+    assert_eq!(hooks.calls("on_stop", "okhealthy")[0]["client_id"], play["client_id"]);
+
+    // The publisher's end: on_unpublish with the on_publish's client id.
+    assert!(healthy.running(), "the healthy publisher noticed: {}", healthy.describe());
+    healthy.kill();
+    assert!(wait_until(WAIT, || !hooks.calls("on_unpublish", "okhealthy").is_empty()), "no on_unpublish");
+    assert_eq!(hooks.calls("on_unpublish", "okhealthy")[0]["client_id"], c["client_id"]);
+    assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= 3), "{}", shards(&p));
+}
+
+#[test]
+fn sessions_per_stream_and_connections_per_ip_are_capped() {
+    let origin = NginxRtmp::start(4096);
+    let p = Proxy::start(&["--max-sessions-per-stream", "2", "--max-connections-per-ip", "rtmp=6"]);
+    assert_eq!(register(&p.api_addr(), &origin_body("caps", "a", origin.rtmp_port)).status, 200);
+    let url = |stream: &str| format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp);
+
+    let mut publisher = Ffmpeg::publish(&url("capped"), 60);
+    assert!(wait_until(WAIT, || origin.publishing("capped")), "{}", publisher.describe());
+    let mut player = Ffmpeg::play(&url("capped"), 60);
+    assert!(wait_until(WAIT, || origin.players("capped") == 1), "{}", player.describe());
+    // Third session of the stream: refused over RTMP and HTTP; other streams are not capped.
+    assert!(ffprobe_streams(&url("capped"), Duration::from_secs(10)).is_err(), "a third session of the stream played");
+    assert_eq!(curl_status(&format!("http://127.0.0.1:{}/live/capped.flv", p.http)), 403);
+    assert!(p.log_text().contains("stream has 2 sessions already"), "{}", p.log_text());
+    assert!(wait_until(WAIT, || pick_failures(&p, "stream_full") >= 2), "{}", shards(&p));
+    // The slot comes back when a session ends.
+    player.kill();
+    assert!(
+        wait_until(WAIT, || ffprobe_streams(&url("capped"), Duration::from_secs(10)).is_ok()),
+        "slot never came back"
+    );
+
+    // Connections per IP: publisher + 5 idle sockets hold 6; the 7th is closed at once, the
+    // HTTP listener is not limited, and a freed slot is taken again.
+    let idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(("127.0.0.1", p.rtmp)).unwrap()).collect();
+    assert!(wait_until(WAIT, || shards(&p)["total"]["open_by_listener"]["rtmp"] == 6), "{}", shards(&p));
+    let mut seventh = TcpStream::connect(("127.0.0.1", p.rtmp)).unwrap();
+    seventh.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    assert!(matches!(seventh.read(&mut b), Ok(0) | Err(_)), "the 7th connection was kept");
+    assert!(wait_until(WAIT, || shards(&p)["total"]["refused"]["rtmp"] == 1), "{}", shards(&p));
+    assert_eq!(get(&p.http_addr(), "/api/v1/versions").status, 200);
+    drop(idle);
+    assert!(wait_until(WAIT, || shards(&p)["total"]["open_by_listener"]["rtmp"] == 1));
+    assert!(ffprobe_streams(&url("capped"), WAIT).is_ok(), "{}", p.log_text());
+    assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
+}
+
+/// An HTTP-FLV origin that answers the head of a live body and then never sends a byte: the
+/// misbehaviour a real origin does not show on demand.
+fn silent_flv_origin() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in listener.incoming().flatten() {
+            let mut b = [0u8; 4096];
+            let _ = conn.read(&mut b);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nConnection: close\r\n\r\n");
+            held.push(conn);
+        }
+    });
+    port
+}
+
+/// `ss` lines of established TCP sockets whose address in `column` (2 local, 3 peer) has
+/// `port`, with their timers.
+fn sockets(column: usize, port: u16) -> Vec<String> {
+    let out = Command::new("ss").args(["-tnoH", "state", "established"]).output().expect("run ss (iproute2)");
+    let suffix = format!(":{port}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(column).is_some_and(|a| a.ends_with(&suffix)))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn dead_peers_keepalive_probes_and_the_idle_timeout_closes_silent_sessions() {
+    let origin = NginxRtmp::start(4096);
+    let silent = silent_flv_origin();
+    let p =
+        Proxy::start(&["--relay-idle-timeout", "3s", "--tcp-keepalive-idle", "17s", "--tcp-keepalive-interval", "4s"]);
+    let body = common::http_peers::origin_body_http("dead", "a", origin.rtmp_port, silent);
+    assert_eq!(register(&p.api_addr(), &body).status, 200);
+    let url = format!("rtmp://127.0.0.1:{}/live/alive", p.rtmp);
+    let mut publisher = Ffmpeg::publish(&url, 60);
+    assert!(wait_until(WAIT, || origin.publishing("alive")), "{}", publisher.describe());
+
+    // Keepalive is on for the client and the origin sides of the relay: ss shows the timer
+    // (while no data is unacknowledged; else the retransmit timer shows, so sample a while).
+    let client = (2, p.rtmp);
+    let upstream = (3, origin.rtmp_port);
+    for (column, port) in [client, upstream] {
+        let mut seen = Vec::new();
+        let shown = wait_until(Duration::from_secs(10), || {
+            seen = sockets(column, port);
+            seen.iter().any(|l| l.contains("timer:(keepalive"))
+        });
+        assert!(shown, "no keepalive on the proxy's sockets with port {port} in column {column}: {seen:?}");
+    }
+
+    // A player of a stream whose origin went silent: closed after 3 s, counted and logged.
+    let mut player = TcpStream::connect(("127.0.0.1", p.http)).unwrap();
+    player.write_all(b"GET /live/quiet.flv HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    player.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let _ = player.read_to_end(&mut got);
+    let took = t0.elapsed();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "closed after {took:?}");
+    assert!(wait_until(WAIT, || shards(&p)["total"]["idle"]["http_stream"] == 1), "{}", shards(&p));
+    assert!(p.log_text().contains("no byte either way for 3s"), "{}", p.log_text());
+
+    // The live stream beside it moves bytes all along and is never idle.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(publisher.running() && origin.publishing("alive"), "{}", publisher.describe());
+    assert_eq!(shards(&p)["total"]["idle"]["rtmp"], 0);
+}
