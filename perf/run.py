@@ -6,6 +6,9 @@
   splice   through streamgate --relay splice
   copy     through streamgate --relay copy
   splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
+  edge     through streamgate --edge on: one origin pull per stream and shard, players served
+           from the shard's shared buffers (RTMP and HTTP-FLV players; the pull is RTMP, so
+           the httpflv scenarios, whose origin serves only HTTP-FLV, cannot run it)
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
   baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
            integration branch's), for before/after comparisons in one run
@@ -17,8 +20,14 @@ CPU (for origin-flv also its /stats: players dropped, worst pacing lateness, so 
 whether the origin kept up). The markdown table (with the streamgate/HAProxy ratios) is
 appended to perf/results/<date>-<commit>.md (or --out) and printed.
 
-Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,haproxy]
-                            [--batch 10ms] [--load-args "..."] [--out PATH|-]
+Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,edge,haproxy]
+                            [--batch 10ms] [--load-args "..."] [--players-with load|rtmpdump]
+                            [--out PATH|-]
+
+--players-with rtmpdump (RTMP scenarios with players): the load generator only publishes and
+the players are rtmpdump (librtmp) processes writing to /dev/null, a player that reads the way
+real ones do (smaller reads, acknowledgements) rather than the generator's; bytes delivered are
+then read from the players' sockets (`ss`), and setup and first-media times are not measured.
 Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn (see SCENARIOS below).
 A short smoke run that keeps perf/results/ clean:
   perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
@@ -77,6 +86,12 @@ SCENARIOS = {
         "origin": "flv",
         "args": ["--players", "500", "--ramp-per-sec", "250"],
         "duration": 60,
+    },
+    "edge-churn": {
+        "about": "50 concurrent connectors joining a stream already pulled: connect, play to first media, close",
+        "flv": ("640x360", "1M"),
+        "args": ["--publishers", "1", "--paced", "--players", "1", "--churn", "50"],
+        "duration": 20,
     },
     "httpflv-churn": {
         "about": "50 concurrent HTTP-FLV connectors: connect, GET, first media tag, close, repeat",
@@ -203,7 +218,7 @@ RELAYS = ("splice", "copy", "splice-batch", "copy-batch")
 
 
 class Streamgate:
-    def __init__(self, tmp, origin, relay, batch=None, binary=PROXY):
+    def __init__(self, tmp, origin, relay, batch=None, binary=PROXY, extra=()):
         rtmp, http, self.api = free_port(), free_port(), free_port()
         self.port = http if origin.protocol == "http" else rtmp
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
@@ -212,7 +227,7 @@ class Streamgate:
             [binary, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
              "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
              "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
-             "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []),
+             "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []) + list(extra),
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.api)
         body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",
@@ -268,7 +283,52 @@ def make_flv(tmp, size, rate):
     return path
 
 
-def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None):
+def last_value(args, flag, default):
+    """The last value given to `flag` in an argument list."""
+    values = [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
+    return values[-1] if values else default
+
+
+def socket_bytes_received(port):
+    """Bytes received so far by every established client socket connected to 127.0.0.1:port."""
+    out = subprocess.run(["ss", "-tinH", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    total = 0
+    for field in out.split():
+        if field.startswith("bytes_received:"):
+            total += int(field.split(":")[1])
+    return total
+
+
+def run_rtmpdump_players(name, args, port, duration):
+    """The load generator publishes only; `--players` rtmpdump processes play PREFIX0 for the
+    run. Returns a summary shaped like the generator's (bytes from the players' sockets)."""
+    players = int(last_value(args, "--players", "0"))
+    prefix = last_value(args, "--stream-prefix", "s")
+    publisher = subprocess.Popen(args + ["--players", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    url = f"rtmp://127.0.0.1:{port}/live/{prefix}0"
+    dumps = [subprocess.Popen(["rtmpdump", "-q", "-r", url, "--live", "-o", "/dev/null"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(players)]
+    started = time.time()
+    time.sleep(max(1, duration - 4))
+    received = socket_bytes_received(port)
+    alive = sum(1 for d in dumps if d.poll() is None)
+    seconds = time.time() - started
+    for d in dumps:
+        d.kill()
+    for d in dumps:
+        d.wait()
+    out, err = publisher.communicate(timeout=duration + 120)
+    if publisher.returncode != 0:
+        raise RuntimeError(f"{name}: load generator (publisher) failed: {err[-2000:]}")
+    summary = json.loads(out.strip().splitlines()[-1])
+    summary.update({"players": players, "players_alive_at_end": alive, "connections_opened": players + 1, "bytes_received": received,
+                    "seconds": seconds, "players_with": "rtmpdump", "first_media_ms": {}, "setups_per_sec": None})
+    return summary
+
+
+def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None, players_with="load"):
     proxy = None
     if name == "baseline":
         if not baseline:
@@ -278,6 +338,9 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
     elif name in RELAYS:
         relay, batched = name.split("-")[0], name.endswith("-batch")
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
+        port = proxy.port
+    elif name == "edge":
+        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"])
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
@@ -291,10 +354,13 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
     rss0 = status_kib(proxy.pid, "VmRSS") if proxy else 0
     origin_cpu0, origin_stats0 = origin.cpu(), origin.stats()
-    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    if players_with == "rtmpdump":
+        summary = run_rtmpdump_players(name, args, port, duration)
+    else:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
+        if out.returncode != 0:
+            raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
     row = {"target": name, "load": summary, "origin_cpu_s": origin.cpu() - origin_cpu0}
     if origin_stats0 is not None:
         after = origin.stats()
@@ -381,13 +447,20 @@ def table(scenario_name, rows):
             ratios.append(f"- proxy CPU-ms per setup (mean), streamgate splice / baseline build: "
                           f"{mean('splice', cpu_ms):.3f} / {mean('baseline', cpu_ms):.3f} = "
                           f"{mean('splice', cpu_ms) / mean('baseline', cpu_ms):.2f}")
-    for relay in RELAYS:
+    for relay in RELAYS + ("edge",):
         if relay in by and "haproxy" in by:
             a, b = by[relay], by["haproxy"]
             ga, gb = a["load"].get("bytes_received", 0) / 2**30, b["load"].get("bytes_received", 0) / 2**30
             if ga > 0 and gb > 0 and b["proxy_cpu_s"] > 0:
                 ratios.append(f"- CPU per GiB, streamgate {relay} / HAProxy: "
                               f"{(a['proxy_cpu_s'] / ga) / (b['proxy_cpu_s'] / gb):.2f}")
+            sa, sb = a["load"].get("setups_per_sec"), b["load"].get("setups_per_sec")
+            if sa and sb:
+                ratios.append(f"- setups per second, streamgate {relay} / HAProxy: {sa / sb:.2f}")
+            ca, cb = max(1, a["load"].get("connections_opened", 1)), max(1, b["load"].get("connections_opened", 1))
+            ga_rss, gb_rss = a.get("proxy_rss_growth_kib"), b.get("proxy_rss_growth_kib")
+            if ga_rss is not None and gb_rss and gb_rss > 0 and "connections_opened" in a["load"]:
+                ratios.append(f"- RSS growth per connection, streamgate {relay} / HAProxy: {(ga_rss / ca) / (gb_rss / cb):.2f}")
             tb = b["load"].get("bytes_received", 0)
             if tb > 0:
                 ratios.append(f"- bytes received, streamgate {relay} / HAProxy: {a['load'].get('bytes_received', 0) / tb:.2f}")
@@ -406,7 +479,9 @@ def main():
     ap.add_argument("--duration", type=int)
     ap.add_argument("--targets", default="direct,splice,copy,haproxy",
                     help="comma-separated: direct, splice, copy, splice-batch, copy-batch (streamgate with "
-                         "--relay-batch BATCH), haproxy")
+                         "--relay-batch BATCH), edge (streamgate --edge on), haproxy")
+    ap.add_argument("--players-with", choices=("load", "rtmpdump"), default="load",
+                    help="who plays: the load generator's players (default) or rtmpdump processes")
     ap.add_argument("--baseline", help="another streamgate binary, run as target baseline (--relay splice)")
     ap.add_argument("--batch", default="10ms", help="--relay-batch of the *-batch targets (default 10ms)")
     ap.add_argument("--load-args", default="",
@@ -432,7 +507,7 @@ def main():
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
             rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch,
-                                   opts.baseline))
+                                   opts.baseline, opts.players_with))
     finally:
         if origin:
             origin.stop()
@@ -440,6 +515,10 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     date = datetime.date.today().isoformat()
     extra = f" (load generator also given `{opts.load_args}`)" if opts.load_args else ""
+    if opts.players_with == "rtmpdump":
+        extra += "; players: rtmpdump processes"
+        if scenario.get("origin") == "flv":
+            sys.exit("--players-with rtmpdump needs an RTMP scenario")
     ran = rows[0]["load"] if rows else {}
     counts = ", ".join(f"{ran.get(k, 0)} {k}" for k in ("publishers", "players", "churn"))
     header = (f"## {opts.scenario}: {scenario['about']}, {duration} s{extra}\n\n"

@@ -8,6 +8,9 @@ source scripts/lib.sh
 
 need_cargo
 apt_install gcc pkg-config
+# Transcoding (cargo feature `transcode`, on by default): FFmpeg 5.1's libraries for ffmpeg-next, and
+# libclang for its bindgen (tests/transcode.rs, src/transcode/).
+apt_install libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev
 cargo build --release --locked
 
 # streamgate's log goes through scripts/announce.sh, which prints every listener's address and

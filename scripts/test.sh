@@ -11,6 +11,9 @@ need_cargo
 apt_install gcc pkg-config ca-certificates procps curl ffmpeg nginx libnginx-mod-rtmp rtmpdump
 apt_install srt-tools python3 python3-venv  # SRT and WebRTC peers (tests/srt_proxy.rs, tests/webrtc_proxy.rs)
 apt_install redis-server redis-tools  # redis mode (tests/redis_mode.rs starts its own redis-server)
+# Transcoding (cargo feature `transcode`, on by default): FFmpeg 5.1's libraries for ffmpeg-next, and
+# libclang for its bindgen (tests/transcode.rs, src/transcode/).
+apt_install libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev
 apt_install iproute2  # ss(8): tests/access.rs reads the keepalive timers of the relayed sockets
 apt_install chromium  # the dashboard in a real browser (tests/dashboard.rs, over the DevTools pipe)
 # One venv for the Python peers (tests find target/py): aiortc for tests/webrtc/peer.py; grpcio,

@@ -88,5 +88,6 @@ pub mod control;
 pub mod logging;
 pub mod proxy;
 pub mod shard;
+pub mod transcode;
 pub mod util;
 pub mod version;

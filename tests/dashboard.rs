@@ -83,6 +83,35 @@ impl Browser {
         path
     }
 
+    /// Clicks the stream card's `kind` player button (`hls`, `flv`, `whep`) and waits until its
+    /// video has played past `past` seconds and then 2 s more; on failure, says what the player
+    /// and its video show.
+    fn play(&mut self, key: &str, kind: &str, past: f64, limit: Duration) -> Result<(), String> {
+        let card = card(key);
+        self.eval(&format!("{card}.querySelector('.play-{kind}').click()"));
+        let video = format!("{card}.querySelector('video')");
+        let time = |at: f64| {
+            format!(
+                "(() => {{ const v = {video}; \
+                 return {card}.querySelector('.player').dataset.kind === '{kind}' && !!v && v.currentTime > {at}; }})()"
+            )
+        };
+        let started = self.wait_for(&time(past), limit).is_some();
+        let t1 = self.eval(&format!("{video}.currentTime")).as_f64().unwrap_or(0.0);
+        if started && self.wait_for(&time(t1 + 2.0), Duration::from_secs(15)).is_some() {
+            return Ok(());
+        }
+        let state = self.eval(&format!(
+            "(() => {{ const v = {video}; const s = v.srcObject; return {{ t: v.currentTime, ready: v.readyState, \
+             webrtc: v.dataset.connection, paused: v.paused, note: {card}.querySelector('.player').textContent, \
+             tracks: s ? s.getTracks().map((t) => t.kind + ' ' + t.readyState + (t.muted ? ' muted' : '')) : null }}; }})()"
+        ));
+        Err(format!(
+            "the {kind} player started: {started}, then stuck near {t1}: {state}; console: {:?}",
+            self.errors()
+        ))
+    }
+
     /// Polls `expr` in the page until it is true, up to `limit`; returns when it became true.
     fn wait_for(&mut self, expr: &str, limit: Duration) -> Option<Duration> {
         let t0 = Instant::now();
@@ -112,6 +141,19 @@ fn card(key: &str) -> String {
     format!("document.querySelector('article[data-key=' + CSS.escape({}) + ']')", js(key))
 }
 
+/// A thread that polls `/api/v1/streams` (beside the page) and returns when `key` first had a
+/// session of `kind` (`None` if not within 15 s).
+fn session_opened(api: &str, key: &'static str, kind: &'static str) -> std::thread::JoinHandle<Option<Instant>> {
+    let api = api.to_string();
+    std::thread::spawn(move || {
+        let open = || {
+            let streams = get(&api, "/api/v1/streams").json();
+            streams["streams"].as_array().unwrap().iter().any(|s| s["key"] == key && s["sessions"][kind] == 1)
+        };
+        wait_until(Duration::from_secs(15), open).then(Instant::now)
+    })
+}
+
 fn post(api: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
     raw_http(api, &request("POST", path, headers, body))
 }
@@ -136,21 +178,7 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     let key = "__defaultVhost__/live/dash";
     let started = Instant::now();
     let mut publisher = publish_short_gop(&format!("rtmp://127.0.0.1:{}/live/dash", p.rtmp), 120);
-    // When the publish reached the proxy: its session is listed (polled beside the page).
-    let watcher = {
-        let api = api.clone();
-        std::thread::spawn(move || {
-            let open = || {
-                let streams = get(&api, "/api/v1/streams").json();
-                streams["streams"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|s| s["key"] == key && s["sessions"]["rtmp_publish"] == 1)
-            };
-            wait_until(Duration::from_secs(15), open).then(Instant::now)
-        })
-    };
+    let watcher = session_opened(&api, key, "rtmp_publish");
     let shown = format!(
         "(() => {{ const c = {}; return !!c && c.querySelector('.origin').dataset.origin === 'dash-s-1' \
          && Number(c.querySelector('[data-in-kbps]').dataset.inKbps) > 0; }})()",
@@ -174,32 +202,12 @@ fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
     let rate = b.eval(&format!("{}.querySelector('.rate-in').textContent", card(key)));
     assert!(rate.as_str().is_some_and(|r| r.ends_with("b/s")), "{rate}");
 
-    // The HLS player, once the origin has segments.
+    // The HLS player, once the origin has segments; then the HTTP-FLV player (mpegts.js).
     assert!(wait_until(Duration::from_secs(20), || origin.segments("dash") >= 2), "no HLS segments at the origin");
-    b.eval(&format!("{}.querySelector('.play-hls').click()", card(key)));
-    let video = format!("{}.querySelector('video')", card(key));
-    let first = format!("(() => {{ const v = {video}; return !!v && v.currentTime > 0; }})()");
-    b.wait_for(&first, Duration::from_secs(20)).unwrap_or_else(|| {
-        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(key)));
-        panic!("the HLS player never started: {note}\n{}", p.log_text())
-    });
-    let t1 = b.eval(&format!("{video}.currentTime")).as_f64().unwrap();
-    let advanced = format!("{video}.currentTime > {t1} + 2");
-    assert!(b.wait_for(&advanced, Duration::from_secs(15)).is_some(), "currentTime stuck near {t1}");
+    b.play(key, "hls", 0.0, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     let shot = b.screenshot("desktop.png");
     eprintln!("screenshot: {}", shot.display());
-
-    // The HTTP-FLV player (mpegts.js) in the same place.
-    b.eval(&format!("{}.querySelector('.play-flv').click()", card(key)));
-    let flv = format!(
-        "(() => {{ const c = {}; const v = c.querySelector('video'); \
-         return c.querySelector('.player').dataset.kind === 'flv' && !!v && v.currentTime > 1; }})()",
-        card(key)
-    );
-    b.wait_for(&flv, Duration::from_secs(15)).unwrap_or_else(|| {
-        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(key)));
-        panic!("the HTTP-FLV player never played: {note}\n{}", p.log_text())
-    });
+    b.play(key, "flv", 0.0, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
 
     // A phone's width: nothing wider than the screen.
     b.call(json!({ "cmd": "viewport", "width": 390, "height": 844, "mobile": true }));
@@ -353,19 +361,8 @@ fn the_webrtc_player_plays_over_whep() {
     let mut b = Browser::start();
     b.open(&format!("http://{}/", proxy.p.api_addr()), 1280, 900);
     b.wait_for(&format!("{} !== null", card(&key)), Duration::from_secs(5)).expect("the WHEP stream is not shown");
-    b.eval(&format!("{}.querySelector('.play-whep').click()", card(&key)));
-    let video = format!("{}.querySelector('video')", card(&key));
-    let playing = format!("(() => {{ const v = {video}; return !!v && v.currentTime > 1; }})()");
-    b.wait_for(&playing, Duration::from_secs(20)).unwrap_or_else(|| {
-        let note = b.eval(&format!("{}.querySelector('.player').textContent", card(&key)));
-        let state = b.eval(&format!(
-            "(() => {{ const v = {video}; const s = v.srcObject; return {{ t: v.currentTime, ready: v.readyState, \
-             ice: v.dataset.connection, paused: v.paused, \
-             tracks: s ? s.getTracks().map((t) => t.kind + ' ' + t.readyState + (t.muted ? ' muted' : '')) : null }}; }})()"
-        ));
-        let errors = b.errors();
-        panic!("the WHEP player never played: {note} {state} {errors:?}\n{}\n{}", origin.stats(), proxy.log())
-    });
+    b.play(&key, "whep", 1.0, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", origin.stats(), proxy.log()));
     let errors = b.errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::http_peers;
 use common::peers::*;
 use common::rtmp_client::{Handshake, ReadEnd, RtmpClient};
 use common::*;
@@ -89,10 +90,12 @@ fn players_of_a_stream_share_one_origin_pull_per_shard() {
     assert!((1..=2).contains(&edge["pulls"].as_u64().unwrap_or(0)), "{edge}");
     assert!(edge["players"].as_u64().unwrap_or(0) >= 4, "{edge}");
     assert!(edge["cache_bytes"].as_u64().unwrap_or(0) > 10_000, "{edge}");
+    // Per shard at most one pull connected (a shard may have started another if its first
+    // lingered out between the probes and the players).
     let shards = get(&p.api_addr(), "/api/v1/shards").json();
-    let started: u64 =
-        shards["shards"].as_array().unwrap().iter().map(|s| s["edge"]["pulls_started"].as_u64().unwrap()).sum();
-    assert!((1..=2).contains(&started), "{shards}");
+    for shard in shards["shards"].as_array().unwrap() {
+        assert!(shard["edge"]["pulls"].as_u64() <= Some(1), "{shards}");
+    }
     let metrics = get(&p.api_addr(), "/metrics").body;
     assert!(metrics.contains("streamgate_edge_pulls{shard=\"0\"}"), "{metrics}");
     for f in &mut players {
@@ -150,7 +153,7 @@ fn a_late_player_starts_at_a_keyframe_at_once() {
 /// stream keeps decoding at the stream's rate.
 #[test]
 fn a_player_that_stops_reading_is_skipped_then_disconnected() {
-    let extra = ["--shards", "1", "--edge-max-lag", "64KiB", "--edge-stall-timeout", "3s"];
+    let extra = ["--shards", "1", "--edge-max-lag", "128KiB", "--edge-stall-timeout", "5s"];
     let (origin, p, _publisher) = edge_with_stream(&extra, "slow", 40);
     let mut stuck = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
     stuck.play("slow", |_| Vec::new(), Duration::from_secs(10)).unwrap();
@@ -158,9 +161,9 @@ fn a_player_that_stops_reading_is_skipped_then_disconnected() {
     let started = Instant::now();
     // 10 s of 25 fps video while `stuck` reads nothing.
     let mut healthy = Ffmpeg::play_frames(&url, 250);
-    let disconnected = wait_until(Duration::from_secs(30), || p.log_text().contains("took nothing for 3s"));
+    let disconnected = wait_until(Duration::from_secs(30), || p.log_text().contains("took nothing for 5s"));
     assert!(disconnected, "the stuck player was never disconnected\n{}", diag(&p, &[&origin]));
-    let line = p.log_text().lines().find(|l| l.contains("took nothing for 3s")).unwrap_or_default().to_string();
+    let line = p.log_text().lines().find(|l| l.contains("took nothing for 5s")).unwrap_or_default().to_string();
     let dropped: u64 =
         line.rsplit_once(" frames dropped").and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
     assert!(dropped > 0, "no frames skipped before the disconnect: {line}");
@@ -268,4 +271,27 @@ fn killing_the_origin_moves_the_pull_and_players_keep_playing() {
     let log = p.log_text();
     assert!(log.contains(&format!("pulling from origin {}", ids[1 - index])), "{log}");
     assert_eq!(pinned_origin(&p, "fo").as_deref(), Some(ids[1 - index]));
+}
+
+/// An origin that serves only HTTP-FLV, and only to one client (ffmpeg `-listen 1`): the edge
+/// pulls it with one GET and serves RTMP and HTTP-FLV players from that pull.
+#[test]
+fn an_http_flv_only_origin_is_pulled_once_for_every_player() {
+    let origin = http_peers::FfmpegHttpOrigin::start("flv", "/live/h.flv", 40);
+    let p = Proxy::start(&["--edge", "on", "--shards", "1", "--edge-pull", "http-flv"]);
+    // Registrations need an RTMP endpoint: a port nobody listens on.
+    let closed = ClosedPort::new();
+    let body = http_peers::origin_body_http("flv", "h", closed.port, origin.port);
+    let reply = register(&p.api_addr(), &body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let flv = format!("http://127.0.0.1:{}/live/h.flv", p.http);
+    let rtmp = proxy_url(&p, "h");
+    let mut players: Vec<_> = [&flv, &flv, &rtmp].iter().map(|url| Ffmpeg::play_frames(url, 100)).collect();
+    for f in &mut players {
+        let status = f.wait_timeout(Duration::from_secs(40));
+        let ok = status.is_some_and(|s| s.success()) && f.frames() >= 100 && f.stderr_text().trim().is_empty();
+        assert!(ok, "player: {}\n--- proxy log:\n{}", f.describe(), p.log_text());
+    }
+    assert_eq!(origin.requested(), ["/live/h.flv"], "one GET for all three players");
+    assert!(p.log_text().contains("HTTP-FLV)"), "{}", p.log_text());
 }

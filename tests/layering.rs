@@ -89,6 +89,11 @@ fn control_reaches_the_data_plane_only_through_the_bridge() {
 }
 
 #[test]
+fn transcode_knows_no_runtime_shard_proxy_or_control() {
+    forbid(&["transcode"], &["glommio", "tokio", "crate::shard", "crate::proxy", "crate::control", "crate::app"]);
+}
+
+#[test]
 fn shared_helpers_import_no_layer() {
     forbid(&["config", "util", "logging", "version"], &ABOVE_PURE);
 }

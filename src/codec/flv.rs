@@ -596,6 +596,74 @@ pub fn config_size(codec: Option<&'static str>, record: &[u8]) -> Option<(u32, u
     }
 }
 
+/// Reads a live FLV stream fed in pieces (an HTTP-FLV body): the file header, then one tag at
+/// a time. Holds at most one incomplete tag (under 16 MiB + 15 bytes, the 24-bit size field's
+/// reach) besides the input not yet read.
+#[derive(Debug, Default)]
+pub struct TagReader {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already read.
+    at: usize,
+    header_done: bool,
+}
+
+/// One tag read by [`TagReader`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedTag {
+    pub tag_type: u8,
+    pub timestamp: u32,
+    pub data: Vec<u8>,
+}
+
+/// Why a stream is not FLV.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlvError {
+    #[error("not an FLV stream (no FLV signature)")]
+    NotFlv,
+}
+
+impl TagReader {
+    /// Appends the next bytes of the stream.
+    pub fn feed(&mut self, input: &[u8]) {
+        if self.at > 0 && self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        } else if self.at > 64 * 1024 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+        self.buf.extend_from_slice(input);
+    }
+
+    /// The next complete tag, if one has arrived.
+    pub fn next_tag(&mut self) -> Result<Option<OwnedTag>, FlvError> {
+        let rest = self.buf.get(self.at..).unwrap_or_default();
+        if !self.header_done {
+            let Some(head) = rest.get(..9) else { return Ok(None) };
+            let &[b'F', b'L', b'V', _, _, a, b, c, d] = head else { return Err(FlvError::NotFlv) };
+            let size = u32::from_be_bytes([a, b, c, d]) as usize;
+            let skip = size.max(9).saturating_add(4);
+            if rest.len() < skip {
+                return Ok(None);
+            }
+            self.at += skip;
+            self.header_done = true;
+            return self.next_tag();
+        }
+        let Some(&[kind, s2, s1, s0, t2, t1, t0, t3, _, _, _]) = rest.get(..11) else { return Ok(None) };
+        let size = usize::from(s2) << 16 | usize::from(s1) << 8 | usize::from(s0);
+        let timestamp = u32::from_be_bytes([t3, t2, t1, t0]);
+        let tag_type = kind & 0x1f;
+        let Some(data) = rest.get(11..11 + size) else { return Ok(None) };
+        if rest.len() < 11 + size + 4 {
+            return Ok(None);
+        }
+        let data = data.to_vec();
+        self.at += 11 + size + 4;
+        Ok(Some(OwnedTag { tag_type, timestamp, data }))
+    }
+}
+
 /// The start of a live FLV stream: the file header announcing audio and video, and the first
 /// PreviousTagSize (0).
 pub const FILE_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
@@ -656,6 +724,26 @@ mod tests {
         assert_eq!((read[0].tag_type, read[0].timestamp, read[0].data), (TAG_VIDEO, 0x0123_4567, &[1u8, 2, 3][..]));
         assert_eq!((read[1].tag_type, read[1].timestamp, read[1].data.len()), (TAG_AUDIO, 40, 0));
         assert_eq!(&file[file.len() - 4..], &11u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_stream_fed_in_pieces_reads_tag_by_tag() {
+        let mut file = FILE_HEADER.to_vec();
+        write_tag(TAG_SCRIPT, 0, b"meta", &mut file);
+        write_tag(TAG_VIDEO, 40, &[0x17, 1, 2], &mut file);
+        let mut reader = TagReader::default();
+        let mut got = Vec::new();
+        for piece in file.chunks(5) {
+            reader.feed(piece);
+            while let Some(tag) = reader.next_tag().unwrap() {
+                got.push(tag);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[1].tag_type, got[1].timestamp, &got[1].data[..]), (TAG_VIDEO, 40, &[0x17u8, 1, 2][..]));
+        let mut bad = TagReader::default();
+        bad.feed(b"HTTP/1.1 200 OK");
+        assert_eq!(bad.next_tag(), Err(FlvError::NotFlv));
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -47,6 +47,12 @@ pub struct EdgeArgs {
     )]
     pub edge_max_lag: u64,
 
+    /// How the edge pulls a stream from its origin: rtmp (RTMP play on the origin's RTMP
+    /// endpoint) or http-flv (GET /APP/STREAM.flv on its HTTP endpoint, for origins that serve
+    /// streams only over HTTP-FLV).
+    #[arg(long, env = "STREAMGATE_EDGE_PULL", value_enum, default_value_t = EdgePull::Rtmp, help_heading = "Edge")]
+    pub edge_pull: EdgePull,
+
     /// A player that takes no bytes for this long while it has some to take is disconnected.
     /// Also the longest a stream's players wait while no origin can serve the stream.
     #[arg(
@@ -59,6 +65,13 @@ pub struct EdgeArgs {
     pub edge_stall_timeout: GoDuration,
 }
 
+/// How the edge pulls from origins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EdgePull {
+    Rtmp,
+    HttpFlv,
+}
+
 /// The validated edge settings.
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
@@ -68,6 +81,7 @@ pub struct EdgeConfig {
     pub cache_bytes: usize,
     pub max_lag: usize,
     pub stall_timeout: Duration,
+    pub pull: EdgePull,
 }
 
 impl Default for EdgeConfig {
@@ -78,6 +92,7 @@ impl Default for EdgeConfig {
             cache_bytes: 16 << 20,
             max_lag: 4 << 20,
             stall_timeout: Duration::from_secs(10),
+            pull: EdgePull::Rtmp,
         }
     }
 }
@@ -100,6 +115,7 @@ impl EdgeArgs {
             cache_bytes: self.edge_cache_bytes as usize,
             max_lag: self.edge_max_lag as usize,
             stall_timeout: self.edge_stall_timeout.0,
+            pull: self.edge_pull,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod access;
 pub mod dotenv;
 pub mod edge;
 pub mod tls;
+pub mod transcode;
 pub mod values;
 
 use std::ffi::OsString;
@@ -98,6 +99,10 @@ pub struct Cli {
         help_heading = "gRPC"
     )]
     pub grpc_idle_timeout: GoDuration,
+
+    /// Transcoding and publish limits ([`transcode`]).
+    #[command(flatten)]
+    pub abr: transcode::TranscodeArgs,
 
     /// Number of data-plane shards (one thread pinned per CPU). Default: one per CPU this
     /// process may run on, or one per CPU given with --cpus.
@@ -591,6 +596,10 @@ pub struct Config {
     pub grpc_max_connections: usize,
     /// A gRPC connection without traffic for this long is closed.
     pub grpc_idle_timeout: Duration,
+    /// Transcoding (`--transcode` and its group).
+    pub transcode: transcode::TranscodeConfig,
+    /// Publish limits (`RTMP_MAX_*`).
+    pub limits: transcode::PublishLimits,
     /// Callbacks, signed URLs, keepalive, idle timeout, per-IP and per-stream limits.
     pub access: access::AccessConfig,
     /// The TLS listeners and their certificate files.
@@ -706,6 +715,8 @@ impl Cli {
         let access = self.access.validate()?;
         let tls = self.tls.validate()?;
         let register_token = self.register_token()?;
+        let (transcode, limits) = self.abr.validate()?;
+        let rtmp_server = self.abr.rtmp_listener(self.rtmp_server)?;
         let default_backend = self.default_backend()?;
         if !(1..=1_000_000).contains(&self.max_origins) {
             return Err(ConfigError::new("--max-origins", "must be from 1 to 1000000"));
@@ -717,7 +728,7 @@ impl Cli {
         };
         Ok(Config {
             listen: Listeners {
-                rtmp: self.rtmp_server,
+                rtmp: rtmp_server,
                 http_stream: self.http_server,
                 http_api: self.http_api,
                 webrtc: self.webrtc_server,
@@ -761,6 +772,8 @@ impl Cli {
             metrics_streams: self.metrics_streams,
             grpc_max_connections: self.grpc_max_connections,
             grpc_idle_timeout: self.grpc_idle_timeout.0,
+            transcode,
+            limits,
             access,
             tls,
         })

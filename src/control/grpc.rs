@@ -202,6 +202,7 @@ fn source_url(state: &State, key: &StreamKey, stream: &Stream) -> String {
 }
 
 fn routes(state: &State, now: Instant) -> RoutesResponse {
+    let jobs = super::transcode::routes(&state.transcode);
     let routes = state
         .active_streams()
         .map(|(key, stream)| {
@@ -218,15 +219,16 @@ fn routes(state: &State, now: Instant) -> RoutesResponse {
                 (true, true) => "active",
                 (true, false) => "idle",
             };
+            let job = jobs.get(key);
             StreamRoute {
                 stream_key: key.as_str().to_string(),
                 source: source_url(state, key, stream),
                 status: status.to_string(),
-                encoder: String::new(),
+                encoder: job.map_or_else(String::new, |j| j.encoder.to_string()),
                 input_bitrate: clamp_i32(traffic.map_or(0, |t| t.in_bps / 1000)),
                 input_resolution: clamp_i32(media.map_or(0, |m| m.height)),
                 bytes_processed: clamp_i64(traffic.map_or(0, |t| t.bytes_in + t.bytes_out)),
-                profiles: Vec::new(),
+                profiles: job.map_or_else(Vec::new, super::transcode::profiles),
             }
         })
         .collect();
@@ -234,21 +236,24 @@ fn routes(state: &State, now: Instant) -> RoutesResponse {
 }
 
 fn metrics(state: &State, now: Instant) -> MetricsResponse {
+    let jobs = super::transcode::routes(&state.transcode);
     let streams = state
         .active_streams()
         .map(|(key, _)| {
             let media = state.media.get(key);
+            let job = jobs.get(key).map(|j| &j.view);
             StreamMetrics {
                 stream_key: key.as_str().to_string(),
-                fps: media.map_or(0.0, |m| m.fps) as f32,
+                fps: job.map_or_else(|| media.map_or(0.0, |m| m.fps), |j| j.fps) as f32,
                 duration: media
                     .and_then(|m| m.publishing_since)
                     .map_or(0.0, |since| now.saturating_duration_since(since).as_secs_f32()),
                 dropped_frames: clamp_i32(
                     media.map_or(0, |m| m.dropped_frames)
-                        + super::stats::edge_totals(&state.shards, key).map_or(0, |e| e.dropped_frames),
+                        + super::stats::edge_totals(&state.shards, key).map_or(0, |e| e.dropped_frames)
+                        + job.map_or(0, |j| j.dropped_frames),
                 ),
-                encoder_speed: 0,
+                encoder_speed: job.map_or(0, |j| j.speed.round() as i32),
             }
         })
         .collect();

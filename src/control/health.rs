@@ -61,6 +61,8 @@ pub struct Inputs {
     pub stalls: Vec<(u64, Option<Duration>)>,
     /// Redis mode with Redis not answering: for how long, and the last error.
     pub redis_down: Option<(Duration, String)>,
+    /// Transcoding jobs that failed or fall behind real time while their stream is published.
+    pub transcode: Vec<String>,
 }
 
 /// The verdict: a level, one line, and every active problem.
@@ -117,6 +119,9 @@ pub fn evaluate(i: &Inputs) -> Health {
         let text = format!("redis unavailable for {:.0} s ({error}): new streams are refused", down.as_secs_f64());
         problem(Level::Degraded, text);
     }
+    for job in &i.transcode {
+        problem(Level::Degraded, job.clone());
+    }
     for (id, age) in &i.dead_origins {
         problem(Level::Degraded, format!("origin {id} is dead: no heartbeat for {age:.0} s"));
     }
@@ -159,6 +164,7 @@ impl super::State {
             .as_ref()
             .filter(|r| !r.status.up)
             .map(|r| (now.saturating_duration_since(r.status.since), r.status.error.clone().unwrap_or_default()));
+        inputs.transcode = self.transcode.problems();
         evaluate(&inputs)
     }
 }

@@ -25,15 +25,15 @@ use crate::bridge::Listener;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Writes families of samples.
-struct Out(String);
+pub(super) struct Out(String);
 
 impl Out {
     /// Starts a family: its HELP and TYPE lines.
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub(super) fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub(super) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.0.push_str(name);
         if !labels.is_empty() {
             self.0.push('{');
@@ -106,6 +106,7 @@ pub fn render(state: &State, now: Instant) -> String {
     origins(o, state, now);
     sessions(o, state);
     streams(o, state);
+    super::transcode::metrics(o, state);
     edge(o, state);
     process_metrics(o, state, now);
     out.0

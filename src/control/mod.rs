@@ -26,6 +26,7 @@ pub mod process;
 pub mod redis;
 pub mod stats;
 pub mod system_api;
+pub mod transcode;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -79,6 +80,8 @@ pub struct State {
     pub cpu: process::CpuSampler,
     /// Redis mode: the client and whether Redis answers.
     pub redis: Option<redis::Shared>,
+    /// The transcoding jobs ([`transcode`]).
+    pub transcode: crate::transcode::Supervisor,
     /// Streams an operator disconnected, for the shards ([`disconnect`]).
     pub disconnects: disconnect::Disconnects,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -164,6 +167,7 @@ impl State {
             },
             ShardEvent::Session { key, protocol, role, opened } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
+                transcode::on_session(self, &key, role == crate::bridge::Role::Publish, opened, now);
             }
             // Claims and lookups are routed by `events::dispatch`, never here.
             other => log::error!("control: event {other:?} needs the shared state"),
@@ -178,6 +182,7 @@ impl State {
         stats::tick_media(&mut self.media, &known, Instant::now());
         self.hls.retain(|k| known.contains(k));
         self.ice.expire(Instant::now());
+        self.transcode.tick(Instant::now());
         self.disconnects.expire(Instant::now());
         let reports: Vec<Option<Instant>> = self.shards.iter().map(|v| v.last_report).collect();
         for t in self.traffic.values_mut() {
@@ -272,6 +277,13 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
             return;
         }
     };
+    let supervisor = match crate::transcode::Supervisor::new(&config.transcode) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot transcode (--transcode, --encoder): {e}")));
+            return;
+        }
+    };
     let state = Rc::new(RefCell::new(State {
         config: config.clone(),
         registry,
@@ -284,6 +296,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
         started: Instant::now(),
         cpu: process::CpuSampler::default(),
         redis,
+        transcode: supervisor,
         disconnects: Default::default(),
         snapshots,
         published: (u64::MAX, u64::MAX, u64::MAX),
@@ -345,6 +358,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
     }
     api.abort();
     grpc.abort();
+    state.borrow_mut().transcode.shutdown();
     log::debug!("control thread stopped");
 }
 

@@ -282,6 +282,7 @@ fn streams(state: &State, page: &Page) -> Response {
     let now = Instant::now();
     let all = state.registry.streams().map(|(key, stream)| (key.as_str(), (key, stream)));
     let (chosen, more) = paging::smallest_after(all, page.after.as_deref(), page.limit);
+    let jobs = super::transcode::routes(&state.transcode);
     let list: Vec<Value> = chosen
         .iter()
         .map(|(_, (key, stream))| {
@@ -304,6 +305,7 @@ fn streams(state: &State, page: &Page) -> Response {
                     .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
                     .collect()),
                 "media": state.media.get(*key).map(|m| media(m, now)),
+                "transcode": jobs.get(*key).map(super::transcode::json),
                 "edge": super::stats::edge_totals(&state.shards, key).map(|e| json!({
                     "pulls": e.pulls,
                     "players": e.players,

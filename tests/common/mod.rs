@@ -93,7 +93,9 @@ pub const LISTENERS: [(&str, &str); 7] = [
 ];
 
 /// The command line of a proxy in `dir`: `extra`, and port 0 on loopback for every listener
-/// `extra` does not name; no `PROXY_*`/`STREAMGATE_*` variables inherited.
+/// `extra` does not name; `--transcode off` unless `extra` names `--transcode` (a job per
+/// published stream would make every test pay for transcoding); no `PROXY_*`/`STREAMGATE_*`/
+/// `RTMP_*` variables inherited.
 pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(&dir.0);
@@ -102,9 +104,12 @@ pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
             cmd.args([flag, "127.0.0.1:0"]);
         }
     }
+    if !extra.contains(&"--transcode") {
+        cmd.args(["--transcode", "off"]);
+    }
     cmd.args(extra).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {
-        if k.starts_with("PROXY_") || k.starts_with("STREAMGATE_") {
+        if k.starts_with("PROXY_") || k.starts_with("STREAMGATE_") || k.starts_with("RTMP_") {
             cmd.env_remove(k);
         }
     }

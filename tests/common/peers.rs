@@ -344,7 +344,8 @@ impl Ffmpeg {
         Self::spawn("ffmpeg-play", &["-i", url, "-frames:v", &frames.to_string(), "-f", "null", "-"])
     }
 
-    fn spawn(tag: &str, args: &[&str]) -> Ffmpeg {
+    /// Runs ffmpeg with `args` (after its quiet-logging and progress options).
+    pub fn spawn(tag: &str, args: &[&str]) -> Ffmpeg {
         let dir = TempDir::new(tag);
         let stderr = dir.0.join("stderr.log");
         let progress = dir.0.join("progress.txt");

@@ -190,6 +190,8 @@
       bytes: el('dd', {}),
       media: el('dd', { class: 'media' }),
       frames: el('dd', {}),
+      edge: el('dd', { class: 'edge' }),
+      edgeLabel: el('dt', { text: 'edge', hidden: '' }),
       chart: el('canvas', { class: 'chart', 'aria-label': 'bit rate, last ' + HISTORY + ' s' }),
       player: el('div', { class: 'player', hidden: '' }),
     };
@@ -208,6 +210,7 @@
         el('dt', { text: 'bytes' }), parts.bytes,
         el('dt', { text: 'media' }), parts.media,
         el('dt', { text: 'frames' }), parts.frames,
+        parts.edgeLabel, parts.edge,
       ]),
       parts.chart,
       el('div', { class: 'actions' }, [
@@ -248,6 +251,13 @@
     } else {
       p.media.textContent = 'no RTMP publisher seen';
       p.frames.textContent = '–';
+    }
+    const edge = s.edge;
+    p.edge.hidden = !edge;
+    p.edgeLabel.hidden = !edge;
+    if (edge) {
+      p.edge.textContent = edge.pulls + ' pulls, ' + edge.players + ' players, ' + bytes(edge.cache_bytes) +
+        ' cached, ' + edge.dropped_frames + ' frames dropped, lag up to ' + bytes(edge.max_lag_bytes);
     }
     if (Array.isArray(s.ladder) && s.ladder.length) {
       p.media.textContent += ' · ladder ' + s.ladder.map((r) => r.name || r.height + 'p').join(', ');

@@ -5,7 +5,7 @@
 //! - [`Streams`] (one per shard, in a thread local: a shard is one thread and its state never
 //!   leaves it) maps a stream key to its [`Stream`]: the ring, the players' wakers, counters.
 //! - The first player of a stream on the shard creates it and starts its pull
-//!   ([`upstream::run`]); the pull ends `--edge-linger` after the last player left, or when no
+//!   ([`upstream::run`]: RTMP play, or [`upstream_flv`] for an origin serving only HTTP-FLV); the pull ends `--edge-linger` after the last player left, or when no
 //!   origin could serve the stream for `--edge-stall-timeout` (its players are then closed).
 //! - Players ([`player`]): RTMP players get the proxy's own play answers, HTTP-FLV players the
 //!   FLV header; then each writes what it is behind by from the ring, vectored.
@@ -21,6 +21,7 @@
 pub mod player;
 pub mod ring;
 pub mod upstream;
+pub mod upstream_flv;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -111,6 +112,14 @@ impl Stream {
     /// How long the stream has had no player, if it has none.
     pub fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
         self.empty_since.get().map(|since| now.saturating_duration_since(since))
+    }
+
+    /// A pull of the stream from `origin` starts.
+    pub fn begin_pull(&self, origin: &crate::balance::Origin) {
+        self.pulls.set(self.pulls.get() + 1);
+        let streams = streams();
+        streams.pulls_started.set(streams.pulls_started.get() + 1);
+        *self.origin.borrow_mut() = Some(origin.id.0.clone());
     }
 
     /// Notes how far behind `player` is.

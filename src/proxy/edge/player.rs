@@ -34,7 +34,7 @@ use crate::shard::relay::recv;
 use crate::shard::within;
 
 /// Most bytes one player takes from the ring at a time (references, not copies).
-pub const BATCH_BYTES: usize = 256 * 1024;
+pub const BATCH_BYTES: usize = 64 * 1024;
 /// A player's socket send buffer.
 pub const SNDBUF: usize = 128 * 1024;
 /// Most buffers in one vectored send.

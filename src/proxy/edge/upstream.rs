@@ -31,6 +31,7 @@ use crate::codec::rtmp::message::{
     self, AUDIO, COMMAND_CSID, DATA_AMF0, UserControl, VIDEO, WINDOW_ACK_SIZE, parse_user_control,
 };
 use crate::codec::rtmp::{ChunkDecoder, ChunkEncoder, ChunkError, Message};
+use crate::config::edge::EdgePull;
 use crate::proxy::PickFailure;
 use crate::proxy::rtmp::upstream::{UpstreamError, connect};
 use crate::shard::relay::recv;
@@ -56,6 +57,8 @@ pub enum PullError {
     Silent(Duration),
     #[error("origin answered createStream without a stream id")]
     NoStreamId,
+    #[error("origin HTTP-FLV: {0}")]
+    Http(String),
 }
 
 /// Runs `stream`'s pull until it lingered out or no origin could serve it.
@@ -169,18 +172,19 @@ impl Timeline {
     }
 }
 
-/// One pull from `origin` until it fails or ends.
+/// One pull from `origin` until it fails or ends: RTMP play, or with `--edge-pull http-flv` a
+/// GET of the stream's FLV from the origin's HTTP endpoint.
 async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Timeline) -> Result<(), PullError> {
+    if shard.config.edge.pull == EdgePull::HttpFlv {
+        return super::upstream_flv::pull(shard, stream, origin, timeline).await;
+    }
     let reg = &origin.registration;
     let Some(endpoint) = first_tcp(&reg.rtmp) else {
         crate::proxy::failed(shard, PickFailure::NoEndpoint);
         return Err(PullError::NoEndpoint(origin.id.0.clone()));
     };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
-    stream.pulls.set(stream.pulls.get() + 1);
-    let streams = super::streams();
-    streams.pulls_started.set(streams.pulls_started.get() + 1);
-    *stream.origin.borrow_mut() = Some(origin.id.0.clone());
+    stream.begin_pull(origin);
     let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, &stream.key).await {
         Ok(conn) => conn,
         Err(e) => {
@@ -191,8 +195,7 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
     };
     log::info!("edge {} on shard {}: pulling from origin {} ({addr})", stream.key, shard.index, origin.id);
     timeline.restart();
-    stream.pulling.set(true);
-    let _pulling = Pulling(stream);
+    let _pulling = Pulling::new(stream);
     let silence = shard.config.edge.stall_timeout;
     loop {
         let msg = match within(silence, conn.next()).await {
@@ -343,7 +346,14 @@ impl Client {
 }
 
 /// Marks the stream's pull as connected while it lives.
-struct Pulling<'a>(&'a Stream);
+pub struct Pulling<'a>(&'a Stream);
+
+impl<'a> Pulling<'a> {
+    pub fn new(stream: &'a Stream) -> Self {
+        stream.pulling.set(true);
+        Pulling(stream)
+    }
+}
 
 impl Drop for Pulling<'_> {
     fn drop(&mut self) {

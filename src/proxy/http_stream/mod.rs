@@ -8,6 +8,7 @@
 //! | `OPTIONS` anything | 200, CORS headers, no origin contacted |
 //! | a path with a `..` segment | 400 |
 //! | `/api/v1/versions` | the version body SRS clients read (`code`, `pid`, `data`) |
+//! | `/streams/NAME/...` | the transcoded ladder ([`abr`]; 404 while `--transcode` is off) |
 //! | anything with `spbhid=` in its query | HLS: the playlist's origin ([`hls`]); unknown id: 400 |
 //! | `*.m3u8` | HLS playlist, fetched and rewritten ([`hls`]) |
 //! | `*.flv`, `*.ts`, `*.mp3`, `*.aac` | HTTP-FLV / HTTP-TS / audio-only live: forwarded, then relayed ([`forward`]) |
@@ -20,6 +21,7 @@
 //! The connection, its keep-alive and timeouts are [`crate::proxy::http`]'s; this listener
 //! refuses request bodies (413; chunked 411).
 
+pub mod abr;
 pub mod hls;
 pub mod static_files;
 
@@ -50,6 +52,7 @@ pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Versions,
+    Abr,
     HlsById,
     Playlist,
     Live(Protocol),
@@ -60,6 +63,8 @@ fn classify(req: &Request) -> Route {
     let path = req.path.as_str();
     if path == "/api/v1/versions" {
         Route::Versions
+    } else if abr::is_abr_path(path) {
+        Route::Abr
     } else if query_param(req.query.as_deref(), "spbhid").is_some() {
         Route::HlsById
     } else if path.ends_with(".m3u8") {
@@ -81,7 +86,7 @@ fn classify(req: &Request) -> Route {
 async fn route(ex: &mut Exchange<'_>) -> Next {
     let req = ex.req;
     let route = classify(req);
-    let stream_route = matches!(route, Route::HlsById | Route::Playlist | Route::Live(_));
+    let stream_route = matches!(route, Route::Abr | Route::HlsById | Route::Playlist | Route::Live(_));
     if req.method == "OPTIONS" {
         return ex.reply(cors(Response::new(200, "text/plain", ""))).await;
     }
@@ -101,6 +106,8 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
     }
     match route {
         Route::Versions => ex.reply(versions()).await,
+        Route::Abr if !ex.shard.config.transcode.enabled => ex.reply(abr::off()).await,
+        Route::Abr => abr::serve(ex).await,
         Route::Static => static_files::serve(ex).await,
         Route::HlsById => hls::by_id(ex).await,
         Route::Playlist => hls::playlist(ex).await,

@@ -31,12 +31,13 @@ pub async fn serve(ex: &Exchange<'_>) -> Next {
             return ex.reply(not_found()).await;
         }
     };
-    let next = send_file(ex, &file, content_type(&path)).await;
+    let next = send_file(ex, &file, content_type(&path), &[]).await;
     let _ = file.close().await;
     next
 }
 
-async fn send_file(ex: &Exchange<'_>, file: &BufferedFile, kind: &str) -> Next {
+/// Sends `file` as the answer, with `extra` headers after the usual ones.
+pub async fn send_file(ex: &Exchange<'_>, file: &BufferedFile, kind: &str, extra: &[(&str, &[u8])]) -> Next {
     let (client, req, keep) = (ex.client, ex.req, ex.keep);
     let Ok(size) = file.file_size().await else {
         return ex.reply(text(500, "cannot read the file's size")).await;
@@ -50,7 +51,7 @@ async fn send_file(ex: &Exchange<'_>, file: &BufferedFile, kind: &str) -> Next {
         ("Server", SERVER.as_bytes()),
         ("Connection", connection),
     ];
-    http::write_head(&mut head, 200, "", headers);
+    http::write_head(&mut head, 200, "", headers.into_iter().chain(extra.iter().copied()));
     if relay::send_all(client, &head).await.is_err() {
         return Next::Close;
     }

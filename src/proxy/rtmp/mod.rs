@@ -27,6 +27,7 @@
 
 pub mod handover;
 pub mod identify;
+pub mod limits;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -82,6 +83,17 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
     let _admitted = match super::access::admit(&shard, &ask).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await,
+    };
+    // Publish limits (RTMP_MAX_STREAMS now; resolution and bit rate while relaying).
+    let _slot = match session_role {
+        Role::Publish => match limits::admit(&shard.config.limits) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                log::warn!("rtmp publish {key} from {peer} refused: {refusal}");
+                return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await;
+            }
+        },
+        Role::Play => None,
     };
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
@@ -162,6 +174,8 @@ enum SessionError {
     ConfirmTimeout(Duration),
     #[error("relay: {0}")]
     Relay(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Limit(crate::transcode::limits::Refusal),
 }
 
 /// Dials the stream's origin and runs the RTMP handshake with it. A dial that is refused or
@@ -229,11 +243,17 @@ async fn proxy(
     let (client, upstream) = (&client, &upstream);
     crate::shard::fault::inject().await;
     let up = async {
-        let result = match probe {
-            Some(probe) => relay::one_way_inspect(client, upstream, &traffic.bytes_in, |b| probe.feed(b)).await,
-            None => relay::one_way(mode, client, upstream, &traffic.bytes_in, Duration::ZERO).await,
+        let Some(probe) = probe else {
+            relay::one_way(mode, client, upstream, &traffic.bytes_in, Duration::ZERO).await?;
+            return Ok(End::ClientClosed);
         };
-        result.map(|_| End::ClientClosed).map_err(SessionError::from)
+        let relay = async {
+            relay::one_way_inspect(client, upstream, &traffic.bytes_in, |b| probe.feed(b)).await?;
+            Ok(End::ClientClosed)
+        };
+        let limit =
+            async { Err(SessionError::Limit(limits::enforce(shard.config.limits, probe, &traffic.bytes_in).await)) };
+        future::or(relay, limit).await
     };
     let down = async {
         let (handover, rest) = confirm(shard, upstream, client, first, role, traffic).await?;
@@ -247,7 +267,12 @@ async fn proxy(
         }
         Ok(End::OriginClosed)
     };
-    future::or(up, down).await
+    let result = future::or(up, down).await;
+    if let Err(SessionError::Limit(refusal)) = &result {
+        // The origin's side is dropped: nothing else writes to the publisher now.
+        refuse(client, Role::Publish, identify::CHUNK_SIZE, &refusal.to_string()).await;
+    }
+    result
 }
 
 /// Passes the origin's stream on until it confirms `role` (within [`CONFIRM_TIMEOUT`]); returns

@@ -1,0 +1,91 @@
+//! The origin pull over HTTP-FLV (`--edge-pull http-flv`, for origins that serve streams only
+//! over HTTP-FLV): `GET /<app>/<stream>.flv`, then every FLV tag of the body becomes a
+//! message for the ring, as an RTMP pull's messages do ([`super::upstream`] runs both the same
+//! way: failover, timestamps, linger).
+
+use std::net::SocketAddr;
+
+use super::Stream;
+use super::upstream::{PullError, Timeline};
+use crate::balance::Origin;
+use crate::balance::stream_key::DEFAULT_VHOST;
+use crate::codec::flv::TagReader;
+use crate::codec::http::{BodyLength, ChunkedDecoder, Request};
+use crate::codec::rtmp::Message;
+use crate::proxy::PickFailure;
+use crate::proxy::http::origin::{self, OriginError};
+use crate::shard::relay::recv;
+use crate::shard::{Shard, within};
+
+/// The request for `stream` at the origin.
+fn request(stream: &Stream) -> Request {
+    let (vhost, path) = stream.key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, stream.key.as_str()));
+    let mut headers = vec![("User-Agent".to_string(), b"streamgate edge".to_vec())];
+    if vhost != DEFAULT_VHOST {
+        headers.push(("Host".to_string(), vhost.as_bytes().to_vec()));
+    }
+    Request { method: "GET".into(), path: format!("/{path}.flv"), query: None, version: 1, headers, head_len: 0 }
+}
+
+/// One pull of `stream` from `origin`'s HTTP endpoint until it fails or ends.
+pub async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Timeline) -> Result<(), PullError> {
+    let addr = origin::http_addr(origin).map_err(|e| failed(shard, e))?;
+    let timeout = shard.config.http_origin_timeout;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    let answered =
+        origin::request(addr, &request(stream), &[], local, false, timeout).await.map_err(|e| failed(shard, e))?;
+    if answered.head.status != 200 {
+        crate::proxy::failed(shard, PickFailure::Refused);
+        let code = format!("HTTP {}", answered.head.status);
+        return Err(PullError::Http(code));
+    }
+    let mut chunked = match answered.head.body_length("GET") {
+        Ok(BodyLength::Chunked) => Some(ChunkedDecoder::default()),
+        Ok(BodyLength::UntilClose) => None,
+        _ => return Err(PullError::Http("a live FLV body must be chunked or last until close".into())),
+    };
+    stream.begin_pull(origin);
+    log::info!("edge {} on shard {}: pulling from origin {} ({addr}, HTTP-FLV)", stream.key, shard.index, origin.id);
+    timeline.restart();
+    let _pulling = super::upstream::Pulling::new(stream);
+    let mut reader = TagReader::default();
+    let mut body = Vec::new();
+    let mut input = answered.rest;
+    let mut buf = vec![0u8; 64 * 1024];
+    let silence = shard.config.edge.stall_timeout;
+    loop {
+        match &mut chunked {
+            Some(decoder) => {
+                body.clear();
+                decoder.decode(&input, &mut body).map_err(|e| PullError::Http(e.to_string()))?;
+                reader.feed(&body);
+                if decoder.is_done() {
+                    return Ok(());
+                }
+            }
+            None => reader.feed(&input),
+        }
+        while let Some(tag) = reader.next_tag().map_err(|e| PullError::Http(e.to_string()))? {
+            let msg =
+                Message { csid: 0, timestamp: tag.timestamp, type_id: tag.tag_type, stream_id: 0, payload: tag.data };
+            if let Some(frame) = timeline.map(msg, std::time::Instant::now()) {
+                stream.push(frame);
+            }
+        }
+        let n = match within(silence, recv(&answered.stream, &mut buf)).await {
+            Some(read) => read.map_err(|e| PullError::Http(e.to_string()))?,
+            None => return Err(PullError::Silent(silence)),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        input.clear();
+        input.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Counts a failed request by its reason.
+fn failed(shard: &Shard, e: OriginError) -> PullError {
+    crate::proxy::failed(shard, e.pick_failure());
+    PullError::Http(e.to_string())
+}
