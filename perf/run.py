@@ -7,8 +7,8 @@
   copy     through streamgate --relay copy
   splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
   edge     through streamgate --edge on: one origin pull per stream and shard, players served
-           from the shard's shared buffers (RTMP and HTTP-FLV players; the pull is RTMP, so
-           the httpflv scenarios, whose origin serves only HTTP-FLV, cannot run it)
+           from the shard's shared buffers (RTMP and HTTP-FLV players; against origin-flv, which
+           serves only HTTP-FLV, with --edge-pull http-flv)
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
   baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
            integration branch's), for before/after comparisons in one run
@@ -382,7 +382,8 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
         port = proxy.port
     elif name == "edge":
-        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"])
+        pull = ["--edge-pull", "http-flv"] if origin.protocol == "http" else []
+        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"] + pull)
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
