@@ -12,7 +12,6 @@ use clap::{Args, ValueEnum};
 use super::values::{GoDuration, Switch};
 use super::{ConfigError, ListenAddr};
 
-
 /// Most rungs a ladder may have.
 pub const MAX_RUNGS: usize = 8;
 
@@ -39,7 +38,13 @@ pub struct TranscodeArgs {
     /// HTTP stream listener (KEY: the stream name for app `live` on the default vhost, see the
     /// README). Off by default: a ladder costs about a CPU core per 720p stream, next to a relay
     /// that costs a few percent. A build without the cargo feature `transcode` refuses `on`.
-    #[arg(long, env = "STREAMGATE_TRANSCODE", default_value = "off", value_name = "on|off", help_heading = "Transcoding")]
+    #[arg(
+        long,
+        env = "STREAMGATE_TRANSCODE",
+        default_value = "off",
+        value_name = "on|off",
+        help_heading = "Transcoding"
+    )]
     pub transcode: Switch,
 
     /// Serve the ladder as HLS (master.m3u8 and one playlist per rung).
