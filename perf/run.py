@@ -7,8 +7,8 @@
   copy     through streamgate --relay copy
   splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
   edge     through streamgate --edge on: one origin pull per stream and shard, players served
-           from the shard's shared buffers (RTMP and HTTP-FLV players; the pull is RTMP, so
-           the httpflv scenarios, whose origin serves only HTTP-FLV, cannot run it)
+           from the shard's shared buffers (RTMP and HTTP-FLV players; against origin-flv, which
+           serves only HTTP-FLV, with --edge-pull http-flv)
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
   baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
            integration branch's), for before/after comparisons in one run
@@ -22,12 +22,14 @@ appended to perf/results/<date>-<commit>.md (or --out) and printed.
 
 Usage: perf/run.py SCENARIO [--duration S] [--targets direct,splice,copy,edge,haproxy]
                             [--batch 10ms] [--load-args "..."] [--players-with load|rtmpdump]
-                            [--out PATH|-]
+                            [--strace S] [--profile S] [--out PATH|-]
 
 --players-with rtmpdump (RTMP scenarios with players): the load generator only publishes and
-the players are rtmpdump (librtmp) processes writing to /dev/null, a player that reads the way
-real ones do (smaller reads, acknowledgements) rather than the generator's; bytes delivered are
-then read from the players' sockets (`ss`), and setup and first-media times are not measured.
+the players are rtmpdump (librtmp) processes, a player that reads the way real ones do (smaller
+reads, acknowledgements) rather than the generator's. They join at --ramp-per-sec; the proxy's
+CPU and the bytes the players wrote (files in /dev/shm) are measured over --duration once every
+player plays; setup and first-media times are not measured. --strace S and --profile S then
+count the proxy's system calls (per MiB delivered) and sample its hottest symbols for S seconds.
 Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn (see SCENARIOS below).
 A short smoke run that keeps perf/results/ clean:
   perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
@@ -291,46 +293,86 @@ def last_value(args, flag, default):
     return values[-1] if values else default
 
 
-def socket_bytes_received(port):
-    """Bytes received so far by every established client socket connected to 127.0.0.1:port."""
-    out = subprocess.run(["ss", "-tinH", "state", "established", f"( dport = :{port} )"],
-                         capture_output=True, text=True).stdout
-    total = 0
-    for field in out.split():
-        if field.startswith("bytes_received:"):
-            total += int(field.split(":")[1])
-    return total
+def strace_counts(pid, seconds, tmp):
+    """Syscall counts of every thread of pid over `seconds` (strace -c -f), as {name: calls}."""
+    out = os.path.join(tmp, f"strace-{pid}.txt")
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-q", "-p", str(pid), "-o", out],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    counts = {}
+    for line in open(out):
+        parts = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            counts[parts[-1]] = int(parts[3])
+    return counts
 
 
-def run_rtmpdump_players(name, args, port, duration):
-    """The load generator publishes only; `--players` rtmpdump processes play PREFIX0 for the
-    run. Returns a summary shaped like the generator's (bytes from the players' sockets)."""
+def run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace, profile=None):
+    """The scenario's players as rtmpdump (librtmp) processes instead of the load generator's
+    own: the generator only publishes. Measures the proxy's CPU and the bytes the players wrote
+    over a window that starts once every player is connected and playing."""
     players = int(last_value(args, "--players", "0"))
-    prefix = last_value(args, "--stream-prefix", "s")
-    publisher = subprocess.Popen(args + ["--players", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
-    url = f"rtmp://127.0.0.1:{port}/live/{prefix}0"
-    dumps = [subprocess.Popen(["rtmpdump", "-q", "-r", url, "--live", "-o", "/dev/null"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(players)]
-    started = time.time()
-    time.sleep(max(1, duration - 4))
-    received = socket_bytes_received(port)
-    alive = sum(1 for d in dumps if d.poll() is None)
-    seconds = time.time() - started
-    for d in dumps:
-        d.kill()
-    for d in dumps:
-        d.wait()
-    out, err = publisher.communicate(timeout=duration + 120)
-    if publisher.returncode != 0:
-        raise RuntimeError(f"{name}: load generator (publisher) failed: {err[-2000:]}")
-    summary = json.loads(out.strip().splitlines()[-1])
-    summary.update({"players": players, "players_alive_at_end": alive, "connections_opened": players + 1, "bytes_received": received,
-                    "seconds": seconds, "players_with": "rtmpdump", "first_media_ms": {}, "setups_per_sec": None})
-    return summary
+    ramp = float(last_value(args, "--ramp-per-sec", "250"))
+    args = args + ["--players", "0", "--duration", str(duration + players / ramp + 15 + (strace or 0) + (profile or 0))]
+    stream = last_value(args, "--stream-prefix", "s") + "0"
+    publisher = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out_dir = tempfile.mkdtemp(prefix="players-", dir="/dev/shm" if os.path.isdir("/dev/shm") else tmp)
+    procs = []
+    try:
+        time.sleep(3)  # the publish is up
+        url = f"rtmp://127.0.0.1:{port}/live/{stream}"
+        for i in range(players):
+            procs.append(subprocess.Popen(["rtmpdump", "-q", "-v", "-r", url, "-o", os.path.join(out_dir, f"{i}.flv")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(1 / ramp)
+        time.sleep(5)  # every player past its GOP burst
+
+        def written():
+            return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+        pid = proxy.pid if proxy else None
+        cpu0, bytes0, t0 = (cpu_seconds(pid) if pid else 0.0), written(), time.time()
+        rss0 = status_kib(pid, "VmRSS") if pid else 0
+        origin_cpu0 = origin.cpu()
+        time.sleep(duration)
+        cpu1, bytes1, t1 = (cpu_seconds(pid) if pid else 0.0), written(), time.time()
+        alive = sum(1 for p in procs if p.poll() is None)
+        row = {"target": name, "origin_cpu_s": origin.cpu() - origin_cpu0, "players_with": "rtmpdump",
+               "load": {"bytes_received": bytes1 - bytes0, "seconds": t1 - t0, "connections_opened": players,
+                        "players": players, "publishers": 1, "protocol": "rtmp",
+                        "errors": {"players_gone": players - alive} if alive < players else {}}}
+        if pid:
+            row["proxy_cpu_s"] = cpu1 - cpu0
+            row["proxy_peak_rss_kib"] = status_kib(pid, "VmHWM")
+            row["proxy_rss_growth_kib"] = status_kib(pid, "VmRSS") - rss0
+            if profile:
+                data = os.path.join(tmp, f"perf-{name}.data")
+                subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o", data, "--",
+                                "sleep", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "sym",
+                                      "--percent-limit", "1", "-g", "none"], capture_output=True, text=True).stdout
+                row["profile"] = [l.strip() for l in rep.splitlines() if l.strip() and not l.startswith("#")][:25]
+            if strace:
+                b0 = written()
+                row["syscalls"] = strace_counts(pid, strace, tmp)
+                row["strace_bytes"] = written() - b0
+        return row
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        publisher.kill()
+        publisher.wait()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if proxy:
+            proxy.stop()
 
 
-def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None, players_with="load"):
+def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None, players_with="load",
+               strace=None, profile=None):
     proxy = None
     if name == "baseline":
         if not baseline:
@@ -342,7 +384,8 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
         port = proxy.port
     elif name == "edge":
-        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"])
+        pull = ["--edge-pull", "http-flv"] if origin.protocol == "http" else []
+        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"] + pull)
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
@@ -353,16 +396,15 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
     args += scenario["args"] + load_args
     if scenario["flv"] and origin.protocol == "rtmp":
         args += ["--flv", make_flv(tmp, *scenario["flv"])]
+    if players_with == "rtmpdump":
+        return run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace, profile)
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
     rss0 = status_kib(proxy.pid, "VmRSS") if proxy else 0
     origin_cpu0, origin_stats0 = origin.cpu(), origin.stats()
-    if players_with == "rtmpdump":
-        summary = run_rtmpdump_players(name, args, port, duration)
-    else:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
-        if out.returncode != 0:
-            raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
-        summary = json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
     row = {"target": name, "load": summary, "origin_cpu_s": origin.cpu() - origin_cpu0}
     if origin_stats0 is not None:
         after = origin.stats()
@@ -472,7 +514,23 @@ def table(scenario_name, rows):
                 ratios.append(f"- added first-media p99 over direct, streamgate {relay}: {pa - pd:.2f} ms")
             if pa is not None and pb is not None and pd is not None:
                 pass
-    return "\n".join(lines + [""] + ratios + origin_lines(rows))
+    return "\n".join(lines + [""] + ratios + origin_lines(rows) + syscall_lines(rows))
+
+
+def syscall_lines(rows):
+    """With --strace: the proxy's most frequent system calls per MiB delivered."""
+    lines = []
+    for r in rows:
+        calls, mib = r.get("syscalls"), r.get("strace_bytes", 0) / 2**20
+        if not calls or mib <= 0:
+            continue
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+        lines.append(f"- system calls per MiB delivered, {r['target']} (strace -c -f): " +
+                     ", ".join(f"{k} {v / mib:.1f}" for k, v in top) +
+                     f"; all {sum(calls.values()) / mib:.1f}")
+    return lines
+
+
 
 
 def main():
@@ -490,6 +548,12 @@ def main():
                     help="extra streamgate-load flags for every target, after the scenario's (so they override "
                          "them: --players 50 for a smoke run), e.g. --quickack (the generator then acknowledges "
                          "at once, so its own delayed ACKs do not dominate first-media times)")
+    ap.add_argument("--strace", type=int, metavar="SECONDS",
+                    help="with --players-with rtmpdump: after the measured window, count the proxy's system calls "
+                         "for SECONDS with strace -c -f (slows it, so outside the window) and report them per MiB")
+    ap.add_argument("--profile", type=int, metavar="SECONDS",
+                    help="with --players-with rtmpdump: after the measured window, sample the proxy with perf record "
+                         "-g for SECONDS and keep its hottest symbols in the raw section")
     ap.add_argument("--out", help="file to append the section to (default perf/results/<date>-<commit>.md); "
                                   "- only prints it (smoke runs)")
     opts = ap.parse_args()
@@ -509,7 +573,7 @@ def main():
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
             rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch,
-                                   opts.baseline, opts.players_with))
+                                   opts.baseline, opts.players_with, opts.strace, opts.profile))
     finally:
         if origin:
             origin.stop()

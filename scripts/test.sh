@@ -11,6 +11,7 @@ need_cargo
 apt_install gcc pkg-config ca-certificates procps curl ffmpeg nginx libnginx-mod-rtmp rtmpdump
 apt_install srt-tools python3 python3-venv  # SRT and WebRTC peers (tests/srt_proxy.rs, tests/webrtc_proxy.rs)
 apt_install redis-server redis-tools  # redis mode (tests/redis_mode.rs starts its own redis-server)
+apt_install gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad  # GStreamer rtmp2src plays through the edge (tests/edge.rs)
 # Transcoding (cargo feature `transcode`, on by default): FFmpeg 5.1's libraries for ffmpeg-next, and
 # libclang for its bindgen (tests/transcode.rs, src/transcode/).
 apt_install libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev

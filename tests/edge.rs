@@ -121,7 +121,8 @@ fn players_of_a_stream_share_one_origin_pull_per_shard() {
 }
 
 /// With a player already pulling the stream, a new player gets the cached GOP at once: its
-/// first video frame is a keyframe and arrives within 100 ms of its play being answered.
+/// first video frame is a keyframe and arrives within 100 ms of its play being answered. Then
+/// GStreamer's rtmp2src plays the same stream through the edge.
 #[test]
 fn a_late_player_starts_at_a_keyframe_at_once() {
     let (origin, p, _publisher) = edge_with_stream(&["--shards", "1"], "late", 30);
@@ -146,6 +147,22 @@ fn a_late_player_starts_at_a_keyframe_at_once() {
     assert!(keyframe(&frame), "the first frame is not a keyframe: {:?}", &frame.payload[..2]);
     assert!(took < Duration::from_millis(100), "first keyframe after {took:?}");
     assert_eq!(origin.players("late"), 1, "one pull for both players on one shard");
+
+    // GStreamer's RTMP client (rtmp2src) records 5 s through the edge; the file decodes.
+    let dir = TempDir::new("gst");
+    let saved = dir.0.join("gst.flv");
+    let mut cmd = std::process::Command::new("gst-launch-1.0");
+    let location = format!("location={}", proxy_url(&p, "late"));
+    let sink = format!("location={}", saved.display());
+    cmd.args(["-q", "rtmp2src", &location, "!", "filesink", &sink]);
+    let outcome = run_with_timeout(cmd, Duration::from_secs(5));
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .arg(&saved)
+        .output()
+        .expect("ffprobe");
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "gstreamer: {codecs:?} {}", outcome.stderr);
 }
 
 /// A player that stops reading falls behind: it skips to a keyframe (its dropped frames are

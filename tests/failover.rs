@@ -71,7 +71,7 @@ fn draining_keeps_pins_and_unregistering_leaves_at_once() {
     }
     let refs: Vec<&NginxRtmp> = origins.iter().collect();
     let (_live, landed) = publish_lands(&proxy, &refs, "kept", Duration::from_secs(15));
-    let home = landed.expect("the publish reached an origin");
+    let home = landed.unwrap_or_else(|| panic!("the publish reached an origin: {}", proxy.log_text()));
     let (home_id, other_id) = [("dr-a-s-1", "dr-b-s-1"), ("dr-b-s-1", "dr-a-s-1")][home];
 
     let drained = post(&api, "/api/v1/origins/drain", &format!(r#"{{"id":"{home_id}","draining":true}}"#));

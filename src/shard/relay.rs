@@ -175,9 +175,13 @@ async fn copy_loop(
         if want == 0 {
             return Ok(total);
         }
-        if drained && !batch.is_zero() {
+        // The last read got less than it asked for: the socket is empty (TCP delivers what it
+        // has), so wait for readiness instead of paying a recv that returns EAGAIN.
+        if drained {
             src.readable().await?;
-            glommio::timer::sleep(batch).await;
+            if !batch.is_zero() {
+                glommio::timer::sleep(batch).await;
+            }
         }
         let n = recv(src, &mut buf[..want]).await?;
         drained = n < want;

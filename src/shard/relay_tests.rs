@@ -199,3 +199,41 @@ fn the_splice_relay_carries_a_hundred_thousand_wake_ups_with_a_quiet_direction()
 fn the_copy_relay_carries_a_hundred_thousand_wake_ups_with_a_quiet_direction() {
     relay_carries_messages_one_wake_up_each(RelayMode::Copy);
 }
+
+/// The vendored glommio keeps its preemption timer armed across reactor loops (fewer
+/// io_uring enters per wake-up, see vendor/glommio/STREAMGATE-PATCH.md), so it can fire
+/// between the reactor's poll, which wakes tasks, and the run of the task queues. The
+/// executor then ran nothing and used to park with the woken tasks still queued, and
+/// nothing left to wake it: the relay froze within a few thousand messages. A short
+/// preemption period makes that window frequent.
+#[test]
+fn tasks_woken_just_before_the_preemption_timer_fires_still_run() {
+    let handle = LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .preempt_timer(Duration::from_micros(50))
+        .spawn(|| async {
+            let (a_far, a) = pair().await;
+            let (b, b_far) = pair().await;
+            let counter = Cell::new(0u64);
+            let relay = one_way(RelayMode::Copy, &a, &b, &counter, Duration::ZERO);
+            let driver = async {
+                let mut byte = [0u8; 1];
+                for i in 0..20_000u32 {
+                    send_all(&a_far, &[i as u8]).await.unwrap();
+                    assert_eq!(recv(&b_far, &mut byte).await.unwrap(), 1);
+                }
+                a_far.shutdown(std::net::Shutdown::Both).await.unwrap();
+            };
+            let (moved, ()) = future::zip(relay, driver).await;
+            assert_eq!(moved.unwrap(), 20_000);
+        })
+        .expect("executor");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(handle.join());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the executor parked with runnable tasks: it froze")
+        .expect("executor thread");
+}

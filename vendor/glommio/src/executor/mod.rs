@@ -1486,7 +1486,14 @@ impl LocalExecutor {
                 let cur_time = Instant::now();
                 this.queues.borrow_mut().stats.total_runtime += cur_time - pre_time;
                 pre_time = cur_time;
-                if !run {
+                // streamgate patch: `run_task_queues` also returns false when the preemption
+                // timer had fired before it ran anything; the tasks are still runnable then,
+                // so go round again (the next `poll_io` consumes the timer) instead of parking
+                // with them queued. The reactor keeps its preemption timer armed across loops
+                // (see sys/uring.rs), so it fires after a preemption period of any activity,
+                // not only of one uninterrupted task queue run.
+                let runnable = !this.queues.borrow().active_executors.is_empty();
+                if !run && !runnable {
                     if let Poll::Ready(t) = future.as_mut().poll(cx) {
                         // It may be that we just became ready now that the task queue
                         // is exhausted. But if we sleep (park) we'll never know so we

@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // streamgate patch: pairs with the fence the sleeper issues between setting
+        // `should_notify` and looking at its queues a last time (sys/uring.rs `wait`): whatever
+        // this thread queued before is visible to it, or it sees `should_notify` set here.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

@@ -224,6 +224,12 @@ impl Source {
         })
     }
 
+    /// Whether the request is still queued or in the kernel (its completion not yet consumed).
+    /// (streamgate patch: the reactor keeps its timers and ring link armed across loops.)
+    pub(crate) fn is_pending(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

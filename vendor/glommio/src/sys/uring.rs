@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1070,30 +1070,35 @@ impl SleepableRing {
             );
 
             // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
+            // it successfully to be able to safely sleep. (streamgate patch: submitting and
+            // waiting is one io_uring_enter; the kernel reports the SQE as submitted even when
+            // the wait that follows is interrupted.)
 
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+            let submitted = self.ring.submit_sqes_and_wait(1);
+            if let Ok(n) = submitted {
+                // What `submit_sqes` counts (each completion takes one off).
+                self.in_kernel += n as usize;
+            }
+            if submitted.as_ref().map_or(true, |n| *n != 1) {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
                 // We make the SQE a no-op and return
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
+                match submitted {
+                    Err(e)
+                        if !matches!(
+                            e.raw_os_error(),
+                            Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
+                        ) =>
+                    {
+                        Err(e)
+                    }
+                    _ => Err(io::Error::from_raw_os_error(libc::EBUSY)),
+                }
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked and we slept. Goodnight (and good morning)!
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1104,6 +1109,26 @@ impl SleepableRing {
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)
         }
+    }
+}
+
+impl SleepableRing {
+    /// Sleeps until a completion arrives, with the rings already linked by an earlier
+    /// [`SleepableRing::sleep`] whose poll has not fired yet: one io_uring_enter, no new SQE.
+    /// (streamgate patch.)
+    fn wait_linked(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
     }
 }
 
@@ -1222,9 +1247,15 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// When the armed latency-ring timer fires (streamgate patch: it stays armed across
+    /// loops instead of being cancelled and re-armed at every one).
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
+    /// The poll on the latency ring's fd that links the rings while sleeping (streamgate
+    /// patch: kept armed until it fires, so most sleeps need no new SQE and no cancellation).
+    link_src: Cell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1353,9 +1384,11 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
+            link_src: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1726,6 +1759,12 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        // streamgate patch: a link poll that has not fired is still armed; sleep on it.
+        if let Some(armed) = self.link_src.take().filter(Source::is_pending) {
+            let slept = ring.wait_linked();
+            self.link_src.set(Some(armed));
+            return slept.or_else(Self::busy_ok).map(|_| {});
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1733,7 +1772,11 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let slept = ring.sleep(&link_rings);
+        if slept.is_ok() {
+            self.link_src.set(Some(link_rings));
+        }
+        slept.or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1814,22 +1857,25 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // streamgate patch: upstream cancelled the latency-ring timer here and armed a new one
+        // further down at every loop, two SQEs and an io_uring_enter of the latency ring per
+        // loop. A timer that has not fired stays armed instead: it still takes the running
+        // task queue off the CPU at most one preemption period after it was armed, and while
+        // sleeping it costs at most one early wake-up. A timer that fired is done (nothing
+        // to cancel).
+        let mut latency_timer = self
+            .latency_preemption_timeout_src
+            .take()
+            .filter(Source::is_pending);
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // streamgate patch: upstream armed a throughput-based preemption timer here at every
+        // loop (a count timeout on the main ring, linked to a write of the latency ring's
+        // eventfd) and cancelled the previous one: a cancellation and two SQEs, so an
+        // io_uring_enter, per loop, for a timer that in practice never fired. Kept armed it
+        // does fire, and its eventfd write is punted to an io-wq worker thread. streamgate's
+        // shards run one task queue each, so there is nothing for it to be fair to: it is
+        // not armed at all (`throughput_preemption_timeout_src` stays empty).
+        let _ = &self.throughput_preemption_timeout_src;
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,9 +1897,19 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                let wanted = Instant::now() + dur;
+                let early_enough = matches!(
+                    (&latency_timer, self.latency_timer_deadline.get()),
+                    (Some(_), Some(deadline)) if deadline <= wanted
+                );
+                if !early_enough {
+                    // Dropping an armed timer queues its cancellation: at worst it fires
+                    // first and wakes us early.
+                    drop(latency_timer.take());
+                    latency_timer = Some(lat_ring.prepare_latency_preemption_timer(dur));
+                    self.latency_timer_deadline.set(Some(wanted));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1863,7 +1919,12 @@ impl Reactor {
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
             // details. This translates to `sys_membarrier()` /
             // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            //
+            // streamgate patch: a SeqCst fence instead (the sleeper's side of a Dekker pair;
+            // `SleepNotifier::notify` has the other fence). The membarrier syscall IPIs every
+            // CPU running one of the process's threads at every sleep, which cost a system
+            // call per wake-up and interrupted the other shards.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
@@ -1879,10 +1940,17 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        let latency_timer = latency_timer.filter(Source::is_pending);
+        match (latency_timer, preempt_timer()) {
+            (Some(armed), _) => self.latency_preemption_timeout_src.set(Some(armed)),
+            (None, Some(preempt)) => {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_timer_deadline
+                    .set(Some(Instant::now() + preempt));
+                flush_rings!(lat_ring, main_ring)?;
+            }
+            (None, None) => {}
         }
 
         // A Note about `need_preempt`:
