@@ -24,7 +24,9 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,7 +85,9 @@ def cli_command(url, out, preset):
     cmd = ["ffmpeg", "-hide_banner", "-v", "error", "-stats", "-i", url, "-filter_complex", split,
            "-map", "[v0]", "-map", "[s1]", "-map", "[s2]", "-map", "0:a",
            "-c:v", "libx264", "-preset", preset, "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
-           "-forced-idr", "1", "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT})", "-pix_fmt", "yuv420p"]
+           "-forced-idr", "1", "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT})", "-pix_fmt", "yuv420p",
+           # The frames as they come, as the in-process job encodes them (no duplicates for gaps).
+           "-fps_mode", "passthrough"]
     for i, (_, _, _, kbps) in enumerate(RUNGS):
         cmd += [f"-b:v:{i}", f"{kbps}k", f"-maxrate:v:{i}", f"{kbps}k", f"-bufsize:v:{i}", f"{kbps * 2}k"]
     cmd += ["-c:a", "aac", "-b:a", "128k", "-ac", "2",
@@ -103,21 +107,38 @@ def run_cli(tmp, origin, src, seconds, preset):
     stop = threading.Event()
     found, watcher = watch_first_segments(out, t0, stop)
     log = open(os.path.join(tmp, "cli.log"), "w")
-    cpu = 0.0
+    cpu, status = 0.0, None
     deadline = time.time() + 20
-    while True:  # the CLI cannot play a stream that is not published yet: retry until it plays
-        proc = subprocess.Popen(cli_command(url, out, preset), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)
-        cpu += usage.ru_utime + usage.ru_stime
-        if os.path.exists(os.path.join(out, "manifest.mpd")) or time.time() > deadline:
+    start = lambda: subprocess.Popen(cli_command(url, out, preset), stdin=subprocess.DEVNULL,  # noqa: E731
+                                     stdout=subprocess.DEVNULL, stderr=log)
+    proc, ended = start(), None
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            cpu += usage.ru_utime + usage.ru_stime
+            if os.path.exists(os.path.join(out, "manifest.mpd")) or time.time() > deadline:
+                break
+            time.sleep(0.2)  # not published yet: the CLI cannot play it, try again
+            proc = start()
+            continue
+        if ended is None and pub.poll() is not None:
+            ended = time.time()
+        if ended is not None and time.time() - ended > 5:
+            # nginx-rtmp keeps a player connected after the publisher left: stop the CLI as a
+            # user would (q / SIGINT), so it flushes its encoders and writes the trailer.
+            proc.send_signal(signal.SIGINT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            cpu += usage.ru_utime + usage.ru_stime
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     pub.wait(timeout=seconds + 60)
     stop.set()
     watcher.join()
+    log.close()
+    frames = re.findall(r"frame=\s*(\d+)", open(os.path.join(tmp, "cli.log")).read())
     return {"target": "ffmpeg CLI", "cpu_s": cpu, "first_segment": found, "dropped": None,
-            "exit": status, "job_speed": None}
+            "exit": f"exit {os.waitstatus_to_exitcode(status)} (SIGINT)", "job_speed": None,
+            "frames": int(frames[-1]) if frames else 0}
 
 
 def run_streamgate(tmp, origin, src, seconds, preset):
@@ -156,26 +177,33 @@ def run_streamgate(tmp, origin, src, seconds, preset):
     proc.terminate()
     proc.wait(timeout=30)
     return {"target": "streamgate --transcode", "cpu_s": cpu, "first_segment": found,
-            "dropped": job.get("dropped_frames"), "exit": job.get("status"), "job_speed": job.get("speed")}
+            "dropped": job.get("dropped_frames"), "exit": job.get("status"), "job_speed": job.get("speed"),
+            "frames": job.get("frames", 0)}
 
 
 def table(rows, seconds, preset):
     cores = os.cpu_count() or 1
-    lines = [f"## transcode: 720p30 source, {seconds} s, preset {preset}, {cores} CPUs "
-             f"({datetime.datetime.now().isoformat(timespec='seconds')})", "",
-             "| target | CPU-s | CPU-s per output minute | speed on all cores | job speed (media s per busy s) | "
-             "dropped frames | first segment 720p / 480p / 360p (s from publish) | end |",
-             "|---|---|---|---|---|---|---|---|"]
+    load = os.getloadavg()[0]
+    lines = [f"## transcode: 720p30 source, {seconds} s, preset {preset}, {cores} CPUs, load average "
+             f"{load:.1f} at the end ({datetime.datetime.now().isoformat(timespec='seconds')})", "",
+             "| target | CPU-s | frames encoded (per rung) | CPU-s per output minute | speed on all cores | "
+             "job speed (media s per busy s) | dropped frames | first segment 720p / 480p / 360p (s from publish) | end |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        per_min = r["cpu_s"] / (seconds / 60)
-        speed = seconds / (r["cpu_s"] / cores) if r["cpu_s"] else 0
+        # Per frame encoded (a job behind real time drops frames, the CLI lags and may be
+        # stopped before the end): CPU-s for 60 s of 30 fps output, and output seconds per
+        # second of all cores.
+        frames = max(r["frames"], 1)
+        per_min = r["cpu_s"] / frames * FPS * 60
+        speed = (frames / FPS) / (r["cpu_s"] / cores) if r["cpu_s"] else 0
         first = " / ".join(f"{r['first_segment'][i]:.1f}" if i in r["first_segment"] else "-" for i in range(len(RUNGS)))
         job_speed = "-" if r["job_speed"] is None else f"{r['job_speed']:.2f}"
         dropped = "-" if r["dropped"] is None else str(r["dropped"])
-        lines.append(f"| {r['target']} | {r['cpu_s']:.1f} | {per_min:.1f} | {speed:.2f}x | {job_speed} | "
+        lines.append(f"| {r['target']} | {r['cpu_s']:.1f} | {r['frames']} | {per_min:.1f} | {speed:.2f}x | {job_speed} | "
                      f"{dropped} | {first} | {r['exit']} |")
-    if len(rows) == 2 and rows[1]["cpu_s"]:
-        lines += ["", f"streamgate / CLI CPU-seconds: {rows[0]['cpu_s'] / rows[1]['cpu_s']:.2f}"]
+    if len(rows) == 2 and rows[1]["cpu_s"] and rows[0]["frames"] and rows[1]["frames"]:
+        ratio = (rows[0]["cpu_s"] / rows[0]["frames"]) / (rows[1]["cpu_s"] / rows[1]["frames"])
+        lines += ["", f"streamgate / CLI CPU-seconds per encoded frame: {ratio:.2f}"]
     return "\n".join(lines) + "\n"
 
 
