@@ -171,9 +171,9 @@ pub struct MediaDelta {
 /// One shard's UDP table sizes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableSizes {
-    /// SRT sessions (connecting or up), at most `proxy::srt::MAX_SESSIONS`.
+    /// SRT sessions (connecting or up), at most `--srt-max-sessions`.
     pub srt_sessions: usize,
-    /// WebRTC sessions, at most `proxy::webrtc::media::MAX_SESSIONS`.
+    /// WebRTC sessions, at most `--webrtc-max-sessions`.
     pub webrtc_sessions: usize,
     /// Client addresses of WebRTC sessions, at most `MAX_ADDRESSES` per session.
     pub webrtc_addresses: usize,

@@ -96,6 +96,26 @@ pub struct AccessFlags {
     #[arg(long, env = "STREAMGATE_MAX_CONNECTIONS_PER_IP", value_name = "N|LISTENER=N,...", help_heading = "Limits")]
     pub max_connections_per_ip: Option<PerIpLimits>,
 
+    /// Most SRT sessions one shard relays; past it callers are rejected (1402, overload).
+    #[arg(
+        long,
+        env = "STREAMGATE_SRT_MAX_SESSIONS",
+        default_value_t = 10_000,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub srt_max_sessions: usize,
+
+    /// Most WebRTC media sessions one shard relays; past it new ones are dropped (logged).
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBRTC_MAX_SESSIONS",
+        default_value_t = 10_000,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub webrtc_max_sessions: usize,
+
     /// TCP keepalive on every relayed socket (clients and origins): the first probe after this
     /// long without traffic. 0s turns keepalive off.
     #[arg(
@@ -237,6 +257,10 @@ pub struct AccessConfig {
     /// 0: no cap.
     pub max_sessions_per_stream: u32,
     pub max_connections_per_ip: PerIpLimits,
+    /// Per shard.
+    pub srt_max_sessions: usize,
+    /// Per shard.
+    pub webrtc_max_sessions: usize,
     /// `None`: keepalive off.
     pub keepalive: Option<Keepalive>,
     /// `None`: no relay idle timeout.
@@ -278,6 +302,13 @@ impl AccessFlags {
                 count: self.tcp_keepalive_count,
             })
         };
+        for (flag, n) in
+            [("--srt-max-sessions", self.srt_max_sessions), ("--webrtc-max-sessions", self.webrtc_max_sessions)]
+        {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(ConfigError::new(flag, "must be from 1 to 1000000"));
+            }
+        }
         let idle = self.relay_idle_timeout.0;
         if !idle.is_zero() && idle < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -296,6 +327,8 @@ impl AccessFlags {
             play_secret: secret(&self.play_secret),
             max_sessions_per_stream: self.max_sessions_per_stream,
             max_connections_per_ip: self.max_connections_per_ip.unwrap_or_default(),
+            srt_max_sessions: self.srt_max_sessions,
+            webrtc_max_sessions: self.webrtc_max_sessions,
             keepalive,
             relay_idle_timeout: (!idle.is_zero()).then_some(idle),
         })

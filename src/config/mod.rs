@@ -160,8 +160,9 @@ pub struct Cli {
     )]
     pub stall_timeout: GoDuration,
 
-    /// How long to wait for an origin to accept an RTMP connection before the client is told
-    /// the origin is unreachable.
+    /// How long to wait for an origin to accept an RTMP connection, and then again for its
+    /// handshake, before the origin counts as unreachable (quarantined; the session is retried
+    /// once on another origin, else the client is told).
     #[arg(
         long,
         env = "STREAMGATE_RTMP_DIAL_TIMEOUT",

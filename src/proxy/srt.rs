@@ -19,7 +19,7 @@
 //!
 //! Failures reach the caller as an SRT rejection (`srt_getrejectreason` shows 1400 for a bad
 //! stream id, 1404 for no origin, 1402 when this shard is full) and a log line.
-//! Bounds: at most [`MAX_SESSIONS`] sessions per shard; nothing is stored for an INDUCTION.
+//! Bounds: at most `--srt-max-sessions` (10,000) sessions per shard; nothing is stored for an INDUCTION.
 //!
 //! The socket, the session table, the relaying, idle expiry and closing are the shard's UDP
 //! session table ([`crate::shard::udp`]); this module is SRT's part of it. Every warning a
@@ -42,8 +42,6 @@ use crate::logging::clip;
 use crate::shard::Shard;
 use crate::shard::udp::{self, CLIP, NewSession, Protocol, Table, Verdict};
 
-/// Most SRT sessions one shard relays.
-pub const MAX_SESSIONS: usize = 10_000;
 /// How long an origin gets to complete its handshake. Under libsrt's default connect timeout
 /// (`SRTO_CONNTIMEO`, 3 s from the caller's first INDUCTION), with room for the caller's round
 /// trip, so that a caller of a silent origin reads the 1404 rejection instead of timing out.
@@ -122,7 +120,9 @@ impl Protocol for Srt {
     const NAME: &'static str = "srt";
     const LISTENER: Listener = Listener::SrtUdp;
     const SESSION: SessionProtocol = SessionProtocol::Srt;
-    const MAX_SESSIONS: usize = MAX_SESSIONS;
+    fn max_sessions(config: &crate::config::Config) -> usize {
+        config.access.srt_max_sessions
+    }
     const MAX_ADDRESSES: usize = 1;
     const RECEIVE_FAILED: &'static str = "srt udp receive failed";
 
@@ -245,7 +245,11 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
     let short = clip(key.as_str(), CLIP);
     if table.full() {
         warn(table, Warning::ShardFull, || {
-            format!("srt {} {short} from {from} refused: {MAX_SESSIONS} sessions on this shard", role.name())
+            format!(
+                "srt {} {short} from {from} refused: {} sessions on this shard (--srt-max-sessions)",
+                role.name(),
+                table.shard.config.access.srt_max_sessions
+            )
         });
         return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
     }

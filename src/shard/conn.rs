@@ -93,6 +93,8 @@ pub enum Forced {
     Idle(Duration),
     /// An operator disconnected the stream's sessions.
     Disconnected,
+    /// Still open when the shutdown's grace time ran out.
+    Shutdown,
 }
 
 /// What a session is, for log lines about its connection.
@@ -418,6 +420,16 @@ impl ConnTable {
             }
         }
         ended
+    }
+
+    /// Ends every connection still open (the shutdown's grace time ran out): their tasks
+    /// return at their next poll, which this wakes, and drop their sockets and sessions.
+    pub fn end_all(&self) {
+        for conn in self.conns.borrow().iter().filter_map(Weak::upgrade) {
+            if conn.forced.get().is_none() {
+                conn.force(Forced::Shutdown);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

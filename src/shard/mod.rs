@@ -349,6 +349,12 @@ fn ended_early(shard: &Shard, conn: &conn::Conn, ended: conn::Ended) {
                 conn.peer
             );
         }
+        conn::Ended::Forced(conn::Forced::Shutdown) => {
+            log::info!(
+                "{what} from {}: closed both sides: still open when the shutdown's grace time ran out",
+                conn.peer
+            );
+        }
         conn::Ended::Forced(conn::Forced::Disconnected) => {
             log::info!("{what} from {}: closed both sides: an operator disconnected the stream's sessions", conn.peer);
         }
@@ -395,11 +401,23 @@ async fn drain(shard: &Rc<Shard>) {
     if open > 0 {
         log::info!("shard {}: draining {open} connections for up to {grace:?}", shard.index);
     }
-    if within(grace, shard.gate.close()).await.is_none() {
+    // One close future for the whole drain: the gate panics if its close future is dropped
+    // before the last task leaves (vendored glommio 0.9 `GateInner::notify_closed`).
+    let closing = shard.gate.close();
+    futures_lite::pin!(closing);
+    if within(grace, closing.as_mut()).await.is_none() {
         log::warn!(
             "shard {}: closing {} connections still open after {grace:?}",
             shard.index,
             shard.open_connections()
         );
+        // End them here, on the shard, rather than leave their tasks to the executor's
+        // teardown: their sockets close, their sessions report closed, and nothing they hold
+        // (the bridge's sender above all, which keeps the control thread running) outlives
+        // the shard.
+        shard.conns.end_all();
+        if within(Duration::from_secs(1), closing.as_mut()).await.is_none() {
+            log::warn!("shard {}: {} connections did not end when told to", shard.index, shard.open_connections());
+        }
     }
 }

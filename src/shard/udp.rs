@@ -16,7 +16,8 @@
 //!   [`Protocol::tick`] runs. Closing drops the session's task and origin socket, reports the
 //!   session closed if it was reported open, and logs one line with its byte counts.
 //!
-//! Bounds: at most [`Protocol::MAX_SESSIONS`] sessions per shard ([`Table::insert`] refuses
+//! Bounds: at most [`Protocol::max_sessions`] sessions per shard (`--srt-max-sessions`,
+//! `--webrtc-max-sessions`) ([`Table::insert`] refuses
 //! more) and [`Protocol::MAX_ADDRESSES`] addresses per session. A panic while handling one
 //! datagram is caught, counted like a connection's ([`super::conn`]) and logged; the receive
 //! loop goes on.
@@ -67,7 +68,8 @@ pub trait Protocol: Sized + 'static {
     const NAME: &'static str;
     const LISTENER: Listener;
     const SESSION: SessionProtocol;
-    const MAX_SESSIONS: usize;
+    /// Most sessions per shard (a flag of the configuration).
+    fn max_sessions(config: &crate::config::Config) -> usize;
     const MAX_ADDRESSES: usize;
     /// The kind of the receive-failure warning (`"srt udp receive failed"`).
     const RECEIVE_FAILED: &'static str;
@@ -228,7 +230,7 @@ impl<P: Protocol> Table<P> {
     }
 
     pub fn full(&self) -> bool {
-        self.len() >= P::MAX_SESSIONS
+        self.len() >= P::max_sessions(&self.shard.config)
     }
 
     /// The session `addr` belongs to.

@@ -5,8 +5,9 @@
 //! 2. Stream key from tcUrl + stream name; access ([`crate::proxy::access`]: signed URL,
 //!    sessions per stream, on_publish/on_play); an origin proposed from the shard's snapshot
 //!    (rendezvous hash) and claimed from the control thread, which keeps one pin per stream.
-//! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`; a dial that is refused or times
-//!    out puts the origin in quarantine and is retried once on the origin picked instead),
+//! 3. [`upstream`]: dial the origin (`--rtmp-dial-timeout`, for the connect and again for the
+//!    handshake; a dial that is refused or times out puts the origin in quarantine and is
+//!    retried once on the origin picked instead),
 //!    client handshake, send the replay verbatim, then pass the origin's stream on
 //!    ([`handover`]) until it confirms the start.
 //! 4. Relay both directions until either side closes; then both are closed. A player's
@@ -188,7 +189,11 @@ async fn connect(
     role: Role,
 ) -> Result<(Arc<Origin>, upstream::Connected), (Arc<Origin>, SessionError)> {
     match dial(shard, &origin, role).await {
-        Err(SessionError::Upstream(e @ (UpstreamError::Dial { .. } | UpstreamError::DialTimeout { .. }))) => {
+        Err(SessionError::Upstream(
+            e @ (UpstreamError::Dial { .. }
+            | UpstreamError::DialTimeout { .. }
+            | UpstreamError::HandshakeTimeout { .. }),
+        )) => {
             let next = match super::repick(shard, key, &origin).await {
                 Ok(next) => next,
                 Err(_) => return Err((origin, e.into())),

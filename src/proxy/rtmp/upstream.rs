@@ -37,6 +37,8 @@ pub enum UpstreamError {
     Dial { addr: SocketAddr, source: std::io::Error },
     #[error("origin {addr} did not accept the connection within {timeout:?}")]
     DialTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("origin {addr} accepted the connection but did not complete the handshake within {timeout:?}")]
+    HandshakeTimeout { addr: SocketAddr, timeout: Duration },
     #[error("origin handshake: {0}")]
     Handshake(#[from] HandshakeError),
     #[error("origin chunk stream: {0}")]
@@ -60,9 +62,11 @@ pub struct Connected {
     pub first: Vec<u8>,
 }
 
-/// Dials the origin within `timeout` and runs the client handshake up to C2.
+/// Dials the origin within `timeout` and runs the client handshake up to C2 within `timeout`
+/// again (an origin that accepts and never answers, such as a frozen process whose kernel
+/// still accepts, must not hold the client forever).
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connected, UpstreamError> {
-    let mut origin = match TcpStream::connect_timeout(addr, timeout).await {
+    let origin = match TcpStream::connect_timeout(addr, timeout).await {
         Ok(s) => s,
         Err(e) => {
             let e = std::io::Error::from(e);
@@ -73,6 +77,12 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connected, U
         }
     };
     let _ = origin.set_nodelay(true);
+    crate::shard::within(timeout, handshake(origin))
+        .await
+        .unwrap_or(Err(UpstreamError::HandshakeTimeout { addr, timeout }))
+}
+
+async fn handshake(mut origin: TcpStream) -> Result<Connected, UpstreamError> {
     let mut random = vec![0u8; crate::codec::rtmp::handshake::RANDOM_LEN];
     crate::util::fill_random(&mut random);
     let mut hs = ClientHandshake::new(0, &random)?;

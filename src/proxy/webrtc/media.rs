@@ -21,7 +21,7 @@
 //! session table ([`crate::shard::udp`]); this module is WebRTC's part of it: the usernames,
 //! the lookups and the checks awaiting the origin's answer.
 //!
-//! Bounds: at most [`MAX_SESSIONS`] sessions per shard, [`MAX_ADDRESSES`] client addresses and
+//! Bounds: at most `--webrtc-max-sessions` (10,000) sessions per shard, [`MAX_ADDRESSES`] client addresses and
 //! [`MAX_PENDING`] checks awaiting the origin's answer per session, [`MAX_LOOKUPS`] control-thread lookups in flight (spoofed STUN floods are dropped
 //! past it), and recently failed usernames remembered ([`MAX_UNKNOWN`]) so a repeated bogus one
 //! costs no lookup.
@@ -42,8 +42,6 @@ use crate::codec::stun::{self, Kind, Message};
 use crate::shard::Shard;
 use crate::shard::udp::{self, NewSession, Protocol, Table, Verdict};
 
-/// Most sessions one shard relays.
-pub const MAX_SESSIONS: usize = 10_000;
 /// Most client addresses one session keeps (the newest win).
 pub const MAX_ADDRESSES: usize = 4;
 /// Most checks from not yet joined addresses one session remembers until the origin answers
@@ -81,7 +79,9 @@ impl Protocol for Media {
     const NAME: &'static str = "webrtc";
     const LISTENER: Listener = Listener::WebrtcUdp;
     const SESSION: SessionProtocol = SessionProtocol::WebRtc;
-    const MAX_SESSIONS: usize = MAX_SESSIONS;
+    fn max_sessions(config: &crate::config::Config) -> usize {
+        config.access.webrtc_max_sessions
+    }
     const MAX_ADDRESSES: usize = MAX_ADDRESSES;
     const RECEIVE_FAILED: &'static str = "webrtc udp receive failed";
 
@@ -209,7 +209,8 @@ async fn open(
     }
     if table.full() {
         table.warn("webrtc: sessions full on this shard", || {
-            format!("webrtc: {MAX_SESSIONS} sessions on this shard; {key} from {from} dropped")
+            let max = table.shard.config.access.webrtc_max_sessions;
+            format!("webrtc: {max} sessions on this shard (--webrtc-max-sessions); {key} from {from} dropped")
         });
         return None;
     }
