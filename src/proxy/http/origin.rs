@@ -109,6 +109,7 @@ pub async fn request(
         }
     };
     let _ = stream.set_nodelay(true);
+    crate::shard::conn::keepalive(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let mut wire = encode_request(req, addr, peer, playlist);
     wire.extend_from_slice(body);
     let deadline = Instant::now() + timeout;

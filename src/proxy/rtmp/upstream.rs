@@ -77,6 +77,8 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connected, U
         }
     };
     let _ = origin.set_nodelay(true);
+    // Every origin socket, the relay's and the edge pull's: a vanished origin is found.
+    crate::shard::conn::keepalive(std::os::fd::AsRawFd::as_raw_fd(&origin));
     crate::shard::within(timeout, handshake(origin))
         .await
         .unwrap_or(Err(UpstreamError::HandshakeTimeout { addr, timeout }))
