@@ -11,6 +11,9 @@ use std::time::Duration;
 use common::peers::*;
 use common::rtmp_client::{Handshake, RtmpClient};
 use common::*;
+use serde_json::Value;
+use streamgate::control::grpc::proto::Empty;
+use streamgate::control::grpc::proto::module_service_client::ModuleServiceClient;
 
 /// Deadline for a publish to be served (the VM is slow and shared).
 const PUBLISH_WAIT: Duration = Duration::from_secs(20);
@@ -109,7 +112,7 @@ fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
 
 /// `--local-origin auto`: a stream published with no origin is local; an origin registered
 /// later takes new streams, while the local one stays local (and playable) until its publisher
-/// leaves.
+/// leaves. `/api/v1/streams` (`local`) and GetRoutes (`source`, `status`) tell them apart.
 #[test]
 fn an_origin_registered_later_takes_new_streams_while_a_local_one_stays_local() {
     let p = Proxy::start(&["--local-origin", "auto", "--shards", "1"]);
@@ -123,6 +126,23 @@ fn an_origin_registered_later_takes_new_streams_while_a_local_one_stays_local() 
         panic!("the local stream stopped playing: {e}\n{}", p.log_text());
     }
     assert!(!origin.publishing("c"), "the local stream moved to the origin");
+
+    // /api/v1/streams and GetRoutes tell the local stream from the relayed one.
+    let local = |stream: &str| {
+        let streams = get(&p.api_addr(), "/api/v1/streams").json();
+        let key = format!("__defaultVhost__/live/{stream}");
+        streams["streams"].as_array().and_then(|l| l.iter().find(|s| s["key"] == key).map(|s| s["local"].clone()))
+    };
+    assert!(wait_until(Duration::from_secs(5), || local("c") == Some(Value::Bool(true))), "c: {:?}", local("c"));
+    assert_eq!(local("d"), Some(Value::Bool(false)));
+    let routes = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let mut client = ModuleServiceClient::connect(format!("http://127.0.0.1:{}", p.grpc)).await.unwrap();
+        client.get_routes(Empty {}).await.unwrap().into_inner().routes
+    });
+    let route = |stream: &str| routes.iter().find(|r| r.stream_key.ends_with(&format!("/live/{stream}"))).unwrap();
+    assert_eq!(route("c").source, format!("rtmp://127.0.0.1:{}/live/c", p.rtmp), "{routes:?}");
+    assert_eq!(route("c").status, "active", "{routes:?}");
+    assert_eq!(route("d").source, format!("rtmp://127.0.0.1:{}/live/d", origin.rtmp_port), "{routes:?}");
 }
 
 /// `--local-origin off`: with no origin a publisher is refused, as before.

@@ -250,8 +250,7 @@ fn start_reporting(shard: &Rc<Shard>, streams: &Streams) {
     }
 }
 
-/// What a local stream reports as its origin.
-pub const LOCAL_ORIGIN: &str = "local";
+pub use crate::bridge::report::LOCAL_ORIGIN;
 
 /// Registers a stream fed on this shard by a local source (`crate::proxy::local`: a local
 /// publisher, or the forward of one on another shard) instead of an origin pull; players join
