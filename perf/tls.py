@@ -49,9 +49,13 @@ def make_cert(tmp):
     return cert, key
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 def start_origin(directory):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    handler.log_message = lambda *a: None
+    handler = functools.partial(QuietHandler, directory=directory)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -147,7 +151,8 @@ def main():
     lines = [f"## TLS against plain HTTP-FLV relay, {datetime.date.today()} ({commit})", "",
              f"`perf/tls.py --size-mib {a.size_mib} --rounds {a.rounds} --modes {a.modes}`: one {a.size_mib} MiB "
              f"body fetched {a.rounds} times per row with curl, through one proxy per relay mode "
-             f"({os.cpu_count()} CPUs, {os.uname().release}).", "",
+             f"({os.cpu_count()} CPUs, {os.uname().release}). CPU time is counted in clock ticks "
+             f"(1/{TICK} s): the plain rows rest on a few ticks.", "",
              "| relay | client | proxy CPU-s/GiB | vs plain | MiB/s (curl-bound) | curl CPU-s/GiB |",
              "|---|---|---|---|---|---|"]
     for relay, name, m in rows:
