@@ -10,9 +10,11 @@ stereo, the dash muxer with hls_playlist=1 (2 s segments). Reported per target:
 
   cpu_s          CPU seconds of the transcoding process over the run (streamgate: the whole
                  proxy, which also relays the publish; the CLI: its rusage)
-  cpu_s_per_min  cpu_s per minute of source (output minute of the whole ladder)
-  speed_2cores   media seconds per CPU second times the CPUs: how many times real time the
-                 machine's cores could carry
+  frames         video frames encoded per rung (a job behind real time drops frames; the CLI
+                 lags and is stopped 5 s after the publisher left)
+  cpu_s_per_min  cpu_s per encoded frame, times 30 fps x 60 s: one output minute of the ladder
+  speed          output seconds (frames / 30) per CPU second times the CPUs: how many times real
+                 time the machine's cores could carry
   first_segment  seconds from the publish's start to each rung's first playable segment
                  (its playlist lists a segment)
   dropped        frames dropped to keep up (streamgate's job; the CLI never drops, it lags)
