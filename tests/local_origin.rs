@@ -91,10 +91,15 @@ fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
     let mut players = [Ffmpeg::play(&rtmp_url(&p, "b"), 60), Ffmpeg::play(&flv_url(&p, "b"), 60)];
     assert!(wait_until(Duration::from_secs(20), || players.iter().all(|f| f.frames() >= 25)), "{}", p.log_text());
     publisher.kill();
-    for f in &mut players {
+    let [rtmp, flv] = &mut players;
+    for f in [&mut *rtmp, &mut *flv] {
         let status = f.wait_timeout(Duration::from_secs(10));
         assert!(status.is_some(), "a player still runs after the publisher left: {}\n{}", f.describe(), p.log_text());
     }
+    // The RTMP player is told the stream ended (StreamEOF, NetStream.Play.UnpublishNotify) and
+    // ends as at the end of a file: successfully, with no read error.
+    let clean = rtmp.try_status().is_some_and(|s| s.success()) && !rtmp.stderr_text().contains("error");
+    assert!(clean, "the RTMP player did not end cleanly: {}\n{}", rtmp.describe(), p.log_text());
     let log = p.log_text();
     assert!(log.contains("(local) ended after") && log.contains("its players end"), "{log}");
     let ended = log.lines().filter(|l| l.contains("play __defaultVhost__/live/b from") && l.contains("publisher left"));

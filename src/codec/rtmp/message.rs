@@ -341,6 +341,11 @@ pub fn stream_begin(stream_id: u32) -> Message {
     user_control(0, stream_id)
 }
 
+/// User Control StreamEOF for message stream `stream_id`: its playback is over.
+pub fn stream_eof(stream_id: u32) -> Message {
+    user_control(1, stream_id)
+}
+
 /// User Control PingResponse echoing a PingRequest's `timestamp`.
 pub fn ping_response(timestamp: u32) -> Message {
     user_control(7, timestamp)

@@ -6,7 +6,10 @@
 //!   `|RtmpSampleAccess`; the client already reads chunks of [`super::ring::CHUNK_SIZE`].
 //! - HTTP-FLV: the response head and the FLV header (the HTTP server writes them).
 //!
-//! Then the stream's metadata and sequence headers, then the ring from its last keyframe.
+//! Then the stream's metadata and sequence headers, then the ring from its last keyframe. When
+//! the stream ends (no origin could serve it, or a local publisher left), what is pending still
+//! goes out and an RTMP player gets StreamEOF and `NetStream.Play.UnpublishNotify`
+//! ([`rtmp_epilogue`]), as SRS ends a play.
 //!
 //! Slow players: the socket's send buffer is set to [`SNDBUF`] so a slow player's backlog shows
 //! in the ring, not in the kernel. A player more than `--edge-max-lag` behind skips to a
@@ -77,6 +80,24 @@ pub fn rtmp_prelude(name: &str) -> Vec<u8> {
             stream_id: STREAM_ID,
             payload: amf0::encode_all(&access),
         },
+    ];
+    let mut encoder = ChunkEncoder::new();
+    let mut out = Vec::new();
+    // CHUNK_SIZE is in range and these messages are valid: encoding cannot fail.
+    let _ = encoder.set_chunk_size(CHUNK_SIZE);
+    for msg in &messages {
+        let _ = encoder.encode(msg, &mut out);
+    }
+    out
+}
+
+/// What an RTMP player gets when its stream ended, as SRS sends it when the publisher leaves:
+/// StreamEOF and `onStatus` `NetStream.Play.UnpublishNotify` (players such as ffmpeg then end
+/// as at the end of a file).
+pub fn rtmp_epilogue() -> Vec<u8> {
+    let messages = [
+        message::stream_eof(STREAM_ID),
+        message::on_status(STREAM_ID, "status", "NetStream.Play.UnpublishNotify", "The stream ended."),
     ];
     let mut encoder = ChunkEncoder::new();
     let mut out = Vec::new();
@@ -214,6 +235,10 @@ async fn write_loop(
     let mut progress = Instant::now();
     loop {
         if stream.is_closed() {
+            if wire == Wire::Rtmp {
+                pending.bufs.push_back((Bytes::from(rtmp_epilogue()), false));
+            }
+            flush(client, &mut pending, bytes_out, stall).await?;
             return Ok(End::StreamEnded);
         }
         let skipped = check_lag(member, &mut cursor, &mut pending, wire, max_lag);
@@ -242,6 +267,21 @@ async fn write_loop(
         }
         let _ = within(LAG_CHECK, client.writable()).await.transpose()?;
     }
+}
+
+/// Sends what is pending (the stream ended), giving up after `stall` without progress.
+async fn flush(client: &TcpStream, pending: &mut Pending, bytes_out: &Cell<u64>, stall: Duration) -> io::Result<()> {
+    let mut progress = Instant::now();
+    while !pending.is_empty() && progress.elapsed() < stall {
+        let sent = pending.send(client)?;
+        if sent > 0 {
+            bytes_out.set(bytes_out.get() + sent as u64);
+            progress = Instant::now();
+        } else {
+            let _ = within(LAG_CHECK, client.writable()).await.transpose()?;
+        }
+    }
+    Ok(())
 }
 
 /// A player too far behind skips to a keyframe: what it had not started sending is dropped,
@@ -281,6 +321,16 @@ mod tests {
         let access = amf0::decode_all(&msgs[3].payload).unwrap();
         assert_eq!(access[0].as_str(), Some("|RtmpSampleAccess"));
         assert_eq!(msgs[3].type_id, DATA_AMF0);
+    }
+
+    #[test]
+    fn an_rtmp_player_is_told_the_stream_ended_as_srs_tells_it() {
+        let mut dec = ChunkDecoder::new();
+        dec.set_chunk_size(CHUNK_SIZE).unwrap();
+        let msgs: Vec<_> = dec.decode_all(&rtmp_epilogue()).unwrap().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(msgs[0], message::stream_eof(STREAM_ID));
+        assert_eq!(answer(&msgs[1]), Answer::Status("NetStream.Play.UnpublishNotify".into()));
+        assert_eq!(msgs[1].stream_id, STREAM_ID);
     }
 
     #[test]
