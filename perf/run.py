@@ -229,7 +229,9 @@ class Streamgate:
             [binary, "--rtmp-server", f"127.0.0.1:{rtmp}", "--http-server", f"127.0.0.1:{http}",
              "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
              "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
-             "--relay", relay, "--log-level", "warn"] + (["--relay-batch", batch] if batch else []) + list(extra),
+             "--relay", relay, "--log-level", "warn",
+             # The bulk scenario publishes unpaced, far above RTMP_MAX_BITRATE's default 10 Mbit/s.
+             "--max-bitrate", "0"] + (["--relay-batch", batch] if batch else []) + list(extra),
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.api)
         body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",

@@ -39,9 +39,17 @@ announce() {
   api=$(local_addr "$(addr_of "System API" "$line")")
   cat <<HELP
 
-Register an origin (an SRS heartbeat does this by itself; see README), for example an SRS
-listening on 127.0.0.1 for RTMP on 1935, HTTP on 8080 and SRT on 10080 (leave out what an
-origin does not serve: nginx-rtmp has RTMP only, unless it writes HLS for an HTTP server):
+Publish and play with no other server: while no origin is registered, streamgate serves a
+published stream itself (--local-origin auto, the default; see "Local origin" in the README):
+
+  ffmpeg -re -f lavfi -i testsrc=size=640x360:rate=25 -f lavfi -i sine -c:v libx264 -g 50 -c:a aac -f flv rtmp://$rtmp/live/demo
+  ffplay rtmp://$rtmp/live/demo                                # RTMP
+  ffplay http://$http/live/demo.flv                            # HTTP-FLV
+
+With origins behind it (SRS, nginx-rtmp), streamgate pins each new stream to one of them and
+relays it. Register an origin (an SRS heartbeat does this by itself; see README), for example
+an SRS listening on 127.0.0.1 for RTMP on 1935, HTTP on 8080 and SRT on 10080 (leave out what
+an origin does not serve: nginx-rtmp has RTMP only, unless it writes HLS for an HTTP server):
 
   curl -X POST http://$api/api/v1/srs/register -H 'Content-Type: application/json' \\
        -d '{"device_id":"origin1","ip":"127.0.0.1","server":"srv1","service":"svc1","pid":"1","rtmp":["1935"],"http":["8080"],"srt":["10080"]}'
@@ -50,11 +58,11 @@ Registration is accepted from this host only until you pass --register-allow CID
 auth on with --http-api-auth-enabled on and a token); see "Security defaults" in the README.
 
   curl http://$api/api/v1/origins      # what is registered, alive and proven
-  curl http://$api/api/v1/streams      # which stream is pinned where
+  curl http://$api/api/v1/streams      # which stream is pinned where (or "local": true)
 
-Publish through the proxy, then play it over any protocol:
+New streams then go to the origin; publish the same way and play over any protocol (HLS and
+SRT need an origin: a local stream plays over RTMP and HTTP-FLV only, for now):
 
-  ffmpeg -re -f lavfi -i testsrc=size=640x360:rate=25 -c:v libx264 -g 50 -f flv rtmp://$rtmp/live/demo
   ffplay rtmp://$rtmp/live/demo                                # RTMP
   ffplay http://$http/live/demo.flv                            # HTTP-FLV
   ffplay http://$http/live/demo.m3u8                           # HLS (the origin writes it)

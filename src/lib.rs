@@ -36,7 +36,9 @@
 //! [`bridge`] (what crosses threads, no runtime) <- [`shard`] (runtime, listeners, relays; no
 //! protocol) <- [`proxy`] (the protocols; [`proxy::services`] is the table of listeners and
 //! handlers the shards serve) <- [`control`] <- [`app`] <- `main`. [`config`], [`util`],
-//! [`logging`] and [`version`] serve every layer and import none.
+//! [`logging`] and [`version`] serve every layer and import none. [`transcode`] (ABR jobs on
+//! their own threads, publish limits) imports only the pure layers: [`proxy`] calls its
+//! limits, [`control`] owns its supervisor ([`control::transcode`]).
 //!
 //! ## One connection
 //!
@@ -75,6 +77,10 @@
 //!   dashboard page [`control::dashboard`], disconnects [`control::disconnect`]), origin
 //!   probes, the shards' events ([`control::events`]), Redis mode ([`control::redis`]), gRPC,
 //!   stats, health, metrics;
+//! - [`transcode`]: `--transcode on`: one job thread per published stream plays it from its
+//!   origin and writes an aligned HLS + DASH ladder (ffmpeg-next, feature `transcode`), served
+//!   by [`proxy::http_stream::abr`]; the publish limits ([`transcode::limits`]) the RTMP
+//!   publish path enforces ([`proxy::rtmp::limits`]);
 //! - [`app`]: startup order, signals, shutdown; [`logging`]: text or JSON log lines (text
 //!   lines escape control characters; [`logging::throttle`] rate-limits warnings peers cause);
 //! - [`util`]: random numbers, TCP_QUICKACK, the accept backoff ([`util::backoff`]);

@@ -259,3 +259,13 @@ fn publish_limits_refuse_with_the_limit_named() {
     assert!(log.contains("rtmp publish __defaultVhost__/live/two from"), "{log}");
     one.kill();
 }
+
+#[test]
+fn a_named_encoder_that_does_not_open_stops_startup() {
+    // h264_vaapi never opens with the system-memory frames the jobs feed, GPU or not.
+    let dir = TempDir::new("encoder");
+    let out =
+        run_with_timeout(proxy_command(&dir, &["--transcode", "on", "--encoder", "vaapi"]), Duration::from_secs(20));
+    assert!(out.status.is_some_and(|s| !s.success()), "{:?}\n{}", out.status, out.stderr);
+    assert!(out.stderr.contains("--encoder h264_vaapi: does not open"), "{}", out.stderr);
+}

@@ -224,7 +224,10 @@ mod tests {
     }
 }
 
-/// One edge stream on one shard now (`--edge on`).
+/// What an edge stream fed by a local publisher (`--local-origin`) reports as its origin.
+pub const LOCAL_ORIGIN: &str = "local";
+
+/// One edge stream on one shard now (`--edge on`, or a local stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeStream {
     pub key: StreamKey,

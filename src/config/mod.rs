@@ -12,6 +12,7 @@
 pub mod access;
 pub mod dotenv;
 pub mod edge;
+pub mod local;
 pub mod tls;
 pub mod transcode;
 pub mod values;
@@ -132,6 +133,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub edge: edge::EdgeArgs,
+
+    #[command(flatten)]
+    pub local: local::LocalArgs,
 
     /// Batch a player's live bytes: once the origin's side is drained, wait this long after it
     /// is readable again before relaying, so several audio and video frames go out in one
@@ -561,6 +565,8 @@ pub struct Config {
     pub relay_batch: Duration,
     /// `--edge*`: players served from one origin pull per stream and shard.
     pub edge: EdgeConfig,
+    /// `--local-origin`: when publishers are served locally.
+    pub local_origin: local::LocalOrigin,
     /// `--stall-timeout`.
     pub stall_timeout: Duration,
     pub origin_ttl: Duration,
@@ -742,6 +748,7 @@ impl Cli {
             relay: self.relay,
             relay_batch: self.relay_batch.0,
             edge: self.edge.validate()?,
+            local_origin: self.local.local_origin,
             stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
             origin_quarantine: self.origin_quarantine.0,

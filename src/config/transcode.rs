@@ -12,9 +12,6 @@ use clap::{Args, ValueEnum};
 use super::values::{GoDuration, Switch};
 use super::{ConfigError, ListenAddr};
 
-/// `--transcode`'s default: on where the binary has the `transcode` feature.
-pub const TRANSCODE_DEFAULT: &str = if cfg!(feature = "transcode") { "on" } else { "off" };
-
 /// Most rungs a ladder may have.
 pub const MAX_RUNGS: usize = 8;
 
@@ -39,9 +36,15 @@ pub struct TranscodeArgs {
     /// Turn every stream published through the proxy into an adaptive-bitrate ladder, served
     /// as HLS at /streams/KEY/master.m3u8 and DASH at /streams/KEY/dash/manifest.mpd on the
     /// HTTP stream listener (KEY: the stream name for app `live` on the default vhost, see the
-    /// README). On by default in builds with the `transcode` feature; a build without it
-    /// refuses `on`.
-    #[arg(long, env = "STREAMGATE_TRANSCODE", default_value = TRANSCODE_DEFAULT, value_name = "on|off", help_heading = "Transcoding")]
+    /// README). Off by default: a ladder costs about a CPU core per 720p stream, next to a relay
+    /// that costs a few percent. A build without the cargo feature `transcode` refuses `on`.
+    #[arg(
+        long,
+        env = "STREAMGATE_TRANSCODE",
+        default_value = "off",
+        value_name = "on|off",
+        help_heading = "Transcoding"
+    )]
     pub transcode: Switch,
 
     /// Serve the ladder as HLS (master.m3u8 and one playlist per rung).

@@ -193,12 +193,21 @@ fn source_url(state: &State, key: &StreamKey, stream: &Stream) -> String {
         let port = first_tcp(&origin.registration.rtmp)?.port;
         Some(SocketAddr::new(origin.registration.ip, port))
     });
+    rtmp_url(&origin.map_or_else(|| "unpinned".to_string(), |a| a.to_string()), key)
+}
+
+/// `rtmp://HOST/APP/STREAM` for `key` (`?vhost=` for a vhost other than the default).
+fn rtmp_url(host: &str, key: &StreamKey) -> String {
     let (vhost, path) = key.as_str().split_once('/').unwrap_or(("", key.as_str()));
-    let host = origin.map_or_else(|| "unpinned".to_string(), |a| a.to_string());
     match vhost {
         "__defaultVhost__" | "" => format!("rtmp://{host}/{path}"),
         vhost => format!("rtmp://{host}/{path}?vhost={vhost}"),
     }
+}
+
+/// A local stream's source (`--local-origin`): the RTMP URL streamgate received it on.
+fn local_url(state: &State, key: &StreamKey) -> String {
+    rtmp_url(&state.config.listen.rtmp.0.to_string(), key)
 }
 
 fn routes(state: &State, now: Instant) -> RoutesResponse {
@@ -214,7 +223,8 @@ fn routes(state: &State, now: Instant) -> RoutesResponse {
                 .as_ref()
                 .and_then(|p| state.registry.origin(&p.origin))
                 .is_some_and(|o| o.is_alive(now, state.registry.ttl()));
-            let status = match (origin_alive, publishing) {
+            let local = super::stats::edge_totals(&state.shards, key).is_some_and(|e| e.local);
+            let status = match (origin_alive || local, publishing) {
                 (false, _) => "error",
                 (true, true) => "active",
                 (true, false) => "idle",
@@ -222,7 +232,7 @@ fn routes(state: &State, now: Instant) -> RoutesResponse {
             let job = jobs.get(key);
             StreamRoute {
                 stream_key: key.as_str().to_string(),
-                source: source_url(state, key, stream),
+                source: if local { local_url(state, key) } else { source_url(state, key, stream) },
                 status: status.to_string(),
                 encoder: job.map_or_else(String::new, |j| j.encoder.to_string()),
                 input_bitrate: clamp_i32(traffic.map_or(0, |t| t.in_bps / 1000)),

@@ -48,6 +48,8 @@ pub struct EdgeTotals {
     pub cache_bytes: u64,
     pub dropped_frames: u64,
     pub max_lag_bytes: u64,
+    /// Served by streamgate itself (`--local-origin`), not pulled from an origin.
+    pub local: bool,
 }
 
 /// `key`'s edge over every shard; `None` where no shard serves it from a pull.
@@ -60,6 +62,7 @@ pub fn edge_totals(shards: &[ShardView], key: &StreamKey) -> Option<EdgeTotals> 
         t.cache_bytes += s.cache_bytes;
         t.dropped_frames += s.dropped_frames;
         t.max_lag_bytes = t.max_lag_bytes.max(s.max_lag_bytes);
+        t.local |= s.origin.as_deref() == Some(crate::bridge::report::LOCAL_ORIGIN);
     }
     found
 }

@@ -304,6 +304,7 @@ fn streams(state: &State, page: &Page) -> Response {
                     .iter()
                     .map(|(p, (i, o))| (p.name().to_string(), json!({ "bytes_in": i, "bytes_out": o })))
                     .collect()),
+                "local": super::stats::edge_totals(&state.shards, key).is_some_and(|e| e.local),
                 "media": state.media.get(*key).map(|m| media(m, now)),
                 "transcode": jobs.get(*key).map(super::transcode::json),
                 "edge": super::stats::edge_totals(&state.shards, key).map(|e| json!({

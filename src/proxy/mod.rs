@@ -4,6 +4,7 @@
 //!   and shard.
 //! - [`http`]: the HTTP/1 server of the two HTTP listeners, and the client that asks origins.
 //! - [`rtmp`]: RTMP publish and play.
+//! - [`local`]: `--local-origin`: publishers served by streamgate itself, no origin.
 //! - [`http_stream`]: HTTP-FLV, HTTP-TS and HLS players, static files.
 //! - [`webrtc`]: WHIP/WHEP signalling and the WebRTC media relay.
 //! - [`srt`]: SRT publish and play.
@@ -26,6 +27,7 @@ pub mod access;
 pub mod edge;
 pub mod http;
 pub mod http_stream;
+pub mod local;
 pub mod rtmp;
 pub mod srt;
 pub mod webrtc;

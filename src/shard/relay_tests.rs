@@ -7,6 +7,8 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +33,37 @@ fn on_executor<T: Send + 'static, F: Future<Output = T> + 'static>(f: impl FnOnc
 }
 
 const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Like [`on_executor`] for long runs whose speed depends on how busy the machine is: `f` bumps
+/// the counter it is given as it makes progress, and the test fails when the counter has not
+/// moved for [`STALL`] (a frozen task), not after a fixed total time.
+fn on_executor_with_progress<T: Send + 'static, F: Future<Output = T> + 'static>(
+    f: impl FnOnce(Arc<AtomicU64>) -> F + Send + 'static,
+) -> T {
+    let progress = Arc::new(AtomicU64::new(0));
+    let theirs = Arc::clone(&progress);
+    let handle = LocalExecutorBuilder::default().io_memory(1 << 20).spawn(move || f(theirs)).expect("executor");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(handle.join());
+    });
+    let mut last = (0, std::time::Instant::now());
+    loop {
+        match finished.recv_timeout(Duration::from_secs(1)) {
+            Ok(result) => return result.expect("executor thread"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("executor thread: {e}"),
+        }
+        let now = progress.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if last.1.elapsed() > STALL {
+            panic!("no progress for {STALL:?} after {now} steps: the executor's task froze");
+        }
+    }
+}
+
+const STALL: Duration = Duration::from_secs(30);
 
 /// A connected loopback pair: (the accepted side, the connecting side).
 async fn pair() -> (TcpStream, TcpStream) {
@@ -158,7 +191,7 @@ fn a_pending_datagram_receive_polled_a_million_times_keeps_its_task() {
 const RELAYED_MESSAGES: u64 = 100_000;
 
 fn relay_carries_messages_one_wake_up_each(mode: RelayMode) {
-    on_executor(move || async move {
+    on_executor_with_progress(move |progress| async move {
         let (client_far, client) = pair().await;
         let (origin, origin_far) = pair().await;
         let (bytes_up, bytes_down) = (Cell::new(0u64), Cell::new(0u64));
@@ -173,6 +206,7 @@ fn relay_carries_messages_one_wake_up_each(mode: RelayMode) {
                 send_all(&client_far, &[i as u8]).await.unwrap();
                 assert_eq!(recv(&origin_far, &mut byte).await.unwrap(), 1, "message {i}");
                 assert_eq!(byte[0], i as u8);
+                progress.store(i + 1, Ordering::Relaxed);
             }
             // The quiet direction still works after all that.
             send_all(&origin_far, b"ack").await.unwrap();
@@ -233,7 +267,7 @@ fn tasks_woken_just_before_the_preemption_timer_fires_still_run() {
         let _ = done.send(handle.join());
     });
     finished
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_secs(300))
         .expect("the executor parked with runnable tasks: it froze")
         .expect("executor thread");
 }

@@ -25,10 +25,12 @@ const HARDWARE: [(EncoderChoice, Chosen); 3] = [
     (EncoderChoice::Qsv, Chosen { codec: "h264_qsv", name: "qsv_h264" }),
 ];
 
-/// Initializes FFmpeg (once; its log quieted to errors) and picks the encoder for `choice`.
+/// Initializes FFmpeg and picks the encoder for `choice`. FFmpeg's own log (raw lines on
+/// stderr, which would break `--log-format json`) is limited to fatal errors; the jobs log
+/// what failed, with FFmpeg's error, through ours.
 pub fn probe(choice: EncoderChoice) -> Result<Chosen, String> {
     ffmpeg::init().map_err(|e| format!("cannot initialize FFmpeg: {e}"))?;
-    ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+    ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
     match choice {
         EncoderChoice::Auto => {
             for (_, hw) in HARDWARE {

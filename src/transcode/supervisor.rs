@@ -122,7 +122,9 @@ impl Supervisor {
             return;
         }
         let Some(origin) = origin else {
-            return log::warn!("transcode {key}: not started, the stream's origin has no RTMP endpoint");
+            return log::warn!(
+                "transcode {key}: not started, no origin with an RTMP endpoint holds it (local-origin streams are not transcoded)"
+            );
         };
         let Some(name) = output_name(key) else {
             return log::warn!("transcode {key}: not started, its name is not a safe path segment");
@@ -253,7 +255,7 @@ fn start_job(config: &TranscodeConfig, job: &mut Job, (codec, encoder): (&'stati
     }
     #[cfg(not(feature = "transcode"))]
     {
-        let _ = config;
+        let _ = (config, codec);
         fail(job, "transcoding is not compiled in".into());
     }
 }

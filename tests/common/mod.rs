@@ -94,7 +94,8 @@ pub const LISTENERS: [(&str, &str); 7] = [
 
 /// The command line of a proxy in `dir`: `extra`, and port 0 on loopback for every listener
 /// `extra` does not name; `--transcode off` unless `extra` names `--transcode` (a job per
-/// published stream would make every test pay for transcoding); no `PROXY_*`/`STREAMGATE_*`/
+/// published stream would make every test pay for transcoding); `--local-origin off` unless
+/// named; no `PROXY_*`/`STREAMGATE_*`/
 /// `RTMP_*` variables inherited.
 pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -106,6 +107,11 @@ pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
     }
     if !extra.contains(&"--transcode") {
         cmd.args(["--transcode", "off"]);
+    }
+    // The relay tests expect a publisher with no origin (yet) refused: the local origin
+    // (tests/local_origin.rs names the flag) is off unless named.
+    if !extra.contains(&"--local-origin") {
+        cmd.args(["--local-origin", "off"]);
     }
     cmd.args(extra).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {

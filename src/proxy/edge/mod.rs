@@ -63,6 +63,8 @@ pub struct Stream {
     pub pulling: Cell<bool>,
     /// Each player's lag in payload bytes, as it last looked.
     lags: RefCell<HashMap<u64, u64>>,
+    /// Fed by a local publisher (`crate::proxy::local`), not an origin pull.
+    pub local: Cell<bool>,
 }
 
 impl Stream {
@@ -80,6 +82,7 @@ impl Stream {
             pulls: Cell::new(0),
             pulling: Cell::new(false),
             lags: RefCell::default(),
+            local: Cell::new(false),
         }
     }
 
@@ -225,9 +228,7 @@ impl Streams {
 /// Joins `key`'s stream on this shard as a player, starting its origin pull if it has none.
 pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
     let streams = streams();
-    if !streams.reporting.replace(true) {
-        glommio::spawn_local(report_every_second(shard.clone())).detach();
-    }
+    start_reporting(shard, &streams);
     let existing = streams.map.borrow().get(key).filter(|s| !s.is_closed()).cloned();
     let stream = existing.unwrap_or_else(|| {
         let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
@@ -240,6 +241,36 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
     let id = stream.next_player.get();
     stream.next_player.set(id + 1);
     Membership { stream, id }
+}
+
+/// Starts the shard's reporter if it does not run yet.
+fn start_reporting(shard: &Rc<Shard>, streams: &Streams) {
+    if !streams.reporting.replace(true) {
+        glommio::spawn_local(report_every_second(shard.clone())).detach();
+    }
+}
+
+pub use crate::bridge::report::LOCAL_ORIGIN;
+
+/// Registers a stream fed on this shard by a local source (`crate::proxy::local`: a local
+/// publisher, or the forward of one on another shard) instead of an origin pull; players join
+/// it like any other. `None` while a live local stream already has `key` here.
+pub fn open_local(shard: &Rc<Shard>, key: &StreamKey) -> Option<Rc<Stream>> {
+    let streams = streams();
+    start_reporting(shard, &streams);
+    if local(key).is_some() {
+        return None;
+    }
+    let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
+    stream.local.set(true);
+    *stream.origin.borrow_mut() = Some(LOCAL_ORIGIN.to_string());
+    streams.map.borrow_mut().insert(key.clone(), stream.clone());
+    Some(stream)
+}
+
+/// This shard's live local stream of `key`, if any.
+pub fn local(key: &StreamKey) -> Option<Rc<Stream>> {
+    streams().map.borrow().get(key).filter(|s| s.local.get() && !s.is_closed()).cloned()
 }
 
 /// Sends the control thread the shard's edge once a second (the reporter waits for room in the

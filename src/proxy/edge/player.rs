@@ -46,7 +46,8 @@ const LAG_CHECK: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub enum End {
     PlayerClosed,
-    /// No origin could serve the stream within `--edge-stall-timeout`.
+    /// No origin could serve the stream within `--edge-stall-timeout`, or a local stream's
+    /// publisher left.
     StreamEnded,
     /// It took no byte for this long.
     Stalled(Duration),
@@ -56,7 +57,7 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::PlayerClosed => f.write_str("the player closed"),
-            End::StreamEnded => f.write_str("no origin could serve the stream"),
+            End::StreamEnded => f.write_str("the stream ended (no origin could serve it, or its local publisher left)"),
             End::Stalled(after) => write!(f, "the player took nothing for {after:?}; disconnected"),
         }
     }

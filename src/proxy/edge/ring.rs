@@ -278,6 +278,11 @@ impl Ring {
         (target, lost + passed as u64)
     }
 
+    /// The entries from `seq` on (all held ones when `seq` is behind the ring).
+    pub fn entries_from(&self, seq: u64) -> impl Iterator<Item = &Rc<Entry>> {
+        self.entries.iter().skip(seq.saturating_sub(self.first) as usize)
+    }
+
     fn get(&self, seq: u64) -> Option<&Rc<Entry>> {
         seq.checked_sub(self.first).and_then(|i| self.entries.get(i as usize))
     }

@@ -116,7 +116,8 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
 }
 
 /// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward (HTTP-FLV with
-/// `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]).
+/// `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]; HTTP-FLV
+/// of a local stream: from its ring, [`super::local`]).
 async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
@@ -126,6 +127,9 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         Ok(admitted) => admitted,
         Err(refused) => return ex.reply(refused).await,
     };
+    if protocol == Protocol::HttpFlv && super::local::ready(ex.shard, &key) {
+        return play_flv(ex, &key).await;
+    }
     let origin = match super::pick(ex.shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
@@ -134,13 +138,19 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         }
     };
     if protocol == Protocol::HttpFlv && ex.shard.config.edge.enabled {
-        let mut head = Vec::with_capacity(256);
-        let headers = [("Content-Type".to_string(), b"video/x-flv".to_vec())];
-        write_head(&mut head, 200, "OK", &headers, &[("Cache-Control", b"no-cache")], Next::Close);
-        super::edge::play_flv(ex.shard, ex.client, ex.peer, &key, head).await;
-        return Next::Close;
+        return play_flv(ex, &key).await;
     }
     forward(ex, &key, origin, protocol).await
+}
+
+/// An HTTP-FLV player served by the shard from the stream's ring: a local stream's
+/// ([`super::local`]) or, with `--edge on`, the shard's pull of it.
+async fn play_flv(ex: &Exchange<'_>, key: &StreamKey) -> Next {
+    let mut head = Vec::with_capacity(256);
+    let headers = [("Content-Type".to_string(), b"video/x-flv".to_vec())];
+    write_head(&mut head, 200, "OK", &headers, &[("Cache-Control", b"no-cache")], Next::Close);
+    super::edge::play_flv(ex.shard, ex.client, ex.peer, key, head).await;
+    Next::Close
 }
 
 /// Asks [`super::access`] whether the request may play `key`; a refusal is answered 403 with

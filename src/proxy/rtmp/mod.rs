@@ -17,6 +17,9 @@
 //!    ([`crate::shard::media`]): frames, key frames, metadata and the SPS picture size,
 //!    reported once a second.
 //!
+//! A stream served by streamgate itself (`--local-origin`) is published and played through
+//! [`super::local`] after step 2 instead.
+//!
 //! With `--edge on`, a player is served from the shard's pull of the stream instead
 //! ([`super::edge::play_rtmp`]) after step 2; publishers are relayed either way.
 //!
@@ -96,6 +99,9 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         },
         Role::Play => None,
     };
+    if super::local::takes(&shard, &key, session_role) {
+        return super::local::serve_rtmp(&shard, &client, peer, &key, &stream_name, session_role, replay).await;
+    }
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
@@ -134,7 +140,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
 
 /// Sends the client an error status on its stream and closes it. `chunk_size` is the client's
 /// current read chunk size: [`identify::CHUNK_SIZE`] until the origin's stream reached it.
-async fn refuse(client: &TcpStream, role: Role, chunk_size: u32, reason: &str) {
+pub(crate) async fn refuse(client: &TcpStream, role: Role, chunk_size: u32, reason: &str) {
     let code = match role {
         Role::Publish => "NetStream.Publish.BadName",
         Role::Play => "NetStream.Play.StreamNotFound",
