@@ -18,19 +18,6 @@ use streamgate::codec::rtmp::message;
 const PUBLISH_WAIT: Duration = Duration::from_secs(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(25);
 
-fn proxy_url(p: &Proxy, stream: &str) -> String {
-    format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp)
-}
-
-fn diag(p: &Proxy, origins: &[&NginxRtmp]) -> String {
-    let mut out = format!("--- proxy log:\n{}", p.log_text());
-    for o in origins {
-        let streams = o.try_stat().map(|x| format!("{:?}", parse_stat(&x)));
-        out.push_str(&format!("\n--- origin :{} streams: {streams:?}", o.rtmp_port));
-    }
-    out
-}
-
 /// The `edge` object of `stream`'s entry in `/api/v1/streams` (null when there is none).
 fn stream_edge(p: &Proxy, stream: &str) -> Value {
     let reply = get(&p.api_addr(), "/api/v1/streams");

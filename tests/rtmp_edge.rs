@@ -36,10 +36,6 @@ fn key(stream: &str) -> String {
     format!("__defaultVhost__/live/{stream}")
 }
 
-fn proxy_url(p: &Proxy, stream: &str) -> String {
-    format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp)
-}
-
 /// The proxy's log and every origin's streams, for assertion messages.
 fn diag(p: &Proxy, origins: &[&NginxRtmp]) -> String {
     let mut out = format!("--- proxy log:\n{}", p.log_text());

@@ -21,10 +21,6 @@ fn key(stream: &str) -> String {
     format!("__defaultVhost__/live/{stream}")
 }
 
-fn proxy_url(p: &Proxy, stream: &str) -> String {
-    format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp)
-}
-
 fn origin_id(server: &str, service: &str) -> String {
     format!("{server}-{service}-1")
 }
@@ -44,16 +40,6 @@ fn sessions(p: &Proxy, key: &str, kind: &str) -> u64 {
 fn origin_alive(p: &Proxy, id: &str) -> Option<bool> {
     let origins = get(&p.api_addr(), "/api/v1/origins").json();
     origins["origins"].as_array()?.iter().find(|o| o["id"] == id)?["alive"].as_bool()
-}
-
-/// What to print when an assertion fails: the proxy's log and every origin's streams.
-fn diag(p: &Proxy, origins: &[&NginxRtmp]) -> String {
-    let mut out = format!("--- proxy log:\n{}", p.log_text());
-    for o in origins {
-        let streams = o.try_stat().map(|x| format!("{:?}", parse_stat(&x)));
-        out.push_str(&format!("\n--- origin :{} streams: {streams:?}", o.rtmp_port));
-    }
-    out
 }
 
 /// Waits until `stream` is publishing on `origin`; fails with the publisher's stderr and the

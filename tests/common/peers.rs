@@ -673,3 +673,18 @@ pub fn rendezvous_score(key: &str, origin_id: &str) -> u64 {
 pub fn rendezvous_pick<'a>(key: &str, ids: &[&'a str]) -> &'a str {
     ids.iter().copied().max_by_key(|id| (rendezvous_score(key, id), *id)).expect("no origin ids")
 }
+
+/// `rtmp://` URL of `stream` in app `live` through the proxy.
+pub fn proxy_url(p: &super::Proxy, stream: &str) -> String {
+    format!("rtmp://127.0.0.1:{}/live/{stream}", p.rtmp)
+}
+
+/// What to print when an assertion fails: the proxy's log and every origin's streams.
+pub fn diag(p: &super::Proxy, origins: &[&NginxRtmp]) -> String {
+    let mut out = format!("--- proxy log:\n{}", p.log_text());
+    for o in origins {
+        let streams = o.try_stat().map(|x| format!("{:?}", parse_stat(&x)));
+        out.push_str(&format!("\n--- origin :{} streams: {streams:?}", o.rtmp_port));
+    }
+    out
+}

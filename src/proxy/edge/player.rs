@@ -81,11 +81,16 @@ pub fn rtmp_prelude(name: &str) -> Vec<u8> {
             payload: amf0::encode_all(&access),
         },
     ];
+    encode(&messages)
+}
+
+/// `messages` as RTMP chunks at [`CHUNK_SIZE`], from a fresh chunk stream state.
+fn encode(messages: &[Message]) -> Vec<u8> {
     let mut encoder = ChunkEncoder::new();
     let mut out = Vec::new();
     // CHUNK_SIZE is in range and these messages are valid: encoding cannot fail.
     let _ = encoder.set_chunk_size(CHUNK_SIZE);
-    for msg in &messages {
+    for msg in messages {
         let _ = encoder.encode(msg, &mut out);
     }
     out
@@ -99,14 +104,7 @@ pub fn rtmp_epilogue() -> Vec<u8> {
         message::stream_eof(STREAM_ID),
         message::on_status(STREAM_ID, "status", "NetStream.Play.UnpublishNotify", "The stream ended."),
     ];
-    let mut encoder = ChunkEncoder::new();
-    let mut out = Vec::new();
-    // CHUNK_SIZE is in range and these messages are valid: encoding cannot fail.
-    let _ = encoder.set_chunk_size(CHUNK_SIZE);
-    for msg in &messages {
-        let _ = encoder.encode(msg, &mut out);
-    }
-    out
+    encode(&messages)
 }
 
 /// Serves the player on `client` from `member`'s stream: `prelude`, then the stream in
