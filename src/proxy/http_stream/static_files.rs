@@ -39,7 +39,7 @@ pub async fn serve(ex: &Exchange<'_>) -> Next {
 /// Sends `file` as the answer, with `extra` headers after the usual ones.
 pub async fn send_file(ex: &Exchange<'_>, file: &BufferedFile, kind: &str, extra: &[(&str, &[u8])]) -> Next {
     let (client, req, keep) = (ex.client, ex.req, ex.keep);
-    let Ok(size) = file.file_size().await else {
+    let Ok(size) = opened_size(file) else {
         return ex.reply(text(500, "cannot read the file's size")).await;
     };
     let length = size.to_string();
@@ -73,6 +73,23 @@ pub async fn send_file(ex: &Exchange<'_>, file: &BufferedFile, kind: &str, extra
         at += piece.len() as u64;
     }
     keep
+}
+
+/// The size of the file `file` has open. Not glommio's `file_size`: that stats the path, and a
+/// writer that replaces files by renaming (ffmpeg's playlists, for one) can put a different,
+/// longer file at the path between our open and our stat; the reply would then promise more
+/// bytes than the open file holds and end short.
+fn opened_size(file: &BufferedFile) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: the descriptor is open for as long as `file` is borrowed, and `st` is a valid
+    // out-pointer that fstat fills when it returns 0.
+    if unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
 }
 
 /// The file a request path names under `root` (already canonical), if it is a regular file
@@ -115,6 +132,31 @@ pub fn content_type(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_size_is_the_open_files_even_when_the_path_is_renamed_over() {
+        let dir = std::env::temp_dir().join(format!("streamgate-static-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("media_0.m3u8");
+        std::fs::write(&path, "short").unwrap();
+        let handle = glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn({
+                let (dir, path) = (dir.clone(), path.clone());
+                move || async move {
+                    let file = BufferedFile::open(&path).await.unwrap();
+                    // As ffmpeg does: write the next version aside, rename it over the path.
+                    std::fs::write(dir.join("media_0.m3u8.tmp"), "a longer playlist").unwrap();
+                    std::fs::rename(dir.join("media_0.m3u8.tmp"), &path).unwrap();
+                    let size = opened_size(&file).unwrap();
+                    let _ = file.close().await;
+                    size
+                }
+            })
+            .unwrap();
+        assert_eq!(handle.join().unwrap(), 5, "the size of the file that is open, not the path's");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn resolves_inside_the_root_only() {
