@@ -11,8 +11,8 @@
 //! `--grace-quit-timeout`; the control thread stops after the last shard. If that takes longer
 //! than `--force-quit-timeout`, or a second signal arrives, the process exits with status 1.
 //!
-//! SIGHUP reloads the TLS listeners' certificate and key ([`shard::tls::Certs::reload`]); it
-//! never stops the process.
+//! SIGHUP reloads the TLS listeners' certificate and key ([`shard::tls::Certs::reload`]), the
+//! gRPC server's with them; it never stops the process.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,11 +34,16 @@ pub fn run(mut config: Config) -> ExitCode {
         Err(reason) => return fail(&reason),
     };
     let config = Arc::new(config);
+    let certs = match load_certs(&config) {
+        Ok(certs) => certs,
+        Err(reason) => return fail(&reason),
+    };
     block_signals();
     let registry = control::new_registry(&config);
     let (snapshots, events, link) = bridge::channel(registry.snapshot(Instant::now()));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let start = ControlStart { config: config.clone(), registry, snapshots, events };
+    let grpc_certs = certs.clone().filter(|_| config.tls.grpc);
+    let start = ControlStart { config: config.clone(), registry, snapshots, events, grpc_certs };
     let control = std::thread::Builder::new().name("control".into()).spawn(move || control::run(start, ready_tx));
     let control = match control {
         Ok(handle) => handle,
@@ -48,10 +53,6 @@ pub fn run(mut config: Config) -> ExitCode {
         Ok(Ok(bound)) => bound,
         Ok(Err(reason)) => return fail(&reason),
         Err(_) => return fail("the control thread stopped during startup"),
-    };
-    let certs = match load_certs(&config) {
-        Ok(certs) => certs,
-        Err(reason) => return fail(&reason),
     };
     let services = crate::proxy::services(&config, certs.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -190,7 +191,7 @@ fn reload_certs(certs: Option<&shard::tls::Certs>) {
 fn log_started(config: &Config, bound: control::Bound) {
     let l = &config.listen;
     log::info!(
-        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; HTTP API {}; WebRTC {}; SRT {}{}; System API {}; gRPC {}; relay {}; origin TTL {:?}",
+        "streamgate {} ({}) started: {} shards on CPUs {:?}; RTMP {}; HTTP stream {}; HTTP API {}; WebRTC {}; SRT {}{}; System API {}; gRPC {}{}; relay {}; origin TTL {:?}",
         crate::version::VERSION,
         crate::version::COMMIT,
         config.cpus.len(),
@@ -203,6 +204,7 @@ fn log_started(config: &Config, bound: control::Bound) {
         config.tls.describe(),
         bound.system_api,
         bound.grpc,
+        if config.tls.grpc { " (TLS)" } else { "" },
         config.relay.name(),
         config.origin_ttl,
     );

@@ -71,6 +71,8 @@ fn help_documents_every_flag_and_its_variable() {
         "STREAMGATE_GRPC_MAX_CONNECTIONS",
         "--grpc-idle-timeout",
         "STREAMGATE_GRPC_IDLE_TIMEOUT",
+        "--grpc-tls",
+        "STREAMGATE_GRPC_TLS",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }

@@ -1,7 +1,7 @@
 //! TLS listeners end to end with real peers: ffmpeg publishing and playing over rtmps:// to a
 //! real nginx-rtmp origin, curl fetching HTTP-FLV over https://, aiortc doing WHIP and WHEP
-//! through the HTTPS API, certificates reloaded on SIGHUP (and a bad file on reload kept out),
-//! and junk on the TLS ports next to a healthy TLS player. Certificates are made by the test
+//! through the HTTPS API, grpcio over gRPC TLS (`--grpc-tls`), certificates reloaded on SIGHUP
+//! (and a bad file on reload kept out), and junk on the TLS ports next to a healthy TLS player. Certificates are made by the test
 //! with the openssl CLI (self-signed, for `localhost`, 127.0.0.1 and 127.0.0.2).
 
 mod common;
@@ -426,4 +426,67 @@ fn tls_flags_are_checked_at_startup() {
     let (code, err) = run(&["--https-server", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("startup failed: cannot load --tls-cert") && err.contains("missing.pem"), "{err}");
+}
+
+/// gRPC over TLS (`--grpc-tls`) with grpcio, the C-core client: a TLS channel trusting the
+/// test's certificate gets health and GetStatus; a plaintext channel, and a raw HTTP/2 preface
+/// in plaintext, are refused on the same port; SIGHUP reloads the certificate for new gRPC
+/// connections (the old one is then untrusted, the new one trusted).
+#[test]
+fn grpc_over_tls_with_grpcio_refuses_plaintext_and_reloads_on_sighup() {
+    let python = python_with("grpc")
+        .unwrap_or_else(|tried| panic!("no Python with grpcio ({tried}); scripts/test.sh installs it in target/py"));
+    let dir = TempDir::new("grpc-tls");
+    let first = make_cert(&dir.0, "first");
+    let live = Cert { cert: dir.0.join("live.crt"), key: dir.0.join("live.key") };
+    std::fs::copy(&first.cert, &live.cert).unwrap();
+    std::fs::copy(&first.key, &live.key).unwrap();
+    let (cert, key) = (live.cert.to_str().unwrap(), live.key.to_str().unwrap());
+    let flags =
+        ["--grpc-tls", "--tls-cert", cert, "--tls-key", key, "--grpc-idle-timeout", "3s", "--log-level", "debug"];
+    let p = Proxy::start(&flags);
+    let line = wait_started(&p.log);
+    assert!(line.contains(&format!("; gRPC 127.0.0.1:{} (TLS);", p.grpc)), "{line}");
+    let addr = format!("127.0.0.1:{}", p.grpc);
+    let check = |ca: &Path, mode: &str| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/tls_check.py")).arg(&addr).arg(ca).arg(mode);
+        let out = run_with_timeout(cmd, Duration::from_secs(60));
+        let text = format!("{}{}", out.stdout, out.stderr);
+        eprintln!("tls_check.py {} {mode}:\n{text}", ca.display());
+        assert!(out.status.is_some_and(|s| s.success()), "tls_check.py {mode}: {text}\n{}", p.log_text());
+    };
+    check(&first.cert, "trusted");
+    assert_eq!(served_cn(p.grpc), "first");
+
+    // The HTTP/2 preface in plaintext: no HTTP/2 SETTINGS back, only a TLS alert, then the close.
+    let mut raw = TcpStream::connect(&addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let mut back = Vec::new();
+    let read = raw.read_to_end(&mut back);
+    assert!(read.is_ok() || back.is_empty(), "the plaintext connection was not closed: {read:?}");
+    assert!(back.is_empty() || back[0] == 0x15, "not a TLS alert: {back:02x?}");
+    assert!(wait_until(Duration::from_secs(5), || p.log_text().contains("TLS handshake failed")), "{}", p.log_text());
+
+    // A client that connects and never says hello is closed at the idle timeout (shorter than
+    // the handshake timeout here), holding its connection slot no longer.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let closed = silent.read(&mut [0u8; 64]);
+    let took = t0.elapsed();
+    assert!(matches!(closed, Ok(0)) || closed.is_err(), "{closed:?}");
+    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(8), "closed after {took:?}");
+    let logged = || p.log_text().contains("no TLS handshake within 3s");
+    assert!(wait_until(Duration::from_secs(5), logged), "{}", p.log_text());
+
+    let second = make_cert(&dir.0, "second");
+    std::fs::copy(&second.cert, &live.cert).unwrap();
+    std::fs::copy(&second.key, &live.key).unwrap();
+    hup(&p, 1);
+    assert!(p.log_text().contains("TLS certificate reloaded from"), "{}", p.log_text());
+    assert_eq!(served_cn(p.grpc), "second");
+    check(&second.cert, "trusted");
+    check(&first.cert, "untrusted");
 }

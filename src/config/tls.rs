@@ -1,9 +1,11 @@
-//! The TLS flags (`--rtmps-server`, `--https-server`, `--https-api`, `--tls-cert`,
-//! `--tls-key`): one clap group flattened into [`super::Cli`], validated into [`TlsConfig`].
+//! The TLS flags (`--rtmps-server`, `--https-server`, `--https-api`, `--grpc-tls`,
+//! `--tls-cert`, `--tls-key`): one clap group flattened into [`super::Cli`], validated into
+//! [`TlsConfig`].
 //!
-//! Each TLS listener is off unless its address is given; any of them needs both a certificate
-//! chain and a key (PEM files). The files are read when the shards start (a bad one stops
-//! startup naming its flag) and again on SIGHUP (`crate::shard::tls`).
+//! Each TLS listener is off unless its address is given (gRPC: unless `--grpc-tls`, which
+//! turns the `--grpc` listener into a TLS-only one); any of them needs both a certificate
+//! chain and a key (PEM files). The files are read at startup (a bad one stops startup naming
+//! its flag) and again on SIGHUP (`crate::shard::tls`).
 
 use std::path::PathBuf;
 
@@ -27,6 +29,13 @@ pub struct TlsArgs {
     #[arg(long, env = "STREAMGATE_HTTPS_API", value_name = "ADDR", help_heading = "TLS")]
     pub https_api: Option<ListenAddr>,
 
+    /// Serve gRPC (--grpc) over TLS only, with --tls-cert and --tls-key (ALPN h2): clients
+    /// dial it with TLS (grpcio's secure_channel, grpcurl without -plaintext); a plaintext
+    /// client's connection is closed during the handshake. The certificate is reloaded on
+    /// SIGHUP like the other TLS listeners' (new connections get it). Off: plaintext gRPC.
+    #[arg(long, env = "STREAMGATE_GRPC_TLS", help_heading = "TLS")]
+    pub grpc_tls: bool,
+
     /// PEM file with the certificate chain of the TLS listeners (leaf first). Read at startup
     /// and again on SIGHUP: new connections get the new certificate; a file that does not load
     /// then is logged and the old certificate kept.
@@ -45,6 +54,8 @@ pub struct TlsConfig {
     pub rtmps: Option<ListenAddr>,
     pub https_stream: Option<ListenAddr>,
     pub https_api: Option<ListenAddr>,
+    /// gRPC over TLS (`--grpc-tls`) on the `--grpc` listener.
+    pub grpc: bool,
     /// The certificate chain and key files; `Some` whenever a TLS listener is on.
     pub files: Option<TlsFiles>,
 }
@@ -68,6 +79,11 @@ impl TlsConfig {
     pub fn describe(&self) -> String {
         self.listeners().map(|(name, addr)| format!("; {name} {addr}")).collect()
     }
+
+    /// Whether anything serves TLS (a shard listener or gRPC), so the files are needed.
+    pub fn any(&self) -> bool {
+        self.grpc || self.listeners().next().is_some()
+    }
 }
 
 impl TlsArgs {
@@ -79,15 +95,16 @@ impl TlsArgs {
             rtmps: self.rtmps_server,
             https_stream: self.https_server,
             https_api: self.https_api,
+            grpc: self.grpc_tls,
             files: None,
         };
-        let any = config.listeners().next().is_some();
+        let any = config.any();
         match (cert, key) {
             (Some(cert), Some(key)) if any => Ok(TlsConfig { files: Some(TlsFiles { cert, key }), ..config }),
             (None, None) if !any => Ok(config),
             (Some(_), Some(_)) => Err(ConfigError::new(
                 "--tls-cert",
-                "given without a TLS listener; add --rtmps-server, --https-server or --https-api",
+                "given without a TLS listener; add --rtmps-server, --https-server, --https-api or --grpc-tls",
             )),
             (None, None) => Err(ConfigError::new("--tls-cert", "required with a TLS listener (and --tls-key)")),
             (Some(_), None) => Err(ConfigError::new("--tls-key", "required with --tls-cert")),
@@ -115,7 +132,7 @@ mod tests {
     #[test]
     fn off_unless_a_listener_is_given() {
         let tls = load(&[]).unwrap();
-        assert!(tls.listeners().next().is_none() && tls.files.is_none());
+        assert!(tls.listeners().next().is_none() && tls.files.is_none() && !tls.any() && !tls.grpc);
         assert_eq!(tls.describe(), "");
     }
 
@@ -126,6 +143,15 @@ mod tests {
         assert_eq!(tls.describe(), "; RTMPS 0.0.0.0:1936; HTTPS API 127.0.0.1:443");
         let files = tls.files.unwrap();
         assert_eq!((files.cert.to_str(), files.key.to_str()), (Some("c.pem"), Some("k.pem")));
+    }
+
+    #[test]
+    fn grpc_tls_alone_needs_the_files() {
+        let tls = load(&["--grpc-tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(tls.grpc && tls.any() && tls.files.is_some());
+        assert_eq!(tls.describe(), "", "gRPC is on the startup line with its own listener");
+        let e = load(&["--grpc-tls"]).unwrap_err();
+        assert!(e.contains("--tls-cert") && e.contains("TLS listener"), "{e}");
     }
 
     #[test]

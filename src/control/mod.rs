@@ -222,6 +222,8 @@ pub struct ControlStart {
     pub registry: Registry,
     pub snapshots: watch::Sender<Arc<Snapshot>>,
     pub events: mpsc::Receiver<ShardEvent>,
+    /// The certificate gRPC is served with (`--grpc-tls`), or `None` for plaintext gRPC.
+    pub grpc_certs: Option<Arc<crate::shard::tls::Certs>>,
 }
 
 /// A fresh registry with the configured TTL, origin limit, quarantine and overload limit.
@@ -257,7 +259,7 @@ pub fn run(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bound, Str
 }
 
 async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bound, String>>) {
-    let ControlStart { config, registry, snapshots, mut events } = start;
+    let ControlStart { config, registry, snapshots, mut events, grpc_certs } = start;
     let redis = match config.load_balancer {
         crate::config::LoadBalancer::Redis => match redis::Shared::new(&config.redis) {
             Ok(shared) => Some(shared),
@@ -317,6 +319,7 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
     let grpc_limits = grpc_listener::GrpcLimits {
         max_connections: config.grpc_max_connections,
         idle_timeout: config.grpc_idle_timeout,
+        tls: grpc_certs,
     };
     let grpc = tokio::task::spawn(grpc::serve(grpc_listener, grpc_limits, ask_tx, auth::GrpcAuth::new(&config)));
     let api_state = state.clone();

@@ -24,7 +24,9 @@
 //! chunk of [`PLAIN_CHUNK`] per connection; rustls never holds more than one record's worth
 //! unsent, because the pump flushes after every chunk.
 //!
-//! Certificates ([`Certs`]) come from `--tls-cert`/`--tls-key` and are reloaded on SIGHUP:
+//! Certificates ([`Certs`]) come from `--tls-cert`/`--tls-key` (also used by gRPC over TLS,
+//! `--grpc-tls`, on the control thread: `crate::control::grpc_listener`, with ALPN `h2`) and
+//! are reloaded on SIGHUP:
 //! each handshake takes the current configuration (one uncontended read lock, beside the
 //! handshake's public-key work), so running sessions keep theirs and new ones get the new
 //! certificate; a file that does not load leaves the old one in place.
@@ -72,24 +74,43 @@ pub enum CertError {
     Unusable { cert: PathBuf, key: PathBuf, reason: String },
 }
 
-/// The TLS listeners' certificate, shared by every shard and replaced on reload.
+/// The TLS listeners' certificate, shared by every shard and the gRPC server, and replaced
+/// on reload.
 #[derive(Debug)]
 pub struct Certs {
     files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Configs>,
+}
+
+/// One loaded certificate as each kind of listener uses it.
+#[derive(Clone, Debug)]
+struct Configs {
+    /// RTMPS, HTTPS stream, HTTPS API: no ALPN (the protocol is the listener's).
+    shard: Arc<ServerConfig>,
+    /// gRPC: ALPN `h2`, which gRPC clients (grpcio, grpc-go) insist on.
+    grpc: Arc<ServerConfig>,
+}
+
+impl Configs {
+    fn load(files: &TlsFiles) -> Result<Configs, CertError> {
+        let shard = server_config(files)?;
+        let mut grpc = ServerConfig::clone(&shard);
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Configs { shard: Arc::new(shard), grpc: Arc::new(grpc) })
+    }
 }
 
 impl Certs {
     /// Loads the certificate chain and key of `files`.
     pub fn load(files: &TlsFiles) -> Result<Certs, CertError> {
-        Ok(Certs { current: RwLock::new(server_config(files)?), files: files.clone() })
+        Ok(Certs { current: RwLock::new(Configs::load(files)?), files: files.clone() })
     }
 
     /// Reads the files again; on success new handshakes use them, on failure the old
     /// certificate stays. Returns the error for the caller to log.
     pub fn reload(&self) -> Result<(), CertError> {
-        let config = server_config(&self.files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        let configs = Configs::load(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = configs;
         Ok(())
     }
 
@@ -100,11 +121,16 @@ impl Certs {
 
     /// The configuration new handshakes use.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current.read().unwrap_or_else(|p| p.into_inner()).shard.clone()
+    }
+
+    /// The configuration new gRPC handshakes use (the same certificate, ALPN `h2`).
+    pub fn current_grpc(&self) -> Arc<ServerConfig> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).grpc.clone()
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, CertError> {
+fn server_config(files: &TlsFiles) -> Result<ServerConfig, CertError> {
     let cert_error = |reason: String| CertError::Cert { path: files.cert.clone(), reason };
     let chain = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| cert_error(e.to_string()))?
@@ -130,7 +156,7 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, CertError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(unusable)?;
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// Serves one TLS connection: handshake, then `inner` over the decrypted stream (see the
