@@ -2,7 +2,9 @@
 //! streamgate with no origin registered; ffprobe and ffmpeg play the stream over RTMP and
 //! HTTP-FLV from every shard; a second publisher is refused as SRS refuses it; players end when
 //! the publisher leaves; an origin registered later takes new streams while a local one stays
-//! local. Which origin serves what is read from nginx-rtmp's own stat page.
+//! local. Which origin serves what is read from nginx-rtmp's own stat page. HLS of a local
+//! stream (remuxed, no origin, no ladder) plays with ffprobe and ffmpeg and ends with its
+//! publisher; with `--transcode on` a local stream gets its ladder too.
 
 mod common;
 
@@ -77,10 +79,10 @@ fn a_local_stream_plays_over_rtmp_and_http_flv_on_every_shard_with_no_origin() {
 
 /// One shard: a second publisher of the live local stream gets `NetStream.Publish.BadName`;
 /// the publisher leaves and its RTMP and HTTP-FLV players end within seconds, and the key is
-/// free again for a new publisher.
+/// free again for a new publisher. (No HLS job: its RTMP play would be a third player.)
 #[test]
 fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
-    let p = Proxy::start(&["--local-origin", "auto", "--shards", "1"]);
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "1", "--local-hls-jobs", "0"]);
     let mut publisher = publish_local(&p, "b", 60);
 
     let mut second = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
@@ -150,6 +152,169 @@ fn an_origin_registered_later_takes_new_streams_while_a_local_one_stays_local() 
     assert_eq!(route("c").source, format!("rtmp://127.0.0.1:{}/live/c", p.rtmp), "{routes:?}");
     assert_eq!(route("c").status, "active", "{routes:?}");
     assert_eq!(route("d").source, format!("rtmp://127.0.0.1:{}/live/d", origin.rtmp_port), "{routes:?}");
+}
+
+fn hls_url(p: &Proxy, stream: &str) -> String {
+    format!("http://127.0.0.1:{}/live/{stream}.m3u8", p.http)
+}
+
+/// The segment names of a playlist.
+fn segments(playlist: &str) -> Vec<String> {
+    playlist.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect()
+}
+
+/// HLS with no origin and the ladder off: the local stream's remux job writes MPEG-TS segments
+/// that the shards serve at /live/g.m3u8 (on either shard); ffprobe finds both tracks, ffmpeg
+/// decodes it cleanly, the H.264 is the publisher's own (x264's ultrafast Constrained Baseline,
+/// copied, not re-encoded). When the publisher leaves the playlist ends (#EXT-X-ENDLIST), then
+/// the folder goes after the grace and the playlist is no longer served.
+#[test]
+fn a_local_stream_plays_as_hls_remuxed_and_its_playlist_ends_with_the_publisher() {
+    let tmp = TempDir::new("local-hls");
+    let dir = tmp.0.join("hls");
+    let dir_arg = dir.to_string_lossy().to_string();
+    let flags = ["--local-origin", "auto", "--shards", "2", "--local-hls-dir", &dir_arg, "--transcode-grace", "2s"];
+    let p = Proxy::start(&flags);
+    let mut publisher = publish_local(&p, "g", 14);
+    let playlist = || get(&p.http_addr(), "/live/g.m3u8");
+    if !wait_until(Duration::from_secs(30), || segments(&playlist().body).len() >= 2) {
+        panic!(
+            "no playlist with two segments: {:?}
+{}
+{}",
+            playlist(),
+            publisher.describe(),
+            p.log_text()
+        );
+    }
+    let reply = playlist();
+    assert_eq!(reply.header("content-type").as_deref(), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(reply.header("access-control-allow-origin").as_deref(), Some("*"));
+    assert!(reply.body.contains("#EXT-X-TARGETDURATION:2"), "{}", reply.body);
+    let first = &segments(&reply.body)[0];
+    assert!(first.starts_with("g-") && first.ends_with(".ts"), "{first}");
+    let segment = get(&p.http_addr(), &format!("/live/{first}"));
+    assert_eq!((segment.status, segment.header("content-type").as_deref()), (200, Some("video/mp2t")));
+
+    if let Err(e) = probe_h264_aac(&hls_url(&p, "g"), PROBE_TIMEOUT) {
+        panic!(
+            "{e}
+{}",
+            p.log_text()
+        );
+    }
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args(["-v", "error", "-select_streams", "v", "-show_entries", "stream=profile,width,height", "-of", "csv=p=0"]);
+    cmd.arg(format!("http://127.0.0.1:{}/live/{first}", p.http));
+    let probed = run_with_timeout(cmd, PROBE_TIMEOUT);
+    // One line per program and per stream: all the same video track.
+    let lines: Vec<&str> = probed.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| *l == "Constrained Baseline,640,360"), "{probed:?}");
+    match play_frames(&hls_url(&p, "g"), 50, Duration::from_secs(40)) {
+        Ok(played) if played.clean(50) => {}
+        other => panic!(
+            "HLS player: {other:?}
+{}",
+            p.log_text()
+        ),
+    }
+
+    assert!(publisher.wait_timeout(Duration::from_secs(30)).is_some(), "{}", publisher.describe());
+    let ended = wait_until(Duration::from_secs(10), || playlist().body.contains("#EXT-X-ENDLIST"));
+    assert!(
+        ended,
+        "the playlist did not end: {:?}
+{}",
+        playlist(),
+        p.log_text()
+    );
+    let folder = dir.join("g");
+    assert!(wait_until(Duration::from_secs(15), || !folder.exists()), "{} still there", folder.display());
+    assert_ne!(playlist().status, 200, "served after the folder went");
+    let log = p.log_text();
+    assert!(log.contains("hls g: job started, remux (copy) from rtmp://127.0.0.1:"), "{log}");
+}
+
+/// `--play-secret`: the remux job signs the URL it plays the local stream with (so HLS is
+/// written although every player needs a token), and the playlist asks for a token like any
+/// play: refused without one (403), served with one.
+#[test]
+fn with_a_play_secret_the_hls_job_signs_itself_and_players_need_a_token() {
+    let p = Proxy::start(&["--local-origin", "auto", "--play-secret", "s3cret"]);
+    let _publisher = publish_local(&p, "k", 30);
+    let key = streamgate::balance::StreamKey::from_url("rtmp://127.0.0.1/live/k").unwrap();
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let token = streamgate::proxy::access::signed::sign("s3cret", &key, expires);
+    let signed = format!("/live/k.m3u8?token={token}&expires={expires}");
+    let ready = || segments(&get(&p.http_addr(), &signed).body).len() >= 2;
+    assert!(wait_until(Duration::from_secs(30), ready), "{:?}\n{}", get(&p.http_addr(), &signed), p.log_text());
+    assert_eq!(get(&p.http_addr(), "/live/k.m3u8").status, 403);
+    let log = p.log_text();
+    assert!(log.contains("hls k: job started, remux (copy) from rtmp://127.0.0.1:"), "{log}");
+    assert!(log.contains("token=...") && !log.contains(&token), "the job's token is not logged:\n{log}");
+}
+
+/// `--transcode on` with no origin: the local stream's ladder job plays it from streamgate
+/// itself, so /streams/h/master.m3u8 plays (a 640x360 source: one 360p rung) and GetRoutes
+/// names streamgate's own RTMP URL as the job's source; its HLS is served beside it.
+#[test]
+fn a_local_stream_gets_its_ladder_with_no_origin() {
+    let tmp = TempDir::new("local-abr");
+    let (abr, hls) = (tmp.0.join("abr").to_string_lossy().to_string(), tmp.0.join("hls").to_string_lossy().to_string());
+    let flags = [
+        "--local-origin",
+        "auto",
+        "--transcode",
+        "on",
+        "--transcode-dir",
+        &abr,
+        "--local-hls-dir",
+        &hls,
+        "--preset",
+        "ultrafast",
+    ];
+    let p = Proxy::start(&flags);
+    let mut publisher = publish_local(&p, "h", 40);
+    let master = format!("http://127.0.0.1:{}/streams/h/master.m3u8", p.http);
+    let rung = || get(&p.http_addr(), "/streams/h/media_0.m3u8").body.matches("#EXTINF").count();
+    if !wait_until(Duration::from_secs(45), || rung() >= 2) {
+        panic!(
+            "no ladder: {}
+{}",
+            publisher.describe(),
+            p.log_text()
+        );
+    }
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", &master]);
+    let probed = run_with_timeout(cmd, PROBE_TIMEOUT);
+    let mut lines: Vec<&str> =
+        probed.stdout.lines().map(|l| l.trim_end_matches(',')).filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(
+        lines,
+        ["aac", "h264,640,360"],
+        "{probed:?}
+{}",
+        p.log_text()
+    );
+    if let Err(e) = probe_h264_aac(&hls_url(&p, "h"), PROBE_TIMEOUT) {
+        panic!(
+            "{e}
+{}",
+            p.log_text()
+        );
+    }
+    let routes = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let mut client = ModuleServiceClient::connect(format!("http://127.0.0.1:{}", p.grpc)).await.unwrap();
+        client.get_routes(Empty {}).await.unwrap().into_inner().routes
+    });
+    let [route] = routes.as_slice() else { panic!("one route expected: {routes:?}") };
+    assert_eq!(route.source, format!("rtmp://127.0.0.1:{}/live/h", p.rtmp), "{route:?}");
+    assert_eq!(route.profiles.len(), 1, "{route:?}");
+    assert!(p.log_text().contains("transcode h: job started, x264 from rtmp://127.0.0.1:"), "{}", p.log_text());
+    publisher.kill();
 }
 
 /// `--local-origin off`: with no origin a publisher is refused, as before.

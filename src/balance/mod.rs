@@ -21,6 +21,7 @@ pub mod origin;
 pub mod pick;
 pub mod registry;
 pub mod session;
+pub mod signed;
 pub mod srs_redis;
 pub mod stream_key;
 

@@ -54,8 +54,9 @@ pub enum ShardEvent {
     IceBind { username: String, session: IceSession },
     /// Which session (and its origin, if still alive) a STUN USERNAME belongs to.
     IceResolve { username: String, reply: oneshot::Sender<Option<(IceSession, Arc<Origin>)>> },
-    /// A session of `key` opened or closed.
-    Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool },
+    /// A session of `key` opened or closed; `local`: a publisher served by streamgate itself
+    /// (`--local-origin`), not relayed to an origin.
+    Session { key: StreamKey, protocol: Protocol, role: Role, opened: bool, local: bool },
     /// A shard's once-a-second report: bytes moved per stream and its publishers' media since
     /// its previous report, its counters (cumulative since it started) and its UDP table sizes.
     Report {
@@ -141,7 +142,12 @@ impl ShardLink {
 
     /// Reports a session opening or closing.
     pub async fn session(&self, key: &StreamKey, protocol: Protocol, role: Role, opened: bool) {
-        let event = ShardEvent::Session { key: key.clone(), protocol, role, opened };
+        self.session_of(key, protocol, role, opened, false).await
+    }
+
+    /// Reports a session opening or closing, saying whether it is a local publisher's.
+    pub async fn session_of(&self, key: &StreamKey, protocol: Protocol, role: Role, opened: bool, local: bool) {
+        let event = ShardEvent::Session { key: key.clone(), protocol, role, opened, local };
         let _ = self.events.send(event).await;
     }
 }

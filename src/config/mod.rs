@@ -567,6 +567,8 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// `--local-origin`: when publishers are served locally.
     pub local_origin: local::LocalOrigin,
+    /// `--local-hls-jobs`, `--local-hls-dir`: HLS of local streams.
+    pub local_hls: local::LocalHls,
     /// `--stall-timeout`.
     pub stall_timeout: Duration,
     pub origin_ttl: Duration,
@@ -749,6 +751,7 @@ impl Cli {
             relay_batch: self.relay_batch.0,
             edge: self.edge.validate()?,
             local_origin: self.local.local_origin,
+            local_hls: self.local.hls()?,
             stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
             origin_quarantine: self.origin_quarantine.0,

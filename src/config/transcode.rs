@@ -84,7 +84,8 @@ pub struct TranscodeArgs {
     pub ladder: String,
 
     /// Keyframe interval and segment length of every rung (the same on all rungs, so segment
-    /// boundaries align).
+    /// boundaries align); also the target segment length of a local stream's HLS
+    /// (--local-hls-jobs), cut there on the publisher's key frames.
     #[arg(
         long,
         env = "STREAMGATE_SEGMENT_DURATION",
@@ -94,8 +95,9 @@ pub struct TranscodeArgs {
     )]
     pub segment_duration: GoDuration,
 
-    /// A stream's folder is removed this long after its publisher left (players finish the
-    /// last segments meanwhile); a new publish of the stream within it starts afresh.
+    /// A stream's folder (its ladder's, or a local stream's HLS) is removed this long after its
+    /// publisher left (players finish the last segments meanwhile); a new publish of the stream
+    /// within it starts afresh.
     #[arg(
         long,
         env = "STREAMGATE_TRANSCODE_GRACE",

@@ -165,9 +165,9 @@ impl State {
                 Some(view) => view.edge = report,
                 None => log::debug!("edge report from shard {shard}, which is not one of {}", self.shards.len()),
             },
-            ShardEvent::Session { key, protocol, role, opened } => {
+            ShardEvent::Session { key, protocol, role, opened, local } => {
                 self.registry.session_delta(&key, (protocol, role), opened, now);
-                transcode::on_session(self, &key, role == crate::bridge::Role::Publish, opened, now);
+                transcode::on_session(self, &key, role == crate::bridge::Role::Publish, opened, local, now);
             }
             // Claims and lookups are routed by `events::dispatch`, never here.
             other => log::error!("control: event {other:?} needs the shared state"),
@@ -279,10 +279,10 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
             return;
         }
     };
-    let supervisor = match crate::transcode::Supervisor::new(&config.transcode) {
+    let supervisor = match crate::transcode::Supervisor::new(&config.transcode, &config.local_hls) {
         Ok(s) => s,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot transcode (--transcode, --encoder): {e}")));
+            let _ = ready.send(Err(format!("cannot transcode (--transcode, --encoder, --local-hls-dir): {e}")));
             return;
         }
     };

@@ -1,11 +1,12 @@
 //! The control thread's side of transcoding: publish sessions opening and closing drive the
-//! [`Supervisor`] (a job plays the stream from the origin it is pinned to), and the jobs'
-//! numbers go into GetRoutes, GetMetrics, HealthCheck, `/api/v1/streams` and `/metrics`
-//! together with the publish limits' refusals.
+//! [`Supervisor`] (a job plays the stream from the origin it is pinned to, or, for a local
+//! stream, from streamgate's own RTMP listener), and the jobs' numbers go into GetRoutes,
+//! GetMetrics, HealthCheck, `/api/v1/streams` and `/metrics` together with the publish limits'
+//! refusals.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -14,19 +15,48 @@ use super::grpc::proto::TranscodeProfile;
 use super::metrics::Out;
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_tcp;
+use crate::config::Config;
+use crate::transcode::supervisor::source_url;
 use crate::transcode::{Route, Supervisor, limits};
 
-/// A session of `key` opened or closed: a publish starts or stops its job.
-pub fn on_session(state: &mut State, key: &StreamKey, publish: bool, opened: bool, now: Instant) {
-    if !publish || !state.transcode.enabled() {
+/// How long the signed URL a local stream's job plays with stays valid (`--play-secret`): it
+/// is checked once, when the job connects.
+const SIGNED_FOR: Duration = Duration::from_secs(3600);
+
+/// A session of `key` opened or closed: a publish starts or stops its jobs.
+pub fn on_session(state: &mut State, key: &StreamKey, publish: bool, opened: bool, local: bool, now: Instant) {
+    if !publish || !state.transcode.any() {
         return;
     }
     if opened {
-        let origin = origin_rtmp(state, key, now);
-        state.transcode.publish_started(key, origin);
+        let source = if local { Some(local_source(&state.config, key)) } else { origin_source(state, key, now) };
+        state.transcode.publish_started(key, source, local);
     } else {
         state.transcode.publish_stopped(key, now);
     }
+}
+
+/// The RTMP URL of `key` on the origin it is pinned to.
+fn origin_source(state: &State, key: &StreamKey, now: Instant) -> Option<String> {
+    origin_rtmp(state, key, now).map(|origin| source_url(origin, key))
+}
+
+/// The RTMP URL of a local stream on streamgate's own RTMP listener (loopback for a wildcard
+/// address), signed with `--play-secret` when there is one.
+pub fn local_source(config: &Config, key: &StreamKey) -> String {
+    let mut addr = config.listen.rtmp.0;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    let url = source_url(addr, key);
+    let Some(secret) = config.access.play_secret.as_deref() else { return url };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let expires = (now + SIGNED_FOR).as_secs();
+    let token = crate::balance::signed::sign(secret, key, expires);
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}token={token}&expires={expires}")
 }
 
 /// The RTMP address of the origin `key` is pinned to.

@@ -66,7 +66,13 @@ impl Shard {
     /// Opens a session of `key`: reported to the control thread (waiting for room in the
     /// queue, as every session event does), counted, and attached to the current connection.
     pub async fn open_session(&self, key: &StreamKey, protocol: Protocol, role: Role) -> Session {
-        self.link.session(key, protocol, role, true).await;
+        self.open_session_of(key, protocol, role, false).await
+    }
+
+    /// [`Shard::open_session`], saying whether it is a local publisher's (`--local-origin`: the
+    /// control thread then starts its HLS).
+    pub async fn open_session_of(&self, key: &StreamKey, protocol: Protocol, role: Role, local: bool) -> Session {
+        self.link.session_of(key, protocol, role, true, local).await;
         let traffic = self.traffic.register(key, protocol);
         let label = SessionLabel { key: key.clone(), protocol, role };
         let conn = conn::current();
@@ -83,7 +89,7 @@ impl Drop for Session {
             conn.session_ended();
         }
         let SessionLabel { key, protocol, role } = self.label.clone();
-        let event = ShardEvent::Session { key, protocol, role, opened: false };
+        let event = ShardEvent::Session { key, protocol, role, opened: false, local: false };
         if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
             self.closing.events.borrow_mut().push(event);
         }

@@ -73,7 +73,7 @@ pub enum JobError {
     Stopped,
 }
 
-fn codec_err(what: impl Into<String>) -> impl FnOnce(ffmpeg::Error) -> JobError {
+pub(super) fn codec_err(what: impl Into<String>) -> impl FnOnce(ffmpeg::Error) -> JobError {
     let what = what.into();
     move |source| JobError::Codec { what, source }
 }
@@ -107,14 +107,14 @@ pub fn spawn(params: Params, shared: Arc<Shared>) -> std::io::Result<JoinHandle<
     })
 }
 
-fn stopping(shared: &Shared) -> bool {
+pub(super) fn stopping(shared: &Shared) -> bool {
     shared.stop.load(Ordering::Relaxed)
 }
 
 fn run(p: &Params, shared: &Arc<Shared>) -> Result<(), JobError> {
     let clock = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
-    let mut input = open_input(p, shared, &activity, clock)?;
+    let mut input = open_input(&p.source, shared, &activity, clock)?;
     let video_in = input.streams().best(media::Type::Video).ok_or(JobError::NoVideo)?;
     let (v_index, v_tb) = (video_in.index(), video_in.time_base());
     let fps = frame_rate(&video_in);
@@ -205,9 +205,11 @@ fn run(p: &Params, shared: &Arc<Shared>) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Plays the stream, retrying until it plays or [`OPEN_WAIT`] has passed.
-fn open_input(
-    p: &Params,
+/// Plays the stream, retrying until it plays or [`OPEN_WAIT`] has passed; a read that waits
+/// longer than [`STALL`] after the last `activity` is interrupted, as is one when `shared`
+/// is told to stop.
+pub(super) fn open_input(
+    source: &str,
     shared: &Arc<Shared>,
     activity: &Arc<AtomicU64>,
     clock: Instant,
@@ -223,11 +225,11 @@ fn open_input(
         let mut options = Dictionary::new();
         options.set("rtmp_live", "live");
         options.set("analyzeduration", "2000000");
-        match format::input_with_interrupt_and_dictionary(&p.source, interrupt, options) {
+        match format::input_with_interrupt_and_dictionary(source, interrupt, options) {
             Ok(input) => return Ok(input),
             Err(_) if stopping(shared) => return Err(JobError::Stopped),
             Err(e) if Instant::now() >= deadline => {
-                return Err(JobError::Open { url: p.source.clone(), source: e });
+                return Err(JobError::Open { url: super::redacted(source), source: e });
             }
             Err(_) => std::thread::sleep(Duration::from_millis(300)),
         }

@@ -1,4 +1,5 @@
-//! Adaptive-bitrate transcoding of published streams (issue 14), and the publish limits.
+//! Adaptive-bitrate transcoding of published streams (issue 14), the HLS of local streams
+//! (issue 20: remuxed, not re-encoded: `remux`), and the publish limits.
 //!
 //! ```text
 //!  shard: publish session opens/closes --ShardEvent::Session--> control thread
@@ -6,11 +7,17 @@
 //!      |  spawns, stops (a flag), reaps; removes folders after the grace period
 //!      v
 //!  job thread (one per published stream, at most --transcode-max-jobs):
-//!      RTMP play from the pinned origin (libavformat) -> decode once
+//!      RTMP play from the pinned origin, or from streamgate's own RTMP listener for a local
+//!      stream (libavformat) -> decode once
 //!        -> per rung: scale (never up) -> H.264 (same GOP, key frames forced on the same
 //!           frames) ; audio -> AAC once
 //!        -> one `dash` muxer: fMP4/CMAF segments + manifest.mpd + master.m3u8 + media_N.m3u8
 //!  shard: GET /streams/<name>/... served from <--transcode-dir>/<name>/ (proxy::http_stream::abr)
+//!
+//!  remux thread (one per local stream, at most --local-hls-jobs):
+//!      RTMP play from streamgate's own RTMP listener -> packets copied -> `hls` muxer:
+//!      MPEG-TS segments + index.m3u8 in <--local-hls-dir>/<name>/
+//!  shard: GET /APP/STREAM.m3u8 and /APP/STREAM-N.ts served from there (proxy::http_stream::local_hls)
 //! ```
 //!
 //! Input: the job pulls the stream from its pinned origin like any player, instead of taking
@@ -18,7 +25,9 @@
 //! job nor copies media to another thread; libavformat's RTMP client handles the origin's
 //! chunk stream, timestamps and reconnection-free ending by itself; a slow or broken job
 //! affects only its own connection to the origin. The cost is one more origin connection per
-//! transcoded stream and a start delay of one play handshake.
+//! transcoded stream and a start delay of one play handshake. A local stream has no origin: its
+//! jobs play it from streamgate itself, over loopback, as players (served from the stream's
+//! ring like any other, signed with `--play-secret` when there is one), for the same reasons.
 //!
 //! Layering: below `shard`/`proxy` for what they call (the limits, [`output_name`]), beside
 //! `control`, which owns the [`Supervisor`]; no runtime here, jobs are plain threads.
@@ -31,6 +40,8 @@ pub mod supervisor;
 mod encoder;
 #[cfg(feature = "transcode")]
 mod job;
+#[cfg(feature = "transcode")]
+mod remux;
 
 use std::time::Duration;
 
@@ -58,6 +69,23 @@ pub fn output_name(key: &StreamKey) -> Option<String> {
         && name.len() <= 200
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
     safe.then_some(name)
+}
+
+/// A local stream's HLS playlist in its folder (`--local-hls-dir`/[`output_name`]/); its
+/// segments beside it are `STREAM-N.ts`, STREAM the key's stream part, so the playlist's
+/// relative URIs resolve next to `/APP/STREAM.m3u8`.
+pub const HLS_PLAYLIST: &str = "index.m3u8";
+
+/// `url` with its query's `token=` value left out, for logs and views (a local stream's jobs
+/// play a URL signed with `--play-secret`).
+pub fn redacted(url: &str) -> String {
+    match url.find("token=") {
+        Some(at) => {
+            let end = url[at..].find('&').map_or(url.len(), |n| at + n);
+            format!("{}token=...{}", &url[..at], &url[end..])
+        }
+        None => url.to_string(),
+    }
 }
 
 /// The state of a job or one of its rungs, as GetRoutes names it.
@@ -168,5 +196,12 @@ mod tests {
         assert_eq!(sizes(720, 1280), [(608, 1080), (406, 720), (270, 480), (202, 360)], "portrait keeps its aspect");
         let small = plan(&default_ladder(), 320, 180);
         assert_eq!((small[0].width, small[0].height, small[0].kbps, small[0].name.as_str()), (320, 180, 800, "180p"));
+    }
+
+    #[test]
+    fn tokens_stay_out_of_logs() {
+        assert_eq!(redacted("rtmp://h/live/a?token=abc&expires=9"), "rtmp://h/live/a?token=...&expires=9");
+        assert_eq!(redacted("rtmp://h/live/a?vhost=v&token=abc"), "rtmp://h/live/a?vhost=v&token=...");
+        assert_eq!(redacted("rtmp://h/live/a"), "rtmp://h/live/a");
     }
 }

@@ -1,12 +1,15 @@
-//! The jobs, from the control thread: one per published stream, started when its first publish
-//! session opens and stopped (a flag the job polls, and libavformat's interrupt callback) when
-//! its last one closes; its folder is removed [`TranscodeConfig::grace`] later. Every call
-//! returns at once: the control thread never waits for a job, except when it stops for good
-//! ([`Drop`]: each job is told to stop, which interrupts its I/O, then joined).
+//! The jobs, from the control thread: per published stream, a ladder job (`--transcode on`)
+//! and, for a local stream (`--local-origin`), a remux job writing its HLS
+//! (`--local-hls-jobs`); each started when the stream's first publish session opens and
+//! stopped (a flag the job polls, and libavformat's interrupt callback) when its last one
+//! closes; its folder is removed [`TranscodeConfig::grace`] later. Every call returns at once:
+//! the control thread never waits for a job, except when it stops for good ([`Drop`]: each job
+//! is told to stop, which interrupts its I/O, then joined).
 //!
-//! Bounded: at most `max_jobs` jobs; a publish beyond it is relayed, not transcoded (logged,
-//! counted in [`Supervisor::skipped`]). A stream published again while its old job is still
-//! finishing gets a new job once the old one has ended.
+//! Bounded: at most `max_jobs` ladder jobs and `--local-hls-jobs` remux jobs; a publish beyond
+//! either is relayed (or served locally) without it (logged, counted in
+//! [`Supervisor::skipped`]). A stream published again while its old job is still finishing gets
+//! a new job once the old one has ended.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +22,27 @@ use std::time::Instant;
 use super::{JobView, Route, Status, output_name};
 use crate::balance::StreamKey;
 use crate::balance::stream_key::DEFAULT_VHOST;
+use crate::config::local::LocalHls;
 use crate::config::transcode::TranscodeConfig;
+
+/// What a job makes of its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The transcoded ladder, `/streams/NAME/` (`--transcode on`).
+    Ladder,
+    /// A local stream's HLS, copied (`/APP/STREAM.m3u8`, `--local-hls-jobs`).
+    Remux,
+}
+
+impl Kind {
+    /// The log lines' prefix.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ladder => "transcode",
+            Kind::Remux => "hls",
+        }
+    }
+}
 
 /// What a job and the supervisor share.
 #[derive(Debug, Default)]
@@ -37,7 +60,11 @@ impl Shared {
 }
 
 struct Job {
+    kind: Kind,
+    /// The folder's name ([`output_name`]).
     name: String,
+    /// The stream part of the key: the segments' file names start with it (`STREAM-N.ts`).
+    stream: String,
     source: String,
     dir: PathBuf,
     shared: Arc<Shared>,
@@ -60,7 +87,7 @@ impl Job {
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
-            log::error!("transcode {}: the job's thread panicked", self.name);
+            log::error!("{} {}: the job's thread panicked", self.kind.name(), self.name);
         }
     }
 }
@@ -68,17 +95,39 @@ impl Job {
 /// The jobs of this process.
 pub struct Supervisor {
     config: TranscodeConfig,
+    hls: LocalHls,
     /// The encoder the jobs use, and its name for GetRoutes; `None` when transcoding is off.
     encoder: Option<(&'static str, &'static str)>,
-    jobs: HashMap<StreamKey, Job>,
-    /// Publishes not transcoded because `max_jobs` ran.
+    /// Whether local streams get a remux job (`--local-hls-jobs` above 0, and libavformat
+    /// compiled in).
+    remux: bool,
+    jobs: HashMap<(Kind, StreamKey), Job>,
+    /// Publishes not transcoded because `max_jobs` ran, and local streams without HLS because
+    /// `--local-hls-jobs` ran.
     pub skipped: u64,
 }
 
 impl Supervisor {
-    /// Probes the encoder and creates the output directory when transcoding is on.
-    pub fn new(config: &TranscodeConfig) -> Result<Supervisor, String> {
-        let mut supervisor = Supervisor { config: config.clone(), encoder: None, jobs: HashMap::new(), skipped: 0 };
+    /// Probes the encoder and creates the output directory when transcoding is on; creates the
+    /// HLS directory of local streams when they get HLS.
+    pub fn new(config: &TranscodeConfig, hls: &LocalHls) -> Result<Supervisor, String> {
+        let mut supervisor = Supervisor {
+            config: config.clone(),
+            hls: hls.clone(),
+            encoder: None,
+            remux: hls.max_jobs > 0 && cfg!(feature = "transcode"),
+            jobs: HashMap::new(),
+            skipped: 0,
+        };
+        if hls.max_jobs > 0 && !cfg!(feature = "transcode") {
+            log::info!("local streams have no HLS: this binary is built without the cargo feature `transcode`");
+        }
+        // The HLS directory is made with the first stream's folder, and removed at shutdown
+        // when empty: most runs have no local stream.
+        #[cfg(feature = "transcode")]
+        if supervisor.remux {
+            super::remux::init()?;
+        }
         if !config.enabled {
             return Ok(supervisor);
         }
@@ -110,39 +159,56 @@ impl Supervisor {
         &self.config.dir
     }
 
-    /// A publish session of `key` opened; `origin` is its origin's RTMP address, if known.
-    pub fn publish_started(&mut self, key: &StreamKey, origin: Option<SocketAddr>) {
-        let Some(encoder) = self.encoder else { return };
-        if let Some(job) = self.jobs.get_mut(key) {
+    /// Whether any job may run: the ladder is on, or local streams get HLS.
+    pub fn any(&self) -> bool {
+        self.encoder.is_some() || self.remux
+    }
+
+    /// A publish session of `key` opened. `source` is the RTMP URL its jobs play it from: its
+    /// origin's, or streamgate's own for a `local` stream (which also gets a remux job).
+    pub fn publish_started(&mut self, key: &StreamKey, source: Option<String>, local: bool) {
+        if self.encoder.is_some() {
+            self.started(Kind::Ladder, key, source.clone());
+        }
+        if local && self.remux {
+            self.started(Kind::Remux, key, source);
+        }
+    }
+
+    fn started(&mut self, kind: Kind, key: &StreamKey, source: Option<String>) {
+        let what = kind.name();
+        if let Some(job) = self.jobs.get_mut(&(kind, key.clone())) {
             job.publishers += 1;
             if job.left.take().is_some() {
                 job.shared.stop.store(true, Ordering::Relaxed);
-                job.restart = origin.map(|o| source_url(o, key));
+                job.restart = source;
             }
             return;
         }
-        let Some(origin) = origin else {
-            return log::warn!(
-                "transcode {key}: not started, no origin with an RTMP endpoint holds it (local-origin streams are not transcoded)"
-            );
+        let Some(source) = source else {
+            return log::warn!("{what} {key}: not started, no origin with an RTMP endpoint holds it");
         };
         let Some(name) = output_name(key) else {
-            return log::warn!("transcode {key}: not started, its name is not a safe path segment");
+            return log::warn!("{what} {key}: not started, its name is not a safe path segment");
         };
-        if let Some((other, _)) = self.jobs.iter().find(|(_, j)| j.name == name) {
-            return log::warn!("transcode {key}: not started, {other} already writes /streams/{name}/");
+        if let Some(((_, other), _)) = self.jobs.iter().find(|((k, _), j)| *k == kind && j.name == name) {
+            return log::warn!("{what} {key}: not started, {other} already writes the folder {name}");
         }
-        if self.jobs.len() >= self.config.max_jobs {
+        let (max, flag, root) = match kind {
+            Kind::Ladder => (self.config.max_jobs, "--transcode-max-jobs", &self.config.dir),
+            Kind::Remux => (self.hls.max_jobs, "--local-hls-jobs", &self.hls.dir),
+        };
+        if self.jobs.keys().filter(|(k, _)| *k == kind).count() >= max {
             self.skipped += 1;
-            return log::warn!(
-                "transcode {key}: not started, {} jobs run already (--transcode-max-jobs)",
-                self.config.max_jobs
-            );
+            return log::warn!("{what} {key}: not started, {max} jobs run already ({flag})");
         }
+        let stream = key.as_str().rsplit('/').next().unwrap_or_default().to_string();
         let mut job = Job {
-            dir: self.config.dir.join(&name),
+            kind,
+            dir: root.join(&name),
             name,
-            source: source_url(origin, key),
+            stream,
+            source,
             shared: Arc::default(),
             thread: None,
             started: Instant::now(),
@@ -150,19 +216,22 @@ impl Supervisor {
             left: None,
             restart: None,
         };
-        self.start(&mut job, encoder);
-        self.jobs.insert(key.clone(), job);
+        start_job(&self.config, &mut job, self.encoder);
+        self.jobs.insert((kind, key.clone()), job);
     }
 
     /// A publish session of `key` closed.
     pub fn publish_stopped(&mut self, key: &StreamKey, now: Instant) {
-        let Some(job) = self.jobs.get_mut(key) else { return };
-        job.publishers = job.publishers.saturating_sub(1);
-        if job.publishers == 0 {
-            job.shared.stop.store(true, Ordering::Relaxed);
-            job.left = Some(now);
-            job.restart = None;
-            log::info!("transcode {key}: publisher left; /streams/{}/ is removed in {:?}", job.name, self.config.grace);
+        let grace = self.config.grace;
+        for kind in [Kind::Ladder, Kind::Remux] {
+            let Some(job) = self.jobs.get_mut(&(kind, key.clone())) else { continue };
+            job.publishers = job.publishers.saturating_sub(1);
+            if job.publishers == 0 {
+                job.shared.stop.store(true, Ordering::Relaxed);
+                job.left = Some(now);
+                job.restart = None;
+                log::info!("{} {key}: publisher left; {} is removed in {grace:?}", kind.name(), job.dir.display());
+            }
         }
     }
 
@@ -171,20 +240,20 @@ impl Supervisor {
         let encoder = self.encoder;
         let grace = self.config.grace;
         let mut gone = Vec::new();
-        for (key, job) in &mut self.jobs {
+        for (id, job) in &mut self.jobs {
             if !job.finished() {
                 continue;
             }
             job.join();
-            if let (Some(source), Some(encoder)) = (job.restart.take(), encoder) {
+            if let Some(source) = job.restart.take() {
                 job.source = source;
                 job.shared = Arc::default();
                 job.started = now;
                 start_job(&self.config, job, encoder);
             } else if job.left.is_some_and(|left| now.saturating_duration_since(left) >= grace) {
                 remove_dir(&job.dir);
-                log::info!("transcode {key}: /streams/{}/ removed", job.name);
-                gone.push(key.clone());
+                log::info!("{} {}: {} removed", job.kind.name(), id.1, job.dir.display());
+                gone.push(id.clone());
             }
         }
         for key in gone {
@@ -192,16 +261,17 @@ impl Supervisor {
         }
     }
 
-    /// Every job, in key order.
+    /// Every ladder job, in key order.
     pub fn routes(&self) -> Vec<Route> {
         let now = Instant::now();
         let mut routes: Vec<Route> = self
             .jobs
             .iter()
-            .map(|(key, job)| Route {
+            .filter(|((kind, _), _)| *kind == Kind::Ladder)
+            .map(|((_, key), job)| Route {
                 key: key.clone(),
                 name: job.name.clone(),
-                source: job.source.clone(),
+                source: super::redacted(&job.source),
                 encoder: self.encoder().unwrap_or("none"),
                 duration: now.saturating_duration_since(job.started).as_secs_f64(),
                 view: job.shared.view(),
@@ -215,10 +285,11 @@ impl Supervisor {
     /// that are behind real time.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (key, job) in &self.jobs {
+        for ((kind, key), job) in &self.jobs {
             let view = job.shared.view();
             if job.left.is_none() && view.status == Status::Error {
-                out.push(format!("transcode {key} failed: {}", view.problem.as_deref().unwrap_or("unknown")));
+                let (what, problem) = (kind.name(), view.problem.as_deref().unwrap_or("unknown"));
+                out.push(format!("{what} {key} failed: {problem}"));
             } else if job.left.is_none() && view.behind {
                 out.push(format!("transcode {key} is behind real time: {}", view.problem.as_deref().unwrap_or("")));
             }
@@ -226,42 +297,60 @@ impl Supervisor {
         out.sort();
         out
     }
-
-    fn start(&self, job: &mut Job, encoder: (&'static str, &'static str)) {
-        start_job(&self.config, job, encoder);
-    }
 }
 
-/// Empties the job's folder and starts its thread.
-fn start_job(config: &TranscodeConfig, job: &mut Job, (codec, encoder): (&'static str, &'static str)) {
+/// Empties the job's folder and starts its thread (a ladder job with `encoder`: its codec and
+/// name).
+fn start_job(config: &TranscodeConfig, job: &mut Job, encoder: Option<(&'static str, &'static str)>) {
     remove_dir(&job.dir);
     if let Err(e) = std::fs::create_dir_all(&job.dir) {
         return fail(job, format!("cannot create {}: {e}", job.dir.display()));
     }
-    log::info!("transcode {}: job started, {encoder} from {} into {}", job.name, job.source, job.dir.display());
+    let what = match (job.kind, encoder) {
+        (Kind::Ladder, Some((_, name))) => name,
+        (Kind::Ladder, None) => return fail(job, "no encoder".into()),
+        (Kind::Remux, _) => "remux (copy)",
+    };
+    let (kind, name, source) = (job.kind.name(), &job.name, super::redacted(&job.source));
+    log::info!("{kind} {name}: job started, {what} from {source} into {}", job.dir.display());
     #[cfg(feature = "transcode")]
     {
-        let params = super::job::Params {
-            name: job.name.clone(),
-            source: job.source.clone(),
-            dir: job.dir.clone(),
-            codec,
-            config: config.clone(),
+        let spawned = match (job.kind, encoder) {
+            (Kind::Ladder, Some((codec, _))) => {
+                let params = super::job::Params {
+                    name: job.name.clone(),
+                    source: job.source.clone(),
+                    dir: job.dir.clone(),
+                    codec,
+                    config: config.clone(),
+                };
+                super::job::spawn(params, job.shared.clone())
+            }
+            _ => {
+                let params = super::remux::Params {
+                    name: job.name.clone(),
+                    stream: job.stream.clone(),
+                    source: job.source.clone(),
+                    dir: job.dir.clone(),
+                    segment: config.segment,
+                };
+                super::remux::spawn(params, job.shared.clone())
+            }
         };
-        match super::job::spawn(params, job.shared.clone()) {
+        match spawned {
             Ok(thread) => job.thread = Some(thread),
             Err(e) => fail(job, format!("cannot start its thread: {e}")),
         }
     }
     #[cfg(not(feature = "transcode"))]
     {
-        let _ = (config, codec);
-        fail(job, "transcoding is not compiled in".into());
+        let _ = (config, &job.stream);
+        fail(job, "libavformat is not compiled in (cargo feature `transcode`)".into());
     }
 }
 
 fn fail(job: &Job, problem: String) {
-    log::error!("transcode {}: {problem}", job.name);
+    log::error!("{} {}: {problem}", job.kind.name(), job.name);
     if let Ok(mut view) = job.shared.view.lock() {
         view.status = Status::Error;
         view.problem = Some(problem);
@@ -272,7 +361,7 @@ fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        log::warn!("transcode: cannot remove {}: {e}", dir.display());
+        log::warn!("cannot remove the job folder {}: {e}", dir.display());
     }
 }
 
@@ -285,6 +374,9 @@ impl Supervisor {
         for (_, mut job) in self.jobs.drain() {
             job.join();
             remove_dir(&job.dir);
+        }
+        if self.remux {
+            let _ = std::fs::remove_dir(&self.hls.dir);
         }
     }
 }

@@ -26,7 +26,8 @@
 //! ([`Refusal::srt_reason`]).
 
 pub mod callback;
-pub mod signed;
+/// Signed URLs live with the stream keys (pure), so the control thread signs the URLs its jobs play.
+pub use crate::balance::signed;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

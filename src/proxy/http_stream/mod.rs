@@ -10,6 +10,8 @@
 //! | `/api/v1/versions` | the version body SRS clients read (`code`, `pid`, `data`) |
 //! | `/streams/NAME/...` | the transcoded ladder ([`abr`]; 404 while `--transcode` is off) |
 //! | anything with `spbhid=` in its query | HLS: the playlist's origin ([`hls`]); unknown id: 400 |
+//! | `*.m3u8` of a local stream | its HLS, remuxed by streamgate ([`local_hls`]) |
+//! | `*-N.ts` in a local stream's HLS folder | that segment ([`local_hls`]) |
 //! | `*.m3u8` | HLS playlist, fetched and rewritten ([`hls`]) |
 //! | `*.flv`, `*.ts`, `*.mp3`, `*.aac` | HTTP-FLV / HTTP-TS / audio-only live: forwarded, then relayed ([`forward`]) |
 //! | anything else | `--static-files` ([`static_files`]) or 404 |
@@ -23,6 +25,7 @@
 
 pub mod abr;
 pub mod hls;
+pub mod local_hls;
 pub mod static_files;
 
 use std::io::ErrorKind;
@@ -110,7 +113,18 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
         Route::Abr => abr::serve(ex).await,
         Route::Static => static_files::serve(ex).await,
         Route::HlsById => hls::by_id(ex).await,
-        Route::Playlist => hls::playlist(ex).await,
+        Route::Playlist => {
+            if let Ok(key) = ex.stream_key()
+                && let Some(next) = local_hls::playlist(ex, &key).await
+            {
+                return next;
+            }
+            hls::playlist(ex).await
+        }
+        Route::Live(Protocol::HttpTs) => match local_hls::segment(ex).await {
+            Some(next) => next,
+            None => live(ex, Protocol::HttpTs).await,
+        },
         Route::Live(protocol) => live(ex, protocol).await,
     }
 }

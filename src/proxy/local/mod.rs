@@ -12,6 +12,11 @@
 //!   SRS refuses it. When the publisher leaves, the stream closes and its players end.
 //! - Which streams are local, and on which shard, is in one process-wide table ([`owner`]), so
 //!   every protocol and shard can tell.
+//! - HLS: the publish session is reported local ([`Shard::open_session_of`]), so the control
+//!   thread starts a remux job that plays the stream from streamgate's own RTMP listener and
+//!   writes MPEG-TS segments (`crate::transcode`), which
+//!   [`super::http_stream::local_hls`] serves at `/APP/STREAM.m3u8`; with `--transcode on` the
+//!   ladder job plays it the same way.
 
 pub mod forward;
 pub mod publish;

@@ -58,7 +58,7 @@ pub async fn serve(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key:
         return refuse(client, Role::Publish, identify::CHUNK_SIZE, "stream already publishing").await;
     };
     let guard = Guard { key, owned, stream: stream.clone() };
-    let session = shard.open_session(key, Protocol::Rtmp, Role::Publish).await;
+    let session = shard.open_session_of(key, Protocol::Rtmp, Role::Publish, true).await;
     let traffic = session.traffic.clone();
     let started = Instant::now();
     let probe = shard.media.register(key, started);
