@@ -42,9 +42,11 @@ announce() {
 Publish and play with no other server: while no origin is registered, streamgate serves a
 published stream itself (--local-origin auto, the default; see "Local origin" in the README):
 
-  ffmpeg -re -f lavfi -i testsrc=size=640x360:rate=25 -f lavfi -i sine -c:v libx264 -g 50 -c:a aac -f flv rtmp://$rtmp/live/demo
+  ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=25 -f lavfi -i sine -c:v libx264 -g 50 -c:a aac -f flv rtmp://$rtmp/live/demo
   ffplay rtmp://$rtmp/live/demo                                # RTMP
   ffplay http://$http/live/demo.flv                            # HTTP-FLV
+  ffplay http://$http/live/demo.m3u8                           # HLS (remuxed; after its first segments)
+  ffplay http://$http/streams/demo/master.m3u8                 # the ladder (needs --transcode on)
 
 With origins behind it (SRS, nginx-rtmp), streamgate pins each new stream to one of them and
 relays it. Register an origin (an SRS heartbeat does this by itself; see README), for example
@@ -60,8 +62,8 @@ auth on with --http-api-auth-enabled on and a token); see "Security defaults" in
   curl http://$api/api/v1/origins      # what is registered, alive and proven
   curl http://$api/api/v1/streams      # which stream is pinned where (or "local": true)
 
-New streams then go to the origin; publish the same way and play over any protocol (HLS and
-SRT need an origin: a local stream plays over RTMP and HTTP-FLV only, for now):
+New streams then go to the origin; publish the same way and play over any protocol (SRT needs
+an origin: a local stream plays over RTMP, HTTP-FLV and HLS, for now):
 
   ffplay rtmp://$rtmp/live/demo                                # RTMP
   ffplay http://$http/live/demo.flv                            # HTTP-FLV

@@ -95,7 +95,8 @@ pub const LISTENERS: [(&str, &str); 7] = [
 /// The command line of a proxy in `dir`: `extra`, and port 0 on loopback for every listener
 /// `extra` does not name; `--transcode off` unless `extra` names `--transcode` (a job per
 /// published stream would make every test pay for transcoding); `--local-origin off` unless
-/// named; no `PROXY_*`/`STREAMGATE_*`/
+/// named; local streams' HLS in `dir` (removed with it: a killed proxy cleans nothing up) unless
+/// `--local-hls-dir` is named; no `PROXY_*`/`STREAMGATE_*`/
 /// `RTMP_*` variables inherited.
 pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -112,6 +113,9 @@ pub fn proxy_command(dir: &TempDir, extra: &[&str]) -> Command {
     // (tests/local_origin.rs names the flag) is off unless named.
     if !extra.contains(&"--local-origin") {
         cmd.args(["--local-origin", "off"]);
+    }
+    if !extra.contains(&"--local-hls-dir") {
+        cmd.arg("--local-hls-dir").arg(dir.0.join("local-hls"));
     }
     cmd.args(extra).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {
