@@ -39,11 +39,11 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::http_server::Gate;
-use crate::shard::tls::Certs;
 use crate::util::backoff::AcceptBackoff;
+use crate::util::certs::Certs;
 
 /// A TLS client must finish its handshake within this long after it was accepted.
-pub const HANDSHAKE_TIMEOUT: Duration = crate::shard::tls::HANDSHAKE_TIMEOUT;
+pub const HANDSHAKE_TIMEOUT: Duration = crate::util::certs::HANDSHAKE_TIMEOUT;
 
 /// The bounds of the gRPC listener (`--grpc-max-connections`, `--grpc-idle-timeout`), and its
 /// certificate when it serves TLS (`--grpc-tls`).

@@ -223,7 +223,7 @@ pub struct ControlStart {
     pub snapshots: watch::Sender<Arc<Snapshot>>,
     pub events: mpsc::Receiver<ShardEvent>,
     /// The certificate gRPC is served with (`--grpc-tls`), or `None` for plaintext gRPC.
-    pub grpc_certs: Option<Arc<crate::shard::tls::Certs>>,
+    pub grpc_certs: Option<Arc<crate::util::certs::Certs>>,
 }
 
 /// A fresh registry with the configured TTL, origin limit, quarantine and overload limit.

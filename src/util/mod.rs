@@ -1,6 +1,7 @@
 //! Small helpers with no better home.
 
 pub mod backoff;
+pub mod certs;
 
 /// 64 random bits from the kernel (getrandom(2)); falls back to the clock and pid if the
 /// kernel refuses, which only weakens ids, never safety.
