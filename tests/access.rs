@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::peers::*;
-use common::udp_peers::{SrtCaller, origin_body_udp};
+use common::udp_peers::{AiortcOrigin, SrtCaller, UdpProxy, name_on, origin_body_udp, whep_play, whip_publish};
 use common::*;
 use serde_json::{Value, json};
 use streamgate::balance::StreamKey;
@@ -368,4 +368,75 @@ fn dead_peers_keepalive_probes_and_the_idle_timeout_closes_silent_sessions() {
     std::thread::sleep(Duration::from_secs(4));
     assert!(publisher.running() && origin.publishing("alive"), "{}", publisher.describe());
     assert_eq!(shards(&p)["total"]["idle"]["rtmp"], 0);
+}
+
+/// WebRTC sessions hear their end too: aiortc publishes with WHIP and plays with WHEP through
+/// the proxy to the aiortc origin; on_publish / on_play are asked at the offer, and
+/// on_unpublish / on_stop (with the same client id) come when the media session ends (the
+/// client's DELETE, then `--udp-idle-timeout` without a datagram), not while media flows. A
+/// refused offer gets 403 and no end notice.
+#[test]
+fn webrtc_sessions_send_on_unpublish_and_on_stop_when_their_media_ends() {
+    let hooks = Hooks::start();
+    // Two sites (the aiortc origin serves one session per site): the publisher's stream lands
+    // on one, the player's on the other.
+    let origin = AiortcOrigin::start(2);
+    let streams = hooks.url("/api/v1/streams");
+    let sessions = hooks.url("/api/v1/sessions");
+    let proxy = UdpProxy::start(&[
+        "--on-publish",
+        &streams,
+        "--on-unpublish",
+        &streams,
+        "--on-play",
+        &sessions,
+        "--on-stop",
+        &sessions,
+        "--udp-idle-timeout",
+        "3s",
+    ]);
+    let (a, b) = (origin.sites[0], origin.sites[1]);
+    proxy.register(&origin_body_udp("rtc-a", &[], &[a.api], &[a.rtc.to_string()]));
+    proxy.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
+    let ids = ["rtc-a-s-1", "rtc-b-s-1"];
+    let published = name_on("__defaultVhost__", "okpub", ids[0], &ids);
+    let played = name_on("__defaultVhost__", "okplay", ids[1], &ids);
+    let (published, played) = (published.as_str(), played.as_str());
+
+    let mut publisher = whip_publish(&proxy.rtc_url("whip", published), 14);
+    publisher.wait_event("connected", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(wait_until(WAIT, || origin.whip_frames() >= 30), "{}\n{}", publisher.describe(), proxy.log());
+    let on_publish = hooks.calls("on_publish", published);
+    assert_eq!(on_publish.len(), 1, "{on_publish:?}");
+    assert_eq!(on_publish[0]["protocol"], "webrtc", "{on_publish:?}");
+
+    let mut player = whep_play(&proxy.rtc_url("whep", played), 4);
+    player.wait_event("connected", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    let on_play = hooks.calls("on_play", played);
+    assert_eq!(on_play.len(), 1, "{on_play:?}");
+    assert!(hooks.calls("on_stop", played).is_empty(), "on_stop while the player plays");
+    player.wait_event("done", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(player.frames() >= 30, "the WHEP player decoded {} frames\n{}", player.frames(), player.describe());
+    assert!(wait_until(WAIT, || !hooks.calls("on_stop", played).is_empty()), "no on_stop\n{}", proxy.log());
+    let on_stop = hooks.calls("on_stop", played);
+    assert_eq!((on_stop.len(), &on_stop[0]["client_id"]), (1, &on_play[0]["client_id"]), "{on_stop:?}");
+
+    // A refused offer beside the healthy publisher: 403, no end notice.
+    let mut refused = whip_publish(&proxy.rtc_url("whip", "badrtc"), 3);
+    let answer = refused.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert_eq!(answer["status"], 403, "{answer}");
+
+    assert!(hooks.calls("on_unpublish", published).is_empty(), "on_unpublish while the publisher publishes");
+    publisher.wait_event("done", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(
+        wait_until(WAIT, || !hooks.calls("on_unpublish", published).is_empty()),
+        "no on_unpublish\n{}",
+        proxy.log()
+    );
+    let on_unpublish = hooks.calls("on_unpublish", published);
+    assert_eq!(on_unpublish.len(), 1, "{on_unpublish:?}");
+    assert_eq!(on_unpublish[0]["client_id"], on_publish[0]["client_id"]);
+    assert_eq!(on_unpublish[0]["protocol"], "webrtc");
+    assert!(proxy.log().contains("media session opened"), "{}", proxy.log());
+    assert!(hooks.calls("on_unpublish", "badrtc").is_empty(), "an end notice for a refused offer");
 }

@@ -5,7 +5,10 @@
 //! The key is the whole USERNAME a client sends, `answerUfrag:offerUfrag`. Entries are written by signalling, read by shards, and bounded twice: at most
 //! `max` entries (the least recently used goes first) and none unused for `ttl`.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::origin::OriginId;
@@ -18,6 +21,45 @@ pub struct IceSession {
     pub key: StreamKey,
     pub origin: OriginId,
     pub role: Role,
+    /// What the shard that opens the session's media takes over from signalling (opaque here:
+    /// the offer's admission, whose end sends `on_unpublish`/`on_stop`), or `None`.
+    pub handover: Option<Handover>,
+}
+
+/// A value that exactly one taker gets: the first media session of an ICE username, or the
+/// signalling shard when no media came in time. Clones share it.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<Mutex<Option<Box<dyn Any + Send>>>>);
+
+impl Handover {
+    pub fn new(value: impl Any + Send) -> Handover {
+        Handover(Arc::new(Mutex::new(Some(Box::new(value)))))
+    }
+
+    /// The value, to the first caller only.
+    pub fn take(&self) -> Option<Box<dyn Any + Send>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether someone has taken it.
+    pub fn is_taken(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+}
+
+impl PartialEq for Handover {
+    fn eq(&self, other: &Handover) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Handover {}
+
+impl fmt::Debug for Handover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.0.lock().map(|v| v.is_some()).unwrap_or(false);
+        write!(f, "Handover({})", if held { "held" } else { "taken" })
+    }
 }
 
 #[derive(Debug)]
@@ -81,7 +123,20 @@ mod tests {
             key: StreamKey::from_url(&format!("rtmp://h/live/{stream}")).unwrap(),
             origin: OriginId("o".into()),
             role: Role::Play,
+            handover: None,
         }
+    }
+
+    #[test]
+    fn a_handover_goes_to_one_taker() {
+        let first = Handover::new(7u32);
+        let clone = first.clone();
+        assert_eq!(first, clone);
+        assert!(!clone.is_taken());
+        assert_ne!(first, Handover::new(7u32));
+        assert_eq!(clone.take().and_then(|v| v.downcast::<u32>().ok()).map(|v| *v), Some(7));
+        assert!(first.take().is_none() && first.is_taken(), "taken once");
+        assert_eq!(format!("{first:?}"), "Handover(taken)");
     }
 
     #[test]

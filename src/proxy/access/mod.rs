@@ -10,7 +10,9 @@
 //!
 //! An admitted session holds an [`Admitted`]; when it drops (the session ended, however) the
 //! stream slot is given back and, with `--on-unpublish` / `--on-stop`, an end notice is
-//! queued for the shard's notifier task, which posts it (answers ignored).
+//! queued for the shard's notifier task, which posts it (answers ignored). WebRTC's admission
+//! is taken at the offer and handed to the shard that opens the media session
+//! ([`Admitted::adopt`], `crate::proxy::webrtc`), so its end is the media session's end.
 //!
 //! Why callbacks run on the shard and not on the control thread: the session that waits is
 //! one task of the shard's executor, so awaiting the answer blocks nothing else (the relay of
@@ -108,10 +110,17 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// Drops the end notice (WebRTC: the session outlives its signalling request, and its end
-    /// is not seen here).
-    pub fn without_end_notice(mut self) -> Admitted {
-        self.end = None;
+    /// Whether it holds anything its end gives back or tells (a stream slot, an end notice).
+    pub fn holds_anything(&self) -> bool {
+        self._slot.is_some() || self.end.is_some()
+    }
+
+    /// Makes the shard this runs on able to send the end notice (WebRTC: the admission moves
+    /// from the signalling shard to the one that opens the media session).
+    pub fn adopt(self, shard: &Shard) -> Admitted {
+        if self.end.is_some() {
+            NOTIFIER.with(|n| n.start(&shard.config.access));
+        }
         self
     }
 }

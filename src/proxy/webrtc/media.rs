@@ -39,6 +39,7 @@ use crate::balance::endpoint::first_udp;
 use crate::balance::session::Protocol as SessionProtocol;
 use crate::bridge::{Listener, PickFailure};
 use crate::codec::stun::{self, Kind, Message};
+use crate::proxy::access::Admitted;
 use crate::shard::Shard;
 use crate::shard::udp::{self, NewSession, Protocol, Table, Verdict};
 
@@ -61,6 +62,9 @@ pub struct State {
     username: String,
     /// Binding requests from addresses that have not joined yet: transaction id, address.
     pending: RefCell<VecDeque<([u8; 12], SocketAddr)>>,
+    /// The offer's admission, taken over from signalling: given back (slot, end notice) when
+    /// the session closes.
+    admitted: RefCell<Option<Admitted>>,
 }
 
 type Session = udp::Session<State>;
@@ -130,6 +134,8 @@ impl Protocol for Media {
         if by_user.get(&session.state.username).is_some_and(|s| std::ptr::eq(Rc::as_ptr(s), session)) {
             by_user.remove(&session.state.username);
         }
+        // on_unpublish / on_stop, and the stream slot back.
+        drop(session.state.admitted.borrow_mut().take());
     }
 
     fn tick(table: &Table<Media>, now: Instant) {
@@ -186,7 +192,9 @@ fn lookup(table: &Rc<Table<Media>>, username: &str, txid: [u8; 12], data: &[u8],
             log::debug!("webrtc: STUN from {from} with unknown username {username:?} dropped");
             return remember_unknown(&table, username);
         };
-        let Some(session) = open(&table, username, ice.key, ice.role, &origin, from).await else {
+        let admitted = ice.handover.and_then(|h| h.take()).and_then(|v| v.downcast::<Admitted>().ok());
+        let admitted = admitted.map(|a| (*a).adopt(&table.shard));
+        let Some(session) = open(&table, username, ice.key, ice.role, &origin, from, admitted).await else {
             return;
         };
         ask_origin(&table, &session, txid, &data, from).await;
@@ -195,7 +203,8 @@ fn lookup(table: &Rc<Table<Media>>, username: &str, txid: [u8; 12], data: &[u8],
 }
 
 /// The session of `username`: an existing one (another datagram won the race) or a new one
-/// with its own socket to `origin`; `None` (logged) when that cannot be.
+/// with its own socket to `origin`, holding `admitted`; `None` (logged) when that cannot be
+/// (`admitted` then ends here).
 async fn open(
     table: &Rc<Table<Media>>,
     username: String,
@@ -203,9 +212,10 @@ async fn open(
     role: crate::balance::session::Role,
     origin: &crate::balance::Origin,
     from: SocketAddr,
+    admitted: Option<Admitted>,
 ) -> Option<Rc<Session>> {
     if let Some(existing) = table.proto.by_user.borrow().get(&username).cloned() {
-        return Some(existing);
+        return Some(keep(existing, admitted));
     }
     if table.full() {
         table.warn("webrtc: sessions full on this shard", || {
@@ -234,9 +244,9 @@ async fn open(
         }
     };
     if let Some(existing) = table.proto.by_user.borrow().get(&username).cloned() {
-        return Some(existing);
+        return Some(keep(existing, admitted));
     }
-    let state = State { username: username.clone(), pending: RefCell::default() };
+    let state = State { username: username.clone(), pending: RefCell::default(), admitted: RefCell::new(admitted) };
     let session = table.insert(NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state }, from)?;
     table.proto.by_user.borrow_mut().insert(username, session.clone());
     Media::note_sizes(table);
@@ -250,6 +260,16 @@ async fn open(
         session.origin_id
     );
     Some(session)
+}
+
+/// `session` (opened by another datagram meanwhile), holding `admitted` unless it holds one.
+fn keep(session: Rc<Session>, admitted: Option<Admitted>) -> Rc<Session> {
+    let mut held = session.state.admitted.borrow_mut();
+    if held.is_none() && !session.is_closed() {
+        *held = admitted;
+    }
+    drop(held);
+    session
 }
 
 /// Remembers a username the control thread did not know, keeping at most [`MAX_UNKNOWN`]: when

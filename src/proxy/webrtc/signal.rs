@@ -16,20 +16,26 @@
 //! instead (the failed one goes into quarantine).
 //!
 //! The stream: WHIP/WHEP from `?app=&stream=` (or the path), legacy from the body's
-//! `streamurl`. An offer (POST) asks [`access`] first; a refusal is 403. The media session's
-//! end is not seen here, so no on_unpublish/on_stop is sent for WebRTC and it holds no slot
-//! of `--max-sessions-per-stream` past its offer.
+//! `streamurl`. An offer (POST) asks [`access`] first; a refusal is 403. The admission (its
+//! slot of `--max-sessions-per-stream` and its `on_unpublish`/`on_stop` notice) goes with the
+//! ICE username to the shard that opens the media session ([`Handover`]), and ends with it
+//! (`crate::proxy::webrtc::media`). An offer whose media session does not open within
+//! [`MEDIA_START_TIMEOUT`] ends here then; one that gets no answer with ICE credentials ends
+//! at once. At most `--webrtc-max-sessions` admissions per shard wait for their media like
+//! that; past it an offer's admission ends at once (the session still works, unnoticed).
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 use serde_json::Value;
 
 use crate::balance::endpoint::{first_tcp, parse_list};
-use crate::balance::ice::IceSession;
+use crate::balance::ice::{Handover, IceSession};
 use crate::balance::stream_key::query_param;
 use crate::balance::{Origin, StreamKey};
 use crate::bridge::PickFailure;
@@ -43,6 +49,25 @@ use crate::shard::Shard;
 
 /// Largest offer accepted.
 pub const MAX_OFFER: usize = 64 * 1024;
+/// An admitted offer whose media session has not opened within this long ends (its slot given
+/// back, `on_unpublish`/`on_stop` sent), as SRS ends a WebRTC session that never got a STUN
+/// check.
+pub const MEDIA_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An offer's admission waiting for its media session: until when, and what.
+struct Waiting {
+    until: Instant,
+    handover: Handover,
+    key: StreamKey,
+    role: Role,
+}
+
+thread_local! {
+    /// This shard's admissions waiting for their media session (at most
+    /// `--webrtc-max-sessions`), oldest first; swept once a second by [`sweep_waiting`].
+    static WAITING: RefCell<VecDeque<Waiting>> = const { RefCell::new(VecDeque::new()) };
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+}
 
 /// The signalling APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +139,11 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
     let role = api.role();
     let offer = offer_sdp(api, body);
     let key = stream_key(req, api, body).map_err(|e| text(400, &e))?;
+    let mut admitted = None;
     if req.method == "POST" {
         let param = stream_param(req, api, body);
         let ask = access::Ask { protocol: Protocol::WebRtc, role, key: &key, param: &param, peer, tc_url: None };
-        let admitted = access::admit(shard, &ask).await.map_err(|r| text(r.http_status(), &r.to_string()))?;
-        // The media session outlives this request and ends where this shard does not see it.
-        drop(admitted.without_end_notice());
+        admitted = Some(access::admit(shard, &ask).await.map_err(|r| text(r.http_status(), &r.to_string()))?);
     }
     let origin = crate::proxy::pick(shard, &key).await.map_err(|reason| {
         log::warn!("webrtc {} {key} from {peer} refused: {reason}", role.name());
@@ -150,7 +174,8 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
         && let (Some(o), Some(a)) = (sdp::ice_credentials(offer), sdp::ice_credentials(answer_sdp))
     {
         let username = format!("{}:{}", a.ufrag, o.ufrag);
-        let session = IceSession { key: key.clone(), origin: origin.id.clone(), role };
+        let handover = admitted.take().and_then(|admitted| hand_over(shard, admitted, &key, role));
+        let session = IceSession { key: key.clone(), origin: origin.id.clone(), role, handover };
         shard.link.ice_bind(username, session).await;
     } else if req.method == "POST" && (200..300).contains(&status) {
         log::warn!("webrtc {} {key}: no ICE credentials in the offer or the origin's answer", role.name());
@@ -163,6 +188,67 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
         }
     }
     Ok(response)
+}
+
+/// The offer's admission, to be taken over by the shard that opens its media session; this
+/// shard ends it after [`MEDIA_START_TIMEOUT`] if none has. `None` (and the admission ends
+/// now) when it holds nothing, or when this shard has `--webrtc-max-sessions` waiting.
+fn hand_over(shard: &Shard, admitted: access::Admitted, key: &StreamKey, role: Role) -> Option<Handover> {
+    if !admitted.holds_anything() {
+        return None;
+    }
+    let max = shard.config.access.webrtc_max_sessions;
+    let handover = Handover::new(admitted);
+    let until = Instant::now() + MEDIA_START_TIMEOUT;
+    let waiting = Waiting { until, handover: handover.clone(), key: key.clone(), role };
+    let full = WAITING.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.len() >= max {
+            w.retain(|e| !e.handover.is_taken());
+        }
+        if w.len() >= max {
+            return true;
+        }
+        w.push_back(waiting);
+        false
+    });
+    if full {
+        log::warn!(
+            "webrtc {} {key}: {max} offers on this shard wait for their media (--webrtc-max-sessions); this one's end is sent now",
+            role.name()
+        );
+        drop(handover.take());
+        return None;
+    }
+    if !SWEEPING.with(|s| s.replace(true)) {
+        glommio::spawn_local(sweep_waiting()).detach();
+    }
+    Some(handover)
+}
+
+/// Once a second: forgets the waiting admissions a media session took, and ends those that
+/// waited [`MEDIA_START_TIMEOUT`] for one.
+async fn sweep_waiting() {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let expired: Vec<Waiting> = WAITING.with(|w| {
+            let mut w = w.borrow_mut();
+            w.retain(|e| !e.handover.is_taken());
+            let late = w.iter().take_while(|e| e.until <= now).count();
+            w.drain(..late).collect()
+        });
+        for e in expired {
+            if let Some(admitted) = e.handover.take() {
+                log::info!(
+                    "webrtc {} {}: no media session within {MEDIA_START_TIMEOUT:?}; ended",
+                    e.role.name(),
+                    e.key
+                );
+                drop(admitted);
+            }
+        }
+    }
 }
 
 /// The origin's api address, or the answer saying it has none (counted).
