@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::peers::*;
-use common::udp_peers::{AiortcOrigin, SrtCaller, UdpProxy, name_on, origin_body_udp, whep_play, whip_publish};
+use common::udp_peers::{
+    AiortcOrigin, SrtCaller, SrtRelayOrigin, UdpProxy, name_on, origin_body_udp, publish_srt, whep_play, whip_publish,
+};
 use common::*;
 use serde_json::{Value, json};
 use streamgate::balance::StreamKey;
@@ -439,4 +441,53 @@ fn webrtc_sessions_send_on_unpublish_and_on_stop_when_their_media_ends() {
     assert_eq!(on_unpublish[0]["protocol"], "webrtc");
     assert!(proxy.log().contains("media session opened"), "{}", proxy.log());
     assert!(hooks.calls("on_unpublish", "badrtc").is_empty(), "an end notice for a refused offer");
+}
+
+/// `--max-connections-per-ip` on the UDP listeners counts sessions per client IP across the
+/// shards: with srt=1, ffmpeg publishing over SRT through the proxy to srt-live-transmit holds
+/// the one session of 127.0.0.1, so a second SRT caller from there is rejected with 1402
+/// (overload) and counted `refused`, and is let in once the publisher's session has ended;
+/// with webrtc=1, an aiortc WHIP publisher holds it, and a WHEP player from the same IP gets
+/// no media session (its STUN checks are dropped), while the publisher goes on.
+#[test]
+fn udp_sessions_per_ip_are_capped() {
+    let srt_origin = SrtRelayOrigin::start();
+    let p = UdpProxy::start(&["--max-connections-per-ip", "srt=1", "--udp-idle-timeout", "3s"]);
+    p.register(&origin_body_udp("srt-in", &[srt_origin.input.to_string()], &[], &[]));
+    let refused = |p: &UdpProxy, listener: &str| {
+        let shards = get(&p.p.api_addr(), "/api/v1/shards").json();
+        shards["total"]["refused"][listener].as_u64().unwrap_or(0)
+    };
+    let mut publisher = publish_srt(&p.srt_url("#!::r=live/capped,m=publish"), 60);
+    let key = "__defaultVhost__/live/capped";
+    assert!(wait_until(WAIT, || p.sessions(key, "srt_publish") == 1), "{}", p.log());
+    let second =
+        |id| SrtCaller::new(id).connect(p.srt_addr(), Some("#!::r=live/other,m=request"), Duration::from_secs(3));
+    let (answer, _) = second(0x5353_0001).expect("no SRT answer");
+    assert_eq!(answer.hs_type, 1000 + 1402, "{answer:?}\n{}", p.log());
+    assert!(wait_until(WAIT, || refused(&p, "srt") == 1), "{}", p.log());
+    assert!(p.log().contains("already holds 1 sessions (--max-connections-per-ip)"), "{}", p.log());
+    assert!(publisher.running(), "the publisher noticed the refusal");
+    publisher.kill();
+    assert!(wait_until(WAIT, || p.sessions(key, "srt_publish") == 0), "{}", p.log());
+    let answer = second(0x5353_0002).map(|(a, _)| a.hs_type);
+    assert_ne!(answer, Some(1000 + 1402), "the slot did not come back\n{}", p.log());
+
+    let rtc_origin = AiortcOrigin::start(2);
+    let p = UdpProxy::start(&["--max-connections-per-ip", "webrtc=1"]);
+    let (a, b) = (rtc_origin.sites[0], rtc_origin.sites[1]);
+    p.register(&origin_body_udp("rtc-a", &[], &[a.api], &[a.rtc.to_string()]));
+    p.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
+    let ids = ["rtc-a-s-1", "rtc-b-s-1"];
+    let published = name_on("__defaultVhost__", "pub", ids[0], &ids);
+    let played = name_on("__defaultVhost__", "play", ids[1], &ids);
+    let mut whip = whip_publish(&p.rtc_url("whip", &published), 30);
+    whip.wait_event("connected", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    let mut whep = whep_play(&p.rtc_url("whep", &played), 8);
+    let answer = whep.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    assert_eq!(answer["status"], 201, "signalling is not limited: {answer}");
+    assert!(whep.wait_event("connected", Duration::from_secs(8)).is_err(), "a second session from the IP connected");
+    assert!(wait_until(WAIT, || refused(&p, "webrtc") >= 1), "{}", p.log());
+    let frames = rtc_origin.whip_frames();
+    assert!(wait_until(WAIT, || rtc_origin.whip_frames() > frames + 25), "the publisher noticed\n{}", p.log());
 }

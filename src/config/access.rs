@@ -89,10 +89,12 @@ pub struct AccessFlags {
     )]
     pub max_sessions_per_stream: u32,
 
-    /// Most TCP connections one client IP may hold open on a listener, counted across the
-    /// shards: N for every TCP listener, or LISTENER=N,... with rtmp, http (the HTTP stream
-    /// listener) and api (the HTTP API listener). Past it a new connection is closed at once
-    /// (counted as `refused` in /api/v1/shards). Unset: no limit.
+    /// Most connections one client IP may hold open on a listener, counted across the shards:
+    /// N for every listener, or LISTENER=N,... with rtmp, http (the HTTP stream listener), api
+    /// (the HTTP API listener), srt and webrtc (the UDP listeners, where it counts relayed
+    /// sessions). Past it a new TCP connection is closed at once, an SRT caller is rejected
+    /// (1402, overload) and a WebRTC media session is not opened (its STUN check dropped);
+    /// each counted as `refused` in /api/v1/shards and logged. Unset: no limit.
     #[arg(long, env = "STREAMGATE_MAX_CONNECTIONS_PER_IP", value_name = "N|LISTENER=N,...", help_heading = "Limits")]
     pub max_connections_per_ip: Option<PerIpLimits>,
 
@@ -199,12 +201,14 @@ impl CallbackUrl {
     }
 }
 
-/// `--max-connections-per-ip`: per TCP listener, `None` for no limit.
+/// `--max-connections-per-ip`: per listener, `None` for no limit (SRT and WebRTC: sessions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PerIpLimits {
     pub rtmp: Option<u32>,
     pub http: Option<u32>,
     pub api: Option<u32>,
+    pub srt: Option<u32>,
+    pub webrtc: Option<u32>,
 }
 
 impl FromStr for PerIpLimits {
@@ -218,7 +222,8 @@ impl FromStr for PerIpLimits {
         let s = s.trim();
         if !s.contains('=') {
             let n = number(s)?;
-            return Ok(PerIpLimits { rtmp: Some(n), http: Some(n), api: Some(n) });
+            let n = Some(n);
+            return Ok(PerIpLimits { rtmp: n, http: n, api: n, srt: n, webrtc: n });
         }
         let mut limits = PerIpLimits::default();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -227,7 +232,9 @@ impl FromStr for PerIpLimits {
                 "rtmp" => &mut limits.rtmp,
                 "http" => &mut limits.http,
                 "api" => &mut limits.api,
-                other => return Err(format!("{other:?} is not a TCP listener (rtmp, http or api)")),
+                "srt" => &mut limits.srt,
+                "webrtc" => &mut limits.webrtc,
+                other => return Err(format!("{other:?} is not a listener (rtmp, http, api, srt or webrtc)")),
             };
             *slot = Some(number(value)?);
         }
@@ -355,11 +362,14 @@ mod tests {
     #[test]
     fn per_ip_limits() {
         let all: PerIpLimits = "10".parse().unwrap();
-        assert_eq!(all, PerIpLimits { rtmp: Some(10), http: Some(10), api: Some(10) });
+        let ten = Some(10);
+        assert_eq!(all, PerIpLimits { rtmp: ten, http: ten, api: ten, srt: ten, webrtc: ten });
         let some: PerIpLimits = "rtmp=2, api=5".parse().unwrap();
-        assert_eq!(some, PerIpLimits { rtmp: Some(2), http: None, api: Some(5) });
+        assert_eq!(some, PerIpLimits { rtmp: Some(2), api: Some(5), ..Default::default() });
+        let udp: PerIpLimits = "srt=3,webrtc=4".parse().unwrap();
+        assert_eq!(udp, PerIpLimits { srt: Some(3), webrtc: Some(4), ..Default::default() });
         assert!("0".parse::<PerIpLimits>().is_err());
-        assert!("srt=3".parse::<PerIpLimits>().is_err());
+        assert!("rtsp=3".parse::<PerIpLimits>().unwrap_err().contains("not a listener"));
         assert!("rtmp".parse::<PerIpLimits>().is_err());
     }
 }

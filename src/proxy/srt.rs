@@ -253,6 +253,9 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
         });
         return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
     }
+    let Ok(per_ip) = table.ip_slot(from, || format!("{} {short}", role.name())) else {
+        return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
+    };
     let origin = match super::pick(&table.shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
@@ -285,7 +288,7 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
         return; // a retransmitted CONCLUSION raced this one: its session is already connecting
     }
     let state = State { phase: Cell::new(Phase::Connecting), answer: RefCell::default() };
-    let new = NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state };
+    let new = NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state, per_ip };
     let Some(session) = table.insert(new, from) else {
         return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
     };

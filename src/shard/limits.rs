@@ -1,5 +1,5 @@
-//! Limits counted across the shards without a lock: connections per client IP per TCP
-//! listener (`--max-connections-per-ip`) and sessions per stream
+//! Limits counted across the shards without a lock: connections per client IP per listener
+//! (`--max-connections-per-ip`; SRT and WebRTC sessions on the UDP listeners) and sessions per stream
 //! (`--max-sessions-per-stream`).
 //!
 //! A client's connections spread over every shard (SO_REUSEPORT hashes the whole address), so a
@@ -87,7 +87,7 @@ impl Counts {
 /// Every shared limit of the process, made once and handed to every shard.
 #[derive(Debug, Default)]
 pub struct Limits {
-    /// Per TCP listener: connections per client IP.
+    /// Per listener: connections (UDP: sessions) per client IP.
     per_ip: [Option<Arc<Counts>>; Listener::ALL.len()],
     /// Sessions per stream.
     pub per_stream: Option<Arc<Counts>>,
@@ -97,9 +97,14 @@ impl Limits {
     pub fn new(config: &AccessConfig) -> Limits {
         let ip = config.max_connections_per_ip;
         let mut per_ip: [Option<Arc<Counts>>; Listener::ALL.len()] = Default::default();
-        for (listener, limit) in
-            [(Listener::Rtmp, ip.rtmp), (Listener::HttpStream, ip.http), (Listener::HttpApi, ip.api)]
-        {
+        let limits = [
+            (Listener::Rtmp, ip.rtmp),
+            (Listener::HttpStream, ip.http),
+            (Listener::HttpApi, ip.api),
+            (Listener::SrtUdp, ip.srt),
+            (Listener::WebrtcUdp, ip.webrtc),
+        ];
+        for (listener, limit) in limits {
             per_ip[listener.index()] = limit.map(Counts::new);
         }
         let per_stream = (config.max_sessions_per_stream > 0).then(|| Counts::new(config.max_sessions_per_stream));

@@ -40,6 +40,7 @@ use glommio::{Task, spawn_local};
 
 use super::Shard;
 use super::counters::OpenGuard;
+use super::limits::Slot;
 use super::traffic::Traffic;
 use crate::balance::StreamKey;
 use crate::balance::session::{Protocol as SessionProtocol, Role};
@@ -140,6 +141,8 @@ pub struct Session<S> {
     closed: Cell<bool>,
     /// Counts the session open on the shard while it exists.
     _open: OpenGuard,
+    /// The client IP's slot of `--max-connections-per-ip` for this listener, if limited.
+    _per_ip: Option<Slot>,
 }
 
 impl<S> Session<S> {
@@ -178,6 +181,8 @@ pub struct NewSession<S> {
     pub origin_id: String,
     pub upstream: UdpSocket,
     pub state: S,
+    /// From [`Table::ip_slot`].
+    pub per_ip: Option<Slot>,
 }
 
 /// Binds a shard's socket for a UDP listener.
@@ -233,6 +238,23 @@ impl<P: Protocol> Table<P> {
         self.len() >= P::max_sessions(&self.shard.config)
     }
 
+    /// A session slot for the client `from` under `--max-connections-per-ip` (`None`: no
+    /// limit on this listener), or `Err(limit)` when its IP holds the limit already: counted as
+    /// `refused` on the listener and logged (rate-limited) with `what` the session asked.
+    pub fn ip_slot(&self, from: SocketAddr, what: impl FnOnce() -> String) -> Result<Option<Slot>, u32> {
+        self.shard.limits.connection(P::LISTENER, from.ip()).inspect_err(|&limit| {
+            self.shard.counters.refused(P::LISTENER);
+            self.warn("sessions per IP", || {
+                format!(
+                    "{} {} from {from} refused: {} already holds {limit} sessions (--max-connections-per-ip)",
+                    P::NAME,
+                    what(),
+                    from.ip()
+                )
+            });
+        })
+    }
+
     /// The session `addr` belongs to.
     pub fn session_of(&self, addr: SocketAddr) -> Option<Rc<Session<P::State>>> {
         self.by_addr.borrow().get(&addr).cloned()
@@ -279,6 +301,7 @@ impl<P: Protocol> Table<P> {
             reported: Cell::new(false),
             closed: Cell::new(false),
             _open: self.shard.counters.accepted(P::LISTENER),
+            _per_ip: new.per_ip,
         });
         self.by_addr.borrow_mut().insert(from, session.clone());
         self.sessions.borrow_mut().push(session.clone());

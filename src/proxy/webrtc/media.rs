@@ -21,7 +21,8 @@
 //! session table ([`crate::shard::udp`]); this module is WebRTC's part of it: the usernames,
 //! the lookups and the checks awaiting the origin's answer.
 //!
-//! Bounds: at most `--webrtc-max-sessions` (10,000) sessions per shard, [`MAX_ADDRESSES`] client addresses and
+//! Bounds: at most `--webrtc-max-sessions` (10,000) sessions per shard and
+//! `--max-connections-per-ip webrtc=N` per client IP across the shards, [`MAX_ADDRESSES`] client addresses and
 //! [`MAX_PENDING`] checks awaiting the origin's answer per session, [`MAX_LOOKUPS`] control-thread lookups in flight (spoofed STUN floods are dropped
 //! past it), and recently failed usernames remembered ([`MAX_UNKNOWN`]) so a repeated bogus one
 //! costs no lookup.
@@ -224,6 +225,7 @@ async fn open(
         });
         return None;
     }
+    let per_ip = table.ip_slot(from, || format!("{} {key}", role.name())).ok()?;
     let reg = &origin.registration;
     let Some(endpoint) = first_udp(&reg.rtc) else {
         crate::proxy::failed(&table.shard, PickFailure::NoEndpoint);
@@ -247,7 +249,8 @@ async fn open(
         return Some(keep(existing, admitted));
     }
     let state = State { username: username.clone(), pending: RefCell::default(), admitted: RefCell::new(admitted) };
-    let session = table.insert(NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state }, from)?;
+    let session =
+        table.insert(NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state, per_ip }, from)?;
     table.proto.by_user.borrow_mut().insert(username, session.clone());
     Media::note_sizes(table);
     let reader = (table.clone(), session.clone());
