@@ -107,6 +107,54 @@ fn players_of_a_stream_share_one_origin_pull_per_shard() {
     assert!(log.contains("rtmp play") && log.contains("http_flv play") && log.contains("via the edge"), "{log}");
 }
 
+/// Fifty players of one stream through a two-shard edge (streamgate-load's players, half over
+/// RTMP and half over HTTP-FLV, all at once): every one is still open at the end with media at
+/// the source's frame rate and no error, and the origin's own statistics never show more play
+/// connections than there are shards.
+#[test]
+fn fifty_players_are_served_by_one_pull_per_shard() {
+    let (origin, p, _publisher) = edge_with_stream(&["--shards", "2"], "fifty", 40);
+    // ffmpeg's test source (tests/common) runs at 25 frames a second.
+    if let Err(e) = probe_h264_aac(&proxy_url(&p, "fifty"), PROBE_TIMEOUT) {
+        panic!("{e}\n{}", diag(&p, &[&origin]));
+    }
+    let load = env!("CARGO_BIN_EXE_streamgate-load");
+    let run = |url: String| {
+        std::process::Command::new(load)
+            .args(["--url", &url, "--players", "25", "--play-stream", "fifty", "--ramp-per-sec", "100"])
+            .args(["--duration", "12", "--report-every", "60", "--json"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("streamgate-load")
+    };
+    let rtmp = run(format!("rtmp://127.0.0.1:{}/live", p.rtmp));
+    let flv = run(format!("http://127.0.0.1:{}/live", p.http));
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        most = most.max(origin.players("fifty"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let edge = stream_edge(&p, "fifty");
+    for (what, child) in [("RTMP", rtmp), ("HTTP-FLV", flv)] {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let summary: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{what}: no summary ({e}): {stderr}\n{}", diag(&p, &[&origin])));
+        let num = |k: &str| summary[k].as_f64().unwrap_or(-1.0);
+        let fps = summary["video_fps_per_player"].as_f64().unwrap_or(0.0);
+        let ok = num("open_at_end") == 25.0
+            && num("players_without_media_at_end") == 0.0
+            && num("errors_total") == 0.0
+            && fps > 15.0;
+        assert!(ok, "{what} players: {summary}\n{stderr}\n{}", diag(&p, &[&origin]));
+    }
+    assert!(edge["players"].as_u64().unwrap_or(0) >= 50, "{edge}");
+    assert!((1..=2).contains(&most), "the origin served {most} players for 2 shards\n{}", diag(&p, &[&origin]));
+}
+
 /// With a player already pulling the stream, a new player gets the cached GOP at once: its
 /// first video frame is a keyframe and arrives within 100 ms of its play being answered. Then
 /// GStreamer's rtmp2src plays the same stream through the edge.

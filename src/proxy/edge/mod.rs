@@ -143,7 +143,7 @@ impl Stream {
             origin: self.origin.borrow().clone(),
             pulling: self.pulling.get(),
             players: self.players.get() as u64,
-            cache_bytes: self.ring.borrow().bytes() as u64,
+            cache_bytes: self.ring.borrow().memory() as u64,
             dropped_frames: self.dropped_frames.get(),
             max_lag_bytes: self.lags.borrow().values().copied().max().unwrap_or(0),
         }

@@ -12,7 +12,9 @@
 //! - FLV: one tag and its PreviousTagSize.
 //!
 //! Players hold a cursor (the sequence number of the next entry they read), never a copy. What
-//! the ring keeps, bounded by `cache_bytes` (payload bytes) in every case:
+//! the ring keeps, bounded by `cache_bytes` of memory in every case ([`Ring::memory`]: each
+//! entry's payload, its own allocations and the wire forms written so far, so a stream of many
+//! small messages is bounded as tightly as one of few large ones):
 //! - everything since the last keyframe (the GOP cache: a new player starts there at once);
 //! - before it, only entries no more than `max_lag` bytes behind the newest: a player further
 //!   behind than that skips to a keyframe anyway ([`Ring::skip`]);
@@ -20,9 +22,11 @@
 //!   every player gets first.
 //!
 //! Invariants: `entries[i]` has sequence number `first + i`; `bytes` is the sum of the payload
-//! lengths held; `last_key`, when set, is in `first..head()`.
+//! lengths held, `held` the sum of their [`entry_cost`]s and `wires` of the lengths (plus
+//! [`ALLOC_OVERHEAD`]) of the wire forms written for them; `last_key`, when set, is in
+//! `first..head()`.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -37,6 +41,21 @@ use crate::codec::rtmp::message::{AUDIO, DATA_AMF0, VIDEO};
 pub const CHUNK_SIZE: u32 = crate::proxy::rtmp::identify::CHUNK_SIZE;
 /// The message stream id every RTMP player was given by `createStream`.
 pub const STREAM_ID: u32 = crate::proxy::rtmp::identify::STREAM_ID;
+
+/// What one heap allocation costs beyond its bytes (the allocator's header and rounding), as
+/// counted against the cache bound.
+const ALLOC_OVERHEAD: usize = 16;
+
+/// The memory an entry holds before any wire form is written: its payload's allocation, the
+/// `Rc<Entry>` allocation and its slot in the ring.
+fn entry_cost(payload: usize) -> usize {
+    payload
+        + ALLOC_OVERHEAD
+        + std::mem::size_of::<Entry>()
+        + 2 * std::mem::size_of::<usize>()
+        + ALLOC_OVERHEAD
+        + std::mem::size_of::<Rc<Entry>>()
+}
 
 /// A message of the stream as its source gave it.
 #[derive(Clone, Debug)]
@@ -107,18 +126,37 @@ pub struct Entry {
     start: u64,
     rtmp: OnceCell<Bytes>,
     flv: OnceCell<Bytes>,
+    /// The ring's count of wire-form memory, which this entry's forms add to while it is in
+    /// the ring (a header entry can outlive its place in the ring).
+    wires: Rc<Cell<usize>>,
+    in_ring: Cell<bool>,
 }
 
 impl Entry {
-    fn new(kind: Kind, frame: Frame, start: u64) -> Self {
-        Entry { kind, frame, start, rtmp: OnceCell::new(), flv: OnceCell::new() }
+    fn new(kind: Kind, frame: Frame, start: u64, wires: Rc<Cell<usize>>) -> Self {
+        Entry { kind, frame, start, rtmp: OnceCell::new(), flv: OnceCell::new(), wires, in_ring: Cell::new(true) }
     }
 
     /// The message in `wire`'s form (empty for a message that protocol does not carry).
     pub fn wire(&self, wire: Wire) -> &Bytes {
+        let cell = match wire {
+            Wire::Rtmp => &self.rtmp,
+            Wire::Flv => &self.flv,
+        };
+        if let Some(bytes) = cell.get() {
+            return bytes;
+        }
+        let bytes = cell.get_or_init(|| self.write(wire));
+        if self.in_ring.get() {
+            self.wires.set(self.wires.get() + bytes.len() + ALLOC_OVERHEAD);
+        }
+        bytes
+    }
+
+    fn write(&self, wire: Wire) -> Bytes {
         let f = &self.frame;
         match wire {
-            Wire::Rtmp => self.rtmp.get_or_init(|| {
+            Wire::Rtmp => {
                 let csid = match f.type_id {
                     AUDIO => AUDIO_CSID,
                     VIDEO => VIDEO_CSID,
@@ -128,16 +166,25 @@ impl Entry {
                 let mut out = Vec::with_capacity(f.payload.len() + 16 + f.payload.len() / CHUNK_SIZE as usize);
                 write_chunks(&head, &f.payload, CHUNK_SIZE, &mut out);
                 Bytes::from(out)
-            }),
-            Wire::Flv => self.flv.get_or_init(|| {
+            }
+            Wire::Flv => {
                 if !matches!(f.type_id, AUDIO | VIDEO | DATA_AMF0) {
                     return Bytes::new();
                 }
                 let mut out = Vec::with_capacity(f.payload.len() + 15);
                 flv::write_tag(f.type_id, f.timestamp, &f.payload, &mut out);
                 Bytes::from(out)
-            }),
+            }
         }
+    }
+
+    /// Leaves the ring: takes back what its wire forms added to the ring's count (no form
+    /// written from now on is counted).
+    fn leave(&self) {
+        self.in_ring.set(false);
+        let cost: usize =
+            [self.rtmp.get(), self.flv.get()].into_iter().flatten().map(|b| b.len() + ALLOC_OVERHEAD).sum();
+        self.wires.set(self.wires.get() - cost);
     }
 }
 
@@ -158,6 +205,10 @@ pub struct Ring {
     entries: VecDeque<Rc<Entry>>,
     first: u64,
     bytes: usize,
+    held: usize,
+    /// Wire forms are written while players read (through `&self`), so each entry adds its
+    /// own to this shared count; the bound applies at the next push.
+    wires: Rc<Cell<usize>>,
     pushed: u64,
     last_key: Option<u64>,
     meta: Option<Rc<Entry>>,
@@ -173,6 +224,8 @@ impl Ring {
             entries: VecDeque::new(),
             first: 0,
             bytes: 0,
+            held: 0,
+            wires: Rc::new(Cell::new(0)),
             pushed: 0,
             last_key: None,
             meta: None,
@@ -193,6 +246,12 @@ impl Ring {
         self.bytes
     }
 
+    /// The memory the held entries take, as bounded by `cache_bytes`: payloads, each entry's
+    /// own allocations and the wire forms written for them.
+    pub fn memory(&self) -> usize {
+        self.held + self.wires.get()
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -210,7 +269,7 @@ impl Ring {
         }
         let kind = Kind::of(frame.type_id, &frame.payload);
         let len = frame.payload.len();
-        let entry = Rc::new(Entry::new(kind, frame, self.pushed));
+        let entry = Rc::new(Entry::new(kind, frame, self.pushed, self.wires.clone()));
         match kind {
             Kind::Meta => self.meta = Some(entry.clone()),
             Kind::VideoHeader => self.video_header = Some(entry.clone()),
@@ -220,19 +279,22 @@ impl Ring {
         }
         self.entries.push_back(entry);
         self.bytes += len;
+        self.held += entry_cost(len);
         self.pushed += len as u64;
         self.evict();
     }
 
     fn evict(&mut self) {
         while let Some(front) = self.entries.front() {
-            let over_cap = self.bytes > self.cache_bytes && self.entries.len() > 1;
+            let over_cap = self.memory() > self.cache_bytes && self.entries.len() > 1;
             let before_key = self.last_key.is_some_and(|k| self.first < k);
             let too_old = before_key && self.pushed - front.start > self.max_lag as u64;
             if !over_cap && !too_old {
                 break;
             }
             self.bytes -= front.frame.payload.len();
+            self.held -= entry_cost(front.frame.payload.len());
+            front.leave();
             self.entries.pop_front();
             if self.last_key == Some(self.first) {
                 self.last_key = None;
@@ -372,23 +434,70 @@ mod tests {
         assert_eq!((msgs[1].0.timestamp, msgs[1].0.stream_id, msgs[1].0.payload.len()), (20, STREAM_ID, 50));
     }
 
+    /// What the ring should count, recounted from what it holds.
+    fn recount(ring: &Ring) -> usize {
+        ring.entries
+            .iter()
+            .map(|e| {
+                let wires: usize =
+                    [e.rtmp.get(), e.flv.get()].into_iter().flatten().map(|b| b.len() + ALLOC_OVERHEAD).sum();
+                entry_cost(e.frame.payload.len()) + wires
+            })
+            .sum()
+    }
+
     #[test]
     fn memory_is_bounded_and_old_gops_go_once_players_would_skip_them() {
-        let mut ring = Ring::new(10_000, 2_000);
+        let cost = entry_cost(500);
+        let mut ring = Ring::new(10 * cost + cost / 2, 4 * 500);
         for i in 0..100u32 {
             ring.push(video(i % 10 == 0, i * 40, 500));
-            assert!(ring.bytes() <= 10_000);
+            assert!(ring.memory() <= 10 * cost + cost / 2);
         }
-        // The last GOP (keyframe at 90) is 5000 bytes: kept whole, nothing older.
+        // The last GOP (keyframe at 90) is ten entries: kept whole, nothing older.
         assert_eq!(ring.start().seq, 90);
-        assert_eq!(ring.bytes(), 5_000);
+        assert_eq!((ring.bytes(), ring.memory()), (5_000, 10 * cost));
         // A GOP larger than the cache is cut: a new player waits for the next keyframe.
-        let mut big = Ring::new(10_000, 2_000);
+        let mut big = Ring::new(10 * cost, 4 * 500);
         for i in 0..30u32 {
-            big.push(video(i == 0, i * 40, 1_000));
+            big.push(video(i == 0, i * 40, 500));
         }
-        assert!(big.bytes() <= 10_000);
+        assert!(big.memory() <= 10 * cost);
         assert_eq!(big.start(), Cursor { seq: 30, need_key: true });
+    }
+
+    #[test]
+    fn the_bound_counts_each_entry_and_its_wire_forms_not_only_payloads() {
+        // Many small messages, read in both wire forms, as a high frame rate stream with RTMP
+        // and HTTP-FLV players makes them: the entries and their wire forms are most of it.
+        let cap = 256 << 10;
+        let mut ring = Ring::new(cap, cap);
+        let mut rtmp = ring.start();
+        let mut flv = ring.start();
+        for i in 0..20_000u32 {
+            ring.push(if i % 3 == 0 { audio(i) } else { video(i % 1_000 == 1, i, 40) });
+            // Players keep up, so every entry gets both forms.
+            let mut out = Batch::new();
+            ring.read(&mut rtmp, Wire::Rtmp, usize::MAX, &mut out);
+            ring.read(&mut flv, Wire::Flv, usize::MAX, &mut out);
+            // Forms written since the last push may pass the cap until the next one.
+            assert!(ring.memory() <= cap + out.iter().map(|(b, _)| b.len() + ALLOC_OVERHEAD).sum::<usize>());
+            assert_eq!(ring.memory(), recount(&ring), "after message {i}");
+        }
+        assert!(ring.bytes() * 4 < ring.memory(), "payloads {} of {} held", ring.bytes(), ring.memory());
+        // A header that left the ring still serves new players; its late wire forms are not
+        // counted (nothing would take them back).
+        let mut late = Ring::new(cap, cap);
+        late.push(header(0));
+        for i in 0..2_000u32 {
+            late.push(video(i % 100 == 0, i, 200));
+        }
+        let before = late.memory();
+        for e in late.headers() {
+            let _ = e.wire(Wire::Rtmp);
+        }
+        assert_eq!(late.memory(), before, "the header left the ring before its form was written");
+        assert_eq!(late.memory(), recount(&late));
     }
 
     #[test]
