@@ -326,7 +326,7 @@ fn edge(o: &mut Out, state: &State) {
         (
             "streamgate_edge_cache_bytes",
             "gauge",
-            "Edge: media bytes held in the shard's stream rings (GOP caches).",
+            "Edge: memory held by the shard's stream rings (GOP caches: entries and their wire forms; at most --edge-cache-bytes per stream).",
             |e| e.cache_bytes(),
         ),
         (

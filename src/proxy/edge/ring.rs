@@ -14,7 +14,9 @@
 //! Players hold a cursor (the sequence number of the next entry they read), never a copy. What
 //! the ring keeps, bounded by `cache_bytes` of memory in every case ([`Ring::memory`]: each
 //! entry's payload, its own allocations and the wire forms written so far, so a stream of many
-//! small messages is bounded as tightly as one of few large ones):
+//! small messages is bounded as tightly as one of few large ones; the bound holds after each
+//! message arrives, and the wire forms players write before the next one come on top until it
+//! does, a few KiB when players keep up):
 //! - everything since the last keyframe (the GOP cache: a new player starts there at once);
 //! - before it, only entries no more than `max_lag` bytes behind the newest: a player further
 //!   behind than that skips to a keyframe anyway ([`Ring::skip`]);
