@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::peers::*;
+use common::rtmp_client::{Handshake, RtmpClient};
 use common::udp_peers::{
-    AiortcOrigin, SrtCaller, SrtRelayOrigin, UdpProxy, name_on, origin_body_udp, publish_srt, whep_play, whip_publish,
+    AiortcOrigin, SrtCaller, SrtRelayOrigin, UdpProxy, name_on, origin_body_udp, publish_srt, whep_play, whip_offer,
+    whip_publish,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -374,15 +376,16 @@ fn dead_peers_keepalive_probes_and_the_idle_timeout_closes_silent_sessions() {
 
 /// WebRTC sessions hear their end too: aiortc publishes with WHIP and plays with WHEP through
 /// the proxy to the aiortc origin; on_publish / on_play are asked at the offer, and
-/// on_unpublish / on_stop (with the same client id) come when the media session ends (the
-/// client's DELETE, then `--udp-idle-timeout` without a datagram), not while media flows. A
-/// refused offer gets 403 and no end notice.
+/// on_unpublish / on_stop (with the same client id) come when the media session ends, not while
+/// media flows. The clients' DELETE ends their media sessions at once: the notices come within
+/// seconds although `--udp-idle-timeout` is a minute. An offer that never sends media ends after
+/// `--webrtc-media-timeout` (2 s here) with its notice; one that deletes its resource before any
+/// media ends then. A refused offer gets 403 and no end notice.
 #[test]
 fn webrtc_sessions_send_on_unpublish_and_on_stop_when_their_media_ends() {
     let hooks = Hooks::start();
-    // Two sites (the aiortc origin serves one session per site): the publisher's stream lands
-    // on one, the player's on the other.
-    let origin = AiortcOrigin::start(2);
+    // Four sites (the aiortc origin serves one session per site), one per client below.
+    let origin = AiortcOrigin::start(4);
     let streams = hooks.url("/api/v1/streams");
     let sessions = hooks.url("/api/v1/sessions");
     let proxy = UdpProxy::start(&[
@@ -395,14 +398,18 @@ fn webrtc_sessions_send_on_unpublish_and_on_stop_when_their_media_ends() {
         "--on-stop",
         &sessions,
         "--udp-idle-timeout",
-        "3s",
+        "60s",
+        "--webrtc-media-timeout",
+        "2s",
     ]);
-    let (a, b) = (origin.sites[0], origin.sites[1]);
-    proxy.register(&origin_body_udp("rtc-a", &[], &[a.api], &[a.rtc.to_string()]));
-    proxy.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
-    let ids = ["rtc-a-s-1", "rtc-b-s-1"];
+    let ids = ["rtc-a-s-1", "rtc-b-s-1", "rtc-c-s-1", "rtc-d-s-1"];
+    for (id, site) in ["rtc-a", "rtc-b", "rtc-c", "rtc-d"].iter().zip(&origin.sites) {
+        proxy.register(&origin_body_udp(id, &[], &[site.api], &[site.rtc.to_string()]));
+    }
     let published = name_on("__defaultVhost__", "okpub", ids[0], &ids);
     let played = name_on("__defaultVhost__", "okplay", ids[1], &ids);
+    let silent = name_on("__defaultVhost__", "oksilent", ids[2], &ids);
+    let deleted = name_on("__defaultVhost__", "okdeleted", ids[3], &ids);
     let (published, played) = (published.as_str(), played.as_str());
 
     let mut publisher = whip_publish(&proxy.rtc_url("whip", published), 14);
@@ -417,9 +424,14 @@ fn webrtc_sessions_send_on_unpublish_and_on_stop_when_their_media_ends() {
     let on_play = hooks.calls("on_play", played);
     assert_eq!(on_play.len(), 1, "{on_play:?}");
     assert!(hooks.calls("on_stop", played).is_empty(), "on_stop while the player plays");
+    let delete = player.wait_event("deleted", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert_eq!(delete["status"], 200, "{delete}");
+    let asked = Instant::now();
+    assert!(wait_until(WAIT, || !hooks.calls("on_stop", played).is_empty()), "no on_stop\n{}", proxy.log());
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(5), "on_stop {took:?} after the DELETE\n{}", proxy.log());
     player.wait_event("done", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
     assert!(player.frames() >= 30, "the WHEP player decoded {} frames\n{}", player.frames(), player.describe());
-    assert!(wait_until(WAIT, || !hooks.calls("on_stop", played).is_empty()), "no on_stop\n{}", proxy.log());
     let on_stop = hooks.calls("on_stop", played);
     assert_eq!((on_stop.len(), &on_stop[0]["client_id"]), (1, &on_play[0]["client_id"]), "{on_stop:?}");
 
@@ -428,19 +440,94 @@ fn webrtc_sessions_send_on_unpublish_and_on_stop_when_their_media_ends() {
     let answer = refused.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
     assert_eq!(answer["status"], 403, "{answer}");
 
+    // An offer that never sends a STUN check: its admission ends after the media timeout.
+    let mut quiet = whip_offer(&proxy.rtc_url("whip", &silent), 8, None, None);
+    let answer = quiet.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert_eq!(answer["status"], 201, "{answer}");
+    let answered = Instant::now();
+    assert_eq!(hooks.calls("on_publish", &silent).len(), 1);
+    assert!(wait_until(WAIT, || !hooks.calls("on_unpublish", &silent).is_empty()), "{}", proxy.log());
+    let waited = answered.elapsed();
+    let expected = Duration::from_millis(1500)..Duration::from_secs(5);
+    assert!(expected.contains(&waited), "on_unpublish {waited:?} after an answer with no media\n{}", proxy.log());
+    assert!(proxy.log().contains("no media session within 2s; ended"), "{}", proxy.log());
+
+    // An offer deleted before any media: ended then (the media timeout is reset to 2 s, so the
+    // log line tells which ended it).
+    let mut gone = whip_offer(&proxy.rtc_url("whip", &deleted), 8, None, Some(0.5));
+    let delete = gone.wait_event("deleted", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert_eq!(delete["status"], 200, "{delete}");
+    assert!(wait_until(WAIT, || !hooks.calls("on_unpublish", &deleted).is_empty()), "{}", proxy.log());
+    assert!(proxy.log().contains(&format!("{deleted}: resource deleted before any media; ended")), "{}", proxy.log());
+
     assert!(hooks.calls("on_unpublish", published).is_empty(), "on_unpublish while the publisher publishes");
-    publisher.wait_event("done", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    publisher.wait_event("deleted", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    let asked = Instant::now();
     assert!(
         wait_until(WAIT, || !hooks.calls("on_unpublish", published).is_empty()),
         "no on_unpublish\n{}",
         proxy.log()
     );
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(5), "on_unpublish {took:?} after the DELETE\n{}", proxy.log());
     let on_unpublish = hooks.calls("on_unpublish", published);
     assert_eq!(on_unpublish.len(), 1, "{on_unpublish:?}");
     assert_eq!(on_unpublish[0]["client_id"], on_publish[0]["client_id"]);
     assert_eq!(on_unpublish[0]["protocol"], "webrtc");
-    assert!(proxy.log().contains("media session opened"), "{}", proxy.log());
+    let log = proxy.log();
+    assert!(log.contains("media session opened"), "{log}");
+    let closed = log.lines().filter(|l| l.contains("ended: the client deleted its resource")).count();
+    assert_eq!(closed, 2, "the publisher's and the player's media sessions closed by their DELETE\n{log}");
     assert!(hooks.calls("on_unpublish", "badrtc").is_empty(), "an end notice for a refused offer");
+}
+
+/// `--webrtc-ice-sessions` bounds the control thread's table of ICE usernames: with 1, an aiortc
+/// WHIP offer that sends its first STUN check 3 s late finds its session forgotten once another
+/// offer was answered meanwhile (no media; the eviction is logged), while the same late offer
+/// alone connects.
+#[test]
+fn the_ice_table_is_bounded_by_its_flag() {
+    let origin = AiortcOrigin::start(2);
+    let proxy = UdpProxy::start(&["--webrtc-ice-sessions", "1"]);
+    let (a, b) = (origin.sites[0], origin.sites[1]);
+    proxy.register(&origin_body_udp("rtc-a", &[], &[a.api], &[a.rtc.to_string()]));
+    proxy.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
+    let ids = ["rtc-a-s-1", "rtc-b-s-1"];
+    let late = name_on("__defaultVhost__", "late", ids[0], &ids);
+    let prompt = name_on("__defaultVhost__", "prompt", ids[1], &ids);
+
+    let mut forgotten = whip_offer(&proxy.rtc_url("whip", &late), 12, Some(3.0), None);
+    forgotten.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    let mut other = whip_publish(&proxy.rtc_url("whip", &prompt), 6);
+    other.wait_event("connected", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert!(forgotten.wait_event("connected", WAIT).is_err(), "an evicted session connected\n{}", proxy.log());
+    assert!(proxy.log().contains("ICE sessions remembered (--webrtc-ice-sessions)"), "{}", proxy.log());
+    other.wait_event("done", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+
+    let mut alone = whip_offer(&proxy.rtc_url("whip", &late), 6, Some(3.0), None);
+    alone.wait_event("connected", WAIT).unwrap_or_else(|e| panic!("the late offer alone: {e}\n{}", proxy.log()));
+}
+
+/// `--local-max-streams` bounds the local streams: with 1, ffmpeg publishing one local stream
+/// holds it, a second publisher of another stream is refused with an error status (logged), and
+/// once the first leaves the second gets in.
+#[test]
+fn local_streams_are_bounded_by_their_flag() {
+    let p = Proxy::start(&["--local-origin", "on", "--local-max-streams", "1", "--local-hls-jobs", "0"]);
+    let served = |stream: &str| {
+        let line = format!("rtmp publish __defaultVhost__/live/{stream} from");
+        p.log_text().lines().filter(|l| l.contains(&line) && l.contains("served locally")).count()
+    };
+    let mut first = Ffmpeg::publish(&format!("rtmp://127.0.0.1:{}/live/one", p.rtmp), 60);
+    assert!(wait_until(WAIT, || served("one") == 1), "{}\n{}", first.describe(), p.log_text());
+    let mut second = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    let status = second.publish("two", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    assert_eq!((status.level.as_str(), status.description.as_str()), ("error", "too many local streams"));
+    assert!(p.log_text().contains("1 local streams live (--local-max-streams)"), "{}", p.log_text());
+    assert!(first.running(), "the first publisher noticed");
+    first.kill();
+    let _again = Ffmpeg::publish(&format!("rtmp://127.0.0.1:{}/live/two", p.rtmp), 10);
+    assert!(wait_until(WAIT, || served("two") == 1), "{}", p.log_text());
 }
 
 /// `--max-connections-per-ip` on the UDP listeners counts sessions per client IP across the

@@ -52,6 +52,9 @@ pub enum ShardEvent {
     ResolveHls { id: String, reply: oneshot::Sender<HlsResolveReply> },
     /// Signalling answered a WebRTC offer: STUN with this USERNAME belongs to that session.
     IceBind { username: String, session: IceSession },
+    /// A WebRTC client deleted its resource (`DELETE` of the `Location` it was given, path and
+    /// query; `username`: SRS's `session=` in it): its session ends.
+    IceEnd { resource: String, username: Option<String> },
     /// Which session (and its origin, if still alive) a STUN USERNAME belongs to.
     IceResolve { username: String, reply: oneshot::Sender<Option<(IceSession, Arc<Origin>)>> },
     /// A session of `key` opened or closed; `local`: a publisher served by streamgate itself
@@ -130,6 +133,11 @@ impl ShardLink {
     /// Records a WebRTC session's ICE username.
     pub async fn ice_bind(&self, username: String, session: IceSession) {
         let _ = self.events.send(ShardEvent::IceBind { username, session }).await;
+    }
+
+    /// Ends the WebRTC session whose client deleted `resource`.
+    pub async fn ice_end(&self, resource: String, username: Option<String>) {
+        let _ = self.events.send(ShardEvent::IceEnd { resource, username }).await;
     }
 
     /// The WebRTC session of a STUN USERNAME, with its origin while that is registered.

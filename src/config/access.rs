@@ -67,6 +67,18 @@ pub struct AccessFlags {
     )]
     pub publish_secret: Option<String>,
 
+    /// Most end notices (on_unpublish, on_stop) waiting per shard for a turn to be posted
+    /// (--callback-max-in-flight of them are posted at once); past it a notice is dropped and
+    /// logged.
+    #[arg(
+        long,
+        env = "STREAMGATE_CALLBACK_MAX_NOTICES",
+        default_value_t = 4096,
+        value_name = "N",
+        help_heading = "Access"
+    )]
+    pub callback_max_notices: usize,
+
     /// Playing needs a signed URL, as --publish-secret, with this secret.
     #[arg(
         long,
@@ -117,6 +129,45 @@ pub struct AccessFlags {
         help_heading = "Limits"
     )]
     pub webrtc_max_sessions: usize,
+
+    /// How long an answered WebRTC offer (WHIP, WHEP, SRS's legacy API) may wait for its first
+    /// STUN check to open a media session; past it the offer's admission ends (its slot of
+    /// --max-sessions-per-stream given back, on_unpublish / on_stop sent), as SRS ends a
+    /// session that never got a check. From 1s to 1h.
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBRTC_MEDIA_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
+    pub webrtc_media_timeout: GoDuration,
+
+    /// Most WebRTC sessions the control thread remembers by ICE username (what routes a
+    /// client's first STUN check, a NAT rebinding or an ICE restart to the session's origin).
+    /// When full, the least recently used is forgotten: an offer that has not sent its first
+    /// check by then gets no media, and a session already relaying keeps its media but a later
+    /// change of client address is no longer routed.
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBRTC_ICE_SESSIONS",
+        default_value_t = 100_000,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub webrtc_ice_sessions: usize,
+
+    /// A WebRTC session's ICE username is forgotten after this long without a lookup (shards
+    /// ask only for client addresses they have not seen; a relaying session's consent checks
+    /// stay on its shard). At least --webrtc-media-timeout.
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBRTC_ICE_TTL",
+        default_value = "1h",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
+    pub webrtc_ice_ttl: GoDuration,
 
     /// TCP keepalive on every relayed socket (clients and origins): the first probe after this
     /// long without traffic. 0s turns keepalive off.
@@ -259,6 +310,8 @@ pub struct AccessConfig {
     pub on_stop: Option<CallbackUrl>,
     pub callback_timeout: Duration,
     pub callback_max_in_flight: usize,
+    /// End notices waiting per shard.
+    pub callback_max_notices: usize,
     pub publish_secret: Option<String>,
     pub play_secret: Option<String>,
     /// 0: no cap.
@@ -268,6 +321,12 @@ pub struct AccessConfig {
     pub srt_max_sessions: usize,
     /// Per shard.
     pub webrtc_max_sessions: usize,
+    /// How long an answered offer waits for its media session.
+    pub webrtc_media_timeout: Duration,
+    /// Most ICE usernames the control thread remembers.
+    pub webrtc_ice_sessions: usize,
+    /// An ICE username unused for this long is forgotten.
+    pub webrtc_ice_ttl: Duration,
     /// `None`: keepalive off.
     pub keepalive: Option<Keepalive>,
     /// `None`: no relay idle timeout.
@@ -316,6 +375,28 @@ impl AccessFlags {
                 return Err(ConfigError::new(flag, "must be from 1 to 1000000"));
             }
         }
+        if !(1..=1_000_000).contains(&self.callback_max_notices) {
+            return Err(ConfigError::new("--callback-max-notices", "must be from 1 to 1000000"));
+        }
+        if !(1..=10_000_000).contains(&self.webrtc_ice_sessions) {
+            return Err(ConfigError::new("--webrtc-ice-sessions", "must be from 1 to 10000000"));
+        }
+        let media_timeout = self.webrtc_media_timeout.0;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&media_timeout) {
+            return Err(ConfigError::new(
+                "--webrtc-media-timeout",
+                "must be from 1s to 1h (waiting offers are checked once a second)",
+            ));
+        }
+        if self.webrtc_ice_ttl.0 < media_timeout {
+            return Err(ConfigError::new(
+                "--webrtc-ice-ttl",
+                format!(
+                    "{} is shorter than --webrtc-media-timeout {}; an offer's first check could find its session forgotten",
+                    self.webrtc_ice_ttl, self.webrtc_media_timeout
+                ),
+            ));
+        }
         let idle = self.relay_idle_timeout.0;
         if !idle.is_zero() && idle < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -330,12 +411,16 @@ impl AccessFlags {
             on_stop: url("--on-stop", &self.on_stop)?,
             callback_timeout: self.callback_timeout.0,
             callback_max_in_flight: self.callback_max_in_flight,
+            callback_max_notices: self.callback_max_notices,
             publish_secret: secret(&self.publish_secret),
             play_secret: secret(&self.play_secret),
             max_sessions_per_stream: self.max_sessions_per_stream,
             max_connections_per_ip: self.max_connections_per_ip.unwrap_or_default(),
             srt_max_sessions: self.srt_max_sessions,
             webrtc_max_sessions: self.webrtc_max_sessions,
+            webrtc_media_timeout: media_timeout,
+            webrtc_ice_sessions: self.webrtc_ice_sessions,
+            webrtc_ice_ttl: self.webrtc_ice_ttl.0,
             keepalive,
             relay_idle_timeout: (!idle.is_zero()).then_some(idle),
         })

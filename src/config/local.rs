@@ -48,6 +48,18 @@ pub struct LocalArgs {
     /// the system's temporary directory.
     #[arg(long, env = "STREAMGATE_LOCAL_HLS_DIR", value_name = "DIR", help_heading = "Local origin")]
     pub local_hls_dir: Option<PathBuf>,
+
+    /// Most local streams at once, across the shards (the process-wide table of who publishes
+    /// what is bounded by it); past it a new local publisher is refused (RTMP error status,
+    /// logged). From 1 to 1000000.
+    #[arg(
+        long,
+        env = "STREAMGATE_LOCAL_MAX_STREAMS",
+        default_value_t = 100_000,
+        value_name = "N",
+        help_heading = "Local origin"
+    )]
+    pub local_max_streams: usize,
 }
 
 /// The validated HLS settings of local streams.
@@ -59,6 +71,14 @@ pub struct LocalHls {
 }
 
 impl LocalArgs {
+    /// Checks `--local-max-streams`.
+    pub fn max_streams(&self) -> Result<usize, ConfigError> {
+        if !(1..=1_000_000).contains(&self.local_max_streams) {
+            return Err(ConfigError::new("--local-max-streams", "must be from 1 to 1000000"));
+        }
+        Ok(self.local_max_streams)
+    }
+
     /// Checks the HLS flags.
     pub fn hls(&self) -> Result<LocalHls, ConfigError> {
         if self.local_hls_jobs > MAX_HLS_JOBS {

@@ -569,6 +569,8 @@ pub struct Config {
     pub local_origin: local::LocalOrigin,
     /// `--local-hls-jobs`, `--local-hls-dir`: HLS of local streams.
     pub local_hls: local::LocalHls,
+    /// `--local-max-streams`: most local streams at once.
+    pub local_max_streams: usize,
     /// `--stall-timeout`.
     pub stall_timeout: Duration,
     pub origin_ttl: Duration,
@@ -752,6 +754,7 @@ impl Cli {
             edge: self.edge.validate()?,
             local_origin: self.local.local_origin,
             local_hls: self.local.hls()?,
+            local_max_streams: self.local.max_streams()?,
             stall_timeout: self.stall_timeout.0,
             origin_ttl: self.origin_ttl.0,
             origin_quarantine: self.origin_quarantine.0,

@@ -185,3 +185,44 @@ fn metrics_token_and_max_origins() {
     let e = load(&["--max-origins", "0"]).unwrap_err();
     assert!(e.contains("--max-origins") && e.contains("STREAMGATE_MAX_ORIGINS"), "{e}");
 }
+
+#[test]
+fn bounded_tables_have_flags_with_defaults_and_limits() {
+    let c = load(&[]).unwrap();
+    let a = &c.access;
+    assert_eq!((a.webrtc_ice_sessions, a.webrtc_ice_ttl), (100_000, Duration::from_secs(3600)));
+    assert_eq!((a.webrtc_media_timeout, a.callback_max_notices), (Duration::from_secs(30), 4096));
+    assert_eq!(c.local_max_streams, 100_000);
+    let c = load(&[
+        "--webrtc-ice-sessions",
+        "10",
+        "--webrtc-ice-ttl",
+        "5m",
+        "--webrtc-media-timeout",
+        "2s",
+        "--callback-max-notices",
+        "1",
+        "--local-max-streams",
+        "3",
+    ])
+    .unwrap();
+    let a = &c.access;
+    assert_eq!((a.webrtc_ice_sessions, a.webrtc_ice_ttl), (10, Duration::from_secs(300)));
+    assert_eq!((a.webrtc_media_timeout, a.callback_max_notices), (Duration::from_secs(2), 1));
+    assert_eq!(c.local_max_streams, 3);
+    for (flag, value, env) in [
+        ("--webrtc-ice-sessions", "0", "STREAMGATE_WEBRTC_ICE_SESSIONS"),
+        ("--webrtc-media-timeout", "500ms", "STREAMGATE_WEBRTC_MEDIA_TIMEOUT"),
+        ("--webrtc-media-timeout", "2h", "STREAMGATE_WEBRTC_MEDIA_TIMEOUT"),
+        ("--webrtc-ice-ttl", "10s", "STREAMGATE_WEBRTC_ICE_TTL"),
+        ("--callback-max-notices", "0", "STREAMGATE_CALLBACK_MAX_NOTICES"),
+        ("--local-max-streams", "0", "STREAMGATE_LOCAL_MAX_STREAMS"),
+        ("--local-max-streams", "2000000", "STREAMGATE_LOCAL_MAX_STREAMS"),
+    ] {
+        let e = load(&[flag, value]).unwrap_err();
+        assert!(e.contains(flag) && e.contains(env), "{flag} {value}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    let e = load(&["--webrtc-ice-ttl", "10s"]).unwrap_err();
+    assert!(e.contains("shorter than --webrtc-media-timeout"), "{e}");
+}

@@ -32,13 +32,18 @@ pub struct TlsArgs {
     /// Serve gRPC (--grpc) over TLS only, with --tls-cert and --tls-key (ALPN h2): clients
     /// dial it with TLS (grpcio's secure_channel, grpcurl without -plaintext); a plaintext
     /// client's connection is closed during the handshake. The certificate is reloaded on
-    /// SIGHUP like the other TLS listeners' (new connections get it). Off: plaintext gRPC.
+    /// SIGHUP like the other TLS listeners': new connections get it, while an HTTP/2
+    /// connection already open keeps the one it was handshaken with until it closes (a TLS
+    /// certificate is sent only in the handshake, and TLS 1.3 has no renegotiation; nginx's
+    /// reload and Envoy's certificate rotation behave the same). Clients that hold one
+    /// connection for days see the new certificate when they reconnect; a certificate that
+    /// must stop being used at once needs a restart. Off: plaintext gRPC.
     #[arg(long, env = "STREAMGATE_GRPC_TLS", help_heading = "TLS")]
     pub grpc_tls: bool,
 
     /// PEM file with the certificate chain of the TLS listeners (leaf first). Read at startup
-    /// and again on SIGHUP: new connections get the new certificate; a file that does not load
-    /// then is logged and the old certificate kept.
+    /// and again on SIGHUP: new connections get the new certificate, connections already open
+    /// keep theirs; a file that does not load then is logged and the old certificate kept.
     #[arg(long, env = "STREAMGATE_TLS_CERT", value_name = "PATH", help_heading = "TLS")]
     pub tls_cert: Option<PathBuf>,
 

@@ -52,12 +52,6 @@ pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the default backend is re-registered (well within any origin TTL).
 pub const DEFAULT_BACKEND_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Most WebRTC sessions remembered by ICE username.
-pub const ICE_SESSIONS: usize = 100_000;
-/// A WebRTC session's ICE username is forgotten after this long without a lookup (shards look
-/// up only addresses they have not seen; a live session's consent checks keep it on its shard).
-pub const ICE_TTL: Duration = Duration::from_secs(3600);
-
 /// The control thread's state, shared by its tasks on one thread.
 pub struct State {
     pub config: Arc<Config>,
@@ -68,6 +62,8 @@ pub struct State {
     pub hls: HlsIds,
     /// WebRTC sessions by ICE username.
     pub ice: IceTable,
+    /// ICE sessions forgotten because the table was full.
+    pub ice_evicted: u64,
     /// Media facts of published streams (RTMP publishers), dropped with their streams.
     pub media: stats::MediaTable,
     /// What each shard last reported; index = shard index, sized to the shard count.
@@ -156,8 +152,34 @@ impl State {
         match event {
             ShardEvent::IceBind { username, session } => {
                 log::debug!("webrtc {} {} bound to ICE username {username:?}", session.role.name(), session.key);
-                self.ice.bind(username, session, now);
+                if let Some((evicted, old)) = self.ice.bind(username, session, now) {
+                    self.ice_evicted += 1;
+                    let n = self.ice_evicted;
+                    let line = || {
+                        format!(
+                            "webrtc: {} ICE sessions remembered (--webrtc-ice-sessions); the least recently used, {} {} ({evicted:?}), forgotten ({n} so far)",
+                            self.config.access.webrtc_ice_sessions,
+                            old.role.name(),
+                            old.key
+                        )
+                    };
+                    // Each is a session that can no longer be routed: the first 16 are warned,
+                    // then every power of two, so a flood of offers cannot flood the log.
+                    if n.is_power_of_two() || n < 16 {
+                        log::warn!("{}", line());
+                    } else {
+                        log::debug!("{}", line());
+                    }
+                }
             }
+            ShardEvent::IceEnd { resource, username } => match self.ice.end(&resource, username.as_deref()) {
+                Some((username, session)) => log::info!(
+                    "webrtc {} {}: resource deleted, ICE session {username:?} ended",
+                    session.role.name(),
+                    session.key
+                ),
+                None => log::debug!("webrtc: deleted resource {resource:?} names no session"),
+            },
             ShardEvent::Report { shard, traffic, media, counters, udp } => {
                 self.on_report(shard, traffic, media, *counters, udp, now);
             }
@@ -291,7 +313,8 @@ async fn main_loop(start: ControlStart, ready: std::sync::mpsc::Sender<Result<Bo
         registry,
         traffic: HashMap::new(),
         hls: HlsIds::default(),
-        ice: IceTable::new(ICE_SESSIONS, ICE_TTL),
+        ice: IceTable::new(config.access.webrtc_ice_sessions, config.access.webrtc_ice_ttl),
+        ice_evicted: 0,
         media: HashMap::new(),
         shards: stats::shard_views(config.cpus.len()),
         protocol_bytes: Default::default(),

@@ -454,5 +454,5 @@ pub async fn load_ice(shared: &Rc<RefCell<State>>, username: &str) -> Option<(St
 
 /// An [`IceSession`] for a session learned from Redis.
 pub fn ice_session(key: StreamKey, origin: &Origin, role: Role) -> IceSession {
-    IceSession { key, origin: origin.id.clone(), role, handover: None }
+    IceSession { key, origin: origin.id.clone(), role, handover: None, ended: Default::default(), resource: None }
 }

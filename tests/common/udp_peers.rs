@@ -603,3 +603,19 @@ pub fn whip_publish(url: &str, seconds: u32) -> PyPeer {
 pub fn whep_play(url: &str, seconds: u32) -> PyPeer {
     PyPeer::spawn("whep-play", &["play", "--url", url, "--seconds", &seconds.to_string()])
 }
+
+/// `peer.py offer`: a WHIP offer to `url` whose answer is applied only after `connect_after`
+/// seconds (never: no STUN check or media at all), its resource DELETEd after `delete_after`;
+/// it ends after `seconds`.
+pub fn whip_offer(url: &str, seconds: u32, connect_after: Option<f64>, delete_after: Option<f64>) -> PyPeer {
+    let seconds = seconds.to_string();
+    let mut args = vec!["offer".to_string(), "--url".into(), url.into(), "--seconds".into(), seconds];
+    if let Some(a) = connect_after {
+        args.extend(["--connect-after".into(), a.to_string()]);
+    }
+    if let Some(d) = delete_after {
+        args.extend(["--delete-after".into(), d.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    PyPeer::spawn("whip-offer", &args)
+}

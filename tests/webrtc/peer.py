@@ -21,6 +21,13 @@ the pinned version into target/py).
     peer.py play --url URL --seconds S
         WHEP: receives one video track and counts decoded frames for S seconds.
 
+    peer.py offer --url URL --seconds S [--connect-after A] [--delete-after D]
+        WHIP, late or never: posts the offer (a video track, as publish) but does not apply the
+        answer, so no STUN check, DTLS or media goes until it does: after A seconds with
+        --connect-after (ICE starts then: "connected", and video until S), never without. With
+        --delete-after it DELETEs its resource after D seconds ("deleted"). Ends after S
+        seconds ("done").
+
 Every event goes to stdout as one JSON object a line, flushed at once: "answer" (status,
 Location, Content-Type, the answer's a=candidate lines, the USERNAME of the client's
 connectivity checks), "state" (ICE/connection states),
@@ -365,7 +372,8 @@ async def run_origin(args):
 # ---------------------------------------------------------------- clients
 
 
-async def negotiate(pc, url):
+async def negotiate(pc, url, apply=True):
+    """Posts the offer; applies the answer unless told not to. Returns (Location, answer)."""
     await pc.setLocalDescription(await pc.createOffer())
     status, headers, body = await http("POST", url, pc.localDescription.sdp.encode(), "application/sdp")
     answer = body.decode(errors="replace")
@@ -376,8 +384,9 @@ async def negotiate(pc, url):
          body=answer if status >= 300 else None)
     if status not in (200, 201):
         raise RuntimeError(f"signalling answered {status}: {answer[:300]}")
-    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-    return headers.get("location")
+    if apply:
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    return headers.get("location"), answer
 
 
 async def watch_connected(pc, deadline):
@@ -410,7 +419,7 @@ async def run_publish(args):
     pc = RTCPeerConnection(config())
     track = TestPattern()
     pc.addTrack(track)
-    location = await negotiate(pc, args.url)
+    location, _ = await negotiate(pc, args.url)
     await watch_connected(pc, 15)
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
@@ -437,7 +446,7 @@ async def run_play(args):
                 got["size"] = [frame.width, frame.height]
         asyncio.ensure_future(count())
 
-    location = await negotiate(pc, args.url)
+    location, _ = await negotiate(pc, args.url)
     await watch_connected(pc, 15)
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
@@ -447,19 +456,52 @@ async def run_play(args):
     emit("done", frames=got["n"])
 
 
+async def run_offer(args):
+    pc = RTCPeerConnection(config())
+    track = TestPattern()
+    pc.addTrack(track)
+    start = time.monotonic()
+    location, answer = await negotiate(pc, args.url, apply=False)
+
+    async def connect():
+        await asyncio.sleep(max(0, start + args.connect_after - time.monotonic()))
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await watch_connected(pc, 15)
+
+    async def delete():
+        await asyncio.sleep(max(0, start + args.delete_after - time.monotonic()))
+        status, _, _ = await http("DELETE", urllib.parse.urljoin(args.url, location))
+        emit("deleted", status=status)
+
+    jobs = []
+    if args.connect_after is not None:
+        jobs.append(connect())
+    if args.delete_after is not None and location:
+        jobs.append(delete())
+    await asyncio.gather(*jobs)
+    while time.monotonic() < start + args.seconds:
+        await asyncio.sleep(0.5)
+        emit("frames", n=track.sent, state=pc.connectionState)
+    await pc.close()
+    emit("done", frames=track.sent)
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
     o = sub.add_parser("origin")
     o.add_argument("--sites", type=int, default=1)
-    for name in ("publish", "play"):
+    for name in ("publish", "play", "offer"):
         c = sub.add_parser(name)
         c.add_argument("--url", required=True)
         c.add_argument("--seconds", type=float, default=10)
         c.add_argument("--cafile", help="CA certificate for an https:// URL")
+        if name == "offer":
+            c.add_argument("--connect-after", type=float, help="apply the answer after this many seconds")
+            c.add_argument("--delete-after", type=float, help="DELETE the resource after this many seconds")
     args = parser.parse_args()
     TLS["cafile"] = getattr(args, "cafile", None)
-    run = {"origin": run_origin, "publish": run_publish, "play": run_play}[args.mode]
+    run = {"origin": run_origin, "publish": run_publish, "play": run_play, "offer": run_offer}[args.mode]
 
     async def top():
         pin_ice_ports(asyncio.get_running_loop())

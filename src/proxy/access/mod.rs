@@ -19,8 +19,8 @@
 //! every other session goes on), the shard already has the HTTP/1 client it asks origins
 //! with, and the answer needs no trip through the bridge and back. Bounds: at most
 //! `--callback-max-in-flight` callbacks per shard (a session that gets no turn within the
-//! timeout is refused), at most [`MAX_NOTICES`] end notices waiting (more are dropped and
-//! logged).
+//! timeout is refused), at most `--callback-max-notices` end notices waiting (more are dropped
+//! and logged).
 //!
 //! A refusal is counted (`denied` or `stream_full` in the shard's pick failures) and logged
 //! here, rate-limited (peers can cause it at will); each protocol answers it in its own form:
@@ -45,9 +45,6 @@ use crate::shard::Shard;
 use crate::shard::limits::Slot;
 
 pub use signed::SignError;
-
-/// Most end notices waiting per shard for their callback.
-pub const MAX_NOTICES: usize = 4096;
 
 /// SRT's access-control rejection for an unauthorized caller (SRT_REJX_UNAUTHORIZED, HTTP 401).
 pub const SRT_REJX_UNAUTHORIZED: i32 = 1401;
@@ -251,6 +248,8 @@ struct Notifier {
     wake: Rc<tokio::sync::Notify>,
     started: Cell<bool>,
     timeout: Cell<Duration>,
+    /// `--callback-max-notices`.
+    max_notices: Cell<usize>,
 }
 
 impl Notifier {
@@ -262,6 +261,7 @@ impl Notifier {
             self.permits.borrow_mut().get_or_insert_with(|| Rc::new(tokio::sync::Semaphore::new(max))).clone();
         if !self.started.replace(true) {
             self.timeout.set(access.callback_timeout);
+            self.max_notices.set(access.callback_max_notices);
             glommio::spawn_local(notify(permits.clone(), self.wake.clone())).detach();
         }
         permits
@@ -272,10 +272,11 @@ impl Notifier {
             return; // no callback configured, so no notice either
         }
         let mut notices = self.notices.borrow_mut();
-        if notices.len() >= MAX_NOTICES {
+        let max = self.max_notices.get();
+        if notices.len() >= max {
             let (_, hook) = notice;
             return log::warn!(
-                "{} {} for {}: dropped, {MAX_NOTICES} notices waiting",
+                "{} {} for {}: dropped, {max} notices waiting (--callback-max-notices)",
                 hook.action,
                 hook.client_id,
                 hook.key

@@ -36,10 +36,6 @@ use crate::config::local::LocalOrigin;
 use crate::proxy::edge::{self, ring::Frame};
 use crate::shard::Shard;
 
-/// Most local streams at once (the table is bounded; publishers are limited well below this by
-/// `RTMP_MAX_STREAMS` in practice).
-pub const MAX_LOCAL_STREAMS: usize = 100_000;
-
 /// A local stream's entry in the process-wide table.
 #[derive(Debug)]
 pub struct Owned {
@@ -70,16 +66,28 @@ pub fn keys() -> Vec<StreamKey> {
     table(|t| t.keys().cloned().collect())
 }
 
-/// Claims `key` for a local publisher on `shard`; `None` while it is live already (or the table
-/// is full).
-fn claim(key: &StreamKey, shard: usize) -> Option<Arc<Owned>> {
+/// Why a local publisher could not claim its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unclaimed {
+    /// The stream is live already.
+    Live,
+    /// The table holds `--local-max-streams` streams.
+    Full(usize),
+}
+
+/// Claims `key` for a local publisher on `shard`, unless it is live already or `max` local
+/// streams are (`--local-max-streams`).
+fn claim(key: &StreamKey, shard: usize, max: usize) -> Result<Arc<Owned>, Unclaimed> {
     table(|t| {
-        if t.contains_key(key) || t.len() >= MAX_LOCAL_STREAMS {
-            return None;
+        if t.contains_key(key) {
+            return Err(Unclaimed::Live);
+        }
+        if t.len() >= max {
+            return Err(Unclaimed::Full(t.len()));
         }
         let owned = Arc::new(Owned { shard, pending: Mutex::default(), subscribed: AtomicBool::new(false) });
         t.insert(key.clone(), owned.clone());
-        Some(owned)
+        Ok(owned)
     })
 }
 

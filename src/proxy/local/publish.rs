@@ -47,10 +47,19 @@ enum PublishError {
 
 /// Serves the publisher of `key` on `client` locally; `replay` is every byte it sent after C2.
 pub async fn serve(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, replay: Vec<u8>) {
-    let Some(owned) = super::claim(key, shard.index) else {
-        let shard_now = super::owner(key).map_or_else(|| "?".to_string(), |o| o.shard.to_string());
-        log::warn!("rtmp publish {key} from {peer} refused: the stream is already published here (shard {shard_now})");
-        return refuse(client, Role::Publish, identify::CHUNK_SIZE, "stream already publishing").await;
+    let owned = match super::claim(key, shard.index, shard.config.local_max_streams) {
+        Ok(owned) => owned,
+        Err(super::Unclaimed::Live) => {
+            let shard_now = super::owner(key).map_or_else(|| "?".to_string(), |o| o.shard.to_string());
+            log::warn!(
+                "rtmp publish {key} from {peer} refused: the stream is already published here (shard {shard_now})"
+            );
+            return refuse(client, Role::Publish, identify::CHUNK_SIZE, "stream already publishing").await;
+        }
+        Err(super::Unclaimed::Full(n)) => {
+            log::warn!("rtmp publish {key} from {peer} refused: {n} local streams live (--local-max-streams)");
+            return refuse(client, Role::Publish, identify::CHUNK_SIZE, "too many local streams").await;
+        }
     };
     let Some(stream) = edge::open_local(shard, key) else {
         super::release(key, &owned);

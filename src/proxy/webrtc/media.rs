@@ -15,7 +15,9 @@
 //!   valid STUN request, which ICE allows.
 //! - Anything else from an unknown address is dropped without a reply.
 //! - Each session has one connected UDP socket to its origin's WebRTC endpoint and one task
-//!   reading it. A session with no datagram either way for `--udp-idle-timeout` is dropped.
+//!   reading it. A session with no datagram either way for `--udp-idle-timeout` is dropped; so
+//!   is, at once, one whose client deleted its WHIP/WHEP resource (its [`Ended`] flag, raised
+//!   by the control thread: `crate::proxy::webrtc::signal`).
 //!
 //! The socket, the session table, the relaying, idle expiry and closing are the shard's UDP
 //! session table ([`crate::shard::udp`]); this module is WebRTC's part of it: the usernames,
@@ -33,10 +35,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_lite::future;
 use glommio::spawn_local;
 
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_udp;
+use crate::balance::ice::Ended;
 use crate::balance::session::Protocol as SessionProtocol;
 use crate::bridge::{Listener, PickFailure};
 use crate::codec::stun::{self, Kind, Message};
@@ -66,6 +70,8 @@ pub struct State {
     /// The offer's admission, taken over from signalling: given back (slot, end notice) when
     /// the session closes.
     admitted: RefCell<Option<Admitted>>,
+    /// Raised when the client deletes its resource: the session closes.
+    ended: Ended,
 }
 
 type Session = udp::Session<State>;
@@ -195,12 +201,20 @@ fn lookup(table: &Rc<Table<Media>>, username: &str, txid: [u8; 12], data: &[u8],
         };
         let admitted = ice.handover.and_then(|h| h.take()).and_then(|v| v.downcast::<Admitted>().ok());
         let admitted = admitted.map(|a| (*a).adopt(&table.shard));
-        let Some(session) = open(&table, username, ice.key, ice.role, &origin, from, admitted).await else {
+        let opening = Opening { key: ice.key, role: ice.role, ended: ice.ended };
+        let Some(session) = open(&table, username, opening, &origin, from, admitted).await else {
             return;
         };
         ask_origin(&table, &session, txid, &data, from).await;
     })
     .detach();
+}
+
+/// What signalling told about a session being opened.
+struct Opening {
+    key: StreamKey,
+    role: crate::balance::session::Role,
+    ended: Ended,
 }
 
 /// The session of `username`: an existing one (another datagram won the race) or a new one
@@ -209,12 +223,16 @@ fn lookup(table: &Rc<Table<Media>>, username: &str, txid: [u8; 12], data: &[u8],
 async fn open(
     table: &Rc<Table<Media>>,
     username: String,
-    key: StreamKey,
-    role: crate::balance::session::Role,
+    opening: Opening,
     origin: &crate::balance::Origin,
     from: SocketAddr,
     admitted: Option<Admitted>,
 ) -> Option<Rc<Session>> {
+    let Opening { key, role, ended } = opening;
+    if ended.is_ended() {
+        log::debug!("webrtc {} {key}: STUN from {from} for a deleted session dropped", role.name());
+        return None;
+    }
     if let Some(existing) = table.proto.by_user.borrow().get(&username).cloned() {
         return Some(keep(existing, admitted));
     }
@@ -248,13 +266,27 @@ async fn open(
     if let Some(existing) = table.proto.by_user.borrow().get(&username).cloned() {
         return Some(keep(existing, admitted));
     }
-    let state = State { username: username.clone(), pending: RefCell::default(), admitted: RefCell::new(admitted) };
+    let state =
+        State { username: username.clone(), pending: RefCell::default(), admitted: RefCell::new(admitted), ended };
     let session =
         table.insert(NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state, per_ip }, from)?;
     table.proto.by_user.borrow_mut().insert(username, session.clone());
     Media::note_sizes(table);
-    let reader = (table.clone(), session.clone());
-    table.start(&session, async move { reader.0.relay_from_origin(&reader.1).await });
+    let (reader, session_of_task) = (table.clone(), session.clone());
+    table.start(&session, async move {
+        let ended = session_of_task.state.ended.clone();
+        let relay = async {
+            reader.relay_from_origin(&session_of_task).await;
+            false
+        };
+        let deleted = async {
+            ended.wait().await;
+            true
+        };
+        if future::or(relay, deleted).await {
+            reader.close_from_task(&session_of_task, "the client deleted its resource").await;
+        }
+    });
     table.report_open(&session).await;
     log::info!(
         "webrtc {} {} from {from} via origin {}: media session opened",

@@ -20,9 +20,15 @@
 //! slot of `--max-sessions-per-stream` and its `on_unpublish`/`on_stop` notice) goes with the
 //! ICE username to the shard that opens the media session ([`Handover`]), and ends with it
 //! (`crate::proxy::webrtc::media`). An offer whose media session does not open within
-//! [`MEDIA_START_TIMEOUT`] ends here then; one that gets no answer with ICE credentials ends
+//! `--webrtc-media-timeout` ends here then; one that gets no answer with ICE credentials ends
 //! at once. At most `--webrtc-max-sessions` admissions per shard wait for their media like
 //! that; past it an offer's admission ends at once (the session still works, unnoticed).
+//!
+//! A `DELETE` of the WHIP/WHEP resource (the `Location` the client was given) that the origin
+//! accepts (2xx) ends the session here too: the control thread forgets its ICE username and
+//! raises its [`Ended`] flag, so the shard relaying its media closes it at once, or, before any
+//! media, the shard holding its admission ends that within a second; either way the end notice
+//! goes out then, not `--udp-idle-timeout` later.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -35,7 +41,7 @@ use glommio::net::TcpStream;
 use serde_json::Value;
 
 use crate::balance::endpoint::{first_tcp, parse_list};
-use crate::balance::ice::{Handover, IceSession};
+use crate::balance::ice::{Ended, Handover, IceSession};
 use crate::balance::stream_key::query_param;
 use crate::balance::{Origin, StreamKey};
 use crate::bridge::PickFailure;
@@ -49,15 +55,13 @@ use crate::shard::Shard;
 
 /// Largest offer accepted.
 pub const MAX_OFFER: usize = 64 * 1024;
-/// An admitted offer whose media session has not opened within this long ends (its slot given
-/// back, `on_unpublish`/`on_stop` sent), as SRS ends a WebRTC session that never got a STUN
-/// check.
-pub const MEDIA_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An offer's admission waiting for its media session: until when, and what.
+/// An offer's admission waiting for its media session: until when (`--webrtc-media-timeout`
+/// after the answer), and what; `ended` when its client deleted the resource meanwhile.
 struct Waiting {
     until: Instant,
     handover: Handover,
+    ended: Ended,
     key: StreamKey,
     role: Role,
 }
@@ -170,37 +174,55 @@ async fn signal(ex: &Exchange<'_>, api: Api, body: &[u8]) -> Result<Response, Re
     } else {
         (answer, None)
     };
+    let mut response = passed_on(status, &answered.head.headers, answer);
+    let mut resource = None;
+    for (name, value) in &mut response.headers {
+        if name.eq_ignore_ascii_case("location") {
+            *value = relative_location(value);
+            resource = Some(value.clone());
+        }
+    }
     if let (Some(offer), Some(answer_sdp)) = (offer.as_deref(), answer_sdp.as_deref())
         && let (Some(o), Some(a)) = (sdp::ice_credentials(offer), sdp::ice_credentials(answer_sdp))
     {
         let username = format!("{}:{}", a.ufrag, o.ufrag);
-        let handover = admitted.take().and_then(|admitted| hand_over(shard, admitted, &key, role));
-        let session = IceSession { key: key.clone(), origin: origin.id.clone(), role, handover };
+        let ended = Ended::default();
+        let handover = admitted.take().and_then(|admitted| hand_over(shard, admitted, &key, role, &ended));
+        let session = IceSession { key: key.clone(), origin: origin.id.clone(), role, handover, ended, resource };
         shard.link.ice_bind(username, session).await;
     } else if req.method == "POST" && (200..300).contains(&status) {
         log::warn!("webrtc {} {key}: no ICE credentials in the offer or the origin's answer", role.name());
     }
-    log::info!("webrtc {} {} {key} from {peer} via origin {}: {status}", role.name(), req.method, origin.id);
-    let mut response = passed_on(status, &answered.head.headers, answer);
-    for (name, value) in &mut response.headers {
-        if name.eq_ignore_ascii_case("location") {
-            *value = relative_location(value);
-        }
+    if req.method == "DELETE" && (200..300).contains(&status) {
+        let resource = match &req.query {
+            Some(query) => format!("{}?{query}", req.path),
+            None => req.path.clone(),
+        };
+        let username = query_param(req.query.as_deref(), "session");
+        shard.link.ice_end(resource, username).await;
     }
+    log::info!("webrtc {} {} {key} from {peer} via origin {}: {status}", role.name(), req.method, origin.id);
     Ok(response)
 }
 
 /// The offer's admission, to be taken over by the shard that opens its media session; this
-/// shard ends it after [`MEDIA_START_TIMEOUT`] if none has. `None` (and the admission ends
-/// now) when it holds nothing, or when this shard has `--webrtc-max-sessions` waiting.
-fn hand_over(shard: &Shard, admitted: access::Admitted, key: &StreamKey, role: Role) -> Option<Handover> {
+/// shard ends it after `--webrtc-media-timeout`, or once `ended`, if none has. `None` (and the
+/// admission ends now) when it holds nothing, or when this shard has `--webrtc-max-sessions`
+/// waiting.
+fn hand_over(
+    shard: &Shard,
+    admitted: access::Admitted,
+    key: &StreamKey,
+    role: Role,
+    ended: &Ended,
+) -> Option<Handover> {
     if !admitted.holds_anything() {
         return None;
     }
     let max = shard.config.access.webrtc_max_sessions;
     let handover = Handover::new(admitted);
-    let until = Instant::now() + MEDIA_START_TIMEOUT;
-    let waiting = Waiting { until, handover: handover.clone(), key: key.clone(), role };
+    let until = Instant::now() + shard.config.access.webrtc_media_timeout;
+    let waiting = Waiting { until, handover: handover.clone(), ended: ended.clone(), key: key.clone(), role };
     let full = WAITING.with(|w| {
         let mut w = w.borrow_mut();
         if w.len() >= max {
@@ -221,30 +243,31 @@ fn hand_over(shard: &Shard, admitted: access::Admitted, key: &StreamKey, role: R
         return None;
     }
     if !SWEEPING.with(|s| s.replace(true)) {
-        glommio::spawn_local(sweep_waiting()).detach();
+        glommio::spawn_local(sweep_waiting(shard.config.access.webrtc_media_timeout)).detach();
     }
     Some(handover)
 }
 
 /// Once a second: forgets the waiting admissions a media session took, and ends those that
-/// waited [`MEDIA_START_TIMEOUT`] for one.
-async fn sweep_waiting() {
+/// waited `timeout` (`--webrtc-media-timeout`) for one or whose client deleted the resource.
+async fn sweep_waiting(timeout: Duration) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         let now = Instant::now();
-        let expired: Vec<Waiting> = WAITING.with(|w| {
+        let over: VecDeque<Waiting> = WAITING.with(|w| {
             let mut w = w.borrow_mut();
             w.retain(|e| !e.handover.is_taken());
-            let late = w.iter().take_while(|e| e.until <= now).count();
-            w.drain(..late).collect()
+            let (over, waiting) = w.drain(..).partition(|e| e.until <= now || e.ended.is_ended());
+            *w = waiting;
+            over
         });
-        for e in expired {
+        for e in over {
             if let Some(admitted) = e.handover.take() {
-                log::info!(
-                    "webrtc {} {}: no media session within {MEDIA_START_TIMEOUT:?}; ended",
-                    e.role.name(),
-                    e.key
-                );
+                let (role, key) = (e.role.name(), &e.key);
+                match e.ended.is_ended() {
+                    true => log::info!("webrtc {role} {key}: resource deleted before any media; ended"),
+                    false => log::info!("webrtc {role} {key}: no media session within {timeout:?}; ended"),
+                }
                 drop(admitted);
             }
         }
