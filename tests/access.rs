@@ -131,7 +131,8 @@ fn signed_urls_gate_publish_and_play_in_every_protocol() {
 }
 
 /// A callback server as SRS's hook servers answer: allows streams whose name starts with
-/// `ok`, never answers for `slow*`, refuses the rest with code 403. Keeps every body.
+/// `ok`, never answers for `slow*` (nor end notices of `okslow*`), refuses the rest with code
+/// 403. Keeps every body.
 struct Hooks {
     port: u16,
     calls: Arc<Mutex<Vec<Value>>>,
@@ -184,7 +185,8 @@ fn answer(mut conn: TcpStream, kept: &Mutex<Vec<Value>>) {
     };
     kept.lock().unwrap().push(body.clone());
     let stream = body["stream"].as_str().unwrap_or("");
-    if stream.starts_with("slow") {
+    let end_notice = matches!(body["action"].as_str(), Some("on_stop" | "on_unpublish"));
+    if stream.starts_with("slow") || (end_notice && stream.starts_with("okslow")) {
         std::thread::sleep(Duration::from_secs(10));
         return;
     }
@@ -577,4 +579,95 @@ fn udp_sessions_per_ip_are_capped() {
     assert!(wait_until(WAIT, || refused(&p, "webrtc") >= 1), "{}", p.log());
     let frames = rtc_origin.whip_frames();
     assert!(wait_until(WAIT, || rtc_origin.whip_frames() > frames + 25), "the publisher noticed\n{}", p.log());
+}
+
+/// SRT asks the callbacks too: ffmpeg publishes over SRT through the proxy to srt-live-transmit;
+/// on_publish is asked before the origin is dialled (protocol `srt`), a refused caller gets
+/// rejection 1401 (a hand-made caller reads it) and ffmpeg gives up, and on_unpublish comes when
+/// the publisher ends (its SRT shutdown closes the session at once; `--udp-idle-timeout` is a
+/// minute), with the on_publish's client id.
+#[test]
+fn srt_sessions_ask_the_callbacks_and_send_their_end() {
+    let hooks = Hooks::start();
+    let srt_origin = SrtRelayOrigin::start();
+    let streams = hooks.url("/api/v1/streams");
+    let p = UdpProxy::start(&["--on-publish", &streams, "--on-unpublish", &streams, "--udp-idle-timeout", "60s"]);
+    p.register(&origin_body_udp("srt-in", &[srt_origin.input.to_string()], &[], &[]));
+
+    let mut publisher = publish_srt(&p.srt_url("#!::r=live/oksrt?k=v,m=publish"), 6);
+    let key = "__defaultVhost__/live/oksrt";
+    assert!(wait_until(WAIT, || p.sessions(key, "srt_publish") == 1), "{}\n{}", publisher.describe(), p.log());
+    let on_publish = hooks.calls("on_publish", "oksrt");
+    assert_eq!(on_publish.len(), 1, "{on_publish:?}");
+    assert_eq!((on_publish[0]["protocol"].as_str(), on_publish[0]["param"].as_str()), (Some("srt"), Some("?k=v")));
+
+    // Refused beside it: the rejection a caller reads, and ffmpeg giving up.
+    let caller = SrtCaller::new(0x5352_0001);
+    let (answer, _) = caller
+        .connect(p.srt_addr(), Some("#!::r=live/badsrt,m=publish"), Duration::from_secs(5))
+        .expect("no SRT answer");
+    assert_eq!(answer.hs_type, 1000 + 1401, "{answer:?}\n{}", p.log());
+    let mut refused = publish_srt(&p.srt_url("#!::r=live/badsrt2,m=publish"), 6);
+    let status = refused.wait_timeout(WAIT);
+    assert!(status.is_some_and(|s| !s.success()), "a refused SRT publisher went on: {}", refused.describe());
+    assert_eq!(hooks.calls("on_publish", "badsrt2").len(), 1);
+    assert!(p.log().contains("refused by the on_publish callback"), "{}", p.log());
+
+    assert!(hooks.calls("on_unpublish", "oksrt").is_empty(), "on_unpublish while the publisher publishes");
+    let status = publisher.wait_timeout(WAIT);
+    assert!(status.is_some_and(|s| s.success()), "{}", publisher.describe());
+    let ended = Instant::now();
+    assert!(wait_until(WAIT, || !hooks.calls("on_unpublish", "oksrt").is_empty()), "no on_unpublish\n{}", p.log());
+    let took = ended.elapsed();
+    assert!(took < Duration::from_secs(5), "on_unpublish {took:?} after the publisher ended\n{}", p.log());
+    assert_eq!(hooks.calls("on_unpublish", "oksrt")[0]["client_id"], on_publish[0]["client_id"]);
+    assert!(hooks.calls("on_unpublish", "badsrt").is_empty() && hooks.calls("on_unpublish", "badsrt2").is_empty());
+}
+
+/// End notices wait in a bounded queue (`--callback-max-notices`): with one callback in flight
+/// and one notice waiting on one shard, five ffmpeg RTMP players of a stream whose on_stop the
+/// callback server never answers end at once; at most three notices get a place (one posted,
+/// one popped waiting for its turn, one queued), the others are dropped and logged, and a
+/// dropped one never reaches the server.
+#[test]
+fn end_notices_wait_in_a_bounded_queue() {
+    let hooks = Hooks::start();
+    let origin = NginxRtmp::start(4096);
+    let sessions = hooks.url("/api/v1/sessions");
+    let p = Proxy::start(&[
+        "--shards",
+        "1",
+        "--on-stop",
+        &sessions,
+        "--callback-max-in-flight",
+        "1",
+        "--callback-max-notices",
+        "1",
+        "--callback-timeout",
+        "2s",
+    ]);
+    assert_eq!(register(&p.api_addr(), &origin_body("hooks", "a", origin.rtmp_port)).status, 200);
+    let url = format!("rtmp://127.0.0.1:{}/live/okslow", p.rtmp);
+    let mut publisher = Ffmpeg::publish(&url, 60);
+    assert!(wait_until(WAIT, || origin.publishing("okslow")), "{}\n{}", publisher.describe(), p.log_text());
+    let mut players: Vec<Ffmpeg> = (0..5).map(|_| Ffmpeg::play(&url, 60)).collect();
+    assert!(wait_until(WAIT, || players.iter().all(|f| f.frames() >= 10)), "{}", p.log_text());
+    for player in &mut players {
+        player.kill();
+    }
+    let dropped = || p.log_text().matches("dropped, 1 notices waiting (--callback-max-notices)").count();
+    let posted = || hooks.calls("on_stop", "okslow").len();
+    // However the five ends interleave with the notifier task, at most three get a place.
+    assert!(
+        wait_until(WAIT, || posted() + dropped() == 5),
+        "{} posted, {} dropped\n{}",
+        posted(),
+        dropped(),
+        p.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (posted, dropped) = (posted(), dropped());
+    assert_eq!(posted + dropped, 5, "a dropped notice was posted\n{}", p.log_text());
+    assert!((1..=3).contains(&posted) && dropped >= 2, "{posted} posted, {dropped} dropped");
+    assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
 }
