@@ -40,6 +40,52 @@ fn publish_local(p: &Proxy, stream: &str, seconds: u32) -> Ffmpeg {
     publisher
 }
 
+/// What an RTMP player read until it was told the stream ended.
+#[derive(Debug)]
+struct PlayEnd {
+    /// Audio and video messages.
+    media: usize,
+    /// StreamEOF came.
+    eof: bool,
+    /// The message stream of `NetStream.Play.UnpublishNotify`, once it came.
+    notify: Option<u32>,
+    stream_id: u32,
+    /// Why it stopped reading before that, and the commands it saw.
+    error: Option<String>,
+    seen: Vec<String>,
+}
+
+/// Reads `client`'s play until `NetStream.Play.UnpublishNotify`, the connection's end or
+/// `limit`.
+fn read_until_unpublish_notify(mut client: RtmpClient, limit: Duration) -> PlayEnd {
+    use streamgate::codec::rtmp::Command;
+    use streamgate::codec::rtmp::message::{AUDIO, USER_CONTROL, UserControl, VIDEO, parse_user_control};
+    let deadline = std::time::Instant::now() + limit;
+    let mut end =
+        PlayEnd { media: 0, eof: false, notify: None, stream_id: client.stream_id, error: None, seen: vec![] };
+    while end.notify.is_none() {
+        match client.read_message(deadline) {
+            Ok(m) if m.type_id == AUDIO || m.type_id == VIDEO => end.media += 1,
+            Ok(m) if m.type_id == USER_CONTROL => {
+                end.eof |= matches!(parse_user_control(&m.payload), Ok(UserControl::StreamEof(_)));
+            }
+            Ok(m) => {
+                let Ok(cmd) = Command::from_message(&m) else { continue };
+                let code = cmd.args.iter().find_map(|a| a.get("code")?.as_str().map(str::to_string));
+                if cmd.name == "onStatus" && code.as_deref() == Some("NetStream.Play.UnpublishNotify") {
+                    end.notify = Some(m.stream_id);
+                }
+            }
+            Err(e) => {
+                end.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    end.seen = client.seen;
+    end
+}
+
 /// Two shards, no origin: ten ffprobe and ten ffmpeg players, half RTMP and half HTTP-FLV, all
 /// at once, so that some land on the shard that does not hold the publisher (the kernel hashes
 /// each connection to a shard: all twenty on the publisher's has odds of 2^-20). Every probe
@@ -78,8 +124,11 @@ fn a_local_stream_plays_over_rtmp_and_http_flv_on_every_shard_with_no_origin() {
 }
 
 /// One shard: a second publisher of the live local stream gets `NetStream.Publish.BadName`;
-/// the publisher leaves and its RTMP and HTTP-FLV players end within seconds, and the key is
-/// free again for a new publisher. (No HLS job: its RTMP play would be a third player.)
+/// the publisher leaves and its RTMP and HTTP-FLV players end within seconds, cleanly: ffmpeg
+/// over RTMP and HTTP-FLV exits 0 with no error, curl gets a chunked HTTP-FLV body that ends
+/// with its last chunk, an RTMP client reads StreamEOF and `NetStream.Play.UnpublishNotify`;
+/// the key is free again for a new publisher. (No HLS job: its RTMP play would be one more
+/// player.)
 #[test]
 fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
     let p = Proxy::start(&["--local-origin", "auto", "--shards", "1", "--local-hls-jobs", "0"]);
@@ -91,6 +140,25 @@ fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
     assert_eq!(status.level, "error", "{status:?}");
 
     let mut players = [Ffmpeg::play(&rtmp_url(&p, "b"), 60), Ffmpeg::play(&flv_url(&p, "b"), 60)];
+    // curl keeps the raw HTTP-FLV body: a chunked one must end with its last chunk, or curl
+    // fails ("transfer closed with outstanding read data remaining", exit 18).
+    let tmp = TempDir::new("local-flv-end");
+    let (body, head) = (tmp.0.join("b.flv"), tmp.0.join("head.txt"));
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&head)
+        .arg(flv_url(&p, "b"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    // An RTMP client that reads every message (on its own thread): it must be told the stream
+    // ended.
+    let mut client = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    let status = client.play("b", |_| Vec::new(), Duration::from_secs(10)).unwrap();
+    assert_eq!(status.code, "NetStream.Play.Start", "{status:?}");
+    let reader = std::thread::spawn(move || read_until_unpublish_notify(client, Duration::from_secs(90)));
     assert!(wait_until(Duration::from_secs(20), || players.iter().all(|f| f.frames() >= 25)), "{}", p.log_text());
     publisher.kill();
     let [rtmp, flv] = &mut players;
@@ -98,14 +166,29 @@ fn a_second_publisher_is_refused_and_players_end_when_the_publisher_leaves() {
         let status = f.wait_timeout(Duration::from_secs(10));
         assert!(status.is_some(), "a player still runs after the publisher left: {}\n{}", f.describe(), p.log_text());
     }
-    // The RTMP player is told the stream ended (StreamEOF, NetStream.Play.UnpublishNotify) and
-    // ends as at the end of a file: successfully, with no read error.
-    let clean = rtmp.try_status().is_some_and(|s| s.success()) && !rtmp.stderr_text().contains("error");
-    assert!(clean, "the RTMP player did not end cleanly: {}\n{}", rtmp.describe(), p.log_text());
+    // Both players end as at the end of a file: successfully, with no read error (no "Stream
+    // ends prematurely" from HTTP-FLV: the chunked body ended with its last chunk).
+    for (name, f) in [("RTMP", &mut *rtmp), ("HTTP-FLV", &mut *flv)] {
+        let clean = f.try_status().is_some_and(|s| s.success()) && !f.stderr_text().contains("error");
+        assert!(clean, "the {name} player did not end cleanly: {}\n{}", f.describe(), p.log_text());
+        assert!(!f.stderr_text().contains("prematurely"), "{name}: {}", f.describe());
+    }
+    let curled = curl.wait_with_output().unwrap();
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    assert!(curled.status.success(), "curl: {:?} {}\n{head}", curled.status, String::from_utf8_lossy(&curled.stderr));
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    let codecs = ffprobe_streams(body.to_str().unwrap(), PROBE_TIMEOUT).unwrap();
+    assert!(codecs.iter().any(|c| c == "h264") && codecs.iter().any(|c| c == "aac"), "{codecs:?}");
+    // The RTMP client got media, then StreamEOF and onStatus NetStream.Play.UnpublishNotify on
+    // its play stream, as SRS sends them when the publisher leaves, before the connection
+    // closed.
+    let ended = reader.join().unwrap();
+    assert!(ended.media > 50 && ended.eof, "{ended:?}\n{}", p.log_text());
+    assert_eq!(ended.notify, Some(ended.stream_id), "{ended:?}\n{}", p.log_text());
     let log = p.log_text();
     assert!(log.contains("(local) ended after") && log.contains("its players end"), "{log}");
     let ended = log.lines().filter(|l| l.contains("play __defaultVhost__/live/b from") && l.contains("publisher left"));
-    assert_eq!(ended.count(), 2, "both players' ends logged with the reason:\n{log}");
+    assert_eq!(ended.count(), 4, "every player's end logged with the reason:\n{log}");
 
     let _again = publish_local(&p, "b2", 10);
     let _back = Ffmpeg::publish(&rtmp_url(&p, "b"), 10);
@@ -339,4 +422,82 @@ fn with_the_local_origin_on_a_publisher_stays_local_despite_an_origin() {
         panic!("{e}\n{}", p.log_text());
     }
     assert!(!origin.publishing("f"), "the stream reached the origin");
+}
+
+/// How many players of a local stream on several shards: enough that some land on the shard
+/// without the publisher (all on the publisher's shard has odds of 2^-8).
+const SPREAD_PLAYERS: usize = 8;
+
+/// HTTP-FLV players of `stream`, started at once, each decoding frames until it ends.
+fn flv_players(p: &Proxy, stream: &str, n: usize) -> Vec<Ffmpeg> {
+    (0..n).map(|_| Ffmpeg::play(&flv_url(p, stream), 60)).collect()
+}
+
+/// Issue 18's SIGTERM after a local publish that ended (two shards, players forwarded to the
+/// other one, no HLS job): nothing of the local stream (its forward, the edge reporter it
+/// started) keeps a shard or the control thread alive, so with nothing open the proxy exits
+/// 0 at once, well within the grace time, rather than at `--force-quit-timeout` with 1.
+#[test]
+fn sigterm_after_a_local_publish_ended_exits_0_at_once() {
+    let p = Proxy::start(&[
+        "--local-origin",
+        "auto",
+        "--shards",
+        "2",
+        "--local-hls-jobs",
+        "0",
+        "--grace-quit-timeout",
+        "4s",
+        "--force-quit-timeout",
+        "20s",
+    ]);
+    let mut publisher = publish_local(&p, "q", 6);
+    let mut players = flv_players(&p, "q", SPREAD_PLAYERS);
+    assert!(wait_until(Duration::from_secs(20), || players.iter().all(|f| f.frames() >= 10)), "{}", p.log_text());
+    assert!(publisher.wait_timeout(Duration::from_secs(30)).is_some(), "{}", publisher.describe());
+    for f in &mut players {
+        assert!(f.wait_timeout(Duration::from_secs(10)).is_some(), "{}\n{}", f.describe(), p.log_text());
+    }
+    let log = p.log_text();
+    assert!(log.contains("(local) ended after"), "{log}");
+    assert!(log.contains("players on shard"), "never forwarded to the other shard:\n{log}");
+    let (status, took, log) = p.stop();
+    assert_eq!(status.code(), Some(0), "exited after {took:?}:\n{log}");
+    assert!(took < Duration::from_secs(4), "nothing was open, yet it took {took:?}:\n{log}");
+    assert!(log.contains("SIGTERM received") && log.contains("stopped"), "{log}");
+}
+
+/// SIGTERM while a local stream is live, with HTTP-FLV players on both shards and its HLS job:
+/// the stream goes on through the grace time, then the publisher, players and the forward
+/// are closed and the proxy exits 0 soon after it.
+#[test]
+fn sigterm_with_a_live_local_stream_drains_for_the_grace_time_and_exits_0() {
+    let p = Proxy::start(&[
+        "--local-origin",
+        "auto",
+        "--shards",
+        "2",
+        "--grace-quit-timeout",
+        "3s",
+        "--force-quit-timeout",
+        "20s",
+    ]);
+    let mut publisher = publish_local(&p, "r", 120);
+    let mut players = flv_players(&p, "r", SPREAD_PLAYERS);
+    assert!(wait_until(Duration::from_secs(20), || players.iter().all(|f| f.frames() >= 10)), "{}", p.log_text());
+    assert!(p.log_text().contains("players on shard"), "never forwarded to the other shard:\n{}", p.log_text());
+    let before: Vec<u64> = players.iter().map(Ffmpeg::frames).collect();
+    let waiter = std::thread::spawn(move || p.stop());
+    std::thread::sleep(Duration::from_secs(2));
+    for (f, before) in players.iter_mut().zip(before) {
+        assert!(f.running() && f.frames() > before, "a player stopped during the grace time: {}", f.describe());
+    }
+    let (status, took, log) = waiter.join().unwrap();
+    assert_eq!(status.code(), Some(0), "exited after {took:?}:\n{log}");
+    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(7), "exited after {took:?}:\n{log}");
+    assert!(log.contains("still open when the shutdown's grace time ran out"), "{log}");
+    assert!(publisher.wait_timeout(Duration::from_secs(10)).is_some(), "publisher held after exit");
+    for f in &mut players {
+        assert!(f.wait_timeout(Duration::from_secs(10)).is_some(), "player held after exit: {}", f.describe());
+    }
 }

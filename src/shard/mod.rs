@@ -71,6 +71,8 @@ pub struct Shard {
     /// Connections per IP and sessions per stream, shared by every shard.
     pub limits: Arc<limits::Limits>,
     gate: Gate,
+    /// Flips to `true` when shutdown starts.
+    shutdown: watch::Receiver<bool>,
     permits: Rc<Semaphore>,
     saturated: Cell<bool>,
     /// When the last per-IP refusal was logged as a warning.
@@ -81,6 +83,32 @@ impl Shard {
     /// Connections open on this shard now.
     pub fn open_connections(&self) -> u64 {
         self.config.max_connections_per_shard as u64 - self.permits.available()
+    }
+
+    /// Whether shutdown has started (the shard no longer accepts and is draining).
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once shutdown starts.
+    pub async fn stopping(&self) {
+        stopped(self.shutdown.clone()).await
+    }
+
+    /// Runs `task` beside the shard's connections, as something the shard's drain waits for
+    /// (an edge pull, a local stream's forward, a reporter): such a task must end by itself once
+    /// shutdown has started and it has nothing left to serve ([`Shard::is_stopping`]). A
+    /// detached task instead would outlive the shard's executor holding the shard, and with it
+    /// the control thread's event sender, so the process would not exit until
+    /// `--force-quit-timeout`. `false` (and `task` dropped) once the drain has begun.
+    pub fn spawn_background(&self, task: impl Future<Output = ()> + 'static) -> bool {
+        match self.gate.spawn(task) {
+            Ok(task) => {
+                task.detach();
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -173,6 +201,7 @@ async fn run(
         closing: Rc::default(),
         limits: services.limits.clone(),
         gate: Gate::new(),
+        shutdown: shutdown.clone(),
         saturated: Cell::new(false),
         refused_warned: Cell::new(None),
     });

@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use std::net::SocketAddr;
 
+use futures_lite::future;
 use glommio::net::TcpStream;
 
 use crate::balance::StreamKey;
@@ -115,6 +116,13 @@ impl Stream {
     /// How long the stream has had no player, if it has none.
     pub fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
         self.empty_since.get().map(|since| now.saturating_duration_since(since))
+    }
+
+    /// Whether what feeds the stream here (an origin pull, a local stream's forward) should
+    /// stop: no player for `--edge-linger`, or none at all once the shard is shutting down (no
+    /// new player can come then, and the drain waits for the feed).
+    pub fn lingered_out(&self, shard: &Shard, now: Instant) -> bool {
+        self.idle_for(now).is_some_and(|idle| idle >= shard.config.edge.linger || shard.is_stopping())
     }
 
     /// A pull of the stream from `origin` starts.
@@ -233,7 +241,11 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
     let stream = existing.unwrap_or_else(|| {
         let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
         streams.map.borrow_mut().insert(key.clone(), stream.clone());
-        glommio::spawn_local(upstream::run(shard.clone(), stream.clone())).detach();
+        if !shard.spawn_background(upstream::run(shard.clone(), stream.clone())) {
+            // Shutting down: no pull starts; the player ends at once.
+            streams.remove(&stream);
+            stream.close();
+        }
         stream
     });
     stream.players.set(stream.players.get() + 1);
@@ -246,7 +258,10 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
 /// Starts the shard's reporter if it does not run yet.
 fn start_reporting(shard: &Rc<Shard>, streams: &Streams) {
     if !streams.reporting.replace(true) {
-        glommio::spawn_local(report_every_second(shard.clone())).detach();
+        let reporter = report_every_second(shard.clone());
+        let stopping = shard.clone();
+        // The reporter ends when shutdown starts (the shard's drain waits for it).
+        shard.spawn_background(async move { future::or(reporter, stopping.stopping()).await });
     }
 }
 
@@ -288,14 +303,23 @@ async fn report_every_second(shard: Rc<Shard>) {
 /// Serves an RTMP player (its `play` of `name` answered by the proxy) from the shard's pull
 /// of `key`.
 pub async fn play_rtmp(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, name: &str) {
-    play(shard, client, peer, key, Protocol::Rtmp, player::rtmp_prelude(name)).await;
+    let prelude = player::Prelude { head: Vec::new(), body: player::rtmp_prelude(name) };
+    play(shard, client, peer, key, Protocol::Rtmp, player::Framing::Raw, prelude).await;
 }
 
-/// Serves an HTTP-FLV player from the shard's pull of `key`: `head` (the response head), the
-/// FLV header, then the stream until either side ends it.
-pub async fn play_flv(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, mut head: Vec<u8>) {
-    head.extend_from_slice(&crate::codec::flv::FILE_HEADER);
-    play(shard, client, peer, key, Protocol::HttpFlv, head).await;
+/// Serves an HTTP-FLV player from the shard's pull of `key`: `head` (the response head, which
+/// says `Transfer-Encoding: chunked` when `framing` is chunked), the FLV header, then the stream
+/// until either side ends it; a chunked body then ends with its last chunk.
+pub async fn play_flv(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    key: &StreamKey,
+    head: Vec<u8>,
+    framing: player::Framing,
+) {
+    let prelude = player::Prelude { head, body: crate::codec::flv::FILE_HEADER.to_vec() };
+    play(shard, client, peer, key, Protocol::HttpFlv, framing, prelude).await;
 }
 
 /// Serves one player of `protocol` (RTMP or HTTP-FLV): `prelude`, then the stream.
@@ -305,7 +329,8 @@ async fn play(
     peer: SocketAddr,
     key: &StreamKey,
     protocol: Protocol,
-    prelude: Vec<u8>,
+    framing: player::Framing,
+    prelude: player::Prelude,
 ) {
     let wire = if protocol == Protocol::Rtmp { Wire::Rtmp } else { Wire::Flv };
     let member = join(shard, key);
@@ -313,7 +338,8 @@ async fn play(
     let started = Instant::now();
     let dropped = Cell::new(0);
     let traffic = &session.traffic;
-    let ended = player::serve(client, &member, &shard.config.edge, wire, prelude, &traffic.bytes_out, &dropped).await;
+    let form = (wire, framing);
+    let ended = player::serve(client, &member, &shard.config.edge, form, prelude, &traffic.bytes_out, &dropped).await;
     let _ = client.shutdown(std::net::Shutdown::Both).await;
     log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
 }

@@ -4,7 +4,9 @@
 //! - RTMP ([`rtmp_prelude`]): after `play`, the proxy's own answers as SRS sends them:
 //!   StreamBegin, `onStatus` `NetStream.Play.Reset` and `NetStream.Play.Start`,
 //!   `|RtmpSampleAccess`; the client already reads chunks of [`super::ring::CHUNK_SIZE`].
-//! - HTTP-FLV: the response head and the FLV header (the HTTP server writes them).
+//! - HTTP-FLV: the response head (the HTTP server writes it) and the FLV header. For an HTTP/1.1
+//!   client the body is chunked, as SRS sends it ([`Framing::Chunked`]), so when the stream ends
+//!   it ends with the last chunk and players such as ffmpeg and curl see a complete response.
 //!
 //! Then the stream's metadata and sequence headers, then the ring from its last keyframe. When
 //! the stream ends (no origin could serve it, or a local publisher left), what is pending still
@@ -108,19 +110,19 @@ pub fn rtmp_epilogue() -> Vec<u8> {
 }
 
 /// Serves the player on `client` from `member`'s stream: `prelude`, then the stream in
-/// `wire`'s form, until the player closes, stalls or the stream ends. `bytes_out` grows with
-/// every byte sent.
+/// `wire`'s form framed as `framing` says, until the player closes, stalls or the stream
+/// ends. `bytes_out` grows with every byte sent.
 pub async fn serve(
     client: &TcpStream,
     member: &Membership,
     config: &EdgeConfig,
-    wire: Wire,
-    prelude: Vec<u8>,
+    (wire, framing): (Wire, Framing),
+    prelude: Prelude,
     bytes_out: &Cell<u64>,
     dropped: &Cell<u64>,
 ) -> io::Result<End> {
     set_sndbuf(client, SNDBUF);
-    let writer = write_loop(client, member, config, wire, prelude, bytes_out, dropped);
+    let writer = write_loop(client, member, config, (wire, framing), prelude, bytes_out, dropped);
     let gone = async {
         let mut sink = [0u8; 1024];
         while recv(client, &mut sink).await? > 0 {}
@@ -145,27 +147,93 @@ fn set_sndbuf(client: &TcpStream, bytes: usize) {
     }
 }
 
-/// Bytes taken from the ring, not yet sent; the front may be partly sent.
-#[derive(Default)]
+/// How a player's bytes are framed: as they are (RTMP; HTTP-FLV to an HTTP/1.0 client, whose
+/// body ends with the connection), or in HTTP/1.1 chunks ending with the last, empty chunk, so
+/// that an HTTP-FLV player can tell the stream ended from a connection that broke (ffmpeg
+/// reports "Stream ends prematurely" for a body of unknown length that ends; SRS chunks its
+/// HTTP-FLV too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    Raw,
+    Chunked,
+}
+
+/// The chunk that ends a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// One buffer to send.
+struct Piece {
+    bytes: Bytes,
+    /// It carries a media frame (dropping it drops a frame).
+    frame: bool,
+    /// It ends its group: what must go out whole once its first byte went (one buffer when
+    /// raw; a chunk's size line, data and CRLF when chunked).
+    last: bool,
+}
+
+/// Bytes taken from the ring, not yet sent; the front group may be partly sent.
 struct Pending {
-    bufs: VecDeque<(Bytes, bool)>,
+    bufs: VecDeque<Piece>,
     /// Bytes of the front already sent.
     offset: usize,
+    /// Some of the front group went out already (it must be finished).
+    started: bool,
+    framing: Framing,
 }
 
 impl Pending {
+    fn new(framing: Framing) -> Self {
+        Pending { bufs: VecDeque::new(), offset: 0, started: false, framing }
+    }
+
     fn is_empty(&self) -> bool {
         self.bufs.is_empty()
     }
 
+    /// Queues `batch` (as one chunk when chunked).
     fn extend(&mut self, batch: Batch) {
-        self.bufs.extend(batch);
+        if batch.is_empty() {
+            return;
+        }
+        let len: usize = batch.iter().map(|(b, _)| b.len()).sum();
+        match self.framing {
+            Framing::Chunked if len == 0 => {} // a chunk of 0 would end the body
+            Framing::Raw => {
+                self.bufs.extend(batch.into_iter().map(|(bytes, frame)| Piece { bytes, frame, last: true }))
+            }
+            Framing::Chunked => {
+                let size = Bytes::from(format!("{len:x}\r\n").into_bytes());
+                self.bufs.push_back(Piece { bytes: size, frame: false, last: false });
+                self.bufs.extend(batch.into_iter().map(|(bytes, frame)| Piece { bytes, frame, last: false }));
+                self.bufs.push_back(Piece { bytes: Bytes::from_static(b"\r\n"), frame: false, last: true });
+            }
+        }
     }
 
-    /// Drops what has not started going out; returns how many frames that was.
+    /// Queues `bytes` (not media: a prelude or an epilogue).
+    fn push(&mut self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.extend(vec![(Bytes::from(bytes), false)]);
+    }
+
+    /// Queues the end of the body: the last chunk when chunked.
+    fn finish(&mut self) {
+        if self.framing == Framing::Chunked {
+            self.bufs.push_back(Piece { bytes: Bytes::from_static(LAST_CHUNK), frame: false, last: true });
+        }
+    }
+
+    /// Drops what has not started going out (a group partly sent is kept whole); returns how
+    /// many frames that was.
     fn drop_unsent(&mut self) -> u64 {
-        let keep = usize::from(self.offset > 0);
-        let dropped = self.bufs.drain(keep.min(self.bufs.len())..).filter(|(_, frame)| *frame).count();
+        let keep = if self.started || self.offset > 0 {
+            self.bufs.iter().position(|p| p.last).map_or(self.bufs.len(), |i| i + 1)
+        } else {
+            0
+        };
+        let dropped = self.bufs.drain(keep.min(self.bufs.len())..).filter(|p| p.frame).count();
         dropped as u64
     }
 
@@ -173,7 +241,8 @@ impl Pending {
     fn send(&mut self, client: &TcpStream) -> io::Result<usize> {
         let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
         let mut count = 0;
-        for (i, (buf, _)) in self.bufs.iter().take(MAX_IOV).enumerate() {
+        for (i, piece) in self.bufs.iter().take(MAX_IOV).enumerate() {
+            let buf = &piece.bytes;
             let part = if i == 0 { &buf[self.offset..] } else { &buf[..] };
             iov[i] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
             count = i + 1;
@@ -198,17 +267,27 @@ impl Pending {
     }
 
     fn consume(&mut self, mut n: usize) {
-        while let Some((front, _)) = self.bufs.front() {
-            let left = front.len() - self.offset;
+        while let Some(front) = self.bufs.front() {
+            let left = front.bytes.len() - self.offset;
             if n < left {
                 self.offset += n;
+                self.started |= n > 0;
                 return;
             }
             n -= left;
             self.offset = 0;
+            self.started = !front.last;
             self.bufs.pop_front();
         }
     }
+}
+
+/// What a player gets before the stream: `head` as it is (an HTTP response head), then `body`
+/// (RTMP play answers, the FLV header) framed as the rest of the stream.
+#[derive(Debug, Default)]
+pub struct Prelude {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 /// Writes the prelude, the headers and the ring to the player (see the module header).
@@ -216,15 +295,18 @@ async fn write_loop(
     client: &TcpStream,
     member: &Membership,
     config: &EdgeConfig,
-    wire: Wire,
-    prelude: Vec<u8>,
+    (wire, framing): (Wire, Framing),
+    prelude: Prelude,
     bytes_out: &Cell<u64>,
     dropped: &Cell<u64>,
 ) -> io::Result<End> {
     let stream = &member.stream;
     let (max_lag, stall) = (config.max_lag as u64, config.stall_timeout);
-    let mut pending = Pending::default();
-    pending.bufs.push_back((Bytes::from(prelude), false));
+    let mut pending = Pending::new(framing);
+    if !prelude.head.is_empty() {
+        pending.bufs.push_back(Piece { bytes: Bytes::from(prelude.head), frame: false, last: true });
+    }
+    pending.push(prelude.body);
     let mut cursor = {
         let ring = stream.ring.borrow();
         pending.extend(ring.headers().map(|e| (e.wire(wire).clone(), false)).collect());
@@ -234,8 +316,9 @@ async fn write_loop(
     loop {
         if stream.is_closed() {
             if wire == Wire::Rtmp {
-                pending.bufs.push_back((Bytes::from(rtmp_epilogue()), false));
+                pending.push(rtmp_epilogue());
             }
+            pending.finish();
             flush(client, &mut pending, bytes_out, stall).await?;
             return Ok(End::StreamEnded);
         }
@@ -331,9 +414,42 @@ mod tests {
         assert_eq!(msgs[1].stream_id, STREAM_ID);
     }
 
+    /// Everything pending, as it would go out.
+    fn wire_bytes(p: &Pending) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, piece) in p.bufs.iter().enumerate() {
+            out.extend_from_slice(&piece.bytes[if i == 0 { p.offset } else { 0 }..]);
+        }
+        out
+    }
+
+    #[test]
+    fn chunked_pending_bytes_are_whole_chunks_and_end_with_the_last_chunk() {
+        let mut p = Pending::new(Framing::Chunked);
+        p.bufs.push_back(Piece { bytes: Bytes::from_static(b"HEAD\r\n\r\n"), frame: false, last: true });
+        p.push(b"FLV".to_vec());
+        p.extend(vec![(Bytes::from_static(b"0123456789abcdef"), true), (Bytes::from_static(b"xy"), true)]);
+        assert_eq!(wire_bytes(&p), b"HEAD\r\n\r\n3\r\nFLV\r\n12\r\n0123456789abcdefxy\r\n");
+        // Part of the second chunk's data went: dropping keeps that chunk whole.
+        p.consume(b"HEAD\r\n\r\n3\r\nFLV\r\n12\r\n0123".len());
+        p.extend(vec![(Bytes::from_static(b"zz"), true)]);
+        assert_eq!(p.drop_unsent(), 1, "only the chunk not started is dropped");
+        assert_eq!(wire_bytes(&p), b"456789abcdefxy\r\n");
+        // Its size line only went: still started, still kept whole.
+        let mut q = Pending::new(Framing::Chunked);
+        q.extend(vec![(Bytes::from_static(b"abc"), true)]);
+        q.consume(3);
+        assert_eq!(q.drop_unsent(), 0);
+        assert_eq!(wire_bytes(&q), b"abc\r\n");
+        q.consume(5);
+        assert!(q.is_empty() && !q.started);
+        q.finish();
+        assert_eq!(wire_bytes(&q), b"0\r\n\r\n");
+    }
+
     #[test]
     fn pending_bytes_go_out_in_order_and_unsent_frames_can_be_dropped() {
-        let mut p = Pending::default();
+        let mut p = Pending::new(Framing::Raw);
         p.extend(vec![
             (Bytes::from_static(b"abc"), true),
             (Bytes::from_static(b"de"), true),

@@ -112,11 +112,11 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
     log::info!("edge {key} on shard {}: pull stopped ({} pulls)", shard.index, stream.pulls.get());
 }
 
-/// Resolves once the stream has had no player for `--edge-linger`.
+/// Resolves once the stream has had no player for `--edge-linger` (or none at all while the
+/// shard shuts down).
 async fn lingered(shard: &Shard, stream: &Stream) {
-    let linger = shard.config.edge.linger;
     loop {
-        if stream.idle_for(Instant::now()).is_some_and(|idle| idle >= linger) {
+        if stream.lingered_out(shard, Instant::now()) {
             return;
         }
         glommio::timer::sleep(LINGER_CHECK).await;

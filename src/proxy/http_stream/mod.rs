@@ -159,11 +159,19 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
 
 /// An HTTP-FLV player served by the shard from the stream's ring: a local stream's
 /// ([`super::local`]) or, with `--edge on`, the shard's pull of it.
+/// The body is chunked for an HTTP/1.1 client, as SRS sends it, so that it ends with the last
+/// chunk when the stream ends (an HTTP/1.0 client gets it until the connection closes).
 async fn play_flv(ex: &Exchange<'_>, key: &StreamKey) -> Next {
+    use super::edge::player::Framing;
     let mut head = Vec::with_capacity(256);
     let headers = [("Content-Type".to_string(), b"video/x-flv".to_vec())];
-    write_head(&mut head, 200, "OK", &headers, &[("Cache-Control", b"no-cache")], Next::Close);
-    super::edge::play_flv(ex.shard, ex.client, ex.peer, key, head).await;
+    let framing = if ex.req.version >= 1 { Framing::Chunked } else { Framing::Raw };
+    let chunked: &[(&str, &[u8])] = match framing {
+        Framing::Chunked => &[("Cache-Control", b"no-cache"), ("Transfer-Encoding", b"chunked")],
+        Framing::Raw => &[("Cache-Control", b"no-cache")],
+    };
+    write_head(&mut head, 200, "OK", &headers, chunked, Next::Close);
+    super::edge::play_flv(ex.shard, ex.client, ex.peer, key, head, framing).await;
     Next::Close
 }
 

@@ -49,13 +49,18 @@ pub fn subscribe(shard: &Rc<Shard>, key: &StreamKey, owned: &Owned) -> Option<Rc
     owned.subscribed.store(true, Ordering::Release);
     let stream = edge::open_local(shard, key)?;
     log::info!("local {key}: players on shard {}, forwarded from shard {}", shard.index, owned.shard);
-    let (shard, fed) = (shard.clone(), stream.clone());
-    glommio::spawn_local(async move {
-        receive(&shard, &fed, rx).await;
+    let (owner, fed) = (shard.clone(), stream.clone());
+    let spawned = shard.spawn_background(async move {
+        receive(&owner, &fed, rx).await;
         edge::streams().remove(&fed);
         fed.close();
-    })
-    .detach();
+    });
+    if !spawned {
+        // Shutting down: the channel's receiving half is gone, so the owner forgets it.
+        edge::streams().remove(&stream);
+        stream.close();
+        return None;
+    }
     Some(stream)
 }
 
@@ -74,8 +79,11 @@ async fn receive(shard: &Shard, stream: &Stream, rx: shared_channel::SharedRecei
         match within(LINGER_CHECK, rx.recv()).await {
             Some(Some(frame)) => stream.push(frame),
             Some(None) => return log::info!("local {key} on shard {}: the publisher left", shard.index),
-            None if stream.idle_for(Instant::now()).is_some_and(|idle| idle >= linger) => {
-                return log::info!("local {key} on shard {}: no player for {linger:?}; forward stopped", shard.index);
+            None if stream.lingered_out(shard, Instant::now()) => {
+                return log::info!(
+                    "local {key} on shard {}: no player for {linger:?} (or none while shutting down); forward stopped",
+                    shard.index
+                );
             }
             None => {}
         }
