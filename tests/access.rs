@@ -242,6 +242,15 @@ fn callbacks_allow_refuse_time_out_and_hear_the_end() {
     assert!(refused(Ffmpeg::publish(&url("slowcam"), 10)), "a timed-out callback let a publish on");
     assert!(t0.elapsed() < WAIT, "refusals took {:?}", t0.elapsed());
     assert!(!origin.publishing("badcam") && !origin.publishing("slowcam"));
+    // RTMP's own form of the refusal: an error onStatus with the reason, then close.
+    let mut rtmp = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    let status = rtmp.publish("badcam2", |_| Vec::new(), WAIT).unwrap();
+    assert_eq!((status.level.as_str(), status.code.as_str()), ("error", "NetStream.Publish.BadName"), "{status:?}");
+    assert!(status.description.contains("refused by the on_publish callback"), "{status:?}");
+    let mut rtmp = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+    let status = rtmp.play("badplay", |_| Vec::new(), WAIT).unwrap();
+    assert_eq!((status.level.as_str(), status.code.as_str()), ("error", "NetStream.Play.StreamNotFound"), "{status:?}");
+    assert!(status.description.contains("refused by the on_play callback"), "{status:?}");
     let log = p.log_text();
     assert!(log.contains("refused by the on_publish callback: answered code 403"), "{log}");
     assert!(log.contains("the on_publish callback failed"), "{log}");
@@ -261,7 +270,7 @@ fn callbacks_allow_refuse_time_out_and_hear_the_end() {
     healthy.kill();
     assert!(wait_until(WAIT, || !hooks.calls("on_unpublish", "okhealthy").is_empty()), "no on_unpublish");
     assert_eq!(hooks.calls("on_unpublish", "okhealthy")[0]["client_id"], c["client_id"]);
-    assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= 3), "{}", shards(&p));
+    assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= 5), "{}", shards(&p));
 }
 
 #[test]
@@ -670,4 +679,33 @@ fn end_notices_wait_in_a_bounded_queue() {
     assert_eq!(posted + dropped, 5, "a dropped notice was posted\n{}", p.log_text());
     assert!((1..=3).contains(&posted) && dropped >= 2, "{posted} posted, {dropped} dropped");
     assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
+}
+
+/// `--max-connections-per-ip` on the HTTP stream and HTTP API listeners: with http=2 and api=1,
+/// connections past the limit are closed at accept and counted per listener, while curl still
+/// gets its answer on the RTMP-free listeners once the held ones are let go.
+#[test]
+fn connections_per_ip_on_the_http_listeners() {
+    let p = Proxy::start(&["--max-connections-per-ip", "http=2,api=1"]);
+    let open = |listener: &str| shards(&p)["total"]["open_by_listener"][listener].as_u64().unwrap_or(0);
+    let refused = |listener: &str| shards(&p)["total"]["refused"][listener].as_u64().unwrap_or(0);
+    let closed_at_once = |port: u16| {
+        let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        matches!(extra.read(&mut b), Ok(0) | Err(_))
+    };
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", p.http)).unwrap()).collect();
+    assert!(wait_until(WAIT, || open("http_stream") == 2), "{}", shards(&p));
+    assert!(closed_at_once(p.http), "a third HTTP connection was kept");
+    assert!(wait_until(WAIT, || refused("http_stream") == 1), "{}", shards(&p));
+    let api_held = TcpStream::connect(("127.0.0.1", p.http_api)).unwrap();
+    assert!(wait_until(WAIT, || open("http_api") == 1), "{}", shards(&p));
+    assert!(closed_at_once(p.http_api), "a second API connection was kept");
+    assert!(wait_until(WAIT, || refused("http_api") == 1), "{}", shards(&p));
+    assert!(p.log_text().contains("(--max-connections-per-ip)"), "{}", p.log_text());
+    drop((held, api_held));
+    assert!(wait_until(WAIT, || open("http_stream") == 0 && open("http_api") == 0), "{}", shards(&p));
+    let versions = |port: u16| curl_status(&format!("http://127.0.0.1:{port}/api/v1/versions"));
+    assert_eq!((versions(p.http), versions(p.http_api)), (200, 200), "{}", p.log_text());
 }
