@@ -107,6 +107,15 @@ pub fn spawn(params: Params, shared: Arc<Shared>) -> std::io::Result<JoinHandle<
     })
 }
 
+/// Reads the input's next packet into `packet`, releasing what it held first.
+/// `av_read_frame` fills a packet without unreferencing the buffer it already holds, so a
+/// packet reused for every read leaks each buffer not handed on to a muxer (which takes the
+/// reference): every packet a decoder was given, every packet a remux skipped.
+pub(super) fn read_packet(packet: &mut Packet, input: &mut format::context::Input) -> Result<(), ffmpeg::Error> {
+    *packet = Packet::empty();
+    packet.read(input)
+}
+
 pub(super) fn stopping(shared: &Shared) -> bool {
     shared.stop.load(Ordering::Relaxed)
 }
@@ -167,7 +176,7 @@ fn run(p: &Params, shared: &Arc<Shared>) -> Result<(), JobError> {
         if stopping(shared) {
             break;
         }
-        match packet.read(&mut input) {
+        match read_packet(&mut packet, &mut input) {
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) => break,
             Err(_) if stopping(shared) => break,
@@ -724,5 +733,42 @@ trait Rescale {
 impl Rescale for i64 {
     fn rescale(self, from: Rational, to: Rational) -> i64 {
         ffmpeg::mathematics::Rescale::rescale(&self, from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ffmpeg_next::packet::{Mut, Ref};
+
+    use super::*;
+
+    /// A captured x264/AAC FLV.
+    const MEDIA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/media/x264_640x360.flv");
+
+    #[test]
+    fn a_reused_packet_lets_go_of_each_buffer_it_read() {
+        ffmpeg::init().unwrap();
+        let mut input = format::input(&MEDIA).unwrap();
+        let mut packet = Packet::empty();
+        read_packet(&mut packet, &mut input).unwrap();
+        let mut reads = 1;
+        loop {
+            // A second reference to the buffer just read: once the packet lets go of it,
+            // this is the only one.
+            // (`Packet::clone` would copy the data: it makes its packet writable.)
+            let mut kept = Packet::empty();
+            // SAFETY: both point to live packets; `kept` is blank.
+            assert_eq!(unsafe { ffmpeg::ffi::av_packet_ref(kept.as_mut_ptr(), packet.as_ptr()) }, 0);
+            let buf = kept.as_ptr();
+            match read_packet(&mut packet, &mut input) {
+                Ok(()) => reads += 1,
+                Err(ffmpeg::Error::Eof) => break,
+                Err(e) => panic!("{e}"),
+            }
+            // SAFETY: `kept` owns a reference to its buffer, alive until it drops below.
+            let refs = unsafe { ffmpeg::ffi::av_buffer_get_ref_count((*buf).buf) };
+            assert_eq!(refs, 1, "packet {reads}: the reused packet still holds the buffer it read before");
+        }
+        assert!(reads > 10, "only {reads} packets in {MEDIA}");
     }
 }

@@ -24,7 +24,7 @@ use ffmpeg_next as ffmpeg;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, media};
 
 use super::Status;
-use super::job::{JobError, open_input, stopping};
+use super::job::{JobError, open_input, read_packet, stopping};
 use super::supervisor::Shared;
 
 /// Segments listed in the playlist.
@@ -125,7 +125,7 @@ fn copy(
         if stopping(shared) {
             return Ok(());
         }
-        match packet.read(input) {
+        match read_packet(&mut packet, input) {
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) => return Ok(()),
             Err(_) if stopping(shared) => return Ok(()),
