@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::peers::*;
 use common::rtmp_client::{Handshake, RtmpClient};
+use common::udp_peers;
 use common::*;
 use serde_json::Value;
 use streamgate::control::grpc::proto::Empty;
@@ -500,4 +501,59 @@ fn sigterm_with_a_live_local_stream_drains_for_the_grace_time_and_exits_0() {
     for f in &mut players {
         assert!(f.wait_timeout(Duration::from_secs(10)).is_some(), "player held after exit: {}", f.describe());
     }
+}
+
+/// The SRT URL publishing or playing `stream` through the proxy.
+fn srt_url(p: &Proxy, stream: &str, mode: &str) -> String {
+    format!("srt://127.0.0.1:{}?streamid=#!::r=live/{stream},m={mode}", p.srt)
+}
+
+/// An SRT publisher with no origin (issue 20 item 2, "the RTMP (and SRT) publisher"): ffmpeg
+/// publishes MPEG-TS over SRT to the proxy; its ingest demuxes it into the stream's ring, so
+/// ffprobe finds H.264 and AAC over RTMP and HTTP-FLV, and ffmpeg plays both cleanly on either
+/// shard. A second SRT publisher of the live stream is refused (SRT_REJX_CONFLICT). When the
+/// SRT publisher ends, the players end cleanly and so does the ingest.
+#[test]
+fn an_srt_publisher_is_served_locally_and_plays_over_rtmp_and_http_flv() {
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "2", "--local-hls-jobs", "0"]);
+    let mut publisher = udp_peers::publish_srt(&srt_url(&p, "t", "publish"), 16);
+    let served = || {
+        p.log_text()
+            .lines()
+            .any(|l| l.contains("rtmp publish __defaultVhost__/live/t from") && l.contains("served locally"))
+    };
+    assert!(wait_until(PUBLISH_WAIT, served), "never served locally: {}\n{}", publisher.log_text(), p.log_text());
+    assert!(p.log_text().contains("srt publish __defaultVhost__/live/t from"), "{}", p.log_text());
+    let urls = [rtmp_url(&p, "t"), flv_url(&p, "t")];
+    let probes = {
+        let urls = urls.clone();
+        in_parallel(4, move |i| probe_h264_aac(&urls[i % 2], PROBE_TIMEOUT))
+    };
+    for (i, probe) in probes.into_iter().enumerate() {
+        if let Err(e) = probe {
+            panic!("probe {i} ({}): {e}\n{}", urls[i % 2], p.log_text());
+        }
+    }
+    let mut second = udp_peers::publish_srt(&srt_url(&p, "t", "publish"), 5);
+    assert!(second.wait_timeout(Duration::from_secs(15)).is_some_and(|s| !s.success()), "{}", second.log_text());
+    let refused = p.log_text().contains("srt publish __defaultVhost__/live/t from")
+        && p.log_text().contains("refused: the stream is already published here (local)");
+    assert!(refused, "{}", p.log_text());
+    let mut players: Vec<Ffmpeg> = (0..4).map(|i| Ffmpeg::play(&urls[i % 2], 60)).collect();
+    assert!(wait_until(Duration::from_secs(20), || players.iter().all(|f| f.frames() >= 25)), "{}", p.log_text());
+    assert!(publisher.wait_timeout(Duration::from_secs(30)).is_some(), "{}", publisher.log_text());
+    for f in &mut players {
+        assert!(f.wait_timeout(Duration::from_secs(15)).is_some(), "{}\n{}", f.describe(), p.log_text());
+        let clean = f.try_status().is_some_and(|s| s.success()) && !f.stderr_text().contains("error");
+        assert!(clean, "a player did not end cleanly: {}\n{}", f.describe(), p.log_text());
+        assert!(f.frames() >= 100, "{}", f.describe());
+    }
+    let log = p.log_text();
+    assert!(log.contains("players on shard"), "never forwarded to the other shard:\n{log}");
+    assert!(
+        wait_until(Duration::from_secs(10), || p.log_text().contains("srt ingest __defaultVhost__/live/t: ")
+            && p.log_text().contains("ended")),
+        "{}",
+        p.log_text()
+    );
 }

@@ -85,6 +85,9 @@ pub const REJX_NOT_FOUND: i32 = 1404;
 pub const REJX_OVERLOAD: i32 = 1402;
 /// Access-control rejection SRT_REJX_BAD_MODE: the `m=` value is not supported.
 pub const REJX_BAD_MODE: i32 = 1405;
+/// Access-control rejection SRT_REJX_CONFLICT (HTTP 409): the stream is being published
+/// already.
+pub const REJX_CONFLICT: i32 = 1409;
 
 /// Extension field of a listener's INDUCTION reply: the HSv5 magic.
 pub const SRT_MAGIC: u16 = 0x4A17;

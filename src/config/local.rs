@@ -12,9 +12,10 @@ pub const MAX_HLS_JOBS: usize = 1000;
 /// The flag, as clap sees it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {
-    /// Serve RTMP publishers locally: streamgate terminates the publish itself and its RTMP and
-    /// HTTP-FLV players (on any shard) play the stream from streamgate's own buffers, with no
-    /// origin server. auto: only when no registered origin is alive to take a new stream (an
+    /// Serve RTMP and SRT publishers locally: streamgate terminates the publish itself (an SRT
+    /// caller's MPEG-TS through an ingest job that republishes it over RTMP to streamgate, which
+    /// needs the cargo feature `transcode`) and its RTMP and HTTP-FLV players (on any shard) play
+    /// the stream from streamgate's own buffers, with no origin server. auto: only when no registered origin is alive to take a new stream (an
     /// origin registering later takes new streams; local ones stay local until their
     /// publisher leaves); on: always; off: publishers need an origin.
     #[arg(
@@ -51,7 +52,7 @@ pub struct LocalArgs {
 
     /// Most local streams at once, across the shards (the process-wide table of who publishes
     /// what is bounded by it); past it a new local publisher is refused (RTMP error status,
-    /// logged). From 1 to 1000000.
+    /// logged). It bounds the SRT ingest jobs (a thread each) the same way. From 1 to 1000000.
     #[arg(
         long,
         env = "STREAMGATE_LOCAL_MAX_STREAMS",

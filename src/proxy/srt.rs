@@ -17,6 +17,10 @@
 //!    stored answer again; a SHUTDOWN from either side ends the session; so does
 //!    `--udp-idle-timeout` without a datagram.
 //!
+//! A publisher of a local stream (`--local-origin`, no origin to take it) is relayed the same
+//! way to its ingest on loopback ([`super::local::srt`]), which makes it an RTMP publisher of
+//! streamgate's own; a second publisher of a live local stream gets 1409 (SRT_REJX_CONFLICT).
+//!
 //! Failures reach the caller as an SRT rejection (`srt_getrejectreason` shows 1400 for a bad
 //! stream id, 1404 for no origin, 1402 when this shard is full) and a log line.
 //! Bounds: at most `--srt-max-sessions` (10,000) sessions per shard; nothing is stored for an INDUCTION.
@@ -36,9 +40,11 @@ use crate::balance::StreamKey;
 use crate::balance::endpoint::first_udp;
 use crate::balance::session::Protocol as SessionProtocol;
 use crate::bridge::Role;
+use crate::bridge::report::LOCAL_ORIGIN;
 use crate::bridge::{Listener, PickFailure};
 use crate::codec::srt::{self, Handshake};
 use crate::logging::clip;
+use crate::proxy::local::srt::SrtPublish;
 use crate::shard::Shard;
 use crate::shard::udp::{self, CLIP, NewSession, Protocol, Table, Verdict};
 
@@ -55,6 +61,7 @@ const COOKIE_SLOT: Duration = Duration::from_secs(60);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning {
     BadStreamId,
+    Busy,
     ShardFull,
     NoOrigin,
     NoEndpoint,
@@ -69,6 +76,7 @@ impl Warning {
     fn what(self) -> &'static str {
         match self {
             Warning::BadStreamId => "srt caller refused (bad stream id)",
+            Warning::Busy => "srt publisher refused (stream already published)",
             Warning::ShardFull => "srt caller refused (sessions full on this shard)",
             Warning::NoOrigin => "srt caller refused (no origin)",
             Warning::NoEndpoint => "srt caller refused (origin without an srt endpoint)",
@@ -256,30 +264,52 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
     let Ok(per_ip) = table.ip_slot(from, || format!("{} {short}", role.name())) else {
         return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
     };
-    let origin = match super::pick(&table.shard, &key).await {
-        Ok(origin) => origin,
-        Err(reason) => {
-            warn(table, Warning::NoOrigin, || {
-                format!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason.to_string(), CLIP))
+    let local = match role {
+        Role::Publish => super::local::srt::publish(&table.shard, &key),
+        Role::Play => SrtPublish::ToOrigin,
+    };
+    let (target, origin_id) = match local {
+        SrtPublish::Busy => {
+            warn(table, Warning::Busy, || {
+                format!("srt publish {short} from {from} refused: the stream is already published here (local)")
             });
+            return reject(table, &hs, from, srt::REJX_CONFLICT).await;
+        }
+        SrtPublish::Refused(why) => {
+            warn(table, Warning::NoOrigin, || format!("srt publish {short} from {from} refused: {why}"));
             return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
+        SrtPublish::Ingest(addr) => {
+            log::info!("srt publish {short} from {from}: served locally (local origin) through an ingest on {addr}");
+            (addr, LOCAL_ORIGIN.to_string())
+        }
+        SrtPublish::ToOrigin => {
+            let origin = match super::pick(&table.shard, &key).await {
+                Ok(origin) => origin,
+                Err(reason) => {
+                    warn(table, Warning::NoOrigin, || {
+                        format!("srt {} {short} from {from} refused: {}", role.name(), clip(&reason.to_string(), CLIP))
+                    });
+                    return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
+                }
+            };
+            let reg = &origin.registration;
+            let Some(endpoint) = first_udp(&reg.srt) else {
+                super::failed(&table.shard, PickFailure::NoEndpoint);
+                warn(table, Warning::NoEndpoint, || {
+                    format!("srt {} {short} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id)
+                });
+                return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
+            };
+            (SocketAddr::new(reg.ip, endpoint.port), origin.id.0.clone())
+        }
     };
-    let reg = &origin.registration;
-    let Some(endpoint) = first_udp(&reg.srt) else {
-        super::failed(&table.shard, PickFailure::NoEndpoint);
-        warn(table, Warning::NoEndpoint, || {
-            format!("srt {} {short} from {from} refused: origin {} has no srt endpoint", role.name(), origin.id)
-        });
-        return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
-    };
-    let target = SocketAddr::new(reg.ip, endpoint.port);
     let upstream = match Table::<Srt>::dial(target).await {
         Ok(s) => s,
         Err(e) => {
             super::failed(&table.shard, PickFailure::DialFailed);
             warn(table, Warning::OriginUnreachable, || {
-                format!("srt {} {short} from {from}: cannot reach origin {} at {target}: {e}", role.name(), origin.id)
+                format!("srt {} {short} from {from}: cannot reach origin {origin_id} at {target}: {e}", role.name())
             });
             return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
@@ -288,7 +318,7 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
         return; // a retransmitted CONCLUSION raced this one: its session is already connecting
     }
     let state = State { phase: Cell::new(Phase::Connecting), answer: RefCell::default() };
-    let new = NewSession { key, role, origin_id: origin.id.0.clone(), upstream, state, per_ip };
+    let new = NewSession { key, role, origin_id, upstream, state, per_ip };
     let Some(session) = table.insert(new, from) else {
         return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
     };
@@ -399,12 +429,29 @@ async fn exchange(
     want: i32,
 ) -> Result<(Vec<u8>, Handshake), HandshakeError> {
     let packet = hs.encode(table.proto.timestamp(), 0);
+    // A local stream's ingest may not listen yet: its port refusing the first datagrams
+    // (ICMP port unreachable) only means retransmit, within the handshake's time.
+    let starting = session.origin_id == LOCAL_ORIGIN;
+    let refused = |e: &std::io::Error| starting && e.kind() == std::io::ErrorKind::ConnectionRefused;
     loop {
-        session.upstream.send(&packet).await.map_err(std::io::Error::from)?;
+        if let Err(e) = session.upstream.send(&packet).await.map_err(std::io::Error::from) {
+            if !refused(&e) {
+                return Err(e.into());
+            }
+            glommio::timer::sleep(RETRANSMIT).await;
+            continue;
+        }
         let n = match crate::shard::within(RETRANSMIT, session.upstream.recv(buf)).await {
             None => continue,
             Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(std::io::Error::from(e).into()),
+            Some(Err(e)) => {
+                let e = std::io::Error::from(e);
+                if refused(&e) {
+                    glommio::timer::sleep(RETRANSMIT / 5).await;
+                    continue;
+                }
+                return Err(e.into());
+            }
         };
         let Ok((_, answer)) = Handshake::parse(&buf[..n]) else {
             continue;

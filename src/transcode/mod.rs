@@ -39,6 +39,8 @@ pub mod supervisor;
 #[cfg(feature = "transcode")]
 mod encoder;
 #[cfg(feature = "transcode")]
+pub mod ingest;
+#[cfg(feature = "transcode")]
 mod job;
 #[cfg(feature = "transcode")]
 mod remux;

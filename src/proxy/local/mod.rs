@@ -8,6 +8,9 @@
 //!   the shard that accepted it (the stream's owner).
 //! - Players (RTMP and HTTP-FLV) of a local stream are served from the ring by the edge's player
 //!   code ([`super::edge::play_rtmp`], [`super::edge::play_flv`]), whether or not `--edge` is on.
+//! - SRT publishers ([`srt`]): the caller's session is relayed to an ingest job on loopback
+//!   that demuxes its MPEG-TS and publishes it over RTMP to streamgate's own listener, so it
+//!   becomes a local RTMP publisher as above.
 //! - A second publisher of a live local stream is refused with `NetStream.Publish.BadName`, as
 //!   SRS refuses it. When the publisher leaves, the stream closes and its players end.
 //! - Which streams are local, and on which shard, is in one process-wide table ([`owner`]), so
@@ -20,6 +23,7 @@
 
 pub mod forward;
 pub mod publish;
+pub mod srt;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

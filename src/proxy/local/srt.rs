@@ -1,0 +1,142 @@
+//! SRT publishers of local streams (`#!::r=APP/STREAM,m=publish` with no origin to take it):
+//! the shard relays the caller's session, as it relays one to an origin, to an ingest job
+//! listening on a loopback port ([`crate::transcode::ingest`]: libsrt, on its own thread),
+//! which demuxes the MPEG-TS and publishes the H.264 and AAC over RTMP to streamgate's own RTMP
+//! listener. That publish is an ordinary local publish ([`super::publish`]): its messages feed
+//! the stream's ring, RTMP and HTTP-FLV players on any shard play it, its HLS and ladder start.
+//!
+//! - A second SRT publisher of a stream that is live locally (or whose ingest is starting) is
+//!   refused with `SRT_REJX_CONFLICT` (1409), the SRT access-control answer for a resource
+//!   already being published.
+//! - The ingest's RTMP publish is signed with `--publish-secret` when there is one (the SRT
+//!   caller's own access was checked by the relay already).
+//! - Bounds: at most `--local-max-streams` ingests at once (one thread each).
+//! - Needs the cargo feature `transcode` (libavformat built with libsrt); without it the caller
+//!   is refused (1404) with a log line saying why.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+#[cfg(feature = "transcode")]
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
+
+use crate::balance::StreamKey;
+#[cfg(feature = "transcode")]
+use crate::balance::stream_key::DEFAULT_VHOST;
+use crate::shard::Shard;
+
+/// How long the ingest's signed RTMP URL stays valid.
+#[cfg(feature = "transcode")]
+const SIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What becomes of an SRT publisher.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SrtPublish {
+    /// Not a local stream: relay it to an origin as before.
+    ToOrigin,
+    /// The stream is live locally already, or its ingest is starting.
+    Busy,
+    /// Relay the caller to this loopback address: its ingest listens there.
+    Ingest(SocketAddr),
+    /// It would be local, but cannot be (why).
+    Refused(String),
+}
+
+/// Streams whose SRT ingest runs (process-wide; each one a thread).
+static INGESTS: Mutex<Option<HashSet<StreamKey>>> = Mutex::new(None);
+
+fn ingests<R>(f: impl FnOnce(&mut HashSet<StreamKey>) -> R) -> R {
+    let mut guard = INGESTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(guard.get_or_insert_with(HashSet::new))
+}
+
+/// Decides for an SRT publisher of `key` on `shard`; starts its ingest when it is local.
+pub fn publish(shard: &Shard, key: &StreamKey) -> SrtPublish {
+    if super::owner(key).is_some() || ingests(|t| t.contains(key)) {
+        return SrtPublish::Busy;
+    }
+    if !super::publishes_locally(shard, key) {
+        return SrtPublish::ToOrigin;
+    }
+    start(shard, key)
+}
+
+#[cfg(not(feature = "transcode"))]
+fn start(_: &Shard, _: &StreamKey) -> SrtPublish {
+    SrtPublish::Refused("an SRT publisher of a local stream needs the cargo feature `transcode` (libsrt)".into())
+}
+
+#[cfg(feature = "transcode")]
+fn start(shard: &Shard, key: &StreamKey) -> SrtPublish {
+    use crate::transcode::ingest;
+    let max = shard.config.local_max_streams;
+    let reserved = ingests(|t| {
+        if t.len() >= max {
+            return false;
+        }
+        t.insert(key.clone())
+    });
+    if !reserved {
+        return SrtPublish::Refused(format!("{max} SRT ingests run already (--local-max-streams)"));
+    }
+    let forget = |key: &StreamKey| ingests(|t| t.remove(key));
+    let port = match free_loopback_port() {
+        Ok(port) => port,
+        Err(e) => {
+            forget(key);
+            return SrtPublish::Refused(format!("no free loopback UDP port for its ingest: {e}"));
+        }
+    };
+    let params = ingest::Params { name: key.to_string(), port, target: rtmp_target(shard, key) };
+    let owned = key.clone();
+    let spawned = std::thread::Builder::new().name("srt ingest".into()).spawn(move || {
+        match ingest::run(&params) {
+            Ok(bytes) => log::info!("srt ingest {}: ended ({bytes} bytes copied)", params.name),
+            Err(e) => log::warn!("srt ingest {}: stopped: {e}", params.name),
+        }
+        forget(&owned);
+    });
+    match spawned {
+        Ok(_) => SrtPublish::Ingest(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Err(e) => {
+            forget(key);
+            SrtPublish::Refused(format!("cannot start its ingest thread: {e}"))
+        }
+    }
+}
+
+/// A UDP port free on loopback now (the ingest binds it a moment later).
+#[cfg(feature = "transcode")]
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// `rtmp://RTMP_LISTENER/APP/STREAM` on loopback (for a wildcard listener), `?vhost=` for a
+/// named vhost, signed with `--publish-secret` when there is one.
+#[cfg(feature = "transcode")]
+fn rtmp_target(shard: &Shard, key: &StreamKey) -> String {
+    let config = &shard.config;
+    let mut addr = config.listen.rtmp.0;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    let (vhost, path) = key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, key.as_str()));
+    let mut url = format!("rtmp://{addr}/{path}");
+    let mut query = Vec::new();
+    if vhost != DEFAULT_VHOST {
+        query.push(format!("vhost={vhost}"));
+    }
+    if let Some(secret) = config.access.publish_secret.as_deref() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let expires = (now + SIGNED_FOR).as_secs();
+        let token = crate::balance::signed::sign(secret, key, expires);
+        query.push(format!("token={token}&expires={expires}"));
+    }
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query.join("&"));
+    }
+    url
+}
