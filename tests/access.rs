@@ -709,3 +709,79 @@ fn connections_per_ip_on_the_http_listeners() {
     let versions = |port: u16| curl_status(&format!("http://127.0.0.1:{port}/api/v1/versions"));
     assert_eq!((versions(p.http), versions(p.http_api)), (200, 200), "{}", p.log_text());
 }
+
+/// An HLS player is one session with the callbacks: ffmpeg plays HLS through the proxy from an
+/// nginx-rtmp origin for five seconds of video, refreshing its playlist several times, and
+/// on_play is asked once; its first playlist is a one-variant master naming the same playlist
+/// with its session token, which its refreshes carry. on_stop (with the same client id) comes
+/// `--hls-session-timeout` after its last request, not per refresh. An origin's own master
+/// playlist gets the token on its variants, whose requests keep the session alive. A refused
+/// player gets 403.
+#[test]
+fn an_hls_player_is_one_session_for_the_callbacks() {
+    let hooks = Hooks::start();
+    let origin = common::http_peers::NginxHls::start();
+    let sessions = hooks.url("/api/v1/sessions");
+    let p = Proxy::start(&["--on-play", &sessions, "--on-stop", &sessions, "--hls-session-timeout", "3s"]);
+    let body = common::http_peers::origin_body_http("hls-a", "s", origin.rtmp_port, origin.http_port);
+    assert_eq!(register(&p.api_addr(), &body).status, 200);
+    let url = format!("rtmp://127.0.0.1:{}/live/okhls", p.rtmp);
+    let mut publisher = common::http_peers::publish_short_gop(&url, 60);
+    assert!(wait_until(WAIT, || origin.segments("okhls") >= 3), "{}\n{}", publisher.describe(), p.log_text());
+
+    let hls = format!("http://127.0.0.1:{}/live/okhls.m3u8", p.http);
+    let played = play_frames(&hls, 150, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert!(played.frames >= 150, "{played:?}");
+    let ended = Instant::now();
+    let refreshes = origin.requested().iter().filter(|r| r.starts_with("/live/okhls.m3u8")).count();
+    assert!(refreshes >= 4, "the player refreshed its playlist {refreshes} times: {:?}", origin.requested());
+    let on_play = hooks.calls("on_play", "okhls");
+    assert_eq!(on_play.len(), 1, "one player, {refreshes} playlist requests: {on_play:?}");
+    assert_eq!(on_play[0]["protocol"], "hls", "{on_play:?}");
+    assert!(wait_until(WAIT, || !hooks.calls("on_stop", "okhls").is_empty()), "no on_stop\n{}", p.log_text());
+    let waited = ended.elapsed();
+    assert!(waited >= Duration::from_secs(2), "on_stop {waited:?} after the player's last request");
+    let on_stop = hooks.calls("on_stop", "okhls");
+    assert_eq!((on_stop.len(), &on_stop[0]["client_id"]), (1, &on_play[0]["client_id"]), "{on_stop:?}");
+    assert!(p.log_text().contains("no playlist request for 3s; session ended"), "{}", p.log_text());
+
+    // What the session looks like: a master naming the same playlist with the token.
+    let first = get(&p.http_addr(), "/live/okhls.m3u8?k=v");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let variant = first.body.lines().find(|l| l.starts_with("okhls.m3u8?")).unwrap_or_else(|| panic!("{}", first.body));
+    assert!(
+        first.body.contains("#EXT-X-STREAM-INF:") && variant.starts_with("okhls.m3u8?k=v&spbhs="),
+        "{}",
+        first.body
+    );
+    let media = get(&p.http_addr(), &format!("/live/{variant}"));
+    assert!(media.body.contains("#EXTINF") && media.body.contains("spbhid="), "{}", media.body);
+    assert_eq!(hooks.calls("on_play", "okhls").len(), 2, "the variant request was asked again");
+
+    // An origin's own master playlist keeps its variants, with the token added; requesting a
+    // variant (which rides on spbhid) keeps the session alive.
+    let dir = origin.hls_dir();
+    std::fs::write(dir.join("okm.m3u8"), "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nokm-hi.m3u8\n").unwrap();
+    std::fs::write(dir.join("okm-hi.m3u8"), "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nokm-hi-1.ts\n").unwrap();
+    let master = get(&p.http_addr(), "/live/okm.m3u8");
+    assert_eq!(master.status, 200, "{}", master.body);
+    let variant =
+        master.body.lines().find(|l| l.starts_with("okm-hi.m3u8?")).unwrap_or_else(|| panic!("{}", master.body));
+    assert!(variant.contains("spbhid=") && variant.contains("spbhs="), "{}", master.body);
+    for _ in 0..5 {
+        let media = get(&p.http_addr(), &format!("/live/{variant}"));
+        assert!(media.body.contains("okm-hi-1.ts?spbhid="), "{}", media.body);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(hooks.calls("on_play", "okm").len(), 1);
+    assert!(
+        hooks.calls("on_stop", "okm").is_empty(),
+        "the variant's requests did not keep the session\n{}",
+        p.log_text()
+    );
+    assert!(wait_until(WAIT, || hooks.calls("on_stop", "okm").len() == 1), "no on_stop\n{}", p.log_text());
+
+    assert_eq!(curl_status(&format!("http://127.0.0.1:{}/live/badhls.m3u8", p.http)), 403);
+    assert!(hooks.calls("on_stop", "badhls").is_empty(), "an end notice for a refused player");
+    assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
+}

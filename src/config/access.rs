@@ -169,6 +169,30 @@ pub struct AccessFlags {
     )]
     pub webrtc_ice_ttl: GoDuration,
 
+    /// With --on-play, --on-stop or --max-sessions-per-stream, an HLS player is one session: asked
+    /// once at its first playlist request, given a session token (spbhs=) that its playlist
+    /// refreshes carry, and ended (stream slot back, on_stop sent) when no playlist request of
+    /// it came for this long. From 1s to 1h.
+    #[arg(
+        long,
+        env = "STREAMGATE_HLS_SESSION_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
+    pub hls_session_timeout: GoDuration,
+
+    /// Most HLS player sessions (see --hls-session-timeout) at once, across the shards; past it a
+    /// new player's first playlist request gets 503 (logged).
+    #[arg(
+        long,
+        env = "STREAMGATE_HLS_MAX_SESSIONS",
+        default_value_t = 100_000,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub hls_max_sessions: usize,
+
     /// TCP keepalive on every relayed socket (clients and origins): the first probe after this
     /// long without traffic. 0s turns keepalive off.
     #[arg(
@@ -327,6 +351,10 @@ pub struct AccessConfig {
     pub webrtc_ice_sessions: usize,
     /// An ICE username unused for this long is forgotten.
     pub webrtc_ice_ttl: Duration,
+    /// An HLS player's session ends after this long without a playlist request.
+    pub hls_session_timeout: Duration,
+    /// Most HLS player sessions.
+    pub hls_max_sessions: usize,
     /// `None`: keepalive off.
     pub keepalive: Option<Keepalive>,
     /// `None`: no relay idle timeout.
@@ -397,6 +425,15 @@ impl AccessFlags {
                 ),
             ));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.hls_session_timeout.0) {
+            return Err(ConfigError::new(
+                "--hls-session-timeout",
+                "must be from 1s to 1h (sessions are checked once a second)",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.hls_max_sessions) {
+            return Err(ConfigError::new("--hls-max-sessions", "must be from 1 to 10000000"));
+        }
         let idle = self.relay_idle_timeout.0;
         if !idle.is_zero() && idle < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -421,6 +458,8 @@ impl AccessFlags {
             webrtc_media_timeout: media_timeout,
             webrtc_ice_sessions: self.webrtc_ice_sessions,
             webrtc_ice_ttl: self.webrtc_ice_ttl.0,
+            hls_session_timeout: self.hls_session_timeout.0,
+            hls_max_sessions: self.hls_max_sessions,
             keepalive,
             relay_idle_timeout: (!idle.is_zero()).then_some(idle),
         })

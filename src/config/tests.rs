@@ -193,6 +193,7 @@ fn bounded_tables_have_flags_with_defaults_and_limits() {
     assert_eq!((a.webrtc_ice_sessions, a.webrtc_ice_ttl), (100_000, Duration::from_secs(3600)));
     assert_eq!((a.webrtc_media_timeout, a.callback_max_notices), (Duration::from_secs(30), 4096));
     assert_eq!(c.local_max_streams, 100_000);
+    assert_eq!((a.hls_session_timeout, a.hls_max_sessions), (Duration::from_secs(30), 100_000));
     let c = load(&[
         "--webrtc-ice-sessions",
         "10",
@@ -218,6 +219,8 @@ fn bounded_tables_have_flags_with_defaults_and_limits() {
         ("--callback-max-notices", "0", "STREAMGATE_CALLBACK_MAX_NOTICES"),
         ("--local-max-streams", "0", "STREAMGATE_LOCAL_MAX_STREAMS"),
         ("--local-max-streams", "2000000", "STREAMGATE_LOCAL_MAX_STREAMS"),
+        ("--hls-session-timeout", "0s", "STREAMGATE_HLS_SESSION_TIMEOUT"),
+        ("--hls-max-sessions", "0", "STREAMGATE_HLS_MAX_SESSIONS"),
     ] {
         let e = load(&[flag, value]).unwrap_err();
         assert!(e.contains(flag) && e.contains(env), "{flag} {value}: {e}");

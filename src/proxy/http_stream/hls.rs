@@ -11,7 +11,9 @@
 //! is rewritten again with the same id. An unknown id gets 400 naming it.
 //!
 //! Access ([`crate::proxy::access`]) is asked for a playlist without an id; requests that carry
-//! the id ride on it (the id names the stream, not the player).
+//! the id ride on it (the id names the stream, not the player). With `--on-play`, `--on-stop`
+//! or `--max-sessions-per-stream`, a player is asked once and then holds a session
+//! ([`super::hls_sessions`]) that its playlist refreshes keep alive.
 //!
 //! The rewritten playlist gets a new `Content-Length`; validators and encodings that described
 //! the origin's bytes are dropped (and the fetch asks for an unencoded, unconditional answer).
@@ -29,6 +31,8 @@ use crate::codec::m3u8;
 use crate::proxy::http::origin::{self, OriginError};
 use crate::proxy::http::{Exchange, Next, cors, passed_on, text};
 use crate::shard::Shard;
+
+use super::hls_sessions::{self as sessions, NotKept};
 
 /// The query parameter that carries the HLS id (the name SRS players already pass through).
 pub const ID_PARAM: &str = "spbhid";
@@ -54,9 +58,14 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
         Ok(key) => key,
         Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
     };
-    let _admitted = match super::admit(ex, &key, Protocol::Hls).await {
-        Ok(admitted) => admitted,
-        Err(refused) => return ex.reply(refused).await,
+    let token = query_param(ex.req.query.as_deref(), sessions::PARAM);
+    let alive = token.as_deref().is_some_and(|t| sessions::touch(t, &key));
+    let admitted = match alive {
+        true => None,
+        false => match super::admit(ex, &key, Protocol::Hls).await {
+            Ok(admitted) => Some(admitted),
+            Err(refused) => return ex.reply(refused).await,
+        },
     };
     let (origin, id) = match claim(shard, &key).await {
         Ok(claimed) => claimed,
@@ -65,7 +74,65 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
             return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
-    fetch_playlist(ex, &key, origin, &id).await
+    let Some(admitted) = admitted.filter(|_| sessions::wanted(shard)) else {
+        return fetch_playlist(ex, &key, origin, &id).await; // held (if at all) for this fetch only
+    };
+    match token {
+        // A session that timed out (or another proxy's): admitted again under its token.
+        Some(token) => match sessions::open(shard, Some(token), &key, admitted) {
+            Ok(_) | Err(NotKept::Taken(_)) => fetch_playlist(ex, &key, origin, &id).await,
+            Err(NotKept::Full(_)) => ex.reply(cors(text(503, "too many HLS sessions"))).await,
+        },
+        None => new_session(ex, &key, origin, &id, admitted).await,
+    }
+}
+
+/// A new player's first playlist: the session's token goes into what it gets, a one-variant
+/// master playlist naming this one (a media playlist's refreshes then carry it), or the origin's
+/// master playlist with the token on its variants.
+async fn new_session(
+    ex: &Exchange<'_>,
+    key: &StreamKey,
+    origin: Arc<Origin>,
+    id: &str,
+    admitted: crate::proxy::access::Admitted,
+) -> Next {
+    let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
+    let session = shard.open_session(key, Protocol::Hls, Role::Play).await;
+    let next = match fetch(ex, key, origin).await {
+        Ok((origin, (200, headers, body))) => {
+            let master = sessions::is_master(&body);
+            let token = match sessions::open(shard, None, key, admitted) {
+                Ok(token) => token,
+                Err(_) => return ex.reply(cors(text(503, "too many HLS sessions"))).await,
+            };
+            let mut response = rewrite(200, &headers, body, id, key, &origin.id.0);
+            if master {
+                if let Ok(body) = m3u8::add_query_param(&response.body, sessions::PARAM, &token) {
+                    response.body = body;
+                }
+            } else {
+                let name = req.path.rsplit('/').next().unwrap_or_default();
+                let query = req.query.as_deref();
+                response =
+                    cors(Response::new(200, "application/vnd.apple.mpegurl", sessions::wrapper(name, query, &token)));
+            }
+            session.traffic.bytes_out.set(response.body.len() as u64);
+            log::debug!("hls {} {key} from {peer} via origin {}: new session", req.path, origin.id);
+            ex.reply(response).await
+        }
+        Ok((origin, (status, headers, body))) => {
+            log::debug!("hls {} {key} from {peer} via origin {}: {status}", req.path, origin.id);
+            ex.reply(rewrite(status, &headers, body, id, key, &origin.id.0)).await
+        }
+        Err(e) => {
+            crate::proxy::failed(shard, e.pick_failure());
+            log::warn!("hls {} {key} from {peer}: {e}", req.path);
+            ex.reply(cors(text(e.status(), &e.to_string()))).await
+        }
+    };
+    drop(session);
+    next
 }
 
 /// The stream's origin and HLS id: from this shard's snapshot when it has both, else from the
@@ -111,6 +178,9 @@ pub async fn by_id(ex: &Exchange<'_>) -> Next {
         return ex.reply(cors(text(400, &message))).await;
     };
     if req.path.ends_with(".m3u8") {
+        if let Some(token) = query_param(req.query.as_deref(), sessions::PARAM) {
+            sessions::touch(&token, &key); // a variant of a master playlist keeps its session alive
+        }
         fetch_playlist(ex, &key, origin, &id).await
     } else {
         super::forward(ex, &key, origin, Protocol::Hls).await

@@ -25,6 +25,7 @@
 
 pub mod abr;
 pub mod hls;
+pub mod hls_sessions;
 pub mod local_hls;
 pub mod static_files;
 
