@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::origin::OriginId;
@@ -37,33 +38,50 @@ pub struct IceSession {
 }
 
 /// A flag raised once, from any thread, that tasks on any thread can await: the end of a WebRTC
-/// session asked for by its client (`DELETE` of its resource). Clones share it.
+/// session asked for by its client (`DELETE` of its resource). Clones share it. Runtime-free
+/// (this layer knows no executor): the wakers of the tasks waiting, one per task.
 #[derive(Clone, Default)]
-pub struct Ended(Arc<(AtomicBool, tokio::sync::Notify)>);
+pub struct Ended(Arc<EndedInner>);
+
+#[derive(Default)]
+struct EndedInner {
+    raised: AtomicBool,
+    /// The waiting tasks' wakers; a task that polls again replaces its own, so this holds one
+    /// per waiting task (a session's media task), and empties when the flag is raised.
+    waiters: Mutex<Vec<Waker>>,
+}
 
 impl Ended {
     /// Raises the flag and wakes every waiter.
     pub fn end(&self) {
-        self.0.0.store(true, Ordering::Release);
-        self.0.1.notify_waiters();
+        self.0.raised.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut *self.0.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     pub fn is_ended(&self) -> bool {
-        self.0.0.load(Ordering::Acquire)
+        self.0.raised.load(Ordering::Acquire)
     }
 
     /// Returns once the flag is raised.
     pub async fn wait(&self) {
-        loop {
-            let notified = self.0.1.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so an `end` between the check and the await wakes it.
-            notified.as_mut().enable();
+        std::future::poll_fn(|cx| {
             if self.is_ended() {
-                return;
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            let mut waiters = self.0.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked again under the lock: `end` takes the list under it after raising the
+            // flag, so a waker put here after that check is always woken.
+            if self.is_ended() {
+                return Poll::Ready(());
+            }
+            match waiters.iter_mut().find(|w| w.will_wake(cx.waker())) {
+                Some(w) => w.clone_from(cx.waker()),
+                None => waiters.push(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
