@@ -557,3 +557,48 @@ fn an_srt_publisher_is_served_locally_and_plays_over_rtmp_and_http_flv() {
         p.log_text()
     );
 }
+
+/// HTTP-TS of a local stream (`/live/u.ts`), muxed from the ring, on either shard: ffprobe
+/// finds H.264 and AAC, ffmpeg decodes it with no error (no continuity or timestamp warning:
+/// it runs at `-loglevel warning`), and when the publisher leaves the players end cleanly and
+/// curl's chunked body is complete and is MPEG-TS from its first byte.
+#[test]
+fn a_local_stream_plays_as_http_ts_and_ends_cleanly() {
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "2", "--local-hls-jobs", "0"]);
+    let mut publisher = publish_local(&p, "u", 14);
+    let ts = format!("http://127.0.0.1:{}/live/u.ts", p.http);
+    let probes = {
+        let ts = ts.clone();
+        in_parallel(4, move |_| probe_h264_aac(&ts, PROBE_TIMEOUT))
+    };
+    for probe in probes {
+        if let Err(e) = probe {
+            panic!("{e}\n{}", p.log_text());
+        }
+    }
+    let tmp = TempDir::new("local-ts");
+    let body = tmp.0.join("u.ts");
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&body)
+        .arg(&ts)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let mut players: Vec<Ffmpeg> =
+        (0..4).map(|_| Ffmpeg::spawn("ffmpeg-ts", &["-loglevel", "warning", "-i", &ts, "-f", "null", "-"])).collect();
+    assert!(wait_until(Duration::from_secs(20), || players.iter().all(|f| f.frames() >= 50)), "{}", p.log_text());
+    assert!(publisher.wait_timeout(Duration::from_secs(30)).is_some(), "{}", publisher.describe());
+    for f in &mut players {
+        assert!(f.wait_timeout(Duration::from_secs(15)).is_some(), "{}\n{}", f.describe(), p.log_text());
+        let clean = f.try_status().is_some_and(|s| s.success()) && f.stderr_text().trim().is_empty();
+        assert!(clean, "an HTTP-TS player did not end cleanly: {}\n{}", f.describe(), p.log_text());
+    }
+    let curled = curl.wait_with_output().unwrap();
+    assert!(curled.status.success(), "curl: {:?} {}", curled.status, String::from_utf8_lossy(&curled.stderr));
+    let bytes = std::fs::read(&body).unwrap();
+    assert!(bytes.len() > 188 * 100 && bytes.len().is_multiple_of(188), "{} bytes", bytes.len());
+    assert!(bytes.chunks(188).all(|packet| packet[0] == 0x47), "not 188-byte TS packets");
+    let log = p.log_text();
+    assert!(log.contains("http_ts play __defaultVhost__/live/u from") && log.contains("publisher left"), "{log}");
+}

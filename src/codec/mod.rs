@@ -8,6 +8,7 @@
 //! - [`rtmp`]: RTMP handshake, chunk stream, AMF0, messages and the publisher inspector;
 //! - [`sdp`]: ICE credentials and host-candidate rewriting in WebRTC offers and answers;
 //! - [`srt`]: SRT headers, handshakes, stream ids and the listener's induction reply;
+//! - [`ts`]: FLV/RTMP H.264 and AAC messages to MPEG-TS (HTTP-TS players of local streams);
 //! - [`stun`]: STUN parsing (ICE USERNAME) and RFC 7983 demultiplexing of the WebRTC port.
 
 pub mod flv;
@@ -17,3 +18,4 @@ pub mod rtmp;
 pub mod sdp;
 pub mod srt;
 pub mod stun;
+pub mod ts;

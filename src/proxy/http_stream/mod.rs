@@ -132,7 +132,7 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
 
 /// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward (HTTP-FLV with
 /// `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]; HTTP-FLV
-/// of a local stream: from its ring, [`super::local`]).
+/// or HTTP-TS of a local stream: from its ring, [`super::local`]).
 async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
@@ -142,8 +142,11 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         Ok(admitted) => admitted,
         Err(refused) => return ex.reply(refused).await,
     };
-    if protocol == Protocol::HttpFlv && super::local::ready(ex.shard, &key) {
-        return play_flv(ex, &key).await;
+    if matches!(protocol, Protocol::HttpFlv | Protocol::HttpTs) && super::local::ready(ex.shard, &key) {
+        return match protocol {
+            Protocol::HttpTs => play_ts(ex, &key).await,
+            _ => play_flv(ex, &key).await,
+        };
     }
     let origin = match super::pick(ex.shard, &key).await {
         Ok(origin) => origin,
@@ -173,6 +176,22 @@ async fn play_flv(ex: &Exchange<'_>, key: &StreamKey) -> Next {
     };
     write_head(&mut head, 200, "OK", &headers, chunked, Next::Close);
     super::edge::play_flv(ex.shard, ex.client, ex.peer, key, head, framing).await;
+    Next::Close
+}
+
+/// An HTTP-TS player of a local stream, muxed from its ring ([`super::local::ts`]); chunked
+/// for an HTTP/1.1 client as for HTTP-FLV.
+async fn play_ts(ex: &Exchange<'_>, key: &StreamKey) -> Next {
+    let mut head = Vec::with_capacity(256);
+    let headers = [("Content-Type".to_string(), b"video/MP2T".to_vec())];
+    let chunked = ex.req.version >= 1;
+    let extra: &[(&str, &[u8])] = if chunked {
+        &[("Cache-Control", b"no-cache"), ("Transfer-Encoding", b"chunked")]
+    } else {
+        &[("Cache-Control", b"no-cache")]
+    };
+    write_head(&mut head, 200, "OK", &headers, extra, Next::Close);
+    super::local::ts::play(ex.shard, ex.client, ex.peer, key, head, chunked).await;
     Next::Close
 }
 

@@ -7,7 +7,8 @@
 //!   and metadata message pushed into the stream's edge ring ([`super::edge::open_local`]) on
 //!   the shard that accepted it (the stream's owner).
 //! - Players (RTMP and HTTP-FLV) of a local stream are served from the ring by the edge's player
-//!   code ([`super::edge::play_rtmp`], [`super::edge::play_flv`]), whether or not `--edge` is on.
+//!   code ([`super::edge::play_rtmp`], [`super::edge::play_flv`]), whether or not `--edge` is on;
+//!   HTTP-TS players from the ring too, each muxing its own MPEG-TS ([`ts`]).
 //! - SRT publishers ([`srt`]): the caller's session is relayed to an ingest job on loopback
 //!   that demuxes its MPEG-TS and publishes it over RTMP to streamgate's own listener, so it
 //!   becomes a local RTMP publisher as above.
@@ -24,6 +25,7 @@
 pub mod forward;
 pub mod publish;
 pub mod srt;
+pub mod ts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

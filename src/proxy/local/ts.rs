@@ -1,0 +1,162 @@
+//! HTTP-TS players of local streams (`/APP/STREAM.ts`): the stream's ring, read like an edge
+//! player's (from the last key frame, after the sequence headers), muxed into MPEG-TS for
+//! this player ([`crate::codec::ts`]: H.264 and AAC) and written in batches of about
+//! [`BATCH_BYTES`]. The body is chunked for an HTTP/1.1 client, so it ends with the last chunk
+//! when the publisher leaves, as the HTTP-FLV players' does.
+//!
+//! A player more than `--edge-max-lag` behind skips to a key frame (what it passes over is
+//! counted as dropped frames); one that takes nothing for `--edge-stall-timeout` is closed.
+//! Each player muxes its own copy (the ring keeps RTMP and FLV forms only).
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::future;
+use glommio::net::TcpStream;
+
+use crate::balance::StreamKey;
+use crate::bridge::{Protocol, Role};
+use crate::codec::ts::TsMuxer;
+use crate::proxy::edge::player::End;
+use crate::proxy::edge::ring::{Cursor, Kind};
+use crate::proxy::edge::{self, Membership};
+use crate::shard::relay::{recv, send_all};
+use crate::shard::{Shard, within};
+
+/// About how many bytes of MPEG-TS one write carries.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// Serves an HTTP-TS player of `key`: `head` (the response head, chunked when `chunked`), then
+/// the stream as MPEG-TS until either side ends it.
+pub async fn play(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    key: &StreamKey,
+    head: Vec<u8>,
+    chunked: bool,
+) {
+    let member = edge::join(shard, key);
+    let session = shard.open_session(key, Protocol::HttpTs, Role::Play).await;
+    let started = Instant::now();
+    let dropped = Cell::new(0);
+    let bytes_out = &session.traffic.bytes_out;
+    let writer = write_loop(shard, client, &member, (head, chunked), bytes_out, &dropped);
+    let gone = async {
+        let mut sink = [0u8; 1024];
+        while recv(client, &mut sink).await? > 0 {}
+        Ok(End::PlayerClosed)
+    };
+    let ended = future::or(writer, gone).await;
+    let _ = client.shutdown(std::net::Shutdown::Both).await;
+    let (took, bytes, dropped) = (started.elapsed(), bytes_out.get(), dropped.get());
+    match ended {
+        Ok(end) => log::info!(
+            "http_ts play {key} from {peer} (local) ended after {took:.1?}: {end}; {bytes} bytes out, {dropped} frames dropped"
+        ),
+        Err(e) => log::info!(
+            "http_ts play {key} from {peer} (local) ended after {took:.1?}: {e}; {bytes} bytes out, {dropped} frames dropped"
+        ),
+    }
+}
+
+/// Appends `body` to `out`, as one chunk when `chunked`.
+fn frame(out: &mut Vec<u8>, body: &[u8], chunked: bool) {
+    if body.is_empty() {
+        return;
+    }
+    if chunked {
+        out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The head, then the ring as MPEG-TS (see the module header).
+async fn write_loop(
+    shard: &Shard,
+    client: &TcpStream,
+    member: &Membership,
+    (head, chunked): (Vec<u8>, bool),
+    bytes_out: &Cell<u64>,
+    dropped: &Cell<u64>,
+) -> io::Result<End> {
+    let (stream, config) = (&member.stream, &shard.config.edge);
+    let mut mux = TsMuxer::default();
+    let mut body = Vec::with_capacity(BATCH_BYTES + 4096);
+    let mut cursor = {
+        let ring = stream.ring.borrow();
+        for e in ring.headers() {
+            mux.push(e.frame.type_id, e.frame.timestamp, &e.frame.payload, &mut body);
+        }
+        ring.start()
+    };
+    let mut out = head;
+    loop {
+        let closed = stream.is_closed();
+        if !closed {
+            let skipped = take(member, &mut cursor, &mut mux, &mut body, config.max_lag as u64);
+            if skipped > 0 {
+                dropped.set(dropped.get() + skipped);
+                stream.dropped(skipped);
+            }
+        }
+        frame(&mut out, &body, chunked);
+        body.clear();
+        if closed && chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !out.is_empty() {
+            let Some(sent) = within(config.stall_timeout, send_all(client, &out)).await else {
+                return Ok(End::Stalled(config.stall_timeout));
+            };
+            sent?;
+            bytes_out.set(bytes_out.get() + out.len() as u64);
+            out.clear();
+        }
+        if closed {
+            return Ok(End::StreamEnded);
+        }
+        stream.changed(member.id, cursor.seq).await;
+    }
+}
+
+/// Muxes the ring's entries from `cursor` on into `body`, up to about [`BATCH_BYTES`]; a
+/// player behind by more than `max_lag` (or behind the ring) skips to a key frame first.
+/// Returns the frames skipped.
+fn take(member: &Membership, cursor: &mut Cursor, mux: &mut TsMuxer, body: &mut Vec<u8>, max_lag: u64) -> u64 {
+    let ring = member.stream.ring.borrow();
+    let lag = ring.lag(cursor.seq);
+    member.stream.set_lag(member.id, lag.unwrap_or(ring.bytes() as u64));
+    let mut skipped = 0;
+    if lag.is_none_or(|lag| lag > max_lag) {
+        let (next, passed) = ring.skip(cursor.seq);
+        if next.seq != cursor.seq {
+            *cursor = next;
+            skipped = passed;
+            for e in ring.headers() {
+                mux.push(e.frame.type_id, e.frame.timestamp, &e.frame.payload, body);
+            }
+        }
+    }
+    for entry in ring.entries_from(cursor.seq) {
+        if body.len() >= BATCH_BYTES {
+            break;
+        }
+        cursor.seq += 1;
+        if cursor.need_key {
+            if entry.kind == Kind::Key {
+                cursor.need_key = false;
+            } else if entry.kind.is_frame() {
+                continue;
+            }
+        }
+        mux.push(entry.frame.type_id, entry.frame.timestamp, &entry.frame.payload, body);
+    }
+    skipped
+}
