@@ -785,3 +785,34 @@ fn an_hls_player_is_one_session_for_the_callbacks() {
     assert!(hooks.calls("on_stop", "badhls").is_empty(), "an end notice for a refused player");
     assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
 }
+
+/// A local stream's HLS (no origin: streamgate's own remux job writes it) is one session per
+/// player too: ffmpeg plays it for 100 frames through several playlist refreshes and on_play
+/// (protocol hls) is asked once; on_stop follows `--hls-session-timeout` after its last request.
+#[test]
+fn a_local_hls_player_is_one_session_for_the_callbacks() {
+    let hooks = Hooks::start();
+    let sessions = hooks.url("/api/v1/sessions");
+    let flags = ["--local-origin", "on", "--on-play", &sessions, "--on-stop", &sessions, "--hls-session-timeout", "3s"];
+    let p = Proxy::start(&flags);
+    let mut publisher = Ffmpeg::publish(&format!("rtmp://127.0.0.1:{}/live/oklocal", p.rtmp), 60);
+    let hls_calls = |action: &str| hooks.calls(action, "oklocal").iter().filter(|c| c["protocol"] == "hls").count();
+    let local = || p.log_text().contains("rtmp publish __defaultVhost__/live/oklocal from");
+    assert!(wait_until(WAIT, local), "{}\n{}", publisher.describe(), p.log_text());
+    // Until its first segment is written the local playlist is a 404 that asks nobody; then
+    // the probe's own request opens a session.
+    let asked = hls_calls("on_play");
+    let ready = || get(&p.http_addr(), "/live/oklocal.m3u8").status == 200;
+    assert!(wait_until(Duration::from_secs(30), ready), "{}\n{}", publisher.describe(), p.log_text());
+    let before = hls_calls("on_play");
+    assert_eq!(before, asked + 1, "{:?}", hooks.calls("on_play", "oklocal"));
+
+    let hls = format!("http://127.0.0.1:{}/live/oklocal.m3u8", p.http);
+    let played = play_frames(&hls, 100, Duration::from_secs(40)).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert!(played.frames >= 100, "{played:?}");
+    assert_eq!(hls_calls("on_play"), before + 1, "{:?}", hooks.calls("on_play", "oklocal"));
+    assert!(wait_until(WAIT, || hls_calls("on_stop") == before + 1), "{}", p.log_text());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(hls_calls("on_stop"), before + 1, "{}", p.log_text());
+    assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
+}

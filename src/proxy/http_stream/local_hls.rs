@@ -9,7 +9,10 @@
 //! | `/APP/STREAM-N.ts` (N digits) while NAME/STREAM-N.ts exists | that segment |
 //!
 //! A playlist is asked of [`crate::proxy::access`] like any HLS play; its segments ride on it
-//! (their names are in the playlist), as an origin's do in [`super::hls`]. A `vhost=` the
+//! (their names are in the playlist), as an origin's do in [`super::hls`]. With `--on-play`,
+//! `--on-stop` or `--max-sessions-per-stream` a player is asked once and holds a session
+//! ([`super::hls_sessions`]): its first request gets the one-variant master that names its
+//! token, and its refreshes keep the session alive. A `vhost=` the
 //! playlist was asked with is added to the segments' URIs, so they name the same stream. A
 //! segment name that is not in a local stream's folder is an HTTP-TS play as before; an HLS
 //! request of a relayed stream goes to its origin ([`super::hls`]). Without the cargo feature
@@ -26,6 +29,7 @@ use crate::proxy::http::{CORS, Exchange, Next, cors, text};
 use crate::shard::Shard;
 use crate::transcode::{HLS_PLAYLIST, output_name};
 
+use super::hls_sessions::{self as sessions, NotKept};
 use super::static_files::send_file;
 
 /// Most bytes of a playlist read (6 segments take well under 1 KiB).
@@ -73,12 +77,41 @@ pub async fn playlist(ex: &Exchange<'_>, key: &StreamKey) -> Option<Next> {
         }
         Err(_) => return None,
     };
-    let _admitted = match super::admit(ex, key, Protocol::Hls).await {
-        Ok(admitted) => admitted,
-        Err(refused) => {
-            let _ = file.close().await;
-            return Some(ex.reply(refused).await);
+    let token = query_param(ex.req.query.as_deref(), sessions::PARAM);
+    let alive = token.as_deref().is_some_and(|t| sessions::touch(t, key));
+    let admitted = match alive {
+        true => None,
+        false => match super::admit(ex, key, Protocol::Hls).await {
+            Ok(admitted) => Some(admitted),
+            Err(refused) => {
+                let _ = file.close().await;
+                return Some(ex.reply(refused).await);
+            }
+        },
+    };
+    // Held for this request only, unless kept as the player's session.
+    let _admitted = match admitted {
+        Some(admitted) if sessions::wanted(shard) => {
+            let kept = sessions::open(shard, token.clone(), key, admitted);
+            match (kept, token.is_some()) {
+                (Err(NotKept::Full(_)), _) => {
+                    let _ = file.close().await;
+                    return Some(ex.reply(cors(text(503, "too many HLS sessions"))).await);
+                }
+                (Ok(new), false) => {
+                    let _ = file.close().await;
+                    let name = ex.req.path.rsplit('/').next().unwrap_or_default();
+                    let wrapper = sessions::wrapper(name, ex.req.query.as_deref(), &new);
+                    let response = Response::new(200, "application/vnd.apple.mpegurl", wrapper)
+                        .with_header("Cache-Control", "no-cache");
+                    log::debug!("hls {} {key} from {} (local): new session", ex.req.path, ex.peer);
+                    return Some(ex.reply(cors(response)).await);
+                }
+                (Err(NotKept::Taken(admitted)), _) => Some(*admitted),
+                (Ok(_), true) => None,
+            }
         }
+        other => other,
     };
     let read = file.read_at(0, MAX_PLAYLIST).await.map(|r| r.to_vec());
     let _ = file.close().await;
