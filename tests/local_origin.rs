@@ -602,3 +602,30 @@ fn a_local_stream_plays_as_http_ts_and_ends_cleanly() {
     let log = p.log_text();
     assert!(log.contains("http_ts play __defaultVhost__/live/u from") && log.contains("publisher left"), "{log}");
 }
+
+/// SRT players (`m=request`) of a local stream: each is relayed to a player job that plays the
+/// stream from streamgate's RTMP listener into MPEG-TS over SRT; ffprobe finds H.264 and AAC,
+/// ffmpeg decodes it, and when the publisher leaves the job closes the session and the player
+/// ends (exit 0: libsrt reports the sender's close as an I/O error, which ffmpeg takes as the
+/// end).
+#[test]
+fn srt_players_of_a_local_stream_play_it_until_the_publisher_leaves() {
+    let p = Proxy::start(&["--local-origin", "auto", "--shards", "2", "--local-hls-jobs", "0"]);
+    let mut publisher = publish_local(&p, "v", 14);
+    let url = srt_url(&p, "v", "request");
+    if let Err(e) = probe_h264_aac(&url, PROBE_TIMEOUT) {
+        panic!("{e}\n{}", p.log_text());
+    }
+    let mut players: Vec<_> = (0..2).map(|_| udp_peers::play_srt(&url)).collect();
+    assert!(wait_until(Duration::from_secs(25), || players.iter().all(|f| f.frames() >= 50)), "{}", p.log_text());
+    assert!(publisher.wait_timeout(Duration::from_secs(30)).is_some(), "{}", publisher.describe());
+    for f in &mut players {
+        let status = f.wait_timeout(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "{:?} {}\n{}", status, f.log_text(), p.log_text());
+    }
+    let log = p.log_text();
+    assert!(
+        log.contains("srt play __defaultVhost__/live/v from") && log.contains("through a job on 127.0.0.1:"),
+        "{log}"
+    );
+}

@@ -20,6 +20,7 @@
 //! A publisher of a local stream (`--local-origin`, no origin to take it) is relayed the same
 //! way to its ingest on loopback ([`super::local::srt`]), which makes it an RTMP publisher of
 //! streamgate's own; a second publisher of a live local stream gets 1409 (SRT_REJX_CONFLICT).
+//! A player of a live local stream is relayed to a player job on loopback the same way.
 //!
 //! Failures reach the caller as an SRT rejection (`srt_getrejectreason` shows 1400 for a bad
 //! stream id, 1404 for no origin, 1402 when this shard is full) and a log line.
@@ -44,7 +45,7 @@ use crate::bridge::report::LOCAL_ORIGIN;
 use crate::bridge::{Listener, PickFailure};
 use crate::codec::srt::{self, Handshake};
 use crate::logging::clip;
-use crate::proxy::local::srt::SrtPublish;
+use crate::proxy::local::srt::SrtLocal;
 use crate::shard::Shard;
 use crate::shard::udp::{self, CLIP, NewSession, Protocol, Table, Verdict};
 
@@ -266,24 +267,27 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
     };
     let local = match role {
         Role::Publish => super::local::srt::publish(&table.shard, &key),
-        Role::Play => SrtPublish::ToOrigin,
+        Role::Play => super::local::srt::play(&table.shard, &key, from),
     };
     let (target, origin_id) = match local {
-        SrtPublish::Busy => {
+        SrtLocal::Busy => {
             warn(table, Warning::Busy, || {
                 format!("srt publish {short} from {from} refused: the stream is already published here (local)")
             });
             return reject(table, &hs, from, srt::REJX_CONFLICT).await;
         }
-        SrtPublish::Refused(why) => {
-            warn(table, Warning::NoOrigin, || format!("srt publish {short} from {from} refused: {why}"));
+        SrtLocal::Refused(why) => {
+            warn(table, Warning::NoOrigin, || format!("srt {} {short} from {from} refused: {why}", role.name()));
             return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
-        SrtPublish::Ingest(addr) => {
-            log::info!("srt publish {short} from {from}: served locally (local origin) through an ingest on {addr}");
+        SrtLocal::Relay(addr) => {
+            log::info!(
+                "srt {} {short} from {from}: served locally (local origin) through a job on {addr}",
+                role.name()
+            );
             (addr, LOCAL_ORIGIN.to_string())
         }
-        SrtPublish::ToOrigin => {
+        SrtLocal::ToOrigin => {
             let origin = match super::pick(&table.shard, &key).await {
                 Ok(origin) => origin,
                 Err(reason) => {

@@ -114,6 +114,74 @@ pub fn run(p: &Params) -> Result<u64, IngestError> {
     copied.and(ended).map(|()| bytes)
 }
 
+/// What an SRT player's job needs.
+pub struct PlayParams {
+    /// The stream key and the player's address, for logs.
+    pub name: String,
+    /// The loopback SRT port to listen on for the relayed player.
+    pub port: u16,
+    /// `rtmp://127.0.0.1:PORT/APP/STREAM` (signed when playing needs it).
+    pub source: String,
+}
+
+/// An SRT player of a local stream, on this thread: listens for the relayed player on
+/// loopback, then plays the stream from streamgate's own RTMP listener and copies it, not
+/// decoded, into MPEG-TS over SRT, until the stream ends (the publisher left) or the player
+/// leaves. Returns the bytes copied.
+pub fn play(p: &PlayParams) -> Result<u64, IngestError> {
+    super::remux::init().map_err(IngestError::Init)?;
+    let clock = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    // The listener first: the player's handshake, relayed by the shard, is waiting for it.
+    let url =
+        format!("srt://127.0.0.1:{}?mode=listener&transtype=live&listen_timeout={}", p.port, CONNECT_WAIT.as_micros());
+    let mut out = format::output_as(&url, "mpegts").map_err(|source| IngestError::Listen { port: p.port, source })?;
+    let seen = activity.clone();
+    let interrupt = move || {
+        let idle = Duration::from_millis(clock.elapsed().as_millis() as u64 - seen.load(Ordering::Relaxed));
+        idle > super::job::STALL
+    };
+    let mut options = Dictionary::new();
+    options.set("rtmp_live", "live");
+    options.set("analyzeduration", "2000000");
+    let mut input = format::input_with_interrupt_and_dictionary(&p.source, interrupt, options)
+        .map_err(|source| IngestError::Publish { url: super::redacted(&p.source), source })?;
+    activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let mut tracks: Vec<Option<Track>> = (0..input.nb_streams()).map(|_| None).collect();
+    for kind in [media::Type::Video, media::Type::Audio] {
+        let Some(stream) = input.streams().best(kind) else { continue };
+        let mut copied = out.add_stream(encoder::find(codec::Id::None)).map_err(IngestError::Write)?;
+        copied.set_parameters(stream.parameters());
+        // SAFETY: the stream was just added to `out` with its own codec parameters; a zero tag
+        // lets the MPEG-TS muxer choose its own (FLV's tags mean nothing there).
+        unsafe { (*copied.parameters().as_mut_ptr()).codec_tag = 0 };
+        let track =
+            Track { out_index: copied.index(), in_tb: stream.time_base(), out_tb: stream.time_base(), last_dts: None };
+        if let Some(slot) = tracks.get_mut(stream.index()) {
+            *slot = Some(track);
+        }
+    }
+    if tracks.iter().all(Option::is_none) {
+        return Err(IngestError::NoTrack);
+    }
+    out.write_header().map_err(IngestError::Write)?;
+    for track in tracks.iter_mut().flatten() {
+        track.out_tb = out.stream(track.out_index).map_or(track.out_tb, |s| s.time_base());
+    }
+    log::info!("srt play {}: playing from streamgate's RTMP listener", p.name);
+    let mut bytes = 0;
+    let copied = copy(&mut input, &mut out, &mut tracks, (&activity, clock), &mut bytes).or_else(|e| match e {
+        // The player leaving shows as a failed write (libsrt: connection lost).
+        IngestError::Write(why) if bytes > 0 => {
+            log::info!("srt play {}: the player's session ended ({why})", p.name);
+            Ok(())
+        }
+        other => Err(other),
+    });
+    let ended = out.write_trailer().map_err(IngestError::Write);
+    copied.and(ended.or(Ok(()))).map(|()| bytes)
+}
+
 /// Copies packets until the caller's stream ends, counting the bytes read in `bytes`.
 fn copy(
     input: &mut format::context::Input,

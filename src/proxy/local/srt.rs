@@ -11,6 +11,10 @@
 //! - The ingest's RTMP publish is signed with `--publish-secret` when there is one (the SRT
 //!   caller's own access was checked by the relay already).
 //! - Bounds: at most `--local-max-streams` ingests at once (one thread each).
+//! - SRT players (`m=request`) of a live local stream are relayed the same way to a player job
+//!   ([`crate::transcode::ingest::play`]) that plays the stream from streamgate's own RTMP
+//!   listener (signed with `--play-secret`) and copies it into MPEG-TS over SRT; at most
+//!   [`MAX_SRT_PLAYERS`] at once (past it: 1404 and a log line).
 //! - Needs the cargo feature `transcode` (libavformat built with libsrt); without it the caller
 //!   is refused (1404) with a log line saying why.
 
@@ -29,15 +33,15 @@ use crate::shard::Shard;
 #[cfg(feature = "transcode")]
 const SIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// What becomes of an SRT publisher.
+/// What becomes of an SRT caller.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SrtPublish {
+pub enum SrtLocal {
     /// Not a local stream: relay it to an origin as before.
     ToOrigin,
     /// The stream is live locally already, or its ingest is starting.
     Busy,
-    /// Relay the caller to this loopback address: its ingest listens there.
-    Ingest(SocketAddr),
+    /// Relay the caller to this loopback address: its job (ingest or player) listens there.
+    Relay(SocketAddr),
     /// It would be local, but cannot be (why).
     Refused(String),
 }
@@ -51,23 +55,75 @@ fn ingests<R>(f: impl FnOnce(&mut HashSet<StreamKey>) -> R) -> R {
 }
 
 /// Decides for an SRT publisher of `key` on `shard`; starts its ingest when it is local.
-pub fn publish(shard: &Shard, key: &StreamKey) -> SrtPublish {
+pub fn publish(shard: &Shard, key: &StreamKey) -> SrtLocal {
     if super::owner(key).is_some() || ingests(|t| t.contains(key)) {
-        return SrtPublish::Busy;
+        return SrtLocal::Busy;
     }
     if !super::publishes_locally(shard, key) {
-        return SrtPublish::ToOrigin;
+        return SrtLocal::ToOrigin;
     }
     start(shard, key)
 }
 
+/// Most SRT players of local streams at once, process-wide (a thread each).
+pub const MAX_SRT_PLAYERS: usize = 256;
+
+/// SRT players of local streams now.
+#[cfg(feature = "transcode")]
+static PLAYERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Decides for an SRT player of `key`: a live local stream gets a player job (relayed to it).
+pub fn play(shard: &Shard, key: &StreamKey, peer: SocketAddr) -> SrtLocal {
+    if super::owner(key).is_none() {
+        return SrtLocal::ToOrigin;
+    }
+    start_player(shard, key, peer)
+}
+
 #[cfg(not(feature = "transcode"))]
-fn start(_: &Shard, _: &StreamKey) -> SrtPublish {
-    SrtPublish::Refused("an SRT publisher of a local stream needs the cargo feature `transcode` (libsrt)".into())
+fn start_player(_: &Shard, _: &StreamKey, _: SocketAddr) -> SrtLocal {
+    SrtLocal::Refused("an SRT player of a local stream needs the cargo feature `transcode` (libsrt)".into())
 }
 
 #[cfg(feature = "transcode")]
-fn start(shard: &Shard, key: &StreamKey) -> SrtPublish {
+fn start_player(shard: &Shard, key: &StreamKey, peer: SocketAddr) -> SrtLocal {
+    use std::sync::atomic::Ordering;
+    if PLAYERS.fetch_add(1, Ordering::AcqRel) >= MAX_SRT_PLAYERS {
+        PLAYERS.fetch_sub(1, Ordering::AcqRel);
+        return SrtLocal::Refused(format!("{MAX_SRT_PLAYERS} SRT players of local streams play already"));
+    }
+    let port = match free_loopback_port() {
+        Ok(port) => port,
+        Err(e) => {
+            PLAYERS.fetch_sub(1, Ordering::AcqRel);
+            return SrtLocal::Refused(format!("no free loopback UDP port for its player: {e}"));
+        }
+    };
+    let source = rtmp_url(shard, key, shard.config.access.play_secret.as_deref());
+    let params = crate::transcode::ingest::PlayParams { name: format!("{key} from {peer}"), port, source };
+    let spawned = std::thread::Builder::new().name("srt player".into()).spawn(move || {
+        match crate::transcode::ingest::play(&params) {
+            Ok(bytes) => log::info!("srt play {}: ended ({bytes} bytes copied)", params.name),
+            Err(e) => log::warn!("srt play {}: stopped: {e}", params.name),
+        }
+        PLAYERS.fetch_sub(1, Ordering::AcqRel);
+    });
+    match spawned {
+        Ok(_) => SrtLocal::Relay(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Err(e) => {
+            PLAYERS.fetch_sub(1, Ordering::AcqRel);
+            SrtLocal::Refused(format!("cannot start its player thread: {e}"))
+        }
+    }
+}
+
+#[cfg(not(feature = "transcode"))]
+fn start(_: &Shard, _: &StreamKey) -> SrtLocal {
+    SrtLocal::Refused("an SRT publisher of a local stream needs the cargo feature `transcode` (libsrt)".into())
+}
+
+#[cfg(feature = "transcode")]
+fn start(shard: &Shard, key: &StreamKey) -> SrtLocal {
     use crate::transcode::ingest;
     let max = shard.config.local_max_streams;
     let reserved = ingests(|t| {
@@ -77,17 +133,18 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtPublish {
         t.insert(key.clone())
     });
     if !reserved {
-        return SrtPublish::Refused(format!("{max} SRT ingests run already (--local-max-streams)"));
+        return SrtLocal::Refused(format!("{max} SRT ingests run already (--local-max-streams)"));
     }
     let forget = |key: &StreamKey| ingests(|t| t.remove(key));
     let port = match free_loopback_port() {
         Ok(port) => port,
         Err(e) => {
             forget(key);
-            return SrtPublish::Refused(format!("no free loopback UDP port for its ingest: {e}"));
+            return SrtLocal::Refused(format!("no free loopback UDP port for its ingest: {e}"));
         }
     };
-    let params = ingest::Params { name: key.to_string(), port, target: rtmp_target(shard, key) };
+    let target = rtmp_url(shard, key, shard.config.access.publish_secret.as_deref());
+    let params = ingest::Params { name: key.to_string(), port, target };
     let owned = key.clone();
     let spawned = std::thread::Builder::new().name("srt ingest".into()).spawn(move || {
         match ingest::run(&params) {
@@ -97,10 +154,10 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtPublish {
         forget(&owned);
     });
     match spawned {
-        Ok(_) => SrtPublish::Ingest(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Ok(_) => SrtLocal::Relay(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
         Err(e) => {
             forget(key);
-            SrtPublish::Refused(format!("cannot start its ingest thread: {e}"))
+            SrtLocal::Refused(format!("cannot start its ingest thread: {e}"))
         }
     }
 }
@@ -112,9 +169,9 @@ fn free_loopback_port() -> std::io::Result<u16> {
 }
 
 /// `rtmp://RTMP_LISTENER/APP/STREAM` on loopback (for a wildcard listener), `?vhost=` for a
-/// named vhost, signed with `--publish-secret` when there is one.
+/// named vhost, signed with `secret` (`--publish-secret` or `--play-secret`) when there is one.
 #[cfg(feature = "transcode")]
-fn rtmp_target(shard: &Shard, key: &StreamKey) -> String {
+fn rtmp_url(shard: &Shard, key: &StreamKey, secret: Option<&str>) -> String {
     let config = &shard.config;
     let mut addr = config.listen.rtmp.0;
     match addr.ip() {
@@ -128,7 +185,7 @@ fn rtmp_target(shard: &Shard, key: &StreamKey) -> String {
     if vhost != DEFAULT_VHOST {
         query.push(format!("vhost={vhost}"));
     }
-    if let Some(secret) = config.access.publish_secret.as_deref() {
+    if let Some(secret) = secret {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let expires = (now + SIGNED_FOR).as_secs();
         let token = crate::balance::signed::sign(secret, key, expires);
