@@ -816,3 +816,30 @@ fn a_local_hls_player_is_one_session_for_the_callbacks() {
     assert_eq!(hls_calls("on_stop"), before + 1, "{}", p.log_text());
     assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
 }
+
+/// SIGTERM with live sessions still sends their end notices: ffmpeg publishes and plays over
+/// RTMP through the proxy to nginx-rtmp; the proxy is stopped, the grace time (2 s) runs out
+/// with both still live, the proxy ends them, and on_unpublish and on_stop reach the callback
+/// server before it exits 0.
+#[test]
+fn sigterm_still_sends_the_end_notices() {
+    let hooks = Hooks::start();
+    let origin = NginxRtmp::start(4096);
+    let streams = hooks.url("/api/v1/streams");
+    let sessions = hooks.url("/api/v1/sessions");
+    let flags = ["--grace-quit-timeout", "2s", "--force-quit-timeout", "10s"];
+    let p = Proxy::start(&[&flags[..], &["--on-unpublish", &streams, "--on-stop", &sessions]].concat());
+    assert_eq!(register(&p.api_addr(), &origin_body("o", "s", origin.rtmp_port)).status, 200);
+    let url = format!("rtmp://127.0.0.1:{}/live/okterm", p.rtmp);
+    let mut publisher = Ffmpeg::publish(&url, 120);
+    assert!(wait_until(WAIT, || origin.publishing("okterm")), "{}", p.log_text());
+    let mut player = Ffmpeg::play(&url, 120);
+    assert!(wait_until(WAIT, || player.frames() >= 10), "{}\n{}", player.describe(), p.log_text());
+    let (status, took, log) = p.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(took < Duration::from_secs(6), "exited after {took:?}\n{log}");
+    assert_eq!(hooks.calls("on_unpublish", "okterm").len(), 1, "{log}");
+    assert_eq!(hooks.calls("on_stop", "okterm").len(), 1, "{log}");
+    assert!(log.contains("end notices before exiting"), "{log}");
+    assert!(publisher.wait_timeout(WAIT).is_some() && player.wait_timeout(WAIT).is_some());
+}

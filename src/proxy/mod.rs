@@ -46,6 +46,15 @@ use crate::bridge::ClaimError;
 pub use crate::bridge::PickFailure;
 use crate::shard::Shard;
 
+/// What a shard does last at shutdown, its connections and UDP sessions closed: ends the
+/// admissions that outlive a connection (HLS player sessions, WebRTC offers still waiting for
+/// their media), then posts the end notices queued, within `--callback-timeout`.
+async fn finish(shard: std::rc::Rc<Shard>) {
+    http_stream::hls_sessions::end_all(&shard);
+    webrtc::signal::end_waiting();
+    access::flush(&shard).await;
+}
+
 /// What the shards serve: every listener of the configuration with the protocol that serves it.
 /// Each TLS listener that is on serves its plain twin's protocol behind TLS with `certs`.
 pub fn services(config: &Config, certs: Option<Arc<Certs>>) -> Services {
@@ -88,7 +97,8 @@ pub fn services(config: &Config, certs: Option<Arc<Certs>>) -> Services {
             serve: |shard, socket, stop| Box::pin(srt::serve(shard, socket, stop)),
         },
     ];
-    Services { tcp, udp, limits: std::sync::Arc::new(crate::shard::limits::Limits::new(&config.access)) }
+    let limits = std::sync::Arc::new(crate::shard::limits::Limits::new(&config.access));
+    Services { tcp, udp, limits, finish: |shard| Box::pin(finish(shard)) }
 }
 
 /// The TLS listeners that are on, each serving its plain twin in `plain` behind TLS.

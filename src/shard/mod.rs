@@ -12,8 +12,9 @@
 //! ([`crate::util::backoff::AcceptBackoff`]) instead of spinning.
 //!
 //! Shutdown: when the shutdown signal flips, every accept loop stops, then the shard waits up
-//! to `--grace-quit-timeout` for its connections to finish before its executor returns (which
-//! closes whatever is left).
+//! to `--grace-quit-timeout` for its connections to finish (and ends those left), its UDP
+//! sessions close, and the protocols' [`Services::finish`] runs (the access callbacks' end
+//! notices go out) before its executor returns.
 
 pub mod conn;
 pub mod counters;
@@ -126,6 +127,9 @@ pub struct Services {
     pub udp: Vec<UdpService>,
     /// The limits every shard shares (one table for the process).
     pub limits: Arc<limits::Limits>,
+    /// Run once at shutdown, after the shard's connections and UDP sessions are closed and
+    /// before it exits: what the protocols still owe (end notices).
+    pub finish: fn(Rc<Shard>) -> LocalFuture,
 }
 
 /// A TCP listener: each accepted connection runs `serve` in its own task.
@@ -229,6 +233,7 @@ async fn run(
     for task in datagrams {
         task.await;
     }
+    (services.finish)(shard.clone()).await;
     drop(reporter);
     report(&shard).await;
 }

@@ -250,6 +250,8 @@ struct Notifier {
     timeout: Cell<Duration>,
     /// `--callback-max-notices`.
     max_notices: Cell<usize>,
+    /// Notices queued or being posted.
+    pending: Rc<Cell<usize>>,
 }
 
 impl Notifier {
@@ -262,7 +264,7 @@ impl Notifier {
         if !self.started.replace(true) {
             self.timeout.set(access.callback_timeout);
             self.max_notices.set(access.callback_max_notices);
-            glommio::spawn_local(notify(permits.clone(), self.wake.clone())).detach();
+            glommio::spawn_local(notify(permits.clone(), self.wake.clone(), self.pending.clone())).detach();
         }
         permits
     }
@@ -283,12 +285,33 @@ impl Notifier {
             );
         }
         notices.push_back(notice);
+        self.pending.set(self.pending.get() + 1);
         self.wake.notify_one();
     }
 }
 
+/// At shutdown, once the shard's sessions are closed: waits until the end notices they queued
+/// are posted (answered or failed), for at most `--callback-timeout` and a second.
+pub async fn flush(shard: &Shard) {
+    let pending = NOTIFIER.with(|n| n.pending.clone());
+    if pending.get() == 0 {
+        return;
+    }
+    log::info!("shard {}: posting {} end notices before exiting", shard.index, pending.get());
+    let limit = shard.config.access.callback_timeout + Duration::from_secs(1);
+    let posted = crate::shard::within(limit, async {
+        while pending.get() > 0 {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if posted.is_none() {
+        log::warn!("shard {}: {} end notices not posted before exiting", shard.index, pending.get());
+    }
+}
+
 /// Posts the shard's end notices, each in its own task, holding a callback permit.
-async fn notify(permits: Rc<tokio::sync::Semaphore>, wake: Rc<tokio::sync::Notify>) {
+async fn notify(permits: Rc<tokio::sync::Semaphore>, wake: Rc<tokio::sync::Notify>, pending: Rc<Cell<usize>>) {
     loop {
         let next = NOTIFIER.with(|n| n.notices.borrow_mut().pop_front());
         let Some((url, hook)) = next else {
@@ -297,10 +320,11 @@ async fn notify(permits: Rc<tokio::sync::Semaphore>, wake: Rc<tokio::sync::Notif
         };
         let Ok(permit) = permits.acquire().await else { return };
         permit.forget(); // given back by the task below when its post is done
-        let (permits, timeout) = (permits.clone(), NOTIFIER.with(|n| n.timeout.get()));
+        let (permits, timeout, pending) = (permits.clone(), NOTIFIER.with(|n| n.timeout.get()), pending.clone());
         glommio::spawn_local(async move {
             let answer = callback::post(&url, &callback::body(&hook), hook.peer, timeout).await;
             permits.add_permits(1);
+            pending.set(pending.get().saturating_sub(1));
             match answer {
                 Ok((status, _)) => log::debug!("{} {} {}: {status}", hook.action, hook.client_id, hook.key),
                 Err(e) => log::info!("{} {} for {} to {}: {e}", hook.action, hook.client_id, hook.key, url.url),

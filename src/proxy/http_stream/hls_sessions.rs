@@ -131,6 +131,17 @@ async fn sweep(shard: usize, timeout: Duration) {
     }
 }
 
+/// Ends every session of this shard (at shutdown): their admissions dropped here.
+pub fn end_all(shard: &Shard) {
+    let mine: Vec<Entry> = table(|t| {
+        let tokens: Vec<String> = t.iter().filter(|(_, e)| e.shard == shard.index).map(|(k, _)| k.clone()).collect();
+        tokens.iter().filter_map(|token| t.remove(token)).collect()
+    });
+    if !mine.is_empty() {
+        log::info!("shard {}: {} HLS sessions ended (shutting down)", shard.index, mine.len());
+    }
+}
+
 /// The one-variant master playlist that gives a player its session: the variant is the
 /// requested playlist (`name`, the last path segment, with its `query`) with the token added.
 pub fn wrapper(name: &str, query: Option<&str>, token: &str) -> String {

@@ -248,6 +248,14 @@ fn hand_over(
     Some(handover)
 }
 
+/// Ends every admission of this shard still waiting for its media (at shutdown).
+pub fn end_waiting() {
+    let waiting: VecDeque<Waiting> = WAITING.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    for e in waiting {
+        drop(e.handover.take());
+    }
+}
+
 /// Once a second: forgets the waiting admissions a media session took, and ends those that
 /// waited `timeout` (`--webrtc-media-timeout`) for one or whose client deleted the resource.
 async fn sweep_waiting(timeout: Duration) {
