@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Fan-out of a local stream (issue 20): streamgate as the origin itself (--local-origin on)
+against nginx-rtmp serving the same stream as an origin (SRS is not installed here; nginx-rtmp
+stands in for it), the same run for both: 1 paced publisher (1280x720, about 2 Mbit/s) and N
+RTMP players from streamgate-load. Reports each server's CPU seconds per GiB delivered and its
+memory (peak RSS, RSS growth per player), and streamgate / nginx-rtmp as ratios.
+
+Usage: perf/local_fanout.py [--players 300] [--duration 30]   (needs target/release binaries,
+nginx with the rtmp module, ffmpeg)
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROXY = os.path.join(ROOT, "target/release/streamgate")
+LOAD = os.path.join(ROOT, "target/release/streamgate-load")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def cpu_seconds(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def make_flv(tmp):
+    path = os.path.join(tmp, "media.flv")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "50",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-t", "30", "-f", "flv", path],
+                   check=True)
+    return path
+
+
+def nginx(tmp):
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    os.makedirs(os.path.join(tmp, "logs"), exist_ok=True)
+    with open(conf, "w") as f:
+        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+worker_rlimit_nofile 20000;
+error_log {tmp}/logs/error.log;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 10000; }}
+rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 60000; application live {{ live on; }} }} }}
+""")
+    proc = subprocess.Popen(["nginx", "-p", tmp, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def streamgate(tmp):
+    port, api = free_port(), free_port()
+    log = open(os.path.join(tmp, "streamgate.log"), "w")
+    proc = subprocess.Popen(
+        [PROXY, "--rtmp-server", f"127.0.0.1:{port}", "--http-server", f"127.0.0.1:{free_port()}",
+         "--http-api", f"127.0.0.1:{free_port()}", "--webrtc-server", f"127.0.0.1:{free_port()}",
+         "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{api}",
+         "--grpc", f"127.0.0.1:{free_port()}", "--local-origin", "on", "--local-hls-jobs", "0",
+         "--transcode", "off", "--max-bitrate", "0", "--log-level", "warn",
+         "--local-hls-dir", os.path.join(tmp, "hls")],
+        stdout=subprocess.DEVNULL, stderr=log)
+    wait_port(port)
+    return proc, port
+
+
+def run(name, proc, port, flv, players, duration):
+    args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration), "--json",
+            "--publishers", "1", "--paced", "--players", str(players), "--ramp-per-sec", "150", "--flv", flv]
+    cpu0, rss0 = cpu_seconds(proc.pid), status_kib(proc.pid, "VmRSS")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
+    load = json.loads(out.stdout.strip().splitlines()[-1])
+    row = {"target": name, "load": load, "cpu_s": cpu_seconds(proc.pid) - cpu0,
+           "peak_rss_kib": status_kib(proc.pid, "VmHWM"), "rss_growth_kib": status_kib(proc.pid, "VmRSS") - rss0}
+    gib = load.get("bytes_received", 0) / 2**30
+    row["cpu_s_per_gib"] = row["cpu_s"] / gib if gib else float("nan")
+    row["rss_per_player_kib"] = row["rss_growth_kib"] / max(1, players)
+    proc.terminate()
+    proc.wait(timeout=30)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--players", type=int, default=300)
+    ap.add_argument("--duration", type=int, default=30)
+    opts = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="local-fanout-") as tmp:
+        flv = make_flv(tmp)
+        for name, start in (("nginx-rtmp", nginx), ("streamgate local", streamgate)):
+            print(f"running {name} ...", file=sys.stderr)
+            proc, port = start(tmp)
+            rows.append(run(name, proc, port, flv, opts.players, opts.duration))
+    lines = [f"## local fan-out: 1 paced publisher (1280x720, about 2 Mbit/s), {opts.players} RTMP players, "
+             f"{opts.duration} s", "",
+             f"{time.strftime('%Y-%m-%dT%H:%M:%S')}, {os.cpu_count()} CPUs, all processes on the same machine.", "",
+             "| server | CPU-s | CPU-s/GiB | received MiB/s | peak RSS MiB | RSS growth/player KiB | video fps/player | players without media at end | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["load"]
+        lines.append(f"| {r['target']} | {r['cpu_s']:.2f} | {r['cpu_s_per_gib']:.3f} | "
+                     f"{s.get('bytes_received', 0) / 2**20 / max(1e-9, s.get('seconds', 1)):.1f} | "
+                     f"{r['peak_rss_kib'] / 1024:.1f} | {r['rss_per_player_kib']:.1f} | "
+                     f"{s.get('video_fps_per_player', 0):.1f} | {s.get('players_without_media_at_end', '?')} | "
+                     f"{json.dumps(s.get('errors', {}))} |")
+    ours, theirs = rows[1], rows[0]
+    lines += ["", f"- CPU per GiB, streamgate local / nginx-rtmp: {ours['cpu_s_per_gib'] / theirs['cpu_s_per_gib']:.2f}",
+              f"- RSS growth per player, streamgate local / nginx-rtmp: "
+              f"{ours['rss_per_player_kib'] / max(1e-9, theirs['rss_per_player_kib']):.2f}",
+              f"- peak RSS, streamgate local / nginx-rtmp: {ours['peak_rss_kib'] / max(1, theirs['peak_rss_kib']):.2f}",
+              "", "<details><summary>raw</summary>", "", "```json", json.dumps(rows, indent=1), "```", "</details>"]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
