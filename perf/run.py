@@ -12,9 +12,12 @@
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
   baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
            integration branch's), for before/after comparisons in one run
+  baseline-edge  the same build with --edge on
 
 For each it records the proxy's CPU seconds (utime+stime of all its threads, from /proc) and
-CPU-seconds per GiB delivered, peak RSS, throughput, setup rate and time-to-first-media
+CPU-seconds per GiB delivered, peak RSS, its RSS growth per connection at the end of the
+window (players still connected; for the edge less its shared rings, whose memory is read from
+its /api/v1/shards and reported apart), throughput, setup rate and time-to-first-media
 percentiles from the load generator's JSON summary, plus the generator's and the origin's own
 CPU (for origin-flv also its /stats: players dropped, worst pacing lateness, so a run shows
 whether the origin kept up). The markdown table (with the streamgate/HAProxy ratios) is
@@ -30,7 +33,7 @@ reads, acknowledgements) rather than the generator's. They join at --ramp-per-se
 CPU and the bytes the players wrote (files in /dev/shm) are measured over --duration once every
 player plays; setup and first-media times are not measured. --strace S and --profile S then
 count the proxy's system calls (per MiB delivered) and sample its hottest symbols for S seconds.
-Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn (see SCENARIOS below).
+Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn, edge-churn (see SCENARIOS below).
 A short smoke run that keeps perf/results/ clean:
   perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
 """
@@ -138,6 +141,35 @@ def status_kib(pid, field):
     return 0
 
 
+def window_memory(proxy, rss0, samples=5, every=0.3):
+    """The proxy's memory at the end of the measured window, its players still connected: RSS
+    growth since the window began and, for the edge, its shared rings (`edge_ring_kib`, read
+    from its API) so they can be reported apart from the per-player memory. RSS moves by a few
+    MiB as the allocator returns freed pages (the rings free and allocate all the time), so it
+    is read `samples` times `every` seconds apart and the reading whose growth less the rings
+    is the median is kept (`rss_samples_kib` keeps them all)."""
+    readings = []
+    for i in range(samples):
+        if i:
+            time.sleep(every)
+        reading = {"growth": status_kib(proxy.pid, "VmRSS") - rss0}
+        if hasattr(proxy, "edge_memory"):
+            try:
+                edge = proxy.edge_memory()
+            except (OSError, ValueError, KeyError) as e:
+                print(f"could not read the edge's ring memory: {e}", file=sys.stderr)
+            else:
+                reading["ring"], reading["players"] = edge["ring_kib"], edge["players"]
+        readings.append(reading)
+    readings.sort(key=lambda r: r["growth"] - r.get("ring", 0))
+    mid = readings[len(readings) // 2]
+    mem = {"proxy_peak_rss_kib": status_kib(proxy.pid, "VmHWM"), "proxy_rss_growth_kib": mid["growth"],
+           "rss_samples_kib": [r["growth"] for r in readings]}
+    if "ring" in mid:
+        mem["edge_ring_kib"], mem["edge_players"] = mid["ring"], mid["players"]
+    return mem
+
+
 class Nginx:
     """nginx-rtmp: the RTMP origin."""
     protocol = "rtmp"
@@ -223,6 +255,7 @@ class Streamgate:
     def __init__(self, tmp, origin, relay, batch=None, binary=PROXY, extra=()):
         rtmp, http, self.api = free_port(), free_port(), free_port()
         self.port = http if origin.protocol == "http" else rtmp
+        self.http = http
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
         # Every listener on a port of its own, so nothing else on the machine is in the way.
         self.proc = subprocess.Popen(
@@ -239,6 +272,15 @@ class Streamgate:
         urllib.request.urlopen(f"http://127.0.0.1:{self.api}/api/v1/srs/register", body, timeout=5).read()
         wait_port(self.port)
         self.pid = self.proc.pid
+
+    def edge_memory(self):
+        """The edge's shared rings now, from /api/v1/shards: the memory they hold (each shard's
+        `edge.cache_bytes`, what --edge-cache-bytes bounds: entries and their wire forms) and
+        the players they serve. The shards report once a second."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.api}/api/v1/shards", timeout=5) as r:
+            shards = json.loads(r.read())["shards"]
+        return {"ring_kib": sum(s["edge"]["cache_bytes"] for s in shards) // 1024,
+                "players": sum(s["edge"]["players"] for s in shards)}
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -345,8 +387,7 @@ def run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace,
                         "errors": {"players_gone": players - alive} if alive < players else {}}}
         if pid:
             row["proxy_cpu_s"] = cpu1 - cpu0
-            row["proxy_peak_rss_kib"] = status_kib(pid, "VmHWM")
-            row["proxy_rss_growth_kib"] = status_kib(pid, "VmRSS") - rss0
+            row.update(window_memory(proxy, rss0))
             if profile:
                 data = os.path.join(tmp, f"perf-{name}.data")
                 subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o", data, "--",
@@ -383,9 +424,12 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
         relay, batched = name.split("-")[0], name.endswith("-batch")
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
         port = proxy.port
-    elif name == "edge":
+    elif name in ("edge", "baseline-edge"):
+        if name == "baseline-edge" and not baseline:
+            raise RuntimeError("target baseline-edge needs --baseline BINARY")
         pull = ["--edge-pull", "http-flv"] if origin.protocol == "http" else []
-        proxy = Streamgate(tmp, origin, "splice", None, extra=["--edge", "on"] + pull)
+        proxy = Streamgate(tmp, origin, "splice", None, baseline if name == "baseline-edge" else PROXY,
+                           extra=["--edge", "on"] + pull)
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
@@ -401,10 +445,17 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
     cpu0 = cpu_seconds(proxy.pid) if proxy else 0.0
     rss0 = status_kib(proxy.pid, "VmRSS") if proxy else 0
     origin_cpu0, origin_stats0 = origin.cpu(), origin.stats()
-    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    gen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory = None
+    try:
+        # Memory is read just before the generator's window ends, its players still connected.
+        stdout, stderr = gen.communicate(timeout=max(1.0, duration - 3))
+    except subprocess.TimeoutExpired:
+        memory = window_memory(proxy, rss0) if proxy else None
+        stdout, stderr = gen.communicate(timeout=duration + 120)
+    if gen.returncode != 0:
+        raise RuntimeError(f"{name}: load generator failed: {stderr[-2000:]}")
+    summary = json.loads(stdout.strip().splitlines()[-1])
     row = {"target": name, "load": summary, "origin_cpu_s": origin.cpu() - origin_cpu0}
     if origin_stats0 is not None:
         after = origin.stats()
@@ -413,8 +464,7 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
                                for k, v in after.items()}
     if proxy:
         row["proxy_cpu_s"] = cpu_seconds(proxy.pid) - cpu0
-        row["proxy_peak_rss_kib"] = status_kib(proxy.pid, "VmHWM")
-        row["proxy_rss_growth_kib"] = status_kib(proxy.pid, "VmRSS") - rss0
+        row.update(memory or window_memory(proxy, rss0))
         proxy.stop()
     return row
 
@@ -454,8 +504,8 @@ def fmt(v, digits=2):
 
 def table(scenario_name, rows):
     lines = [
-        "| target | proxy CPU-s | proxy CPU-s/GiB | proxy CPU-ms/setup | received MiB/s | setups/s | first media p50/p90/p99 ms | proxy peak RSS MiB | proxy RSS/conn KiB | loadgen CPU-s | origin CPU-s | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | proxy CPU-s | proxy CPU-s/GiB | proxy CPU-ms/setup | received MiB/s | setups/s | first media p50/p90/p99 ms | proxy peak RSS MiB | proxy RSS/conn KiB (ring excluded) | edge ring MiB | loadgen CPU-s | origin CPU-s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r["load"]
@@ -465,7 +515,7 @@ def table(scenario_name, rows):
         conns = max(1, s.get("connections_opened", 1))
         setups = (s.get("setups_per_sec") or 0) * s.get("seconds", 0)
         per_setup = cpu * 1000 / setups if cpu is not None and setups > 0 else None
-        growth = r.get("proxy_rss_growth_kib")
+        growth, ring = per_player_growth(r), r.get("edge_ring_kib")
         ttf = s.get("first_media_ms", {})
         lines.append("| " + " | ".join([
             r["target"], fmt(cpu), fmt(per_gib, 3), fmt(per_setup, 3), fmt(s.get("bytes_received", 0) / 2**20 / max(1e-9, s.get("seconds", 1)), 1),
@@ -473,6 +523,7 @@ def table(scenario_name, rows):
             "/".join(fmt(ttf.get(k), 1) for k in ("p50", "p90", "p99")),
             fmt(r["proxy_peak_rss_kib"] / 1024, 1) if "proxy_peak_rss_kib" in r else "-",
             fmt(growth / conns, 1) if growth is not None else "-",
+            fmt(ring / 1024, 1) if ring is not None else "-",
             fmt(s.get("cpu_seconds")), fmt(r["origin_cpu_s"]), json.dumps(s.get("errors", {})),
         ]) + " |")
     by = {r["target"]: r for r in rows}
@@ -491,7 +542,7 @@ def table(scenario_name, rows):
             ratios.append(f"- proxy CPU-ms per setup (mean), streamgate splice / baseline build: "
                           f"{mean('splice', cpu_ms):.3f} / {mean('baseline', cpu_ms):.3f} = "
                           f"{mean('splice', cpu_ms) / mean('baseline', cpu_ms):.2f}")
-    for relay in RELAYS + ("edge",):
+    for relay in RELAYS + ("edge", "baseline-edge"):
         if relay in by and "haproxy" in by:
             a, b = by[relay], by["haproxy"]
             ga, gb = a["load"].get("bytes_received", 0) / 2**30, b["load"].get("bytes_received", 0) / 2**30
@@ -502,9 +553,13 @@ def table(scenario_name, rows):
             if sa and sb:
                 ratios.append(f"- setups per second, streamgate {relay} / HAProxy: {sa / sb:.2f}")
             ca, cb = max(1, a["load"].get("connections_opened", 1)), max(1, b["load"].get("connections_opened", 1))
-            ga_rss, gb_rss = a.get("proxy_rss_growth_kib"), b.get("proxy_rss_growth_kib")
-            if ga_rss is not None and gb_rss and gb_rss > 0 and "connections_opened" in a["load"]:
-                ratios.append(f"- RSS growth per connection, streamgate {relay} / HAProxy: {(ga_rss / ca) / (gb_rss / cb):.2f}")
+            ga_rss, gb_rss = per_player_growth(a), per_player_growth(b)
+            if ga_rss is not None and gb_rss is not None and "connections_opened" in a["load"]:
+                ring = (f"; the edge's shared rings {a['edge_ring_kib'] / 1024:.1f} MiB apart"
+                        if "edge_ring_kib" in a else "")
+                ratio = f" = {(ga_rss / ca) / (gb_rss / cb):.2f}" if gb_rss > 0 else ""
+                ratios.append(f"- RSS growth per connection (shared rings excluded), streamgate {relay} / HAProxy: "
+                              f"{ga_rss / ca:.1f} / {gb_rss / cb:.1f} KiB{ratio}{ring}")
             tb = b["load"].get("bytes_received", 0)
             if tb > 0:
                 ratios.append(f"- bytes received, streamgate {relay} / HAProxy: {a['load'].get('bytes_received', 0) / tb:.2f}")
@@ -515,6 +570,12 @@ def table(scenario_name, rows):
             if pa is not None and pb is not None and pd is not None:
                 pass
     return "\n".join(lines + [""] + ratios + origin_lines(rows) + syscall_lines(rows))
+
+
+def per_player_growth(row):
+    """The proxy's RSS growth over the window less the edge's shared rings (KiB), or None."""
+    growth = row.get("proxy_rss_growth_kib")
+    return None if growth is None else growth - row.get("edge_ring_kib", 0)
 
 
 def syscall_lines(rows):
@@ -539,7 +600,8 @@ def main():
     ap.add_argument("--duration", type=int)
     ap.add_argument("--targets", default="direct,splice,copy,haproxy",
                     help="comma-separated: direct, splice, copy, splice-batch, copy-batch (streamgate with "
-                         "--relay-batch BATCH), edge (streamgate --edge on), haproxy")
+                         "--relay-batch BATCH), edge (streamgate --edge on), haproxy, baseline and "
+                         "baseline-edge (--baseline BINARY, --relay splice or --edge on)")
     ap.add_argument("--players-with", choices=("load", "rtmpdump"), default="load",
                     help="who plays: the load generator's players (default) or rtmpdump processes")
     ap.add_argument("--baseline", help="another streamgate binary, run as target baseline (--relay splice)")

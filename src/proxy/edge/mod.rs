@@ -13,9 +13,11 @@
 //! Statistics: once a second the shard reports its streams ([`EdgeReport`]: pulls, players,
 //! cached bytes, dropped frames, the furthest-behind player's lag) to the control thread.
 //!
-//! Memory: per stream and shard the ring (at most `--edge-cache-bytes` of payload, shared), per
-//! player one batch of references into it (at most [`player::BATCH_BYTES`] of shared bytes)
-//! and its cursor. A player more than `--edge-max-lag` behind skips to a keyframe; one that
+//! Memory: per stream and shard the ring (at most `--edge-cache-bytes`, shared), per player one
+//! batch of references into it (at most [`player::BATCH_BYTES`] of shared bytes, the room for
+//! it given back once sent), its cursor, one readiness wait and its connection's task (the
+//! relay's and the setup's states are boxed, so an edge player's task is about 2.4 KB; what
+//! it sends is discarded by the kernel, no buffer kept). A player more than `--edge-max-lag` behind skips to a keyframe; one that
 //! takes nothing for `--edge-stall-timeout` is closed.
 
 pub mod player;

@@ -35,7 +35,6 @@ use crate::codec::rtmp::client::DATA_CSID;
 use crate::codec::rtmp::message::{self, DATA_AMF0};
 use crate::codec::rtmp::{ChunkEncoder, Message};
 use crate::config::EdgeConfig;
-use crate::shard::relay::recv;
 use crate::shard::within;
 
 /// Most bytes one player takes from the ring at a time (references, not copies).
@@ -44,6 +43,10 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 pub const SNDBUF: usize = 128 * 1024;
 /// Most buffers in one vectored send.
 const MAX_IOV: usize = 64;
+/// Room for buffers a player keeps once it has sent everything it took: a player that keeps
+/// up takes a message or two at a time, and the room a start or a skip needed (up to
+/// [`BATCH_BYTES`] of references at once) is given back.
+const KEEP_BUFS: usize = 8;
 /// While a player's socket is full, how often its lag is checked.
 const LAG_CHECK: Duration = Duration::from_millis(250);
 
@@ -124,11 +127,38 @@ pub async fn serve(
     set_sndbuf(client, SNDBUF);
     let writer = write_loop(client, member, config, (wire, framing), prelude, bytes_out, dropped);
     let gone = async {
-        let mut sink = [0u8; 1024];
-        while recv(client, &mut sink).await? > 0 {}
+        discard_until_closed(client).await?;
         Ok(End::PlayerClosed)
     };
     future::or(writer, gone).await
+}
+
+/// Most bytes one discarding `recv` drops.
+const DISCARD: usize = 64 * 1024;
+
+/// Waits until the player closes its side, dropping what it sends meanwhile (an RTMP player's
+/// acknowledgements and pings): with `MSG_TRUNC` the kernel discards TCP data instead of
+/// copying it out (tcp(7)), so no player keeps a buffer for it.
+async fn discard_until_closed(client: &TcpStream) -> io::Result<()> {
+    loop {
+        // SAFETY: with MSG_TRUNC on a TCP socket the kernel discards up to DISCARD bytes and
+        // writes nothing to the (null) buffer; the descriptor is the client's open socket.
+        let n = unsafe {
+            libc::recv(client.as_raw_fd(), std::ptr::null_mut(), DISCARD, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if n > 0 {
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => client.readable().await?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
 }
 
 /// Limits the socket's send buffer (the kernel doubles the value for its own bookkeeping).
@@ -278,6 +308,10 @@ impl Pending {
             self.offset = 0;
             self.started = !front.last;
             self.bufs.pop_front();
+        }
+        // Everything went out (a partly sent buffer returned above).
+        if self.bufs.capacity() > KEEP_BUFS {
+            self.bufs.shrink_to(KEEP_BUFS);
         }
     }
 }
@@ -461,5 +495,18 @@ mod tests {
         assert_eq!(p.bufs.len(), 1);
         p.consume(1);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_player_gives_back_the_room_a_large_batch_took_once_it_went_out() {
+        let mut p = Pending::new(Framing::Raw);
+        p.extend((0..200).map(|_| (Bytes::from_static(b"0123456789"), true)).collect());
+        assert!(p.bufs.capacity() >= 200);
+        p.consume(1_000);
+        assert_eq!(p.bufs.len(), 100, "half sent: the room stays while some is pending");
+        assert!(p.bufs.capacity() >= 200);
+        p.consume(1_000);
+        assert!(p.is_empty());
+        assert!(p.bufs.capacity() <= KEEP_BUFS, "capacity {} kept", p.bufs.capacity());
     }
 }

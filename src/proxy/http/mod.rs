@@ -129,6 +129,9 @@ pub async fn serve(
             }
         };
         pending.drain(..req.head_len);
+        if pending.is_empty() {
+            pending = Vec::new(); // a live body may last hours: the head's buffer is not kept
+        }
         first = false;
         let keep = if req.keep_alive() { Next::KeepAlive } else { Next::Close };
         let mut exchange = Exchange { shard: &shard, client: &client, peer, req: &req, keep, pending: &mut pending };

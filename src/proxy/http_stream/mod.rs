@@ -108,19 +108,22 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
         let refused = refused.with_header("Allow", "GET, HEAD, OPTIONS");
         return ex.reply(if stream_route { cors(refused) } else { refused }).await;
     }
+    // Routes whose state is large are boxed: a connection's task is as large as its largest
+    // state for its whole life, and an HTTP-FLV player served by the shard (the most numerous
+    // connection with `--edge on`) should not carry the others'.
     match route {
         Route::Versions => ex.reply(versions()).await,
         Route::Abr if !ex.shard.config.transcode.enabled => ex.reply(abr::off()).await,
         Route::Abr => abr::serve(ex).await,
         Route::Static => static_files::serve(ex).await,
-        Route::HlsById => hls::by_id(ex).await,
+        Route::HlsById => Box::pin(hls::by_id(ex)).await,
         Route::Playlist => {
             if let Ok(key) = ex.stream_key()
-                && let Some(next) = local_hls::playlist(ex, &key).await
+                && let Some(next) = Box::pin(local_hls::playlist(ex, &key)).await
             {
                 return next;
             }
-            hls::playlist(ex).await
+            Box::pin(hls::playlist(ex)).await
         }
         Route::Live(Protocol::HttpTs) => match local_hls::segment(ex).await {
             Some(next) => next,
@@ -138,13 +141,13 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         Ok(key) => key,
         Err(e) => return ex.reply(cors(text(400, &e.to_string()))).await,
     };
-    let _admitted = match admit(ex, &key, protocol).await {
+    let _admitted = match Box::pin(admit(ex, &key, protocol)).await {
         Ok(admitted) => admitted,
         Err(refused) => return ex.reply(refused).await,
     };
     if matches!(protocol, Protocol::HttpFlv | Protocol::HttpTs) && super::local::ready(ex.shard, &key) {
         return match protocol {
-            Protocol::HttpTs => play_ts(ex, &key).await,
+            Protocol::HttpTs => Box::pin(play_ts(ex, &key)).await,
             _ => play_flv(ex, &key).await,
         };
     }
@@ -156,9 +159,10 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         }
     };
     if protocol == Protocol::HttpFlv && ex.shard.config.edge.enabled {
+        drop(origin);
         return play_flv(ex, &key).await;
     }
-    forward(ex, &key, origin, protocol).await
+    Box::pin(forward(ex, &key, origin, protocol)).await
 }
 
 /// An HTTP-FLV player served by the shard from the stream's ring: a local stream's

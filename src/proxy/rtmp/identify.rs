@@ -13,7 +13,7 @@
 //! a message split over chunks need that). Before the origin's own stream reaches the client,
 //! `upstream` tells it the RTMP default chunk size again, the size that stream starts with.
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use crate::bridge::Role;
@@ -22,7 +22,7 @@ use crate::codec::rtmp::message::{self, BandwidthLimit, COMMAND_AMF0, COMMAND_AM
 use crate::codec::rtmp::{
     ChunkDecoder, ChunkEncoder, ChunkError, Command, HandshakeError, Message, MessageError, ServerHandshake,
 };
-use crate::shard::relay::quickack;
+use crate::shard::relay::{quickack, recv};
 
 /// Most bytes a client may send before `publish`/`play` is complete (its commands, plus media
 /// that follows at once); past it the connection is dropped.
@@ -100,7 +100,7 @@ pub async fn identify(client: &mut TcpStream) -> Result<Identified, IdentifyErro
             client.write_all(&session.out).await?;
             session.out.clear();
         }
-        let n = client.read(&mut chunk).await?;
+        let n = recv(client, &mut chunk).await?;
         quickack(client);
         if n == 0 {
             return Err(IdentifyError::Closed);
@@ -119,7 +119,7 @@ async fn handshake(client: &mut TcpStream) -> Result<Vec<u8>, IdentifyError> {
     let mut hs = ServerHandshake::new(0, &random)?;
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = client.read(&mut buf).await?;
+        let n = recv(client, &mut buf).await?;
         quickack(client);
         if n == 0 {
             return Err(IdentifyError::Closed);

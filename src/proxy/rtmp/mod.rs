@@ -61,7 +61,9 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one RTMP client connection.
 pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
-    let identified = within(IDENTIFY_TIMEOUT, identify::identify(&mut client)).await;
+    // Setup steps whose state is large are boxed (freed once done): a connection's task is as
+    // large as its largest state for its whole life.
+    let identified = Box::pin(within(IDENTIFY_TIMEOUT, identify::identify(&mut client))).await;
     let Identified { role: session_role, tc_url, stream_name, replay, .. } = match identified {
         Some(Ok(ident)) => ident,
         Some(Err(e)) => return log::debug!("rtmp client {peer}: {e}"),
@@ -84,7 +86,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         peer,
         tc_url: Some(&tc_url),
     };
-    let _admitted = match super::access::admit(&shard, &ask).await {
+    let _admitted = match Box::pin(super::access::admit(&shard, &ask)).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await,
     };
@@ -99,8 +101,10 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         },
         Role::Play => None,
     };
+    // So are the paths below but the edge player's (the most numerous connection).
     if super::local::takes(&shard, &key, session_role) {
-        return super::local::serve_rtmp(&shard, &client, peer, &key, &stream_name, session_role, replay).await;
+        let local = super::local::serve_rtmp(&shard, &client, peer, &key, &stream_name, session_role, replay);
+        return Box::pin(local).await;
     }
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
@@ -110,8 +114,25 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         }
     };
     if session_role == Role::Play && shard.config.edge.enabled {
+        // What identify kept for a relay's replay is not needed for the player's life.
+        drop((replay, tc_url, origin));
         return super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
     }
+    Box::pin(relayed(shard, client, peer, key, session_role, origin, replay)).await
+}
+
+/// Relays a client to the stream's origin (the path of publishers, and of players with
+/// `--edge off`).
+async fn relayed(
+    shard: Rc<Shard>,
+    client: TcpStream,
+    peer: SocketAddr,
+    key: StreamKey,
+    session_role: Role,
+    origin: Arc<Origin>,
+    replay: Vec<u8>,
+) {
+    let role = session_role.name();
     let (origin, connected) = match connect(&shard, &key, origin, session_role).await {
         Ok(connected) => connected,
         Err((origin, e)) => {

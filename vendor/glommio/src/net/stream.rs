@@ -226,12 +226,6 @@ pub(crate) struct NonBufferedStream<S> {
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
-    fn init(&mut self) {
-        let reactor = self.reactor.upgrade().unwrap();
-        let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
-    }
-
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
@@ -361,7 +355,11 @@ where
 {
     fn from(socket: socket2::Socket) -> Self {
         let reactor = crate::executor().reactor();
-        let mut stream = NonBufferedStream {
+        // streamgate: no read poll is armed here (upstream armed one for every new stream).
+        // `poll_read` arms one when a read finds nothing, and streamgate reads most sockets
+        // with its own recv/splice and readiness waits, so that poll was never collected: its
+        // source stayed allocated, and its POLL_ADD armed, for the connection's whole life.
+        let stream = NonBufferedStream {
             reactor: Rc::downgrade(&reactor),
             stream: socket.into(),
             source_tx: None,
@@ -369,7 +367,6 @@ where
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
-        stream.init();
         GlommioStream {
             stream,
             rx_buf: NonBuffered,
