@@ -100,6 +100,21 @@ def cli_command(url, out, preset):
     return cmd
 
 
+def stop_cli(proc):
+    """SIGINT, as a user's q; if the CLI is still running 10 s later (it can hang in a blocking
+    read of the RTMP input), SIGTERM, then SIGKILL. Returns wait4's status and usage."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        proc.send_signal(sig)
+        end = time.time() + wait
+        while time.time() < end:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                return status, usage
+            time.sleep(0.1)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return status, usage
+
+
 def run_cli(tmp, origin, src, seconds, preset):
     out = os.path.join(tmp, "cli")
     os.makedirs(out)
@@ -128,8 +143,7 @@ def run_cli(tmp, origin, src, seconds, preset):
         if ended is not None and time.time() - ended > 5:
             # nginx-rtmp keeps a player connected after the publisher left: stop the CLI as a
             # user would (q / SIGINT), so it flushes its encoders and writes the trailer.
-            proc.send_signal(signal.SIGINT)
-            _, status, usage = os.wait4(proc.pid, 0)
+            status, usage = stop_cli(proc)
             cpu += usage.ru_utime + usage.ru_stime
             break
         time.sleep(0.1)
@@ -139,7 +153,7 @@ def run_cli(tmp, origin, src, seconds, preset):
     log.close()
     frames = re.findall(r"frame=\s*(\d+)", open(os.path.join(tmp, "cli.log")).read())
     return {"target": "ffmpeg CLI", "cpu_s": cpu, "first_segment": found, "dropped": None,
-            "exit": f"exit {os.waitstatus_to_exitcode(status)} (SIGINT)", "job_speed": None,
+            "exit": f"exit {os.waitstatus_to_exitcode(status)} (stopped)", "job_speed": None,
             "frames": int(frames[-1]) if frames else 0}
 
 
