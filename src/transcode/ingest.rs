@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
-use ffmpeg_next::{Dictionary, Packet, Rational, Rescale, codec, encoder, format, media};
+use ffmpeg_next::{Dictionary, Packet, Rational, Rescale, format};
+
+use super::copy::{Track, add_tracks, header_written};
 
 /// How long the listener waits for the relayed caller.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(10);
@@ -49,14 +51,6 @@ pub enum IngestError {
     Write(ffmpeg::Error),
 }
 
-/// One copied track.
-struct Track {
-    out_index: usize,
-    in_tb: Rational,
-    out_tb: Rational,
-    last_dts: Option<i64>,
-}
-
 /// Runs the job on this thread until the caller ends it or it fails; returns the bytes copied.
 pub fn run(p: &Params) -> Result<u64, IngestError> {
     super::remux::init().map_err(IngestError::Init)?;
@@ -77,27 +71,12 @@ pub fn run(p: &Params) -> Result<u64, IngestError> {
     activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
     let mut out = format::output_as(&p.target, "flv")
         .map_err(|source| IngestError::Publish { url: super::redacted(&p.target), source })?;
-    let mut tracks: Vec<Option<Track>> = (0..input.nb_streams()).map(|_| None).collect();
-    for kind in [media::Type::Video, media::Type::Audio] {
-        let Some(stream) = input.streams().best(kind) else { continue };
-        let mut copied = out.add_stream(encoder::find(codec::Id::None)).map_err(IngestError::Write)?;
-        copied.set_parameters(stream.parameters());
-        // SAFETY: the stream was just added to `out` with its own codec parameters; a zero tag
-        // lets the FLV muxer choose its own (MPEG-TS stream types mean nothing there).
-        unsafe { (*copied.parameters().as_mut_ptr()).codec_tag = 0 };
-        let track =
-            Track { out_index: copied.index(), in_tb: stream.time_base(), out_tb: stream.time_base(), last_dts: None };
-        if let Some(slot) = tracks.get_mut(stream.index()) {
-            *slot = Some(track);
-        }
-    }
+    let mut tracks = add_tracks(&input, &mut out).map_err(IngestError::Write)?;
     if tracks.iter().all(Option::is_none) {
         return Err(IngestError::NoTrack);
     }
     out.write_header().map_err(|source| IngestError::Publish { url: super::redacted(&p.target), source })?;
-    for track in tracks.iter_mut().flatten() {
-        track.out_tb = out.stream(track.out_index).map_or(track.out_tb, |s| s.time_base());
-    }
+    header_written(&mut tracks, &out);
     log::info!("srt ingest {}: publishing to streamgate's RTMP listener", p.name);
     let mut bytes = 0;
     let copied = copy(&mut input, &mut out, &mut tracks, (&activity, clock), &mut bytes).or_else(|e| match e {
@@ -147,27 +126,12 @@ pub fn play(p: &PlayParams) -> Result<u64, IngestError> {
     let mut input = format::input_with_interrupt_and_dictionary(&p.source, interrupt, options)
         .map_err(|source| IngestError::Publish { url: super::redacted(&p.source), source })?;
     activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let mut tracks: Vec<Option<Track>> = (0..input.nb_streams()).map(|_| None).collect();
-    for kind in [media::Type::Video, media::Type::Audio] {
-        let Some(stream) = input.streams().best(kind) else { continue };
-        let mut copied = out.add_stream(encoder::find(codec::Id::None)).map_err(IngestError::Write)?;
-        copied.set_parameters(stream.parameters());
-        // SAFETY: the stream was just added to `out` with its own codec parameters; a zero tag
-        // lets the MPEG-TS muxer choose its own (FLV's tags mean nothing there).
-        unsafe { (*copied.parameters().as_mut_ptr()).codec_tag = 0 };
-        let track =
-            Track { out_index: copied.index(), in_tb: stream.time_base(), out_tb: stream.time_base(), last_dts: None };
-        if let Some(slot) = tracks.get_mut(stream.index()) {
-            *slot = Some(track);
-        }
-    }
+    let mut tracks = add_tracks(&input, &mut out).map_err(IngestError::Write)?;
     if tracks.iter().all(Option::is_none) {
         return Err(IngestError::NoTrack);
     }
     out.write_header().map_err(IngestError::Write)?;
-    for track in tracks.iter_mut().flatten() {
-        track.out_tb = out.stream(track.out_index).map_or(track.out_tb, |s| s.time_base());
-    }
+    header_written(&mut tracks, &out);
     log::info!("srt play {}: playing from streamgate's RTMP listener", p.name);
     let mut bytes = 0;
     let copied = copy(&mut input, &mut out, &mut tracks, (&activity, clock), &mut bytes).or_else(|e| match e {
@@ -204,21 +168,10 @@ fn copy(
         *bytes += packet.size() as u64;
         let Some(track) = tracks.get_mut(packet.stream()).and_then(Option::as_mut) else { continue };
         let Some(dts) = packet.dts().or(packet.pts()) else { continue };
-        let (first, first_tb) = *origin.get_or_insert((dts, track.in_tb));
-        let shift = first.rescale(first_tb, track.in_tb);
+        let (first, first_tb) = *origin.get_or_insert((dts, track.in_tb()));
+        let shift = first.rescale(first_tb, track.in_tb());
         packet.set_dts(packet.dts().map(|d| d - shift));
         packet.set_pts(packet.pts().map(|p| p - shift));
-        packet.rescale_ts(track.in_tb, track.out_tb);
-        // The muxer refuses a DTS that does not increase (or one before the first): such a
-        // packet is dropped, not the job.
-        if let Some(dts) = packet.dts()
-            && (dts < 0 || track.last_dts.is_some_and(|last| dts <= last))
-        {
-            continue;
-        }
-        track.last_dts = packet.dts().or(track.last_dts);
-        packet.set_stream(track.out_index);
-        packet.set_position(-1);
-        packet.write_interleaved(out).map_err(IngestError::Write)?;
+        track.write(&mut packet, out).map_err(IngestError::Write)?;
     }
 }

@@ -37,6 +37,8 @@ pub mod limits;
 pub mod supervisor;
 
 #[cfg(feature = "transcode")]
+mod copy;
+#[cfg(feature = "transcode")]
 mod encoder;
 #[cfg(feature = "transcode")]
 pub mod ingest;

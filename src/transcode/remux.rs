@@ -21,9 +21,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
-use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, media};
+use ffmpeg_next::{Dictionary, Packet, format};
 
 use super::Status;
+use super::copy::{Track, add_tracks, header_written};
 use super::job::{JobError, open_input, read_packet, stopping};
 use super::supervisor::Shared;
 
@@ -68,40 +69,17 @@ pub fn spawn(params: Params, shared: Arc<Shared>) -> std::io::Result<JoinHandle<
     })
 }
 
-/// One copied track: its output stream, both time bases, the last DTS written.
-struct Track {
-    out_index: usize,
-    in_tb: Rational,
-    out_tb: Rational,
-    last_dts: Option<i64>,
-}
-
 fn run(p: &Params, shared: &Arc<Shared>) -> Result<(), JobError> {
     let clock = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let mut input = open_input(&p.source, shared, &activity, clock)?;
     let mut out = open_output(&p.dir)?;
-    let mut tracks: Vec<Option<Track>> = (0..input.nb_streams()).map(|_| None).collect();
-    for kind in [media::Type::Video, media::Type::Audio] {
-        let Some(stream) = input.streams().best(kind) else { continue };
-        let mut copied = out.add_stream(encoder::find(codec::Id::None)).map_err(JobError::Write)?;
-        copied.set_parameters(stream.parameters());
-        // SAFETY: the stream was just added to `out` with its own codec parameters; a zero tag
-        // lets the MPEG-TS muxer choose its own (FLV's tags mean nothing there).
-        unsafe { (*copied.parameters().as_mut_ptr()).codec_tag = 0 };
-        let track =
-            Track { out_index: copied.index(), in_tb: stream.time_base(), out_tb: stream.time_base(), last_dts: None };
-        if let Some(slot) = tracks.get_mut(stream.index()) {
-            *slot = Some(track);
-        }
-    }
+    let mut tracks = add_tracks(&input, &mut out).map_err(JobError::Write)?;
     if tracks.iter().all(Option::is_none) {
         return Err(JobError::NoVideo);
     }
     write_header(&mut out, p)?;
-    for track in tracks.iter_mut().flatten() {
-        track.out_tb = out.stream(track.out_index).map_or(track.out_tb, |s| s.time_base());
-    }
+    header_written(&mut tracks, &out);
     shared.view.lock().unwrap_or_else(|e| e.into_inner()).status = Status::Encoding;
     let copied = copy(&mut input, &mut out, &mut tracks, shared, &activity, clock);
     // The trailer ends the playlist (#EXT-X-ENDLIST) however the copy ended.
@@ -138,22 +116,12 @@ fn copy(
             shared.view.lock().unwrap_or_else(|e| e.into_inner()).bytes_processed = bytes;
         }
         let Some(track) = tracks.get_mut(packet.stream()).and_then(Option::as_mut) else { continue };
-        packet.rescale_ts(track.in_tb, track.out_tb);
-        // The muxer refuses a DTS that does not increase: such a packet (a publisher's
-        // timestamp jump back) is dropped, not the job.
-        if let (Some(dts), Some(last)) = (packet.dts(), track.last_dts)
-            && dts <= last
-        {
+        if !track.write(&mut packet, out).map_err(JobError::Write)? {
             out_of_order += 1;
             if out_of_order.is_power_of_two() {
                 log::debug!("hls: {out_of_order} packets dropped for going back in time");
             }
-            continue;
         }
-        track.last_dts = packet.dts().or(track.last_dts);
-        packet.set_stream(track.out_index);
-        packet.set_position(-1);
-        packet.write_interleaved(out).map_err(JobError::Write)?;
     }
 }
 

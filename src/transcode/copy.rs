@@ -1,0 +1,70 @@
+//! Copying tracks, not decoded, from one libavformat context to another: what the HLS remux
+//! job (`super::remux`), the SRT ingest and the SRT player jobs (`super::ingest`) share.
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::{Packet, Rational, codec, encoder, format, media};
+
+/// One copied track: its output stream, both time bases, the last DTS written.
+pub(super) struct Track {
+    out_index: usize,
+    in_tb: Rational,
+    out_tb: Rational,
+    last_dts: Option<i64>,
+}
+
+impl Track {
+    /// The input's time base (timestamps of the packets given to [`Track::write`]).
+    pub(super) fn in_tb(&self) -> Rational {
+        self.in_tb
+    }
+
+    /// Writes `packet` (in the input's time base) to its output stream; `false` when it was
+    /// dropped for a DTS before 0 or not after the last one written (the muxers refuse those:
+    /// such a packet, a publisher's timestamp jump back, is dropped, not the job).
+    pub(super) fn write(
+        &mut self,
+        packet: &mut Packet,
+        out: &mut format::context::Output,
+    ) -> Result<bool, ffmpeg::Error> {
+        packet.rescale_ts(self.in_tb, self.out_tb);
+        if let Some(dts) = packet.dts()
+            && (dts < 0 || self.last_dts.is_some_and(|last| dts <= last))
+        {
+            return Ok(false);
+        }
+        self.last_dts = packet.dts().or(self.last_dts);
+        packet.set_stream(self.out_index);
+        packet.set_position(-1);
+        packet.write_interleaved(out)?;
+        Ok(true)
+    }
+}
+
+/// Adds to `out` a copy of the input's best video and best audio stream; the tracks by input
+/// stream index (`None` for streams not copied; all `None` when the input has neither).
+pub(super) fn add_tracks(
+    input: &format::context::Input,
+    out: &mut format::context::Output,
+) -> Result<Vec<Option<Track>>, ffmpeg::Error> {
+    let mut tracks: Vec<Option<Track>> = (0..input.nb_streams()).map(|_| None).collect();
+    for kind in [media::Type::Video, media::Type::Audio] {
+        let Some(stream) = input.streams().best(kind) else { continue };
+        let mut copied = out.add_stream(encoder::find(codec::Id::None))?;
+        copied.set_parameters(stream.parameters());
+        // SAFETY: the stream was just added to `out` with its own codec parameters; a zero tag
+        // lets the output's muxer choose its own (the input container's tags mean nothing there).
+        unsafe { (*copied.parameters().as_mut_ptr()).codec_tag = 0 };
+        let (tb, out_index) = (stream.time_base(), copied.index());
+        if let Some(slot) = tracks.get_mut(stream.index()) {
+            *slot = Some(Track { out_index, in_tb: tb, out_tb: tb, last_dts: None });
+        }
+    }
+    Ok(tracks)
+}
+
+/// After the output's header is written: the time bases its muxer chose for each track.
+pub(super) fn header_written(tracks: &mut [Option<Track>], out: &format::context::Output) {
+    for track in tracks.iter_mut().flatten() {
+        track.out_tb = out.stream(track.out_index).map_or(track.out_tb, |s| s.time_base());
+    }
+}
