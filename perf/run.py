@@ -516,6 +516,8 @@ def table(scenario_name, rows):
         setups = (s.get("setups_per_sec") or 0) * s.get("seconds", 0)
         per_setup = cpu * 1000 / setups if cpu is not None and setups > 0 else None
         growth, ring = per_player_growth(r), r.get("edge_ring_kib")
+        if r.get("players_with") == "rtmpdump":
+            growth = None  # its window starts with every player connected: no growth per player
         ttf = s.get("first_media_ms", {})
         lines.append("| " + " | ".join([
             r["target"], fmt(cpu), fmt(per_gib, 3), fmt(per_setup, 3), fmt(s.get("bytes_received", 0) / 2**20 / max(1e-9, s.get("seconds", 1)), 1),
@@ -554,7 +556,7 @@ def table(scenario_name, rows):
                 ratios.append(f"- setups per second, streamgate {relay} / HAProxy: {sa / sb:.2f}")
             ca, cb = max(1, a["load"].get("connections_opened", 1)), max(1, b["load"].get("connections_opened", 1))
             ga_rss, gb_rss = per_player_growth(a), per_player_growth(b)
-            if ga_rss is not None and gb_rss is not None and "connections_opened" in a["load"]:
+            if a.get("players_with") != "rtmpdump" and ga_rss is not None and gb_rss is not None and "connections_opened" in a["load"]:
                 ring = (f"; the edge's shared rings {a['edge_ring_kib'] / 1024:.1f} MiB apart"
                         if "edge_ring_kib" in a else "")
                 ratio = f" = {(ga_rss / ca) / (gb_rss / cb):.2f}" if gb_rss > 0 else ""
