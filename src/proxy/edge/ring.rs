@@ -89,6 +89,17 @@ impl Kind {
         matches!(self, Kind::Key | Kind::Video | Kind::Audio)
     }
 
+    /// The gate of a reader that has no keyframe to decode from while `*need_key` is set:
+    /// whether a message of this kind goes through. A keyframe does, and opens the gate; other
+    /// frames are passed over while it is shut; metadata and sequence headers always go.
+    pub fn passes(self, need_key: &mut bool) -> bool {
+        if self == Kind::Key {
+            *need_key = false;
+            return true;
+        }
+        !(*need_key && self.is_frame())
+    }
+
     /// Reads a message's kind from its first bytes.
     pub fn of(type_id: u8, payload: &[u8]) -> Kind {
         match type_id {
@@ -361,12 +372,8 @@ impl Ring {
                 break;
             }
             cursor.seq += 1;
-            if cursor.need_key {
-                if entry.kind == Kind::Key {
-                    cursor.need_key = false;
-                } else if entry.kind.is_frame() {
-                    continue;
-                }
+            if !entry.kind.passes(&mut cursor.need_key) {
+                continue;
             }
             let bytes = entry.wire(wire);
             if !bytes.is_empty() {
@@ -414,6 +421,15 @@ mod tests {
         let tag = |b: &Bytes| (b[0], u32::from_be_bytes([b[7], b[4], b[5], b[6]]));
         let tags: Vec<_> = out.iter().map(|(b, _)| tag(b)).collect();
         assert_eq!(tags, [(9, 80), (8, 90)]);
+    }
+
+    #[test]
+    fn the_keyframe_gate_opens_at_a_keyframe_and_lets_headers_through() {
+        let mut need_key = true;
+        assert!(!Kind::Video.passes(&mut need_key) && !Kind::Audio.passes(&mut need_key));
+        assert!(Kind::Meta.passes(&mut need_key) && Kind::VideoHeader.passes(&mut need_key) && need_key);
+        assert!(Kind::Key.passes(&mut need_key) && !need_key);
+        assert!(Kind::Video.passes(&mut need_key) && Kind::Audio.passes(&mut need_key));
     }
 
     #[test]

@@ -150,11 +150,8 @@ impl Timeline {
             return None;
         }
         let kind = Kind::of(msg.type_id, &msg.payload);
-        if self.need_key && kind.is_frame() && kind != Kind::Key {
+        if !kind.passes(&mut self.need_key) {
             return None;
-        }
-        if kind == Kind::Key {
-            self.need_key = false;
         }
         let (from, to) = *self.base.get_or_insert_with(|| {
             let to = self.last.map_or(msg.timestamp, |last| last.wrapping_add(1));

@@ -144,13 +144,9 @@ impl Sub {
     /// Sends one frame (passed over while a keyframe is awaited); false once the shard hung up.
     fn send(&mut self, frame: Frame, dropped: &Cell<u64>) -> bool {
         let kind = Kind::of(frame.type_id, &frame.payload);
-        if self.need_key {
-            if kind == Kind::Key {
-                self.need_key = false;
-            } else if kind.is_frame() {
-                dropped.set(dropped.get() + 1);
-                return true;
-            }
+        if !kind.passes(&mut self.need_key) {
+            dropped.set(dropped.get() + 1);
+            return true;
         }
         match self.tx.try_send(frame) {
             Ok(()) => true,

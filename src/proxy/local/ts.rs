@@ -21,7 +21,7 @@ use crate::balance::StreamKey;
 use crate::bridge::{Protocol, Role};
 use crate::codec::ts::TsMuxer;
 use crate::proxy::edge::player::End;
-use crate::proxy::edge::ring::{Cursor, Kind};
+use crate::proxy::edge::ring::Cursor;
 use crate::proxy::edge::{self, Membership};
 use crate::shard::relay::{recv, send_all};
 use crate::shard::{Shard, within};
@@ -149,14 +149,9 @@ fn take(member: &Membership, cursor: &mut Cursor, mux: &mut TsMuxer, body: &mut 
             break;
         }
         cursor.seq += 1;
-        if cursor.need_key {
-            if entry.kind == Kind::Key {
-                cursor.need_key = false;
-            } else if entry.kind.is_frame() {
-                continue;
-            }
+        if entry.kind.passes(&mut cursor.need_key) {
+            mux.push(entry.frame.type_id, entry.frame.timestamp, &entry.frame.payload, body);
         }
-        mux.push(entry.frame.type_id, entry.frame.timestamp, &entry.frame.payload, body);
     }
     skipped
 }
