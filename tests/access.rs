@@ -1,9 +1,11 @@
 //! Who may publish and play (signed URLs, SRS-style HTTP callbacks, sessions per stream) and
 //! dead peers and per-client limits (connections per IP, TCP keepalive, the relay idle
 //! timeout), with real peers: ffmpeg publishes and ffprobe plays through the proxy to
-//! nginx-rtmp; curl plays HTTP-FLV; a small callback server started by the test answers the
-//! callbacks as an SRS hook server would; a hand-made SRT caller reads the rejections. Bad
-//! input runs next to a healthy stream in the same proxy, which must not notice.
+//! nginx-rtmp and over SRT to srt-live-transmit; curl plays HTTP-FLV; aiortc peers publish
+//! (WHIP) and play (WHEP) through the proxy to an aiortc origin; a small callback server
+//! started by the test answers the callbacks as an SRS hook server would; a hand-made SRT
+//! caller reads the rejection codes on the wire. Bad input runs next to a healthy stream in the
+//! same proxy, which must not notice.
 
 mod common;
 
@@ -16,8 +18,8 @@ use std::time::{Duration, Instant};
 use common::peers::*;
 use common::rtmp_client::{Handshake, RtmpClient};
 use common::udp_peers::{
-    AiortcOrigin, SrtCaller, SrtRelayOrigin, UdpProxy, name_on, origin_body_udp, publish_srt, whep_play, whip_offer,
-    whip_publish,
+    AiortcOrigin, SrtCaller, SrtRelayOrigin, UdpProxy, name_on, origin_body_udp, publish_srt, publish_srt_with,
+    require, whep_play, whip_offer, whip_publish,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -58,16 +60,13 @@ fn curl_status(url: &str) -> u16 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
 
-fn post_status(addr: &str, path: &str, body: &str) -> u16 {
-    raw_http(addr, &request("POST", path, &[("Content-Type", "application/sdp")], body)).status
-}
-
+/// RTMP and HTTP (the SRT and WebRTC tests follow): publish and play each need their own
+/// secret's token for their own stream, unexpired, in the stream name's query or the tcUrl's.
 #[test]
-fn signed_urls_gate_publish_and_play_in_every_protocol() {
+fn signed_urls_gate_rtmp_and_http_publish_and_play() {
     let origin = NginxRtmp::start(4096);
     let p = Proxy::start(&["--publish-secret", "pub-s3cret", "--play-secret", "play-s3cret"]);
-    let srt_port = free_udp_port();
-    let mut body: Value = serde_json::from_str(&origin_body_udp("signed", &[srt_port.to_string()], &[], &[])).unwrap();
+    let mut body: Value = serde_json::from_str(&origin_body_udp("signed", &[], &[], &[])).unwrap();
     body["rtmp"] = json!([origin.rtmp_port.to_string()]);
     assert_eq!(register(&p.api_addr(), &body.to_string()).status, 200);
     let url = |stream: &str, query: &str| format!("rtmp://127.0.0.1:{}/live/{stream}?{query}", p.rtmp);
@@ -102,6 +101,7 @@ fn signed_urls_gate_publish_and_play_in_every_protocol() {
     for why in ["no signed URL", "expired at", "does not match"] {
         assert!(log.contains("refused: unauthorized: ") && log.contains(why), "no {why:?} line:\n{log}");
     }
+    assert!(log.contains("; answered with an error onStatus, then close"), "{log}");
 
     // HTTP-FLV and HLS: 403 without a valid token, past the check with one (502 here: the
     // origin has no HTTP endpoint).
@@ -109,25 +109,153 @@ fn signed_urls_gate_publish_and_play_in_every_protocol() {
     assert_eq!(curl_status(&format!("{http}/live/cam.flv")), 403);
     assert_eq!(curl_status(&format!("{http}/live/cam.m3u8?{}", signed("pub-s3cret", "cam", 600))), 403);
     assert_eq!(curl_status(&format!("{http}/live/cam.flv?{}", signed("play-s3cret", "cam", 600))), 502);
-    // WHIP/WHEP: 403 before the origin is asked.
-    let api = format!("127.0.0.1:{}", p.http_api);
-    assert_eq!(post_status(&api, "/rtc/v1/whip/?app=live&stream=w", "v=0\r\n"), 403);
-    assert_eq!(post_status(&api, "/rtc/v1/whep/?app=live&stream=cam", "v=0\r\n"), 403);
-    let whep = format!("/rtc/v1/whep/?app=live&stream=cam&{}", signed("play-s3cret", "cam", 600));
-    assert_ne!(post_status(&api, &whep, "v=0\r\n"), 403, "signed WHEP refused");
-    // SRT: rejection 1401 (unauthorized) for an unsigned caller.
-    let caller = SrtCaller::new(0x5151_0001);
-    let to = ([127, 0, 0, 1], p.srt).into();
-    let (answer, _) =
-        caller.connect(to, Some("#!::r=live/s1,m=publish"), Duration::from_secs(3)).expect("no SRT answer");
-    assert_eq!(answer.hs_type, 1000 + 1401, "{answer:?}\n{}", p.log_text());
-    let signed_sid = format!("#!::r=live/s1?{},m=publish", signed("pub-s3cret", "s1", 600));
-    let answer = SrtCaller::new(0x5151_0002).connect(to, Some(&signed_sid), Duration::from_secs(3));
-    assert_ne!(answer.map(|(a, _)| a.hs_type), Some(1000 + 1401), "signed SRT caller refused");
 
-    assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= before + 11), "{}", shards(&p));
+    assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= before + 8), "{}", shards(&p));
     assert!(healthy.running(), "the healthy publisher noticed: {}", healthy.describe());
     assert!(origin.publishing("cam"));
+}
+
+/// Signed SRT stream ids with real peers: ffmpeg (libsrt) publishes with
+/// `#!::r=live/NAME?token=..&expires=..,m=publish` through the proxy to srt-live-transmit (the
+/// relay origin of tests/srt_proxy.rs, registered as `srt-in` and `srt-out`), and ffprobe plays
+/// it back through the proxy with a play token, so every byte it reads crossed the proxy twice.
+/// The stream ids go as ffmpeg's `-srt_streamid` and ffprobe's `-streamid` options, since the
+/// `&` would end `streamid=` in an `srt://` URL. Beside it an unsigned ffmpeg publish, an
+/// unsigned ffprobe play and a play with the publish secret's token are refused (libsrt prints
+/// no reason code, so the proxy's log line names the reason and the rejection, 1401; the wire
+/// code is read by a hand-made caller in `srt_sessions_ask_the_callbacks_and_send_their_end`)
+/// and reach no origin.
+#[test]
+fn signed_srt_stream_ids_with_ffmpeg_through_the_proxy() {
+    require("ffprobe", "ffmpeg");
+    const IN: &str = "srt-in-s-1";
+    const OUT: &str = "srt-out-s-1";
+    let srt_origin = SrtRelayOrigin::start();
+    let p = UdpProxy::start(&["--publish-secret", "pub-s3cret", "--play-secret", "play-s3cret"]);
+    p.register(&origin_body_udp("srt-in", &[srt_origin.input.to_string()], &[], &[]));
+    p.register(&origin_body_udp("srt-out", &[srt_origin.output.to_string()], &[], &[]));
+    let publish = name_on("__defaultVhost__", "pub", IN, &[IN, OUT]);
+    let play = name_on("__defaultVhost__", "play", OUT, &[IN, OUT]);
+    let bad = name_on("__defaultVhost__", "bad", IN, &[IN, OUT]);
+    let url = format!("srt://127.0.0.1:{}", p.srt);
+    let sid = |stream: &str, query: &str, mode: &str| format!("#!::r=live/{stream}{query},m={mode}");
+    let key = |stream: &str| format!("__defaultVhost__/live/{stream}");
+    let probe = |sid: &str, timeout: Duration| ffprobe_streams_with(&["-streamid", sid], &url, timeout);
+
+    let signed_publish = sid(&publish, &format!("?{}", signed("pub-s3cret", &publish, 600)), "publish");
+    let mut publisher = publish_srt_with(&["-srt_streamid", &signed_publish], &url, 40);
+    assert!(
+        wait_until(WAIT, || p.sessions(&key(&publish), "srt_publish") == 1),
+        "the signed publish never became an SRT session: {}\n{}\n{}",
+        publisher.describe(),
+        srt_origin.log_text(),
+        p.log()
+    );
+
+    // Refused beside it.
+    let before = pick_failures(&p.p, "denied");
+    let mut unsigned = publish_srt(&p.srt_url(&sid(&bad, "", "publish")), 6);
+    let status = unsigned.wait_timeout(WAIT);
+    assert!(status.is_some_and(|s| !s.success()), "an unsigned SRT publisher went on: {}", unsigned.describe());
+    let unsigned_play = probe(&sid(&play, "", "request"), Duration::from_secs(10));
+    assert!(unsigned_play.is_err(), "unsigned SRT play accepted: {unsigned_play:?}");
+    let wrong = format!("?{}", signed("pub-s3cret", &play, 600));
+    let wrong_secret = probe(&sid(&play, &wrong, "request"), Duration::from_secs(10));
+    assert!(wrong_secret.is_err(), "an SRT play with the publish secret's token accepted: {wrong_secret:?}");
+    let log = p.p.log_text();
+    for (what, stream, why) in
+        [("publish", &bad, "no signed URL"), ("play", &play, "no signed URL"), ("play", &play, "token= does not match")]
+    {
+        let line = format!("srt {what} {} from ", key(stream));
+        let reason = format!("refused: unauthorized: {why}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&line) && l.contains(&reason) && l.ends_with("; answered with SRT rejection 1401")),
+            "no {line:?}..{reason:?}..1401 line\n{log}"
+        );
+    }
+    assert!(wait_until(WAIT, || pick_failures(&p.p, "denied") >= before + 3), "{}", shards(&p.p));
+    assert_eq!(p.sessions(&key(&bad), "srt_publish"), 0, "{:?}", p.stream(&key(&bad)));
+    assert_eq!(p.bytes(&key(&bad), "srt"), (0, 0), "the refused publisher's bytes went somewhere");
+
+    // The signed play through the proxy: what ffmpeg published, back from the origin.
+    let codecs = probe(&sid(&play, &format!("?{}", signed("play-s3cret", &play, 600)), "request"), WAIT)
+        .unwrap_or_else(|e| {
+            panic!("signed SRT play: {e}\n{}\n{}\n{}", publisher.describe(), srt_origin.log_text(), p.log())
+        });
+    assert!(codecs.iter().any(|c| c == "h264") && codecs.iter().any(|c| c == "aac"), "{codecs:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || p.bytes(&key(&publish), "srt").0 > 100_000
+            && p.bytes(&key(&play), "srt").1 > 20_000),
+        "bytes: publish {:?}, play {:?}",
+        p.bytes(&key(&publish), "srt"),
+        p.bytes(&key(&play), "srt")
+    );
+    assert!(publisher.running(), "the signed publisher noticed the refusals: {}", publisher.describe());
+}
+
+/// Signed WHIP and WHEP with real WebRTC peers: an aiortc publisher posts its offer with a
+/// publish token through the proxy to the aiortc origin (two sites, as tests/webrtc_proxy.rs)
+/// and sends video; an aiortc player with a play token gets that video back through the proxy
+/// and decodes it. Beside them an unsigned WHIP offer, an unsigned WHEP offer and a WHEP offer
+/// with the publish secret's token get 403 whose body says why, and the origin never sees them.
+#[test]
+fn signed_whip_and_whep_with_aiortc() {
+    const A: &str = "rtc-a-s-1";
+    const B: &str = "rtc-b-s-1";
+    let origin = AiortcOrigin::start(2);
+    let p = UdpProxy::start(&["--publish-secret", "pub-s3cret", "--play-secret", "play-s3cret"]);
+    let (a, b) = (origin.sites[0], origin.sites[1]);
+    p.register(&origin_body_udp("rtc-a", &[], &[a.api], &[a.rtc.to_string()]));
+    p.register(&origin_body_udp("rtc-b", &[], &[b.api], &[b.rtc.to_string()]));
+    let publish = name_on("__defaultVhost__", "pub", A, &[A, B]);
+    let play = name_on("__defaultVhost__", "play", B, &[A, B]);
+    let url = |api: &str, stream: &str, query: &str| format!("{}{query}", p.rtc_url(api, stream));
+
+    let mut publisher = whip_publish(&url("whip", &publish, &format!("&{}", signed("pub-s3cret", &publish, 600))), 30);
+    let answer = publisher.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    assert_eq!(answer["status"], 201, "signed WHIP: {answer}\n{}", p.log());
+    publisher.wait_event("connected", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    assert!(wait_until(WAIT, || origin.whip_frames() >= 30), "{}\n{}", publisher.describe(), p.log());
+
+    // Refused beside it, before the origin is asked: the peer reports the 403 and its body.
+    let before = pick_failures(&p.p, "denied");
+    let wrong = format!("&{}", signed("pub-s3cret", &play, 600));
+    for (what, mut peer, why) in [
+        ("unsigned WHIP", whip_publish(&url("whip", "nosig", ""), 3), "unauthorized: no signed URL"),
+        ("unsigned WHEP", whep_play(&url("whep", &play, ""), 3), "unauthorized: no signed URL"),
+        (
+            "WHEP with the publish token",
+            whep_play(&url("whep", &play, &wrong), 3),
+            "unauthorized: token= does not match",
+        ),
+    ] {
+        let answer = peer.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{what}: {e}\n{}", p.log()));
+        assert_eq!(answer["status"], 403, "{what}: {answer}");
+        let body = answer["body"].as_str().unwrap_or_default();
+        assert!(body.contains(why), "{what}: the 403 body does not say {why:?}: {answer}");
+        assert!(peer.wait_exit(WAIT).is_some_and(|s| !s.success()), "{what}: {}", peer.describe());
+    }
+    assert!(wait_until(WAIT, || pick_failures(&p.p, "denied") >= before + 3), "{}", shards(&p.p));
+    let log = p.p.log_text();
+    assert!(log.contains("webrtc publish __defaultVhost__/live/nosig from "), "{log}");
+    assert!(log.contains("refused: unauthorized: no signed URL") && log.contains("; answered with HTTP 403"), "{log}");
+
+    // The signed player gets the publisher's video back through the proxy.
+    let mut player = whep_play(&url("whep", &play, &format!("&{}", signed("play-s3cret", &play, 600))), 5);
+    let answer = player.wait_event("answer", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    assert_eq!(answer["status"], 201, "signed WHEP: {answer}\n{}", p.log());
+    player.wait_event("done", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    assert!(player.frames() >= 30, "the signed WHEP player decoded {} frames\n{}", player.frames(), player.describe());
+    let posts = origin.stats()["requests"].as_array().unwrap().iter().filter(|r| r["method"] == "POST").count();
+    assert_eq!(posts, 2, "only the signed offers reach the origin: {}", origin.stats());
+    publisher.wait_event("done", Duration::from_secs(40)).unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    assert_eq!(
+        publisher.event("deleted").map(|e| e["status"].clone()),
+        Some(Value::from(200)),
+        "{}",
+        publisher.describe()
+    );
 }
 
 /// A callback server as SRS's hook servers answer: allows streams whose name starts with

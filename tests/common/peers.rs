@@ -476,8 +476,15 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Outcome {
 /// ffprobe's codec names for `url` (e.g. `["aac", "h264"]`, in ffprobe's stream order), or why
 /// there are none: a non-zero exit, no streams, or still running after `timeout` (killed).
 pub fn ffprobe_streams(url: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    ffprobe_streams_with(&[], url, timeout)
+}
+
+/// [`ffprobe_streams`] with input `options` before the URL (`-streamid ID` for SRT: a stream id
+/// with `&` cannot go in an `srt://` URL, where it would end `streamid=`).
+pub fn ffprobe_streams_with(options: &[&str], url: &str, timeout: Duration) -> Result<Vec<String>, String> {
     let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-rw_timeout", "5000000", "-show_entries", "stream=codec_name", "-of", "csv=p=0", url]);
+    cmd.args(["-v", "error", "-rw_timeout", "5000000", "-show_entries", "stream=codec_name", "-of", "csv=p=0"]);
+    cmd.args(options).arg(url);
     let o = run_with_timeout(cmd, timeout);
     match o.status {
         None => Err(format!("ffprobe {url} still running after {timeout:?}, killed; stderr: {:?}", o.stderr)),

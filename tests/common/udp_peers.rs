@@ -355,9 +355,17 @@ impl Drop for SrtRelayOrigin {
 /// ffmpeg publishes the test signal (H.264 with a 1 s GOP + AAC, real time) as MPEG-TS to an
 /// SRT `url` for `seconds`.
 pub fn publish_srt(url: &str, seconds: u32) -> FfmpegProc {
+    publish_srt_with(&[], url, seconds)
+}
+
+/// [`publish_srt`] with output `options` before the URL (`-srt_streamid ID`: a stream id with
+/// `&` cannot go in an `srt://` URL, where it would end `streamid=`).
+pub fn publish_srt_with(options: &[&str], url: &str, seconds: u32) -> FfmpegProc {
     require("ffmpeg", "ffmpeg");
     let mut args = test_signal_args(seconds);
-    args.extend(["-f", "mpegts", url].map(String::from));
+    args.extend(["-f", "mpegts"].map(String::from));
+    args.extend(options.iter().map(|o| o.to_string()));
+    args.push(url.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     FfmpegProc::spawn("srt-pub", "error", &args)
 }

@@ -24,8 +24,9 @@
 //!
 //! A refusal is counted (`denied` or `stream_full` in the shard's pick failures) and logged
 //! here, rate-limited (peers can cause it at will); each protocol answers it in its own form:
-//! RTMP an error onStatus then close, HTTP and WHIP/WHEP 403, SRT a rejection
-//! ([`Refusal::srt_reason`]).
+//! RTMP an error onStatus then close, HTTP and WHIP/WHEP 403 with the reason as the body, SRT
+//! a rejection ([`Refusal::srt_reason`]). The log line names the reason and that answer
+//! ([`Refusal::answer`]): an SRT caller sees only the rejection code.
 
 pub mod callback;
 /// Signed URLs live with the stream keys (pure), so the control thread signs the URLs its jobs play.
@@ -91,6 +92,16 @@ impl Refusal {
         }
     }
 
+    /// How a `protocol` client is told, for the refusal's log line (an SRT caller sees only
+    /// the rejection code, and libsrt callers such as ffmpeg print none).
+    pub fn answer(&self, protocol: Protocol) -> String {
+        match protocol {
+            Protocol::Srt => format!("SRT rejection {}", self.srt_reason()),
+            Protocol::Rtmp => "an error onStatus, then close".to_string(),
+            _ => format!("HTTP {}", self.http_status()),
+        }
+    }
+
     fn counted_as(&self) -> PickFailure {
         match self {
             Refusal::StreamFull(_) => PickFailure::StreamFull,
@@ -139,7 +150,10 @@ pub async fn admit(shard: &Shard, ask: &Ask<'_>) -> Result<Admitted, Refusal> {
         Err(refusal) => {
             shard.counters.pick_failed(refusal.counted_as());
             let (protocol, role, key, peer) = (ask.protocol.name(), ask.role.name(), ask.key, ask.peer);
-            let line = || format!("{protocol} {role} {key} from {peer} refused: {refusal}");
+            let line = || {
+                let answer = refusal.answer(ask.protocol);
+                format!("{protocol} {role} {key} from {peer} refused: {refusal}; answered with {answer}")
+            };
             WARNINGS.with(|w| {
                 let verdict = w.borrow_mut().admit(refusal.counted_as(), Instant::now());
                 if let Some(summary) = verdict.summary {
@@ -353,5 +367,10 @@ mod tests {
         assert_eq!(Refusal::StreamFull(3).srt_reason(), SRT_REJX_OVERLOAD);
         assert_eq!(denied.counted_as(), PickFailure::Denied);
         assert_eq!(Refusal::StreamFull(3).counted_as(), PickFailure::StreamFull);
+        assert_eq!(denied.answer(Protocol::Srt), "SRT rejection 1401");
+        assert_eq!(Refusal::StreamFull(3).answer(Protocol::Srt), "SRT rejection 1402");
+        assert_eq!(denied.answer(Protocol::WebRtc), "HTTP 403");
+        assert_eq!(denied.answer(Protocol::Hls), "HTTP 403");
+        assert_eq!(denied.answer(Protocol::Rtmp), "an error onStatus, then close");
     }
 }
