@@ -119,8 +119,9 @@ fn signed_urls_gate_rtmp_and_http_publish_and_play() {
 /// `#!::r=live/NAME?token=..&expires=..,m=publish` through the proxy to srt-live-transmit (the
 /// relay origin of tests/srt_proxy.rs, registered as `srt-in` and `srt-out`), and ffprobe plays
 /// it back through the proxy with a play token, so every byte it reads crossed the proxy twice.
-/// The stream ids go as ffmpeg's `-srt_streamid` and ffprobe's `-streamid` options, since the
-/// `&` would end `streamid=` in an `srt://` URL. Beside it an unsigned ffmpeg publish, an
+/// The `&` form goes as ffmpeg's `-srt_streamid` and ffprobe's `-streamid` options, since an
+/// `&` would end `streamid=` in an `srt://` URL; in a URL the items are SRS's
+/// (`#!::r=live/NAME?token=..,expires=..,m=request`), as the signed play writes them. Beside it an unsigned ffmpeg publish, an
 /// unsigned ffprobe play and a play with the publish secret's token are refused (libsrt prints
 /// no reason code, so the proxy's log line names the reason and the rejection, 1401; the wire
 /// code is read by a hand-made caller in `srt_sessions_ask_the_callbacks_and_send_their_end`)
@@ -179,10 +180,10 @@ fn signed_srt_stream_ids_with_ffmpeg_through_the_proxy() {
     assert_eq!(p.bytes(&key(&bad), "srt"), (0, 0), "the refused publisher's bytes went somewhere");
 
     // The signed play through the proxy: what ffmpeg published, back from the origin.
-    let codecs = probe(&sid(&play, &format!("?{}", signed("play-s3cret", &play, 600)), "request"), WAIT)
-        .unwrap_or_else(|e| {
-            panic!("signed SRT play: {e}\n{}\n{}\n{}", publisher.describe(), srt_origin.log_text(), p.log())
-        });
+    let in_url = format!("?{}", signed("play-s3cret", &play, 600).replace('&', ","));
+    let codecs = ffprobe_streams(&p.srt_url(&sid(&play, &in_url, "request")), WAIT).unwrap_or_else(|e| {
+        panic!("signed SRT play: {e}\n{}\n{}\n{}", publisher.describe(), srt_origin.log_text(), p.log())
+    });
     assert!(codecs.iter().any(|c| c == "h264") && codecs.iter().any(|c| c == "aac"), "{codecs:?}");
     assert!(
         wait_until(Duration::from_secs(5), || p.bytes(&key(&publish), "srt").0 > 100_000

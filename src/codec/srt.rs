@@ -601,6 +601,32 @@ pub fn parse_stream_id(sid: &str) -> Result<StreamId, SrtError> {
     Ok(StreamId { resource: resource.to_owned(), host: host.map(str::to_owned), mode, user: user.map(str::to_owned) })
 }
 
+/// The stream's query as SRS reads it from a stream id (without `?`; empty for none): the
+/// resource's own (`#!::r=live/cam?token=..&expires=..`), then every other item but `r`, `h`
+/// and `m`, in order, as `key=value` joined with `&` (`#!::r=live/cam?token=..,expires=..` or
+/// `#!::r=live/cam,token=..,expires=..`). So a client that can give only a URL, where an `&`
+/// would end `streamid=`, still carries several parameters (a signed URL's two). A plain id's
+/// query is its resource's; an id that does not parse has none.
+pub fn stream_query(sid: &str) -> String {
+    let Ok(id) = parse_stream_id(sid) else {
+        return String::new();
+    };
+    let mut query = id.resource.split_once('?').map_or("", |(_, q)| q).to_owned();
+    let items = sid.strip_prefix("#!::").unwrap_or_default();
+    for (key, value) in items.split(',').filter_map(|item| item.split_once('=')) {
+        if key.is_empty() || value.is_empty() || matches!(key, "r" | "h" | "m") {
+            continue;
+        }
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(key);
+        query.push('=');
+        query.push_str(value);
+    }
+    query
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
@@ -907,6 +933,25 @@ mod tests {
         assert_eq!(parse_stream_id("#!::r=live/x,m=Publish"), Err(SrtError::UnsupportedMode("Publish".into())));
         assert!(!sid_of("#!::r=live/x").is_publish());
         assert!(!sid_of("#!::r=live/x,m=request").is_publish());
+    }
+
+    #[test]
+    fn the_query_comes_from_the_resource_and_the_other_items_as_srs_reads_it() {
+        for (sid, query) in [
+            ("#!::r=live/cam?token=ab&expires=12,m=publish", "token=ab&expires=12"),
+            ("#!::r=live/cam?token=ab,expires=12,m=publish", "token=ab&expires=12"),
+            ("#!::r=live/cam,token=ab,expires=12,m=request", "token=ab&expires=12"),
+            ("#!::token=ab,h=example.com,r=live/cam,u=bob,expires=12", "token=ab&u=bob&expires=12"),
+            // Repeated r/h/m, empty values and keys, items without '=' add nothing.
+            ("#!::r=live/cam,r=live/other?x=1,h=a,m=publish,k=,=v,junk", ""),
+            ("#!::r=live/cam", ""),
+            ("live/cam?token=ab&expires=12", "token=ab&expires=12"),
+            ("live/cam", ""),
+            ("#!::m=publish", ""),
+            ("", ""),
+        ] {
+            assert_eq!(stream_query(sid), query, "{sid}");
+        }
     }
 
     #[test]

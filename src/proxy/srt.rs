@@ -7,7 +7,7 @@
 //!    `live/x`) names the stream; its origin is picked like any protocol's. A session is created
 //!    and its origin handshake runs in its own task, never in the receive loop (a silent origin
 //!    must not stall other callers): first access ([`super::access`]: signed URL in the
-//!    resource's query, sessions per stream, on_publish/on_play; refused: rejection 1401, or
+//!    stream id's query, `srt::stream_query`, sessions per stream, on_publish/on_play; refused: rejection 1401, or
 //!    1402 when the stream is full), then INDUCTION to the origin as the caller's socket, then
 //!    the caller's own CONCLUSION with the origin's cookie, each retransmitted every
 //!    [`RETRANSMIT`] up to [`ORIGIN_HANDSHAKE_TIMEOUT`]. The origin's answer (acceptance or
@@ -225,11 +225,10 @@ fn stream_of(hs: &Handshake) -> Result<(StreamKey, Role), (String, String)> {
     Ok((key, if parsed.is_publish() { Role::Publish } else { Role::Play }))
 }
 
-/// The query of the stream id's resource (`r=live/cam?token=..&expires=..`), without `?`.
+/// The stream id's query, without `?` ([`srt::stream_query`]: the resource's,
+/// `r=live/cam?token=..&expires=..`, and SRS's extra items, `r=live/cam,token=..,expires=..`).
 fn stream_param(hs: &Handshake) -> String {
-    let sid = srt::stream_id(hs).unwrap_or_default();
-    let resource = srt::parse_stream_id(&sid).map(|p| p.resource).unwrap_or_default();
-    resource.split_once('?').map_or(String::new(), |(_, q)| q.to_string())
+    srt::stream_query(&srt::stream_id(hs).unwrap_or_default())
 }
 
 async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {

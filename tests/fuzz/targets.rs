@@ -375,6 +375,7 @@ fn run_srt(input: &[u8]) -> u64 {
     }
     if let Ok(text) = std::str::from_utf8(input) {
         let _ = srt::parse_stream_id(text).map(|id| id.stream_url());
+        let _ = srt::stream_query(text);
     }
     outcome(&(header.map(|_| ()), handshake.map(|(_, h)| h.extensions.len())), 0)
 }
