@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import run as bench  # noqa: E402
@@ -70,22 +71,40 @@ def streamgate(tmp):
          "--local-hls-dir", os.path.join(tmp, "hls")],
         stdout=subprocess.DEVNULL, stderr=log)
     wait_port(port)
+    proc.api = api
     return proc, port
+
+
+def ring_kib(api):
+    """The memory the local stream's rings hold now (each shard's `edge.cache_bytes`, what
+    --edge-cache-bytes bounds), from /api/v1/shards."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/v1/shards", timeout=5) as r:
+        return sum(s["edge"]["cache_bytes"] for s in json.loads(r.read())["shards"]) // 1024
 
 
 def run(name, proc, port, flv, players, duration):
     args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration), "--json",
             "--publishers", "1", "--paced", "--players", str(players), "--ramp-per-sec", "150", "--flv", flv]
     cpu0, rss0 = cpu_seconds(proc.pid), status_kib(proc.pid, "VmRSS")
-    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name}: load generator failed: {out.stderr[-2000:]}")
-    load = json.loads(out.stdout.strip().splitlines()[-1])
+    gen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rings = None
+    if getattr(proc, "api", None):
+        # Near the end of the window, every player still connected.
+        time.sleep(max(1, duration - 3))
+        rings = ring_kib(proc.api)
+    stdout, stderr = gen.communicate(timeout=duration + 120)
+    if gen.returncode != 0:
+        raise RuntimeError(f"{name}: load generator failed: {stderr[-2000:]}")
+    load = json.loads(stdout.strip().splitlines()[-1])
     row = {"target": name, "load": load, "cpu_s": cpu_seconds(proc.pid) - cpu0,
            "peak_rss_kib": status_kib(proc.pid, "VmHWM"), "rss_growth_kib": status_kib(proc.pid, "VmRSS") - rss0}
     gib = load.get("bytes_received", 0) / 2**30
     row["cpu_s_per_gib"] = row["cpu_s"] / gib if gib else float("nan")
     row["rss_per_player_kib"] = row["rss_growth_kib"] / max(1, players)
+    # The shared rings (one per shard holding the stream) are reported apart, as perf/run.py
+    # does for the edge; nginx-rtmp's own stream buffers stay in its growth.
+    row["ring_kib"] = rings
+    row["rss_per_player_less_rings_kib"] = (row["rss_growth_kib"] - (rings or 0)) / max(1, players)
     proc.terminate()
     proc.wait(timeout=30)
     return row
@@ -106,19 +125,24 @@ def main():
     lines = [f"## local fan-out: 1 paced publisher (1280x720, about 2 Mbit/s), {opts.players} RTMP players, "
              f"{opts.duration} s", "",
              f"{time.strftime('%Y-%m-%dT%H:%M:%S')}, {os.cpu_count()} CPUs, all processes on the same machine.", "",
-             "| server | CPU-s | CPU-s/GiB | received MiB/s | peak RSS MiB | RSS growth/player KiB | video fps/player | players without media at end | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| server | CPU-s | CPU-s/GiB | received MiB/s | peak RSS MiB | RSS growth/player KiB | rings MiB | RSS growth less rings/player KiB | video fps/player | players without media at end | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["load"]
+        rings = "-" if r["ring_kib"] is None else f"{r['ring_kib'] / 1024:.1f}"
         lines.append(f"| {r['target']} | {r['cpu_s']:.2f} | {r['cpu_s_per_gib']:.3f} | "
                      f"{s.get('bytes_received', 0) / 2**20 / max(1e-9, s.get('seconds', 1)):.1f} | "
                      f"{r['peak_rss_kib'] / 1024:.1f} | {r['rss_per_player_kib']:.1f} | "
+                     f"{rings} | "
+                     f"{r['rss_per_player_less_rings_kib']:.1f} | "
                      f"{s.get('video_fps_per_player', 0):.1f} | {s.get('players_without_media_at_end', '?')} | "
                      f"{json.dumps(s.get('errors', {}))} |")
     ours, theirs = rows[1], rows[0]
     lines += ["", f"- CPU per GiB, streamgate local / nginx-rtmp: {ours['cpu_s_per_gib'] / theirs['cpu_s_per_gib']:.2f}",
               f"- RSS growth per player, streamgate local / nginx-rtmp: "
               f"{ours['rss_per_player_kib'] / max(1e-9, theirs['rss_per_player_kib']):.2f}",
+              f"- RSS growth per player less the shared rings, streamgate local / nginx-rtmp (its growth whole): "
+              f"{ours['rss_per_player_less_rings_kib'] / max(1e-9, theirs['rss_per_player_kib']):.2f}",
               f"- peak RSS, streamgate local / nginx-rtmp: {ours['peak_rss_kib'] / max(1, theirs['peak_rss_kib']):.2f}",
               "", "<details><summary>raw</summary>", "", "```json", json.dumps(rows, indent=1), "```", "</details>"]
     print("\n".join(lines))
