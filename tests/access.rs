@@ -972,3 +972,34 @@ fn sigterm_still_sends_the_end_notices() {
     assert!(log.contains("end notices before exiting"), "{log}");
     assert!(publisher.wait_timeout(WAIT).is_some() && player.wait_timeout(WAIT).is_some());
 }
+
+/// A local stream's own jobs (its HLS remux here) play it from streamgate's RTMP listener as
+/// internal sessions, signed with the process's own secret: an `on_play` callback that refuses
+/// every player of the stream does not stop the remux (it is never asked about it), while a
+/// real RTMP player is asked and refused.
+#[test]
+fn a_local_streams_own_jobs_are_not_asked_of_the_callbacks() {
+    let hooks = Hooks::start();
+    let sessions = hooks.url("/api/v1/sessions");
+    let dir = TempDir::new("jobs-hls");
+    let hls_dir = dir.0.join("hls");
+    let hls = hls_dir.to_string_lossy().to_string();
+    let p = Proxy::start(&["--local-origin", "on", "--on-play", &sessions, "--local-hls-dir", &hls]);
+    let mut publisher = Ffmpeg::publish(&format!("rtmp://127.0.0.1:{}/live/jobsonly", p.rtmp), 60);
+    let playlist = hls_dir.join("jobsonly").join("index.m3u8");
+    let segments = || std::fs::read_to_string(&playlist).is_ok_and(|t| t.contains("#EXTINF"));
+    assert!(
+        wait_until(Duration::from_secs(30), segments),
+        "the remux job wrote no segment: {}\n{}",
+        publisher.describe(),
+        p.log_text()
+    );
+    assert!(hooks.calls("on_play", "jobsonly").is_empty(), "{:?}", hooks.calls("on_play", "jobsonly"));
+
+    let url = format!("rtmp://127.0.0.1:{}/live/jobsonly", p.rtmp);
+    assert!(ffprobe_streams(&url, Duration::from_secs(10)).is_err(), "the callback let a player in");
+    let asked = hooks.calls("on_play", "jobsonly");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["protocol"], "rtmp", "{asked:?}");
+    assert!(publisher.running(), "the publisher noticed: {}", publisher.describe());
+}

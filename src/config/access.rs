@@ -325,6 +325,18 @@ pub struct Keepalive {
     pub count: u32,
 }
 
+/// 128 random bits as hex, from the standard library's randomly seeded hasher keys (the OS's
+/// randomness; no other crate needed for a per-process secret).
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let word = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(), word())
+}
+
 /// The validated access settings.
 #[derive(Clone, Debug, Default)]
 pub struct AccessConfig {
@@ -338,6 +350,10 @@ pub struct AccessConfig {
     pub callback_max_notices: usize,
     pub publish_secret: Option<String>,
     pub play_secret: Option<String>,
+    /// The secret streamgate signs its own jobs' loopback URLs with (a local stream's HLS
+    /// remux and ladder, SRT ingest and SRT players): random per process, never configured.
+    /// Sessions that carry it are not asked of the callbacks nor counted per stream.
+    pub internal_secret: String,
     /// 0: no cap.
     pub max_sessions_per_stream: u32,
     pub max_connections_per_ip: PerIpLimits,
@@ -451,6 +467,7 @@ impl AccessFlags {
             callback_max_notices: self.callback_max_notices,
             publish_secret: secret(&self.publish_secret),
             play_secret: secret(&self.play_secret),
+            internal_secret: random_secret(),
             max_sessions_per_stream: self.max_sessions_per_stream,
             max_connections_per_ip: self.max_connections_per_ip.unwrap_or_default(),
             srt_max_sessions: self.srt_max_sessions,

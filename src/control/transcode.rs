@@ -42,7 +42,8 @@ fn origin_source(state: &State, key: &StreamKey, now: Instant) -> Option<String>
 }
 
 /// The RTMP URL of a local stream on streamgate's own RTMP listener (loopback for a wildcard
-/// address), signed with `--play-secret` when there is one.
+/// address), signed with the process's internal secret: the job is not a client (no callback,
+/// no per-stream count, no `--play-secret` token needed).
 pub fn local_source(config: &Config, key: &StreamKey) -> String {
     let mut addr = config.listen.rtmp.0;
     match addr.ip() {
@@ -51,7 +52,7 @@ pub fn local_source(config: &Config, key: &StreamKey) -> String {
         _ => {}
     }
     let url = source_url(addr, key);
-    let Some(secret) = config.access.play_secret.as_deref() else { return url };
+    let secret = &config.access.internal_secret;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let expires = (now + SIGNED_FOR).as_secs();
     let token = crate::balance::signed::sign(secret, key, expires);

@@ -99,7 +99,7 @@ fn start_player(shard: &Shard, key: &StreamKey, peer: SocketAddr) -> SrtLocal {
             return SrtLocal::Refused(format!("no free loopback UDP port for its player: {e}"));
         }
     };
-    let source = rtmp_url(shard, key, shard.config.access.play_secret.as_deref());
+    let source = rtmp_url(shard, key, Some(&shard.config.access.internal_secret));
     let params = crate::transcode::ingest::PlayParams { name: format!("{key} from {peer}"), port, source };
     let spawned = std::thread::Builder::new().name("srt player".into()).spawn(move || {
         match crate::transcode::ingest::play(&params) {
@@ -143,7 +143,7 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtLocal {
             return SrtLocal::Refused(format!("no free loopback UDP port for its ingest: {e}"));
         }
     };
-    let target = rtmp_url(shard, key, shard.config.access.publish_secret.as_deref());
+    let target = rtmp_url(shard, key, Some(&shard.config.access.internal_secret));
     let params = ingest::Params { name: key.to_string(), port, target };
     let owned = key.clone();
     let spawned = std::thread::Builder::new().name("srt ingest".into()).spawn(move || {
@@ -169,7 +169,8 @@ fn free_loopback_port() -> std::io::Result<u16> {
 }
 
 /// `rtmp://RTMP_LISTENER/APP/STREAM` on loopback (for a wildcard listener), `?vhost=` for a
-/// named vhost, signed with `secret` (`--publish-secret` or `--play-secret`) when there is one.
+/// named vhost, signed with `secret` (the process's internal secret: the job is not a client,
+/// so it is not asked of the callbacks nor counted per stream) when there is one.
 #[cfg(feature = "transcode")]
 fn rtmp_url(shard: &Shard, key: &StreamKey, secret: Option<&str>) -> String {
     let config = &shard.config;
