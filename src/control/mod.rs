@@ -88,6 +88,13 @@ pub struct State {
 }
 
 impl State {
+    /// [`State::publish_snapshot`] now, whenever the last one was: for rare changes the shards
+    /// must see at once (an origin proven: until then a shard proposes the others).
+    pub fn publish_snapshot_now(&mut self) {
+        self.next_snapshot = Instant::now();
+        self.publish_snapshot();
+    }
+
     /// Sends the shards a new snapshot if the registry or the HLS ids changed since the last
     /// one, unless the last one was sent too recently: then the main loop sends it within
     /// [`SNAPSHOT_INTERVAL`] (or the budget below). A snapshot copies every pin, so building

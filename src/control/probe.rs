@@ -36,6 +36,8 @@ async fn probe(shared: Rc<RefCell<State>>, id: OriginId, addr: SocketAddr) {
         match (state.registry.probe_done(&id, addr, reached.is_ok(), Instant::now()), reached) {
             (ProbeOutcome::Proven, _) => {
                 log::info!("origin {id} proven: its RTMP address {addr} accepted a connection");
+                // Proven origins are preferred for new streams: the shards see it at once.
+                state.publish_snapshot_now();
             }
             (ProbeOutcome::Failed, Err(e)) => log::debug!("origin {id} not proven: probe of {addr}: {e}"),
             (outcome, _) => log::debug!("origin {id}: probe of {addr} dropped ({outcome:?})"),

@@ -295,6 +295,8 @@ pub fn wait_proven(api: &str, ids: &[&str]) {
         "origins {ids:?} never proven: {}",
         get(api, "/api/v1/origins").body
     );
+    // The control thread publishes the shards' snapshot as it proves an origin (not at the
+    // next snapshot interval), so once the API says proven, every shard sees it too.
 }
 
 /// The captured SRS heartbeat requests shipped in tests/data/heartbeats.
