@@ -75,64 +75,16 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
         }
     };
     let Some(admitted) = admitted.filter(|_| sessions::wanted(shard)) else {
-        return fetch_playlist(ex, &key, origin, &id).await; // held (if at all) for this fetch only
+        return fetch_playlist(ex, &key, origin, &id, None).await; // held (if at all) for this fetch only
     };
     match token {
         // A session that timed out (or another proxy's): admitted again under its token.
         Some(token) => match sessions::open(shard, Some(token), &key, admitted) {
-            Ok(_) | Err(NotKept::Taken(_)) => fetch_playlist(ex, &key, origin, &id).await,
+            Ok(_) | Err(NotKept::Taken(_)) => fetch_playlist(ex, &key, origin, &id, None).await,
             Err(NotKept::Full(_)) => ex.reply(cors(text(503, "too many HLS sessions"))).await,
         },
-        None => new_session(ex, &key, origin, &id, admitted).await,
+        None => fetch_playlist(ex, &key, origin, &id, Some(admitted)).await,
     }
-}
-
-/// A new player's first playlist: the session's token goes into what it gets, a one-variant
-/// master playlist naming this one (a media playlist's refreshes then carry it), or the origin's
-/// master playlist with the token on its variants.
-async fn new_session(
-    ex: &Exchange<'_>,
-    key: &StreamKey,
-    origin: Arc<Origin>,
-    id: &str,
-    admitted: crate::proxy::access::Admitted,
-) -> Next {
-    let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
-    let session = shard.open_session(key, Protocol::Hls, Role::Play).await;
-    let next = match fetch(ex, key, origin).await {
-        Ok((origin, (200, headers, body))) => {
-            let master = sessions::is_master(&body);
-            let token = match sessions::open(shard, None, key, admitted) {
-                Ok(token) => token,
-                Err(_) => return ex.reply(cors(text(503, "too many HLS sessions"))).await,
-            };
-            let mut response = rewrite(200, &headers, body, id, key, &origin.id.0);
-            if master {
-                if let Ok(body) = m3u8::add_query_param(&response.body, sessions::PARAM, &token) {
-                    response.body = body;
-                }
-            } else {
-                let name = req.path.rsplit('/').next().unwrap_or_default();
-                let query = req.query.as_deref();
-                response =
-                    cors(Response::new(200, "application/vnd.apple.mpegurl", sessions::wrapper(name, query, &token)));
-            }
-            session.traffic.bytes_out.set(response.body.len() as u64);
-            log::debug!("hls {} {key} from {peer} via origin {}: new session", req.path, origin.id);
-            ex.reply(response).await
-        }
-        Ok((origin, (status, headers, body))) => {
-            log::debug!("hls {} {key} from {peer} via origin {}: {status}", req.path, origin.id);
-            ex.reply(rewrite(status, &headers, body, id, key, &origin.id.0)).await
-        }
-        Err(e) => {
-            crate::proxy::failed(shard, e.pick_failure());
-            log::warn!("hls {} {key} from {peer}: {e}", req.path);
-            ex.reply(cors(text(e.status(), &e.to_string()))).await
-        }
-    };
-    drop(session);
-    next
 }
 
 /// The stream's origin and HLS id: from this shard's snapshot when it has both, else from the
@@ -181,21 +133,47 @@ pub async fn by_id(ex: &Exchange<'_>) -> Next {
         if let Some(token) = query_param(req.query.as_deref(), sessions::PARAM) {
             sessions::touch(&token, &key); // a variant of a master playlist keeps its session alive
         }
-        fetch_playlist(ex, &key, origin, &id).await
+        fetch_playlist(ex, &key, origin, &id, None).await
     } else {
         super::forward(ex, &key, origin, Protocol::Hls).await
     }
 }
 
 /// Fetches a playlist from the stream's origin and answers it rewritten, as one HLS session.
-async fn fetch_playlist(ex: &Exchange<'_>, key: &StreamKey, origin: Arc<Origin>, id: &str) -> Next {
+/// With `new` (a new player's first playlist, admitted), the session's token goes into what it
+/// gets: a one-variant master playlist naming this one (a media playlist's refreshes then carry
+/// it), or the origin's master playlist with the token on its variants.
+async fn fetch_playlist(
+    ex: &Exchange<'_>,
+    key: &StreamKey,
+    origin: Arc<Origin>,
+    id: &str,
+    new: Option<crate::proxy::access::Admitted>,
+) -> Next {
     let (shard, req, peer) = (ex.shard, ex.req, ex.peer);
     let session = shard.open_session(key, Protocol::Hls, Role::Play).await;
     let next = match fetch(ex, key, origin).await {
         Ok((origin, (status, headers, body))) => {
-            let response = rewrite(status, &headers, body, id, key, &origin.id.0);
+            let master = new.is_some() && sessions::is_master(&body);
+            let mut response = rewrite(status, &headers, body, id, key, &origin.id.0);
+            let mut what = status.to_string();
+            if let Some(admitted) = new.filter(|_| status == 200) {
+                let Ok(token) = sessions::open(shard, None, key, admitted) else {
+                    return ex.reply(cors(text(503, "too many HLS sessions"))).await;
+                };
+                if master {
+                    if let Ok(body) = m3u8::add_query_param(&response.body, sessions::PARAM, &token) {
+                        response.body = body;
+                    }
+                } else {
+                    let name = req.path.rsplit('/').next().unwrap_or_default();
+                    let wrapper = sessions::wrapper(name, req.query.as_deref(), &token);
+                    response = cors(Response::new(200, "application/vnd.apple.mpegurl", wrapper));
+                }
+                what = "new session".to_string();
+            }
             session.traffic.bytes_out.set(response.body.len() as u64);
-            log::debug!("hls {} {key} from {peer} via origin {}: {status}", req.path, origin.id);
+            log::debug!("hls {} {key} from {peer} via origin {}: {what}", req.path, origin.id);
             ex.reply(response).await
         }
         Err(e) => {
