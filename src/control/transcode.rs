@@ -5,8 +5,8 @@
 //! refusals.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -15,13 +15,8 @@ use super::grpc::proto::TranscodeProfile;
 use super::metrics::Out;
 use crate::balance::StreamKey;
 use crate::balance::endpoint::first_tcp;
-use crate::config::Config;
-use crate::transcode::supervisor::source_url;
+use crate::transcode::supervisor::{local_source, source_url};
 use crate::transcode::{Route, Supervisor, limits};
-
-/// How long the signed URL a local stream's job plays with stays valid (`--play-secret`): it
-/// is checked once, when the job connects.
-const SIGNED_FOR: Duration = Duration::from_secs(3600);
 
 /// A session of `key` opened or closed: a publish starts or stops its jobs.
 pub fn on_session(state: &mut State, key: &StreamKey, publish: bool, opened: bool, local: bool, now: Instant) {
@@ -39,25 +34,6 @@ pub fn on_session(state: &mut State, key: &StreamKey, publish: bool, opened: boo
 /// The RTMP URL of `key` on the origin it is pinned to.
 fn origin_source(state: &State, key: &StreamKey, now: Instant) -> Option<String> {
     origin_rtmp(state, key, now).map(|origin| source_url(origin, key))
-}
-
-/// The RTMP URL of a local stream on streamgate's own RTMP listener (loopback for a wildcard
-/// address), signed with the process's internal secret: the job is not a client (no callback,
-/// no per-stream count, no `--play-secret` token needed).
-pub fn local_source(config: &Config, key: &StreamKey) -> String {
-    let mut addr = config.listen.rtmp.0;
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
-        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
-        _ => {}
-    }
-    let url = source_url(addr, key);
-    let secret = &config.access.internal_secret;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let expires = (now + SIGNED_FOR).as_secs();
-    let token = crate::balance::signed::sign(secret, key, expires);
-    let joiner = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{joiner}token={token}&expires={expires}")
 }
 
 /// The RTMP address of the origin `key` is pinned to.

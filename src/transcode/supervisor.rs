@@ -12,7 +12,7 @@
 //! a new job once the old one has ended.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use std::time::Instant;
 use super::{JobView, Route, Status, output_name};
 use crate::balance::StreamKey;
 use crate::balance::stream_key::DEFAULT_VHOST;
+use crate::config::Config;
 use crate::config::local::LocalHls;
 use crate::config::transcode::TranscodeConfig;
 
@@ -392,6 +393,28 @@ pub fn source_url(origin: SocketAddr, key: &StreamKey) -> String {
     let (vhost, path) = key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, key.as_str()));
     let query = if vhost == DEFAULT_VHOST { String::new() } else { format!("?vhost={vhost}") };
     format!("rtmp://{origin}/{path}{query}")
+}
+
+/// How long a job's signed loopback URL stays valid: it is checked once, when the job connects.
+const LOCAL_SIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The RTMP URL a job plays or publishes a local stream at (HLS remux, ladder, SRT ingest and
+/// players): streamgate's own RTMP listener (loopback for a wildcard address), signed with the
+/// process's internal secret, since a job is not a client (no callback, no per-stream count).
+pub fn local_source(config: &Config, key: &StreamKey) -> String {
+    let mut addr = config.listen.rtmp.0;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    let url = source_url(addr, key);
+    let secret = &config.access.internal_secret;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let expires = (now + LOCAL_SIGNED_FOR).as_secs();
+    let token = crate::balance::signed::sign(secret, key, expires);
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}token={token}&expires={expires}")
 }
 
 #[cfg(feature = "transcode")]

@@ -19,19 +19,13 @@
 //!   is refused (1404) with a log line saying why.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 #[cfg(feature = "transcode")]
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use crate::balance::StreamKey;
-#[cfg(feature = "transcode")]
-use crate::balance::stream_key::DEFAULT_VHOST;
 use crate::shard::Shard;
-
-/// How long the ingest's signed RTMP URL stays valid.
-#[cfg(feature = "transcode")]
-const SIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What becomes of an SRT caller.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,7 +93,7 @@ fn start_player(shard: &Shard, key: &StreamKey, peer: SocketAddr) -> SrtLocal {
             return SrtLocal::Refused(format!("no free loopback UDP port for its player: {e}"));
         }
     };
-    let source = rtmp_url(shard, key, Some(&shard.config.access.internal_secret));
+    let source = crate::transcode::supervisor::local_source(&shard.config, key);
     let params = crate::transcode::ingest::PlayParams { name: format!("{key} from {peer}"), port, source };
     let spawned = std::thread::Builder::new().name("srt player".into()).spawn(move || {
         match crate::transcode::ingest::play(&params) {
@@ -143,7 +137,7 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtLocal {
             return SrtLocal::Refused(format!("no free loopback UDP port for its ingest: {e}"));
         }
     };
-    let target = rtmp_url(shard, key, Some(&shard.config.access.internal_secret));
+    let target = crate::transcode::supervisor::local_source(&shard.config, key);
     let params = ingest::Params { name: key.to_string(), port, target };
     let owned = key.clone();
     let spawned = std::thread::Builder::new().name("srt ingest".into()).spawn(move || {
@@ -166,35 +160,4 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtLocal {
 #[cfg(feature = "transcode")]
 fn free_loopback_port() -> std::io::Result<u16> {
     Ok(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
-}
-
-/// `rtmp://RTMP_LISTENER/APP/STREAM` on loopback (for a wildcard listener), `?vhost=` for a
-/// named vhost, signed with `secret` (the process's internal secret: the job is not a client,
-/// so it is not asked of the callbacks nor counted per stream) when there is one.
-#[cfg(feature = "transcode")]
-fn rtmp_url(shard: &Shard, key: &StreamKey, secret: Option<&str>) -> String {
-    let config = &shard.config;
-    let mut addr = config.listen.rtmp.0;
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
-        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
-        _ => {}
-    }
-    let (vhost, path) = key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, key.as_str()));
-    let mut url = format!("rtmp://{addr}/{path}");
-    let mut query = Vec::new();
-    if vhost != DEFAULT_VHOST {
-        query.push(format!("vhost={vhost}"));
-    }
-    if let Some(secret) = secret {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let expires = (now + SIGNED_FOR).as_secs();
-        let token = crate::balance::signed::sign(secret, key, expires);
-        query.push(format!("token={token}&expires={expires}"));
-    }
-    if !query.is_empty() {
-        url.push('?');
-        url.push_str(&query.join("&"));
-    }
-    url
 }
