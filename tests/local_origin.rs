@@ -524,6 +524,14 @@ fn an_srt_publisher_is_served_locally_and_plays_over_rtmp_and_http_flv() {
     };
     assert!(wait_until(PUBLISH_WAIT, served), "never served locally: {}\n{}", publisher.log_text(), p.log_text());
     assert!(p.log_text().contains("srt publish __defaultVhost__/live/t from"), "{}", p.log_text());
+    // The ingest's publish starts before its first key frame reaches the ring: probing then
+    // may read only metadata; the players are probed once the stream carries video.
+    let video = || {
+        let streams = get(&p.api_addr(), "/api/v1/streams").json();
+        let list = streams["streams"].as_array().cloned().unwrap_or_default();
+        list.iter().any(|s| s["key"] == "__defaultVhost__/live/t" && s["media"]["video_frames"].as_u64() > Some(0))
+    };
+    assert!(wait_until(PUBLISH_WAIT, video), "no video published: {}", get(&p.api_addr(), "/api/v1/streams").body);
     let urls = [rtmp_url(&p, "t"), flv_url(&p, "t")];
     let probes = {
         let urls = urls.clone();
