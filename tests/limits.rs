@@ -291,7 +291,12 @@ fn running_out_of_descriptors_backs_off_with_one_warning_per_listener() {
     }
     assert_eq!(grpc_status(live.proxy.grpc, Duration::from_secs(10)).as_deref(), Ok("rtmp-proxy"));
     let recovered = wait_until(Duration::from_secs(5), || {
+        // Keep poking: a listener whose last failure came later than the others' ends its
+        // episode only at an accept SETTLE after that failure.
         let _ = get(&live.proxy.api_addr(), "/api/v1/versions");
+        for _ in 0..8 {
+            let _ = get(&live.proxy.http_addr(), "/");
+        }
         lines_with(&live.proxy.log_text(), "accepting again after").len() >= listeners.len()
     });
     let log = live.proxy.log_text();
