@@ -1,7 +1,8 @@
 //! Long runs through the real binary with real peers: a publisher and players carrying more
 //! than 200,000 messages each, with each relay (splice and copy), through the edge (`--edge
 //! on`: players served from one origin pull's ring) and from a local stream (`--local-origin
-//! on`: the publisher feeds the ring itself), over RTMP and HTTP-FLV; the rings stay within
+//! on`: the publisher feeds the ring itself), over RTMP and HTTP-FLV (and, from the local
+//! stream, HTTP-TS, SRT through a player job, and HLS from the remux job); the rings stay within
 //! their bound.
 //!
 //! A high frame rate keeps it short: the source has 2,000 frames a second (two per FLV
@@ -38,8 +39,10 @@ const SAMPLE: Duration = Duration::from_secs(4);
 const WARM_UP: Duration = Duration::from_secs(16);
 /// `--edge-cache-bytes` of the edge and local runs.
 const RING_BOUND: u64 = 4 << 20;
-/// Sessions through the proxy: the publisher, two RTMP players, one HTTP-FLV player.
+/// Sessions through the proxy: the publisher, two RTMP players, one HTTP-FLV player (and, from
+/// a local stream, an HTTP-TS player and an SRT player).
 const SESSIONS: usize = 4;
+const LOCAL_SESSIONS: usize = SESSIONS + 2;
 /// Largest growth of the proxy's resident memory allowed after the warm-up.
 const RSS_SLACK_KB: u64 = 8 * 1024;
 
@@ -181,6 +184,9 @@ struct Sample {
     rtmp_player: u64,
     rtmpdump_ms: u64,
     flv_player: u64,
+    /// A local stream's HTTP-TS and SRT players (0 on other routes).
+    ts_player: u64,
+    srt_player: u64,
     rss_kb: u64,
     fds: usize,
     ring_bytes: u64,
@@ -231,6 +237,17 @@ fn long_run(path: Route) {
     let dump = rtmpdump(&rtmp_url);
     let flv_url = format!("http://127.0.0.1:{}/live/{stream}.flv", p.http);
     let mut flv_player = ffmpeg_player("ffmpeg-flv-play", &flv_url);
+    // A local stream also plays as HTTP-TS (muxed on the shard) and over SRT (a player job that
+    // plays it from the RTMP listener into MPEG-TS over SRT).
+    let mut local_players = (path == Route::Local).then(|| {
+        let ts_url = format!("http://127.0.0.1:{}/live/{stream}.ts", p.http);
+        let srt_url = format!("srt://127.0.0.1:{}?streamid=#!::r=live/{stream},m=request", p.srt);
+        (ffmpeg_player("ffmpeg-ts-play", &ts_url), ffmpeg_player("ffmpeg-srt-play", &srt_url))
+    });
+    let local_frames = |players: &Option<(FfmpegProc, FfmpegProc)>| match players {
+        Some((ts, srt)) => (ts.frames(), srt.frames()),
+        None => (0, 0),
+    };
 
     let pid = p.child.id();
     let t0 = Instant::now();
@@ -241,12 +258,15 @@ fn long_run(path: Route) {
     while publisher.running() && t0.elapsed() < RUN + Duration::from_secs(30) {
         std::thread::sleep(SAMPLE);
         let (rss_kb, fds) = rss_and_fds(pid);
+        let (ts_player, srt_player) = local_frames(&local_players);
         samples.push(Sample {
             at: t0.elapsed(),
             publisher: inspected_frames(&p, &key),
             rtmp_player: rtmp_player.frames(),
             rtmpdump_ms: rtmpdump_ms(&dump),
             flv_player: flv_player.frames(),
+            ts_player,
+            srt_player,
             rss_kb,
             fds,
             ring_bytes: ring_bytes(&p),
@@ -258,8 +278,12 @@ fn long_run(path: Route) {
     let last = samples.last().copied().unwrap_or_else(|| panic!("no readings: {}", publisher.tail(20)));
     let rows: Vec<String> = samples.iter().map(|s| format!("{s:?}")).collect();
     let log = p.log_text();
+    let local_report = match &mut local_players {
+        Some((ts, srt)) => format!("ts player: {}\nsrt player: {}\n", ts.describe(), srt.describe()),
+        None => String::new(),
+    };
     let report = format!(
-        "{mode}: samples:\n{}\npublisher: {}\nrtmp player: {}\nrtmpdump: {}\nflv player: {}\nflv origin: {}\nproxy log tail:\n{}",
+        "{mode}: samples:\n{}\npublisher: {}\nrtmp player: {}\nrtmpdump: {}\nflv player: {}\n{local_report}flv origin: {}\nproxy log tail:\n{}",
         rows.join("\n"),
         publisher.tail(20),
         rtmp_player.describe(),
@@ -281,24 +305,33 @@ fn long_run(path: Route) {
         if b.at >= RUN - SAMPLE {
             break; // the publisher is about to end
         }
-        let grew = [
+        let mut grew = vec![
             ("publisher (frames the proxy inspected)", a.publisher, b.publisher),
             ("ffmpeg RTMP player", a.rtmp_player, b.rtmp_player),
             ("rtmpdump", a.rtmpdump_ms, b.rtmpdump_ms),
             ("ffmpeg HTTP-FLV player", a.flv_player, b.flv_player),
         ];
+        if path == Route::Local {
+            grew.push(("ffmpeg HTTP-TS player", a.ts_player, b.ts_player));
+            grew.push(("ffmpeg SRT player", a.srt_player, b.srt_player));
+        }
         for (who, before, after) in grew {
             assert!(after > before, "{who} stopped growing between {:?} and {:?}: {report}", a.at, b.at);
         }
     }
     let dumped_frames = last.rtmpdump_ms * u64::from(FPS) / 1000;
-    for (who, count) in [
+    let mut carried = vec![
         // The stream's statistics end with its publisher: its most, not its last reading.
         ("publisher", samples.iter().map(|s| s.publisher).max().unwrap_or(0)),
         ("ffmpeg RTMP player", last.rtmp_player),
         ("rtmpdump", dumped_frames),
         ("ffmpeg HTTP-FLV player", last.flv_player),
-    ] {
+    ];
+    if path == Route::Local {
+        carried.push(("ffmpeg HTTP-TS player", last.ts_player));
+        carried.push(("ffmpeg SRT player", last.srt_player));
+    }
+    for (who, count) in carried {
         assert!(count >= MESSAGES, "{who} carried {count} video frames, fewer than {MESSAGES}: {report}");
     }
 
@@ -317,14 +350,17 @@ fn long_run(path: Route) {
         assert!(most > RING_BOUND / 2 && most <= bound, "a ring held {most} bytes, bound {bound}: {report}");
     }
     let most_fds = steady.iter().map(|s| s.fds).max().unwrap();
-    assert!(most_fds <= base.fds + 2 * SESSIONS, "descriptors grew from {} to {most_fds}: {report}", base.fds);
+    let sessions = if path == Route::Local { LOCAL_SESSIONS } else { SESSIONS };
+    assert!(most_fds <= base.fds + 2 * sessions, "descriptors grew from {} to {most_fds}: {report}", base.fds);
     assert!(!log.contains("panicked"), "{report}");
     eprintln!(
-        "{mode}: {} frames published, {} played over RTMP, {:.1} s by rtmpdump, {} over HTTP-FLV; RSS {} -> {} kB (peak {peak}), {} -> {} descriptors",
+        "{mode}: {} frames published, {} played over RTMP, {:.1} s by rtmpdump, {} over HTTP-FLV, {} over HTTP-TS, {} over SRT; RSS {} -> {} kB (peak {peak}), {} -> {} descriptors",
         last.publisher,
         last.rtmp_player,
         last.rtmpdump_ms as f64 / 1000.0,
         last.flv_player,
+        last.ts_player,
+        last.srt_player,
         base.rss_kb,
         last.rss_kb,
         base.fds,

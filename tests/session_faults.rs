@@ -40,6 +40,14 @@ fn health(p: &Proxy) -> (String, Vec<String>) {
     })
 }
 
+/// The sum over shards of `/metrics`'s `family` samples for `listener`.
+fn metric_total(p: &Proxy, family: &str, listener: &str) -> f64 {
+    let text = get(&p.api_addr(), "/metrics").body;
+    let label = format!("listener=\"{listener}\"");
+    let samples = text.lines().filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(&label));
+    samples.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
 /// Lines of the proxy log that mention `needle`.
 fn lines_with(p: &Proxy, needle: &str) -> Vec<String> {
     p.log_text().lines().filter(|l| l.contains(needle)).map(String::from).collect()
@@ -85,8 +93,8 @@ fn a_panicking_or_frozen_session_is_closed_counted_logged_and_reported() {
     let (status, problems) = health(&p);
     assert_eq!(status, "degraded", "{problems:?}");
     assert!(problems.iter().any(|e| e.contains("after a panic")), "{problems:?}");
-    let metrics = get(&p.api_addr(), "/metrics").body;
-    assert!(metrics.contains("streamgate_connections_panicked_total{shard="), "{metrics}");
+    assert_eq!(metric_total(&p, "streamgate_connections_panicked_total", "rtmp"), 1.0);
+    assert_eq!(metric_total(&p, "streamgate_connections_stalled_total", "rtmp"), 0.0);
     // The fault fires once: the stream publishes again (the origin has let the name go).
     let mut again = Ffmpeg::publish(&url("boom"), 30);
     assert!(wait_until(WAIT, || origin.publishing("boom")), "republish: {}\n{}", again.describe(), diag(&p));
@@ -97,6 +105,7 @@ fn a_panicking_or_frozen_session_is_closed_counted_logged_and_reported() {
     let mut flv = Ffmpeg::play(&flv_url, 20);
     assert!(flv.wait_timeout(WAIT).is_some(), "the HTTP-FLV player is still connected: {}", diag(&p));
     assert!(wait_until(WAIT, || total(&p, "panicked", "http_stream") == 1), "{}", diag(&p));
+    assert_eq!(metric_total(&p, "streamgate_connections_panicked_total", "http_stream"), 1.0);
     assert_eq!(
         lines_with(&p, "http_flv play __defaultVhost__/live/boomflv").iter().filter(|l| l.contains("panic")).count(),
         1
@@ -114,6 +123,7 @@ fn a_panicking_or_frozen_session_is_closed_counted_logged_and_reported() {
     let killed = Instant::now();
     assert!(wait_until(WAIT, || total(&p, "stalled", "rtmp") == 1), "{}", diag(&p));
     assert!(killed.elapsed() < Duration::from_secs(8), "ended after {:?}", killed.elapsed());
+    assert_eq!(metric_total(&p, "streamgate_connections_stalled_total", "rtmp"), 1.0);
     assert!(
         wait_until(WAIT, || sessions(&p, "stuck", "rtmp_publish") == 0 && !origin.publishing("stuck")),
         "{}",
