@@ -6,89 +6,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::http_peers::{NginxHls, get_full, publish_short_gop};
-use common::peers::{Ffmpeg, Heartbeats, NginxRtmp, port_open, probe_h264_aac};
-use common::{Proxy, TempDir, free_port, get, origin_body, register, wait_until};
+use common::peers::{Ffmpeg, Heartbeats, NginxRtmp, probe_h264_aac};
+use common::redis_server::RedisServer;
+use common::{Proxy, get, origin_body, register, wait_until};
 use streamgate::control::grpc::proto::Empty;
 use streamgate::control::grpc::proto::module_service_client::ModuleServiceClient;
 
-/// A `redis-server` on a free loopback port, in its own temp dir, no persistence; killed on
-/// drop. `restart` brings it back on the same port, empty.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-    dir: TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let mut dir = TempDir::new("redis");
-        for _ in 0..5 {
-            let mut server = RedisServer { port: free_port(), child: None, dir };
-            if server.spawn() {
-                return server;
-            }
-            dir = std::mem::replace(&mut server.dir, TempDir::new("redis"));
-        }
-        panic!("redis-server did not start (apt-get install redis-server)");
-    }
-
-    fn spawn(&mut self) -> bool {
-        let log = std::fs::File::create(self.dir.0.join("redis.log")).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run redis-server (apt-get install redis-server)");
-        self.child = Some(child);
-        let port = self.port;
-        wait_until(Duration::from_secs(10), || port_open(port))
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        assert!(self.spawn(), "redis-server did not come back on {}", self.port);
-    }
-
-    /// `redis-cli ARGS...`, its output trimmed.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--raw"]).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn flags(&self, prefix: Option<&str>) -> Vec<String> {
-        let mut flags = vec!["--load-balancer".into(), "redis".into(), "--redis-port".into(), self.port.to_string()];
-        if let Some(prefix) = prefix {
-            flags.extend(["--redis-key-prefix".into(), prefix.into()]);
-        }
-        flags
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn start_proxy(redis: &RedisServer, prefix: Option<&str>) -> Proxy {
-    let flags = redis.flags(prefix);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Proxy::start(&flags)
+    redis.proxy(prefix, &[])
 }
 
 /// The captured SRS 7 heartbeat (bare ports) with this origin's ports.
@@ -306,4 +235,57 @@ fn racing_pins_agree_and_dead_pins_move() {
     redis.cli(&["DEL", other]);
     assert_eq!(eval(&winner, ""), winner, "a pin whose origin key expired moves");
     assert_eq!(eval("", ""), winner);
+}
+
+/// A WHIP publisher through A, to the aiortc origin: the ICE username its answer gave out is
+/// in Redis, so a connectivity check carrying it that lands on B (a client whose NAT rebinding
+/// the balancer sent to the other proxy) is routed by B, which never saw the offer: B opens a
+/// session to the stream's origin and relays the check, and the origin's answer comes back
+/// through B. The check carries no MESSAGE-INTEGRITY (only the ICE password can write it), so
+/// the origin answers with an error: the publisher's own session is not disturbed.
+#[test]
+fn an_ice_username_given_out_through_one_proxy_is_routed_by_the_other() {
+    use common::udp_peers::{AiortcOrigin, UdpProxy, origin_body_udp, stun_binding, whip_publish};
+    let redis = RedisServer::start();
+    let origin = AiortcOrigin::start(1);
+    let flags = redis.flags(None);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (a, b) = (UdpProxy::start(&flags), UdpProxy::start(&flags));
+    let site = origin.sites[0];
+    a.register(&origin_body_udp("rtc-a", &[], &[site.api], &[site.rtc.to_string()]));
+
+    let mut publisher = whip_publish(&a.rtc_url("whip", "ice"), 20);
+    let connect = Duration::from_secs(30);
+    let answer = publisher.wait_event("answer", connect).unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    let username = answer["username"].as_str().expect("the answer's ICE username").to_string();
+    publisher.wait_event("connected", connect).unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    let record = redis.cli(&["GET", &format!("srs-proxy-ufrag:{username}")]);
+    let want = format!(r#"{{"stream_url":"__defaultVhost__/live/ice","ufrag":"{username}"}}"#);
+    assert_eq!(record, want, "the SRS proxy's ICE record, written by A");
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    // An answer from B to a binding request with this transaction id, if one comes within `wait`.
+    let ask = |user: &str, txid: [u8; 12], wait: Duration| {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 1500];
+        while Instant::now() < deadline {
+            client.send_to(&stun_binding(user.as_bytes(), txid), b.webrtc_addr()).unwrap();
+            while let Ok((n, from)) = client.recv_from(&mut buf) {
+                if from == b.webrtc_addr() && n >= 20 && buf[8..20] == txid {
+                    return Some(u16::from_be_bytes([buf[0], buf[1]]));
+                }
+            }
+        }
+        None
+    };
+    assert_eq!(ask("nobody:knows", [1; 12], Duration::from_secs(2)), None, "B answered an unknown username");
+    let kind = ask(&username, [2; 12], Duration::from_secs(10));
+    assert_eq!(kind, Some(0x0111), "a Binding error response from the origin through B\n{}", b.log());
+    let opened = format!(
+        "webrtc play __defaultVhost__/live/ice from {} via origin rtc-a-s-1: media session opened",
+        client.local_addr().unwrap()
+    );
+    assert!(b.p.log_text().contains(&opened), "{}", b.log());
+    assert!(publisher.event("error").is_none(), "{}", publisher.describe());
 }

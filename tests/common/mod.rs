@@ -5,6 +5,7 @@
 pub mod http_peers;
 pub mod peers;
 pub mod procfs;
+pub mod redis_server;
 pub mod rtmp_client;
 pub mod single_chunk;
 pub mod udp_peers;
