@@ -11,10 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::http_peers::{NginxHls, get_full, publish_short_gop};
 use common::peers::{Ffmpeg, Heartbeats, NginxRtmp, probe_h264_aac};
-use common::redis_server::RedisServer;
+use common::redis_server::{RedisServer, health, metric};
 use common::{Proxy, get, origin_body, register, wait_until};
-use streamgate::control::grpc::proto::Empty;
-use streamgate::control::grpc::proto::module_service_client::ModuleServiceClient;
 
 fn start_proxy(redis: &RedisServer, prefix: Option<&str>) -> Proxy {
     redis.proxy(prefix, &[])
@@ -32,20 +30,6 @@ fn srs_heartbeat(rtmp: u16, http: u16) -> String {
     json["rtmp"] = serde_json::json!([rtmp.to_string()]);
     json["http"] = serde_json::json!([http.to_string()]);
     json.to_string()
-}
-
-fn metric(proxy: &Proxy, name: &str) -> Option<f64> {
-    let text = get(&proxy.api_addr(), "/metrics").body;
-    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-}
-
-fn health(proxy: &Proxy) -> (String, Vec<String>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut client = ModuleServiceClient::connect(format!("http://127.0.0.1:{}", proxy.grpc)).await.unwrap();
-        let h = client.health_check(Empty {}).await.unwrap().into_inner();
-        (h.status, h.errors)
-    })
 }
 
 #[test]

@@ -10,14 +10,18 @@
 //!   the fleet, and a dead (expired, unregistered) or failed origin's pins move;
 //! - an HLS id or ICE username another proxy gave out (a segment or STUN request landing here);
 //! - origins registered through other proxies: read every [`SYNC_INTERVAL`] (and with each
-//!   pin), so picking here knows them.
+//!   pin), so picking here knows them;
+//! - the fleet's pins of the streams pinned here, read back every [`SYNC_INTERVAL`] (at most
+//!   [`PIN_SYNC_BATCH`] at a time): a pin another proxy moved is adopted here for new sessions
+//!   (its live ones stay), since a claim answered from the local pin does not ask Redis.
 //!
 //! Writes: each heartbeat received here (`SET srs-proxy-server:<id> EX ttl`, and the server
 //! list updated by a script, atomic, pruning expired keys), unregistrations, new HLS ids and
 //! ICE usernames (120 s, refreshed while the stream is known here).
 //!
 //! Redis down or slow (no answer within [`REDIS_TIMEOUT`]): the connection is dropped and
-//! reopened with back-off (0.2 s doubling to 5 s). Meanwhile live sessions go on, streams
+//! reopened with back-off (0.2 s doubling to 5 s); a new connection counts as up only once
+//! Redis has answered on it (a stopped Redis still has its connections accepted by the kernel). Meanwhile live sessions go on, streams
 //! pinned here go on (new players included: their pins are local), brand-new streams are
 //! refused with the reason, health is degraded and `/metrics` says so. Once Redis is back, this
 //! proxy writes back what it knows: its alive origins, its pins (without replacing a pin
@@ -124,6 +128,8 @@ pub struct Shared {
     pub status: Status,
     /// Origins whose server key was there at the last sync (one that disappears left the fleet).
     seen: HashSet<OriginId>,
+    /// Where the next read-back of this proxy's pins starts ([`sync_pins`]).
+    pin_cursor: usize,
 }
 
 impl Shared {
@@ -145,7 +151,14 @@ impl Shared {
             latency: None,
             connects: 0,
         };
-        Ok(Shared { client, conn: None, keys: Keys::new(config.key_prefix.as_deref()), status, seen: HashSet::new() })
+        Ok(Shared {
+            client,
+            conn: None,
+            keys: Keys::new(config.key_prefix.as_deref()),
+            status,
+            seen: HashSet::new(),
+            pin_cursor: 0,
+        })
     }
 
     fn down(&mut self, error: String) {
@@ -229,6 +242,7 @@ pub async fn supervise(shared: Rc<RefCell<State>>) {
             rewrite(&shared).await;
         }
         sync(&shared).await;
+        sync_pins(&shared).await;
         if refreshed.elapsed() >= HLS_REFRESH {
             refreshed = Instant::now();
             refresh_hls(&shared).await;
@@ -242,7 +256,15 @@ async fn connect(shared: &Rc<RefCell<State>>) -> Result<(), String> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(REDIS_TIMEOUT));
-    let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
+    // Without a password or a database to select, opening sends nothing: a Redis that accepts
+    // connections but does not answer (stopped, hung) would count as up until the next
+    // command timed out. It is up once it has answered.
+    match tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async::<()>(&mut conn)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("connected, but no answer to PING within {REDIS_TIMEOUT:?}")),
+    }
     let mut state = shared.borrow_mut();
     let redis = state.redis.as_mut().ok_or("not in redis mode")?;
     let down_for = redis.status.since.elapsed();
@@ -348,6 +370,67 @@ async fn sync(shared: &Rc<RefCell<State>>) {
         }
     }
     state.publish_snapshot();
+}
+
+/// Most pins read back per sync: a proxy holding more reads them in turns (in the pin table's
+/// order, which a growing table reshuffles: a pin may wait a turn or two longer).
+pub const PIN_SYNC_BATCH: usize = 1000;
+
+/// Reads back the fleet's pins of the streams pinned here, up to [`PIN_SYNC_BATCH`] per sync
+/// (in turns when there are more). A claim answered from the local pin never asks Redis, so
+/// where another proxy moved a pin (a failover it saw, or its pin kept over this proxy's at a
+/// write-back), this proxy adopts the fleet's origin here: its new sessions of the stream go
+/// where the fleet's go within a sync or two; its live sessions stay where they are. A pin
+/// Redis lost (flushed, restarted empty without this proxy reconnecting) is written back
+/// (`SET NX`, so another proxy's pin written meanwhile wins).
+async fn sync_pins(shared: &Rc<RefCell<State>>) {
+    let keys = keys(shared);
+    let held = held_pins(shared);
+    if held.is_empty() {
+        return;
+    }
+    let names: Vec<String> = held.iter().map(|(key, _)| keys.url(key)).collect();
+    let Ok(values) = query::<Vec<Option<String>>>(shared, redis::cmd("MGET").arg(&names)).await else { return };
+    let mut lost = redis::pipe();
+    {
+        let mut state = shared.borrow_mut();
+        let (prefix, now, ttl) = (keys.server_prefix(), Instant::now(), state.registry.ttl());
+        for ((key, here), value) in held.iter().zip(values) {
+            let Some(name) = value else {
+                lost.cmd("SET").arg(keys.url(key)).arg(keys.server(here)).arg("NX").ignore();
+                continue;
+            };
+            let Some(fleet) = name.strip_prefix(&prefix).map(|id| OriginId(id.to_string())) else { continue };
+            // Re-pinned here during the read: this proxy's newer claim stands.
+            let unchanged = state.registry.pin(key).is_some_and(|p| p.origin == *here);
+            // An origin unknown, dead or failed here keeps this proxy's pin; its next claim
+            // through Redis settles it.
+            let usable = state.registry.origin(&fleet).is_some_and(|o| o.keeps_pins(now, ttl));
+            if fleet == *here || !unchanged || !usable {
+                continue;
+            }
+            if state.registry.set_pin(key, &fleet, now).is_ok() {
+                log::info!(
+                    "stream {key}: the fleet pinned it to origin {fleet} (was {here} here); new sessions go there"
+                );
+            }
+        }
+        state.publish_snapshot();
+    }
+    if !lost.is_empty() {
+        let _ = pipeline(shared, &lost).await;
+    }
+}
+
+/// The next [`PIN_SYNC_BATCH`] of this proxy's pins, from the cursor on (wrapping to the start).
+fn held_pins(shared: &Rc<RefCell<State>>) -> Vec<(StreamKey, OriginId)> {
+    let mut state = shared.borrow_mut();
+    let state = &mut *state;
+    let Some(redis) = state.redis.as_mut() else { return Vec::new() };
+    let pins = state.registry.streams().filter_map(|(k, s)| Some((k.clone(), s.pin.as_ref()?.origin.clone())));
+    let batch: Vec<_> = pins.skip(redis.pin_cursor).take(PIN_SYNC_BATCH).collect();
+    redis.pin_cursor = if batch.len() < PIN_SYNC_BATCH { 0 } else { redis.pin_cursor + batch.len() };
+    batch
 }
 
 /// Most server keys read per sync.

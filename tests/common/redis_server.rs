@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::peers::port_open;
-use super::{Proxy, TempDir, free_port, signal, wait_until};
+use super::{Proxy, TempDir, free_port, get, signal, wait_until};
 
 pub struct RedisServer {
     pub port: u16,
@@ -120,4 +120,23 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop(); // SIGKILL ends a paused server too
     }
+}
+
+/// The value of the first `/metrics` sample whose line starts with `name` (a family name, or a
+/// name with its labels).
+pub fn metric(proxy: &Proxy, name: &str) -> Option<f64> {
+    let text = get(&proxy.api_addr(), "/metrics").body;
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// gRPC HealthCheck: its status and errors.
+pub fn health(proxy: &Proxy) -> (String, Vec<String>) {
+    use streamgate::control::grpc::proto::Empty;
+    use streamgate::control::grpc::proto::module_service_client::ModuleServiceClient;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = ModuleServiceClient::connect(format!("http://127.0.0.1:{}", proxy.grpc)).await.unwrap();
+        let h = client.health_check(Empty {}).await.unwrap().into_inner();
+        (h.status, h.errors)
+    })
 }
