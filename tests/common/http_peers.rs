@@ -8,24 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::peers::{RTMP_MODULE, StatStream, http_get_body, parse_stat, port_open};
-use super::{TempDir, free_port, signal, wait_until};
+use super::peer_port;
+use super::peers::{RTMP_MODULE, StatStream, http_get_body, parse_stat, start_nginx};
+use super::procfs::{Transport, holds_port};
+use super::{TempDir, signal, wait_until};
 
 /// A registration body for a test origin with an RTMP and an HTTP stream port.
 pub fn origin_body_http(server: &str, service: &str, rtmp_port: u16, http_port: u16) -> String {
     format!(
         r#"{{"device_id":"{server}","ip":"127.0.0.1","server":"{server}","service":"{service}","pid":"1","rtmp":["{rtmp_port}"],"http":["{http_port}"]}}"#
     )
-}
-
-/// Whether some socket listens on 127.0.0.1:`port` (or on every address), read from
-/// /proc/net/tcp. Unlike connecting, this does not use up a one-client server's only client.
-pub fn listening(port: u16) -> bool {
-    let wanted = [format!("0100007F:{port:04X}"), format!("00000000:{port:04X}")];
-    std::fs::read_to_string("/proc/net/tcp").unwrap_or_default().lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() > 3 && f[3] == "0A" && wanted.iter().any(|w| w == f[1])
-    })
 }
 
 /// An HTTP response read to the end of its body, whatever its framing: Content-Length, chunked
@@ -179,43 +171,12 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// Writes the config `conf(dir, ports)` and starts nginx; retries with other free ports when
-    /// nginx cannot bind (a parallel test took one). Returns nginx and the ports it got.
+    /// Writes the config `conf(dir, ports)` and starts nginx on `ports` peer ports
+    /// ([`start_nginx`]). Returns nginx and the ports it listens on.
     fn start(tag: &str, ports: usize, conf: impl Fn(&Path, &[u16]) -> String) -> (Nginx, Vec<u16>) {
         let dir = TempDir::new(tag);
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let ports: Vec<u16> = (0..ports).map(|_| free_port()).collect();
-            if (1..ports.len()).any(|i| ports[..i].contains(&ports[i])) {
-                continue;
-            }
-            std::fs::write(dir.0.join("nginx.conf"), conf(&dir.0, &ports)).unwrap();
-            let out = Command::new("nginx")
-                .arg("-p")
-                .arg(&dir.0)
-                .args(["-c", "nginx.conf"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run nginx (apt-get install nginx libnginx-mod-rtmp)");
-            if !out.status.success() {
-                last_error = format!(
-                    "nginx exited {}: {}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr),
-                    std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default()
-                );
-                continue;
-            }
-            let pid_file = dir.0.join("nginx.pid");
-            let mut pid = 0;
-            wait_until(Duration::from_secs(10), || {
-                pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
-                pid != 0
-            });
-            assert!(pid != 0, "nginx wrote no pid file in {}", dir.0.display());
-            return (Nginx { dir, pid }, ports);
-        }
-        panic!("could not start nginx: {last_error}");
+        let (pid, ports) = start_nginx(&dir.0, ports, conf);
+        (Nginx { dir, pid }, ports)
     }
 
     /// Whether the pid still names this nginx (so a reused pid is never signalled).
@@ -265,10 +226,8 @@ impl NginxHls {
     fn start_with(record: bool) -> NginxHls {
         let (nginx, ports) = Nginx::start("nginx-hls", 2, |dir, ports| hls_conf(dir, ports[0], ports[1], record));
         let hls = NginxHls { rtmp_port: ports[0], http_port: ports[1], nginx };
-        let ready = wait_until(Duration::from_secs(20), || {
-            port_open(hls.rtmp_port) && port_open(hls.http_port) && hls.try_stat().is_ok()
-        });
-        assert!(ready, "nginx-rtmp HLS did not come up on {}/{}:\n{}", hls.rtmp_port, hls.http_port, hls.error_log());
+        let ready = wait_until(Duration::from_secs(20), || hls.try_stat().is_ok());
+        assert!(ready, "nginx-rtmp HLS stat did not answer on {}:\n{}", hls.http_port, hls.error_log());
         hls
     }
 
@@ -540,7 +499,7 @@ pub struct FfmpegHttpOrigin {
 
 impl FfmpegHttpOrigin {
     /// `format`: `flv` or `mpegts`; `path` such as `/live/x.flv`. Waits until ffmpeg listens
-    /// (seen in /proc/net/tcp, so the one client is not used up).
+    /// (its socket seen in /proc, so the one client is not used up).
     pub fn start(format: &str, path: &str, seconds: u32) -> FfmpegHttpOrigin {
         Self::listen(test_signal_args(seconds), format, path)
     }
@@ -555,22 +514,19 @@ impl FfmpegHttpOrigin {
         Self::listen(args, format, path)
     }
 
-    /// Runs ffmpeg with `input`, then `-f format -listen 1 http://127.0.0.1:PORT/PATH`.
+    /// Runs ffmpeg with `input`, then `-f format -listen 1 http://127.0.0.1:PORT/PATH` on a
+    /// peer port; waits until ffmpeg itself listens there.
     fn listen(input: Vec<String>, format: &str, path: &str) -> FfmpegHttpOrigin {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let url = format!("http://127.0.0.1:{port}{path}");
-            let mut args = input.clone();
-            args.extend(["-f", format, "-listen", "1", &url].map(String::from));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut proc = FfmpegProc::spawn("ffmpeg-origin", "trace", &args);
-            if wait_until(Duration::from_secs(15), || listening(port) || !proc.running()) && listening(port) {
-                return FfmpegHttpOrigin { port, path: path.to_string(), proc };
-            }
-            last = proc.describe();
-        }
-        panic!("ffmpeg HTTP origin never listened: {last}");
+        let port = peer_port();
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut args = input;
+        args.extend(["-f", format, "-listen", "1", &url].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut proc = FfmpegProc::spawn("ffmpeg-origin", "trace", &args);
+        let pid = proc.child.id();
+        let listens = wait_until(Duration::from_secs(15), || holds_port(pid, port, Transport::Tcp) || !proc.running());
+        assert!(listens && proc.running(), "ffmpeg HTTP origin never listened on {port}: {}", proc.describe());
+        FfmpegHttpOrigin { port, path: path.to_string(), proc }
     }
 
     pub fn url(&self) -> String {

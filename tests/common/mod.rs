@@ -18,10 +18,45 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_streamgate");
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again
-/// at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Ports a process takes its peer ports from, one block after another: 128 each.
+const PEER_BLOCK: u32 = 128;
+
+/// The range peer ports come from: the larger of the two stretches of unprivileged ports that
+/// the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`) leaves out, the lower
+/// one from half its lower bound up (ports far below it are where services tend to listen).
+fn peer_range() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = text.split_whitespace().filter_map(|n| n.parse::<u32>().ok());
+    let (low, high) = (bounds.next().unwrap_or(32768), bounds.next().unwrap_or(60999));
+    let below = ((low / 2).max(1024), low.max(1024));
+    let above = ((high + 1).min(65536), 65536);
+    let (start, end) = if below.1 - below.0 >= above.1 - above.0 { below } else { above };
+    assert!(end - start >= PEER_BLOCK, "no room for peer ports outside the ephemeral range {low}-{high}");
+    (start, end - start)
+}
+
+/// A port on 127.0.0.1, free for TCP and UDP, for a peer that cannot bind port 0 and say which
+/// port it got: a child process (nginx, redis-server, ffmpeg, srt-live-transmit) that is told
+/// its port. It comes from outside the kernel's ephemeral range ([`peer_range`]), so no port-0
+/// bind (the proxy's listeners and origin sockets, any client's source port) can take it before
+/// the peer binds it; from a block of its own for this process (chosen by pid, so test binaries
+/// running at once start far apart, one after another within a binary); checked with a bind,
+/// and never handed out twice by this process.
+pub fn peer_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (start, len) = peer_range();
+    let first = std::process::id() % (len / PEER_BLOCK) * PEER_BLOCK;
+    for _ in 0..len {
+        let port = (start + (first + NEXT.fetch_add(1, Ordering::Relaxed)) % len) as u16;
+        let free = |port| {
+            TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        };
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free peer port in {start}..{}", start + len);
 }
 
 /// A TCP port on 127.0.0.1 where nothing listens and nothing can start listening while this
@@ -41,17 +76,17 @@ impl ClosedPort {
     }
 }
 
-/// A free UDP port on 127.0.0.1 (bound and released).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("streamgate-{tag}-{}-{}", std::process::id(), free_port()));
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("streamgate-{tag}-{}-{n}", std::process::id()));
+        // A dead process with this pid may have left it behind.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }

@@ -1,5 +1,5 @@
 //! Real RTMP peers for the proxy tests: nginx-rtmp origins and ffmpeg/ffprobe publishers and
-//! players. Every process is started in its own temp dir, on free loopback ports, tracked by
+//! players. Every process is started in its own temp dir, on loopback peer ports, tracked by
 //! pid and stopped on drop, so tests can run in parallel and a failing test leaks nothing.
 
 use std::io::{Read, Write};
@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{TempDir, free_port, signal, wait_until};
+use super::procfs::{Transport, holds_port};
+use super::{TempDir, peer_port, signal, wait_until};
 
 /// The nginx-rtmp dynamic module on Debian 12 (`libnginx-mod-rtmp`).
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
@@ -131,48 +132,16 @@ pub struct NginxRtmp {
 }
 
 impl NginxRtmp {
-    /// Starts nginx-rtmp with this `chunk_size` on free ports and waits until both ports accept.
+    /// Starts nginx-rtmp with this `chunk_size` on two peer ports and waits until its master
+    /// listens on both and its stat page answers.
     pub fn start(chunk_size: u32) -> NginxRtmp {
         let dir = TempDir::new("nginx");
-        let mut last_error = String::new();
-        // A port picked free can be taken by a parallel test before nginx binds it: retry.
-        for _ in 0..5 {
-            let (rtmp_port, http_port) = (free_port(), free_port());
-            if rtmp_port == http_port {
-                continue;
-            }
-            std::fs::write(dir.0.join("nginx.conf"), nginx_conf(&dir.0, rtmp_port, http_port, chunk_size)).unwrap();
-            let out = Command::new("nginx")
-                .arg("-p")
-                .arg(&dir.0)
-                .args(["-c", "nginx.conf"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run nginx (apt-get install nginx libnginx-mod-rtmp)");
-            if !out.status.success() {
-                last_error = format!(
-                    "nginx exited {}: {}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr),
-                    std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default()
-                );
-                continue;
-            }
-            let pid_file = dir.0.join("nginx.pid");
-            let mut pid = 0;
-            wait_until(Duration::from_secs(10), || {
-                pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
-                pid != 0
-            });
-            assert!(pid != 0, "nginx wrote no pid file in {}", dir.0.display());
-            let nginx = NginxRtmp { rtmp_port, http_port, chunk_size, dir, pid, killed: false };
-            let ready = wait_until(Duration::from_secs(20), || {
-                port_open(rtmp_port) && port_open(http_port) && nginx.try_stat().is_ok()
-            });
-            assert!(ready, "nginx-rtmp did not come up on {rtmp_port}/{http_port}:\n{}", nginx.error_log());
-            return nginx;
-        }
-        panic!("could not start nginx-rtmp: {last_error}");
+        let (pid, ports) = start_nginx(&dir.0, 2, |dir, ports| nginx_conf(dir, ports[0], ports[1], chunk_size));
+        let (rtmp_port, http_port) = (ports[0], ports[1]);
+        let nginx = NginxRtmp { rtmp_port, http_port, chunk_size, dir, pid, killed: false };
+        let ready = wait_until(Duration::from_secs(20), || nginx.try_stat().is_ok());
+        assert!(ready, "nginx-rtmp stat did not answer on {http_port}:\n{}", nginx.error_log());
+        nginx
     }
 
     /// `rtmp://127.0.0.1:<rtmp_port>/live/<stream>`.
@@ -244,6 +213,34 @@ impl Drop for NginxRtmp {
             let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.pid)]).status();
         }
     }
+}
+
+/// Starts a daemonized nginx (`-p dir`; master and worker in one process group) with the
+/// config `conf(dir, ports)` on `count` [`peer_port`]s. Returns the master's pid, read from its
+/// pid file, and the ports, once the master holds a listening socket on each of them.
+pub fn start_nginx(dir: &Path, count: usize, conf: impl Fn(&Path, &[u16]) -> String) -> (u32, Vec<u16>) {
+    let ports: Vec<u16> = (0..count).map(|_| peer_port()).collect();
+    std::fs::write(dir.join("nginx.conf"), conf(dir, &ports)).unwrap();
+    let out = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .args(["-c", "nginx.conf"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nginx (apt-get install nginx libnginx-mod-rtmp)");
+    let error_log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nginx on {ports:?} exited {}: {stderr}{}", out.status, error_log());
+    let pid_file = dir.join("nginx.pid");
+    let mut pid = 0;
+    wait_until(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+        pid != 0
+    });
+    assert!(pid != 0, "nginx wrote no pid file in {}", dir.display());
+    let listening = wait_until(Duration::from_secs(20), || ports.iter().all(|&p| holds_port(pid, p, Transport::Tcp)));
+    assert!(listening, "nginx (pid {pid}) does not listen on {ports:?}:\n{}", error_log());
+    (pid, ports)
 }
 
 fn nginx_conf(dir: &Path, rtmp_port: u16, http_port: u16, chunk_size: u32) -> String {

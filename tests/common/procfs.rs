@@ -1,5 +1,5 @@
-//! What a test reads about the proxy process from /proc: CPU time and open descriptors, and
-//! lowering its descriptor limit from outside with prlimit(1).
+//! What a test reads about a process from /proc: CPU time, open descriptors, the ports its
+//! sockets listen on; and lowering its descriptor limit from outside with prlimit(1).
 
 use std::process::Command;
 use std::time::Duration;
@@ -39,4 +39,38 @@ pub fn limit_descriptors(pid: u32, limit: usize) {
         .output()
         .expect("prlimit (util-linux) is installed");
     assert!(out.status.success(), "prlimit: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Which socket table of /proc/net a port is looked up in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A listening TCP socket.
+    Tcp,
+    /// A bound UDP socket.
+    Udp,
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (or bound to UDP `port`), any
+/// local address, IPv4 or IPv6: the socket's inode in /proc/net/{tcp,tcp6,udp,udp6} is one of
+/// the process's descriptors. So a test knows the peer it started is the one listening, not
+/// some other process on that port.
+pub fn holds_port(pid: u32, port: u16, transport: Transport) -> bool {
+    let (tables, state) = match transport {
+        Transport::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"), // TCP_LISTEN
+        Transport::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"), // TCP_CLOSE: bound, unconnected
+    };
+    let suffix = format!(":{port:04X}");
+    let inodes: Vec<String> = tables
+        .iter()
+        .flat_map(|t| {
+            std::fs::read_to_string(t).unwrap_or_default().lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 9 && f[1].ends_with(&suffix) && f[3] == state).then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
 }

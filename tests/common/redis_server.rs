@@ -1,13 +1,13 @@
-//! A real `redis-server` (Debian's) for the Redis-mode tests: one per test, on a free loopback
-//! port, in its own temp dir, no persistence, killed by pid on drop. It can be paused
+//! A real `redis-server` (Debian's) for the Redis-mode tests: one per test, on a loopback peer
+//! port ([`peer_port`]), in its own temp dir, no persistence, killed by pid on drop. It can be paused
 //! (`SIGSTOP`: connections stay open and nothing answers, as a hung Redis), stopped and
 //! restarted empty on the same port.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::peers::port_open;
-use super::{Proxy, TempDir, free_port, get, signal, wait_until};
+use super::procfs::{Transport, holds_port};
+use super::{Proxy, TempDir, get, peer_port, signal, wait_until};
 
 pub struct RedisServer {
     pub port: u16,
@@ -24,18 +24,13 @@ impl RedisServer {
 
     /// A server that answers only clients that AUTH with `password`.
     pub fn start_with_password(password: Option<&str>) -> RedisServer {
-        let mut dir = TempDir::new("redis");
-        for _ in 0..5 {
-            let password = password.map(String::from);
-            let mut server = RedisServer { port: free_port(), password, child: None, dir };
-            if server.spawn() {
-                return server;
-            }
-            dir = std::mem::replace(&mut server.dir, TempDir::new("redis"));
-        }
-        panic!("redis-server did not start (apt-get install redis-server)");
+        let password = password.map(String::from);
+        let mut server = RedisServer { port: peer_port(), password, child: None, dir: TempDir::new("redis") };
+        assert!(server.spawn(), "redis-server did not listen on {} (apt-get install redis-server)", server.port);
+        server
     }
 
+    /// Starts redis-server on `port`; whether it listens there (its own socket) within 10 s.
     fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.0.join("redis.log")).unwrap();
         let mut cmd = Command::new("redis-server");
@@ -51,9 +46,9 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("run redis-server (apt-get install redis-server)");
+        let (pid, port) = (child.id(), self.port);
         self.child = Some(child);
-        let port = self.port;
-        wait_until(Duration::from_secs(10), || port_open(port))
+        wait_until(Duration::from_secs(10), || holds_port(pid, port, Transport::Tcp))
     }
 
     pub fn stop(&mut self) {

@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 
 use super::http_peers::{FfmpegProc, test_signal_args};
 use super::peers::rendezvous_pick;
-use super::{Proxy, TempDir, free_udp_port, get, wait_until};
+use super::procfs::{Transport, holds_port};
+use super::{Proxy, TempDir, get, peer_port, wait_until};
 
 /// The aiortc that scripts/test.sh installs into `target/py`.
 pub const AIORTC: &str = "aiortc==1.16.0";
@@ -300,40 +301,34 @@ pub struct SrtRelayOrigin {
 }
 
 impl SrtRelayOrigin {
+    /// Starts it on two peer ports and waits until it holds both and both answer.
     pub fn start() -> SrtRelayOrigin {
         require("srt-live-transmit", "srt-tools");
-        let mut last = String::new();
-        for _ in 0..5 {
-            let (input, output) = (free_udp_port(), free_udp_port());
-            if input == output {
-                continue;
-            }
-            let dir = TempDir::new("srt-origin");
-            let log = dir.0.join("srt-live-transmit.log");
-            let file = std::fs::File::create(&log).unwrap();
-            let mut child = Command::new("srt-live-transmit")
-                .current_dir(&dir.0)
-                .args([
-                    "-v",
-                    &format!("srt://127.0.0.1:{input}?mode=listener"),
-                    &format!("srt://127.0.0.1:{output}?mode=listener"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .expect("start srt-live-transmit (apt-get install srt-tools)");
-            let up = wait_until(Duration::from_secs(10), || {
-                child.try_wait().ok().flatten().is_some() || (srt_answers(input) && srt_answers(output))
-            });
-            if up && child.try_wait().ok().flatten().is_none() {
-                return SrtRelayOrigin { input, output, child, log, _dir: dir };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last = std::fs::read_to_string(&log).unwrap_or_default();
-        }
-        panic!("srt-live-transmit never listened: {last}");
+        let (input, output) = (peer_port(), peer_port());
+        let dir = TempDir::new("srt-origin");
+        let log = dir.0.join("srt-live-transmit.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new("srt-live-transmit")
+            .current_dir(&dir.0)
+            .args([
+                "-v",
+                &format!("srt://127.0.0.1:{input}?mode=listener"),
+                &format!("srt://127.0.0.1:{output}?mode=listener"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start srt-live-transmit (apt-get install srt-tools)");
+        let pid = child.id();
+        let ours = |port| holds_port(pid, port, Transport::Udp) && srt_answers(port);
+        let up = wait_until(Duration::from_secs(10), || {
+            child.try_wait().ok().flatten().is_some() || (ours(input) && ours(output))
+        });
+        let running = child.try_wait().ok().flatten().is_none();
+        let origin = SrtRelayOrigin { input, output, child, log, _dir: dir };
+        assert!(up && running, "srt-live-transmit never listened on {input}/{output}: {}", origin.log_text());
+        origin
     }
 
     pub fn log_text(&self) -> String {
