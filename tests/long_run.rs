@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http_peers::{FfmpegProc, listening, origin_body_http};
+use common::http_peers::{FfmpegProc, origin_body_http};
 use common::peers::NginxRtmp;
 use common::*;
 
@@ -115,18 +115,23 @@ fn publisher(rtmp_port: u16, stream: &str, source: &Path) -> Proc {
     Proc::spawn("load-pub", LOAD, &[&args[..], &["--duration", &secs, "--report-every", "10"]].concat())
 }
 
-/// streamgate-load's HTTP-FLV origin serving `source`, paced, on a free port.
+/// streamgate-load's HTTP-FLV origin serving `source`, paced, on a port it binds itself (port
+/// 0), read from its `serving /*/*.flv on 127.0.0.1:PORT` line.
 fn http_origin(source: &Path) -> (Proc, u16) {
     let src = source.to_string_lossy();
-    for _ in 0..5 {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut proc = Proc::spawn("origin-flv", LOAD, &["origin-flv", "--listen", &listen, "--flv", &src]);
-        if wait_until(Duration::from_secs(15), || listening(port) || !proc.running()) && listening(port) {
-            return (proc, port);
-        }
-    }
-    panic!("streamgate-load origin-flv never listened");
+    let mut proc = Proc::spawn("origin-flv", LOAD, &["origin-flv", "--listen", "127.0.0.1:0", "--flv", &src]);
+    let bound = |log: &Path| -> Option<u16> {
+        let text = std::fs::read_to_string(log).ok()?;
+        let addr = text.split_once("serving /*/*.flv on ")?.1.split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse().ok()
+    };
+    let mut port = None;
+    wait_until(Duration::from_secs(15), || {
+        port = bound(&proc.log);
+        port.is_some() || !proc.running()
+    });
+    let port = port.unwrap_or_else(|| panic!("streamgate-load origin-flv never listened: {}", proc.tail(5)));
+    (proc, port)
 }
 
 /// ffmpeg playing `url` without decoding into the FLV muxer (which, unlike the null muxer,

@@ -50,7 +50,8 @@ const LATE: Duration = Duration::from_millis(10);
 #[derive(Debug, Parser)]
 #[command(name = "streamgate-load origin-flv", version, about, long_about)]
 pub struct OriginArgs {
-    /// Address to listen on.
+    /// Address to listen on; with port 0 the kernel picks one, and the `serving ... on ADDR`
+    /// line on stderr says which.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
@@ -171,18 +172,25 @@ fn split_headers(tags: &[Tag]) -> (Vec<usize>, Vec<usize>) {
     (headers, media)
 }
 
+/// Listens on `--listen` (port 0: a port the kernel picks) and serves until killed. The
+/// line on stderr names the address bound, so whoever started it learns the port.
 async fn serve(origin: Arc<Origin>) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(origin.args.listen).await.map_err(|e| format!("listen on {}: {e}", origin.args.listen))?;
+    let listen = origin.args.listen;
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("listen on {listen}: {e}"))?;
     let f = &origin.flv;
     let mbit = f.media_bytes as f64 * 8.0 / (f.loop_ms as f64 / 1000.0) / 1e6;
     eprintln!(
-        "origin-flv: serving /*/*.flv on {} from {} ({} tags, {:.1} s per lap, {mbit:.2} Mbit/s)",
-        origin.args.listen,
+        "origin-flv: serving /*/*.flv on {bound} from {} ({} tags, {:.1} s per lap, {mbit:.2} Mbit/s)",
         origin.args.flv.display(),
         f.tags.len(),
         f.loop_ms as f64 / 1e3
     );
+    run(origin, listener).await
+}
+
+/// Paces the stream and serves the players `listener` accepts, until killed.
+async fn run(origin: Arc<Origin>, listener: TcpListener) -> Result<(), String> {
     tokio::spawn(pace(Arc::clone(&origin)));
     if origin.args.report_every > 0.0 {
         tokio::spawn(report(Arc::clone(&origin)));
@@ -475,20 +483,20 @@ mod tests {
         let flv = file(&dir);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let args = OriginArgs::parse_from([
                 "origin-flv",
                 "--listen",
-                &listen.to_string(),
+                "127.0.0.1:0",
                 "--flv",
                 flv.to_str().unwrap(),
                 "--max-clients",
                 "2",
             ]);
             let origin = Arc::new(prepare(args).unwrap());
-            tokio::spawn(serve(Arc::clone(&origin)));
-            sleep(Duration::from_millis(300)).await; // listening, and the stream is mid-GOP
+            let listener = TcpListener::bind(origin.args.listen).await.unwrap();
+            let listen = listener.local_addr().unwrap();
+            tokio::spawn(run(Arc::clone(&origin), listener));
+            sleep(Duration::from_millis(300)).await; // the stream is mid-GOP
             let ctx = Arc::new(crate::Ctx::for_tests(&format!("http://{listen}/live")));
             let target = Target::parse(&format!("http://{listen}/live")).unwrap();
             let mut a = FlvConn::open(&ctx, &target, "a").await.unwrap();
