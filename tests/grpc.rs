@@ -1,7 +1,7 @@
 //! The gRPC ModuleService, the standard health service, reflection and `/metrics`, against a
 //! proxy carrying a real stream: ffmpeg publishes through the proxy to a real nginx-rtmp
-//! origin. Two clients: tonic (the generated client of proto/module.proto) and the reference's
-//! own Python example, run unchanged, plus a Python check with `prometheus_client`'s parser.
+//! origin. Two clients: tonic (the generated client of proto/module.proto) and MarchProxy's
+//! own Python client example, run unchanged, plus a Python check with `prometheus_client`'s parser.
 
 mod common;
 
@@ -194,7 +194,7 @@ fn python(stubs: &Path, args: &[&str], timeout: Duration) -> Result<String, Stri
 }
 
 /// Generates `marchproxy/proto/module_pb2{,_grpc}.py` from proto/module.proto under `dir`, so
-/// that `from marchproxy.proto import module_pb2, module_pb2_grpc` works as the reference
+/// that `from marchproxy.proto import module_pb2, module_pb2_grpc` works as MarchProxy's
 /// example writes it.
 fn python_stubs(dir: &Path) -> Result<(), String> {
     let package = dir.join("marchproxy/proto");

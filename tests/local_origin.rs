@@ -434,7 +434,7 @@ fn flv_players(p: &Proxy, stream: &str, n: usize) -> Vec<Ffmpeg> {
     (0..n).map(|_| Ffmpeg::play(&flv_url(p, stream), 60)).collect()
 }
 
-/// Issue 18's SIGTERM after a local publish that ended (two shards, players forwarded to the
+/// SIGTERM after a local publish that ended (two shards, players forwarded to the
 /// other one, no HLS job): nothing of the local stream (its forward, the edge reporter it
 /// started) keeps a shard or the control thread alive, so with nothing open the proxy exits
 /// 0 at once, well within the grace time, rather than at `--force-quit-timeout` with 1.
@@ -508,7 +508,7 @@ fn srt_url(p: &Proxy, stream: &str, mode: &str) -> String {
     format!("srt://127.0.0.1:{}?streamid=#!::r=live/{stream},m={mode}", p.srt)
 }
 
-/// An SRT publisher with no origin (issue 20 item 2, "the RTMP (and SRT) publisher"): ffmpeg
+/// An SRT publisher with no origin: ffmpeg
 /// publishes MPEG-TS over SRT to the proxy; its ingest demuxes it into the stream's ring, so
 /// ffprobe finds H.264 and AAC over RTMP and HTTP-FLV, and ffmpeg plays both cleanly on either
 /// shard. A second SRT publisher of the live stream is refused (SRT_REJX_CONFLICT). When the

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 
-/// The registration example of proxy-protocol.md, byte for byte.
+/// The curl example of the origin registration protocol's documentation, byte for byte.
 const CURL_EXAMPLE: &str = include_str!("data/register/curl-example.json");
 
 fn origin_ids(p: &Proxy) -> Vec<String> {

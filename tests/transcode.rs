@@ -1,4 +1,4 @@
-//! Adaptive-bitrate transcoding (issue 14) and the publish limits, with real peers: ffmpeg
+//! Adaptive-bitrate transcoding and the publish limits, with real peers: ffmpeg
 //! publishes through the real binary to a real nginx-rtmp origin; ffprobe reads the ladder over
 //! the proxy's HTTP stream listener; the tonic client asks GetRoutes; the project's RTMP client
 //! publishes with chosen metadata to see the exact refusal status.

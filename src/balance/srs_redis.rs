@@ -231,8 +231,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
-    /// The server record of the reference (srs-proxy-behaviour.md 2.2), as the SRS proxy
-    /// writes it.
+    /// A server record in the SRS proxy's shape (every field it writes).
     const SRS_SERVER: &str = r#"{"ip":"1.2.3.4","device_id":"dev-x","server_id":"srv-abc","service_id":"svc-1","pid":"12345","rtmp":["1935"],"http":["8080"],"api":["1985"],"srt":["10080"],"rtc":["8000"],"update_at":"2026-01-01T00:00:00.123456789Z"}"#;
 
     #[test]

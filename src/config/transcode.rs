@@ -1,7 +1,7 @@
-//! The transcoding and publish-limit flags (issue 14), one group of their own: `--transcode`
-//! and its outputs, directory, encoder, preset and ladder (MarchProxy's `RTMP_*` variables where
-//! the reference names one), the publish limits (`RTMP_MAX_STREAMS`, `RTMP_MAX_BITRATE`,
-//! `RTMP_MAX_RESOLUTION`), and `RTMP_HOST`/`RTMP_PORT`, which the reference reads for the RTMP
+//! The transcoding and publish-limit flags, one group of their own: `--transcode` and its
+//! outputs, directory, encoder, preset and ladder (MarchProxy's `RTMP_*` variables where
+//! MarchProxy has one), the publish limits (`RTMP_MAX_STREAMS`, `RTMP_MAX_BITRATE`,
+//! `RTMP_MAX_RESOLUTION`), and `RTMP_HOST`/`RTMP_PORT`, MarchProxy's variables for the RTMP
 //! listener's address. Validated into [`TranscodeConfig`] and [`PublishLimits`].
 
 use std::path::PathBuf;

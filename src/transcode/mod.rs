@@ -1,5 +1,5 @@
-//! Adaptive-bitrate transcoding of published streams (issue 14), the HLS of local streams
-//! (issue 20: remuxed, not re-encoded: `remux`), and the publish limits.
+//! Adaptive-bitrate transcoding of published streams, the HLS of local streams (remuxed, not
+//! re-encoded: `remux`), and the publish limits.
 //!
 //! ```text
 //!  shard: publish session opens/closes --ShardEvent::Session--> control thread
@@ -56,7 +56,7 @@ use crate::config::transcode::Rung;
 pub use supervisor::Supervisor;
 
 /// The folder and URL name of a stream's ladder: the stream name for app `live` on the default
-/// vhost (the reference's `<stream_key>`); otherwise the key's parts joined with `.` (the
+/// vhost (MarchProxy's `<stream_key>`); otherwise the key's parts joined with `.` (the
 /// default vhost left out): `app.stream`, `vhost.app.stream`. `None` for a name that is not a
 /// safe single path segment (letters, digits, `-`, `_`, `.`, `~`; not starting with `.`).
 pub fn output_name(key: &StreamKey) -> Option<String> {
