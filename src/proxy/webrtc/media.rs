@@ -163,11 +163,6 @@ impl Protocol for Media {
     }
 }
 
-/// Binds this shard's WebRTC UDP socket.
-pub fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::UdpSocket> {
-    udp::bind(addr)
-}
-
 /// Relays until `stop` resolves.
 pub async fn serve(shard: Rc<Shard>, socket: glommio::net::UdpSocket, stop: impl Future<Output = ()>) {
     udp::serve(Table::new(shard, socket, Media::default()), stop).await;
