@@ -33,7 +33,7 @@
 //! callers are cut to [`CLIP`] characters with an ellipsis.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ use crate::logging::clip;
 use crate::proxy::local::srt::SrtLocal;
 use crate::shard::Shard;
 use crate::shard::udp::{self, CLIP, NewSession, Protocol, Table, Verdict};
+use crate::util::oneshot;
 
 /// How long an origin gets to complete its handshake. Under libsrt's default connect timeout
 /// (`SRTO_CONNTIMEO`, 3 s from the caller's first INDUCTION), with room for the caller's round
@@ -55,6 +56,9 @@ use crate::shard::udp::{self, CLIP, NewSession, Protocol, Table, Verdict};
 pub const ORIGIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retransmission interval of the handshake packets sent to an origin.
 pub const RETRANSMIT: Duration = Duration::from_millis(250);
+/// How long a local stream's job gets to bind its SRT listener and say where (it takes a few
+/// milliseconds: a thread, libsrt's socket and bind).
+const JOB_LISTEN_WAIT: Duration = Duration::from_secs(1);
 /// SYN cookies change every minute; the previous minute's still count.
 const COOKIE_SLOT: Duration = Duration::from_secs(60);
 
@@ -100,6 +104,16 @@ pub struct State {
     phase: Cell<Phase>,
     /// The origin's answer to the CONCLUSION, sent again when the caller retransmits it.
     answer: RefCell<Vec<u8>>,
+    /// A local stream's job that has yet to say where it listens: the session's task connects
+    /// the upstream socket there before the handshake.
+    job: RefCell<Option<oneshot::Receiver<u16>>>,
+}
+
+/// Where a session's datagrams go.
+enum Upstream {
+    Origin(SocketAddr),
+    /// A local stream's job, once it tells its port.
+    Job(oneshot::Receiver<u16>),
 }
 
 type Session = udp::Session<State>;
@@ -193,11 +207,6 @@ fn handshake(data: &[u8]) -> Option<Handshake> {
     (srt::control_type(data) == Some(srt::CONTROL_HANDSHAKE)).then(|| Handshake::parse(data).ok().map(|(_, hs)| hs))?
 }
 
-/// Binds this shard's SRT UDP socket.
-pub fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::UdpSocket> {
-    udp::bind(addr)
-}
-
 /// Relays until `stop` resolves.
 pub async fn serve(shard: Rc<Shard>, socket: glommio::net::UdpSocket, stop: impl Future<Output = ()>) {
     let mut secret = [0u8; 32];
@@ -279,13 +288,7 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
             warn(table, Warning::NoOrigin, || format!("srt {} {short} from {from} refused: {why}", role.name()));
             return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
         }
-        SrtLocal::Relay(addr) => {
-            log::info!(
-                "srt {} {short} from {from}: served locally (local origin) through a job on {addr}",
-                role.name()
-            );
-            (addr, LOCAL_ORIGIN.to_string())
-        }
+        SrtLocal::Relay(told) => (Upstream::Job(told), LOCAL_ORIGIN.to_string()),
         SrtLocal::ToOrigin => {
             let origin = match super::pick(&table.shard, &key).await {
                 Ok(origin) => origin,
@@ -304,10 +307,18 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
                 });
                 return reject(table, &hs, from, srt::REJX_NOT_FOUND).await;
             };
-            (SocketAddr::new(reg.ip, endpoint.port), origin.id.0.clone())
+            (Upstream::Origin(SocketAddr::new(reg.ip, endpoint.port)), origin.id.0.clone())
         }
     };
-    let upstream = match Table::<Srt>::dial(target).await {
+    // A job's socket is connected in the session's task, once the job says where it listens.
+    let (dialled, job, target) = match target {
+        Upstream::Origin(addr) => (Table::<Srt>::dial(addr).await, None, addr),
+        Upstream::Job(told) => {
+            let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            (udp::bind(loopback), Some(told), loopback)
+        }
+    };
+    let upstream = match dialled {
         Ok(s) => s,
         Err(e) => {
             super::failed(&table.shard, PickFailure::DialFailed);
@@ -320,7 +331,7 @@ async fn conclusion(table: &Rc<Table<Srt>>, hs: Handshake, from: SocketAddr) {
     if table.session_of(from).is_some() {
         return; // a retransmitted CONCLUSION raced this one: its session is already connecting
     }
-    let state = State { phase: Cell::new(Phase::Connecting), answer: RefCell::default() };
+    let state = State { phase: Cell::new(Phase::Connecting), answer: RefCell::default(), job: RefCell::new(job) };
     let new = NewSession { key, role, origin_id, upstream, state, per_ip };
     let Some(session) = table.insert(new, from) else {
         return reject(table, &hs, from, srt::REJX_OVERLOAD).await;
@@ -355,6 +366,15 @@ async fn connect_origin(table: Rc<Table<Srt>>, session: Rc<Session>, hs: Handsha
             return table.close_from_task(&session, "access refused").await;
         }
     };
+    let job = session.state.job.borrow_mut().take();
+    if let Some(told) = job {
+        if let Err(why) = connect_job(&session, told).await {
+            failed(Warning::OriginUnreachable, why);
+            reject(&table, &hs, from, srt::REJX_NOT_FOUND).await;
+            return table.close_from_task(&session, "its local job is not listening").await;
+        }
+        log::info!("srt {role} {short} from {from}: served locally (local origin) through a job on {}", peer(&session));
+    }
     let mut buf = vec![0u8; udp::DATAGRAM];
     let answered =
         crate::shard::within(ORIGIN_HANDSHAKE_TIMEOUT, origin_handshake(&table, &session, &hs, &mut buf)).await;
@@ -383,9 +403,25 @@ async fn connect_origin(table: Rc<Table<Srt>>, session: Rc<Session>, hs: Handsha
     *session.state.answer.borrow_mut() = answer;
     session.state.phase.set(Phase::Up);
     table.report_open(&session).await;
-    let target = session.upstream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-    log::info!("srt {role} {short} from {from} via origin {} ({target}): connected", session.origin_id);
+    log::info!("srt {role} {short} from {from} via origin {} ({}): connected", session.origin_id, peer(&session));
     table.relay_from_origin(&session).await;
+}
+
+/// The address the session's upstream socket is connected to, for logs.
+fn peer(session: &Session) -> String {
+    session.upstream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string())
+}
+
+/// Connects the session's upstream socket to its local job's SRT listener, once the job says
+/// which loopback port that is; why not, if it does not.
+async fn connect_job(session: &Session, told: oneshot::Receiver<u16>) -> Result<(), String> {
+    let port = match crate::shard::within(JOB_LISTEN_WAIT, told.recv()).await {
+        Some(Some(port)) => port,
+        Some(None) => return Err("(its job) could not listen on loopback".to_string()),
+        None => return Err(format!("(its job) did not listen within {JOB_LISTEN_WAIT:?}")),
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    session.upstream.connect(addr).await.map_err(|e| format!("(its job) unreachable at {addr}: {e}"))
 }
 
 /// Why an origin's handshake failed.

@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod certs;
+pub mod oneshot;
 
 /// 64 random bits from the kernel (getrandom(2)); falls back to the clock and pid if the
 /// kernel refuses, which only weakens ids, never safety.

@@ -11,6 +11,8 @@
 //! - The ingest's RTMP publish is signed with `--publish-secret` when there is one (the SRT
 //!   caller's own access was checked by the relay already).
 //! - Bounds: at most `--local-max-streams` ingests at once (one thread each).
+//! - The job's thread picks its loopback port and binds it; the shard relays to it only once
+//!   the job says where it listens ([`SrtLocal::Relay`]).
 //! - SRT players (`m=request`) of a live local stream are relayed the same way to a player job
 //!   ([`crate::transcode::ingest::play`]) that plays the stream from streamgate's own RTMP
 //!   listener (signed with `--play-secret`) and copies it into MPEG-TS over SRT; at most
@@ -19,23 +21,24 @@
 //!   is refused (1404) with a log line saying why.
 
 use std::collections::HashSet;
-#[cfg(feature = "transcode")]
-use std::net::Ipv4Addr;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use crate::balance::StreamKey;
 use crate::shard::Shard;
+use crate::util::oneshot;
 
 /// What becomes of an SRT caller.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SrtLocal {
     /// Not a local stream: relay it to an origin as before.
     ToOrigin,
     /// The stream is live locally already, or its ingest is starting.
     Busy,
-    /// Relay the caller to this loopback address: its job (ingest or player) listens there.
-    Relay(SocketAddr),
+    /// Relay the caller to its job (ingest or player), which tells the loopback port its
+    /// listener is bound to once it is (nothing if it cannot listen): see
+    /// [`crate::transcode::ingest::Listener`].
+    Relay(oneshot::Receiver<u16>),
     /// It would be local, but cannot be (why).
     Refused(String),
 }
@@ -86,15 +89,10 @@ fn start_player(shard: &Shard, key: &StreamKey, peer: SocketAddr) -> SrtLocal {
         PLAYERS.fetch_sub(1, Ordering::AcqRel);
         return SrtLocal::Refused(format!("{MAX_SRT_PLAYERS} SRT players of local streams play already"));
     }
-    let port = match free_loopback_port() {
-        Ok(port) => port,
-        Err(e) => {
-            PLAYERS.fetch_sub(1, Ordering::AcqRel);
-            return SrtLocal::Refused(format!("no free loopback UDP port for its player: {e}"));
-        }
-    };
+    let (tell, told) = oneshot::channel();
+    let listener = crate::transcode::ingest::Listener::new(tell);
     let source = crate::transcode::supervisor::local_source(&shard.config, key);
-    let params = crate::transcode::ingest::PlayParams { name: format!("{key} from {peer}"), port, source };
+    let params = crate::transcode::ingest::PlayParams { name: format!("{key} from {peer}"), listener, source };
     let spawned = std::thread::Builder::new().name("srt player".into()).spawn(move || {
         match crate::transcode::ingest::play(&params) {
             Ok(bytes) => log::info!("srt play {}: ended ({bytes} bytes copied)", params.name),
@@ -103,7 +101,7 @@ fn start_player(shard: &Shard, key: &StreamKey, peer: SocketAddr) -> SrtLocal {
         PLAYERS.fetch_sub(1, Ordering::AcqRel);
     });
     match spawned {
-        Ok(_) => SrtLocal::Relay(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Ok(_) => SrtLocal::Relay(told),
         Err(e) => {
             PLAYERS.fetch_sub(1, Ordering::AcqRel);
             SrtLocal::Refused(format!("cannot start its player thread: {e}"))
@@ -130,15 +128,9 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtLocal {
         return SrtLocal::Refused(format!("{max} SRT ingests run already (--local-max-streams)"));
     }
     let forget = |key: &StreamKey| ingests(|t| t.remove(key));
-    let port = match free_loopback_port() {
-        Ok(port) => port,
-        Err(e) => {
-            forget(key);
-            return SrtLocal::Refused(format!("no free loopback UDP port for its ingest: {e}"));
-        }
-    };
+    let (tell, told) = oneshot::channel();
     let target = crate::transcode::supervisor::local_source(&shard.config, key);
-    let params = ingest::Params { name: key.to_string(), port, target };
+    let params = ingest::Params { name: key.to_string(), listener: ingest::Listener::new(tell), target };
     let owned = key.clone();
     let spawned = std::thread::Builder::new().name("srt ingest".into()).spawn(move || {
         match ingest::run(&params) {
@@ -148,16 +140,10 @@ fn start(shard: &Shard, key: &StreamKey) -> SrtLocal {
         forget(&owned);
     });
     match spawned {
-        Ok(_) => SrtLocal::Relay(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Ok(_) => SrtLocal::Relay(told),
         Err(e) => {
             forget(key);
             SrtLocal::Refused(format!("cannot start its ingest thread: {e}"))
         }
     }
-}
-
-/// A UDP port free on loopback now (the ingest binds it a moment later).
-#[cfg(feature = "transcode")]
-fn free_loopback_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
