@@ -16,10 +16,13 @@ apt_install gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-ba
 # libclang for its bindgen (tests/transcode.rs, src/transcode/).
 apt_install libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev
 apt_install iproute2  # ss(8): tests/access.rs reads the keepalive timers of the relayed sockets
-apt_install chromium  # the dashboard in a real browser (tests/dashboard.rs, over the DevTools pipe)
+# The dashboard in real browsers (tests/dashboard.rs): Chromium over the DevTools pipe, Firefox
+# over WebDriver BiDi.
+apt_install chromium firefox-esr
 # One venv for the Python peers (tests find target/py): aiortc for tests/webrtc/peer.py; grpcio,
-# grpcio-tools (stubs) and prometheus_client (text parser) for tests/grpc/*.py.
-python_venv target/py aiortc==1.16.0 grpcio==1.85.3 grpcio-tools==1.85.1 prometheus_client==0.26.0
+# grpcio-tools (stubs) and prometheus_client (text parser) for tests/grpc/*.py; websockets for
+# tests/dashboard/bidi.py (Firefox's BiDi WebSocket).
+python_venv target/py aiortc==1.16.0 grpcio==1.85.3 grpcio-tools==1.85.1 prometheus_client==0.26.0 websockets==17.4
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -427,7 +427,7 @@ fn auth_guards_the_views_metrics_and_grpc() {
     assert!(p.log_text().contains("registration needs the bearer token"), "{}", p.log_text());
     let good = format!("Bearer {TOKEN}");
     let mut healthy = Healthy::start(&p, Some(&good));
-    for path in ["/api/v1/origins", "/api/v1/streams", "/api/v1/shards", "/metrics"] {
+    for path in ["/api/v1/origins", "/api/v1/streams", "/api/v1/shards", "/api/v1/listeners", "/metrics"] {
         for bad in [None, Some("Bearer wrong"), Some(TOKEN)] {
             let reply = authed(&p, path, bad);
             assert_eq!(reply.status, 401, "{path} with {bad:?}: {}", reply.body);

@@ -1,6 +1,6 @@
 //! The dashboard: a page at `/` and `/dashboard/` of the System API that shows origins,
 //! streams and shards live, plays each stream (HLS with hls.js, HTTP-FLV with mpegts.js,
-//! WebRTC with WHEP in the browser) and offers the operator's actions (drain, unregister,
+//! WebRTC with WHEP in the browser, and a transcoded stream's ladder with hls.js) and offers the operator's actions (drain, unregister,
 //! disconnect a stream's sessions).
 //!
 //! Its files (`src/control/dashboard/`: the page, its script and style, and the two players

@@ -3,8 +3,8 @@
 
 Chromium is started with --remote-debugging-pipe (the protocol's messages, NUL-terminated
 JSON, on its file descriptors 3 and 4), so no WebSocket client and no debugging port are
-needed. The test talks to this script in JSON lines, one command on stdin, one answer on
-stdout:
+needed. The test talks to this script in JSON lines (the loop is lines.py, shared with
+bidi.py), one command on stdin, one answer on stdout:
 
   {"cmd": "open", "url": U, "width": W, "height": H, "mobile": false}  -> {"ok": true}
   {"cmd": "eval", "expr": JS}           -> {"ok": true, "value": ...}  (promises awaited)
@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+
+from lines import end, serve
 
 TIMEOUT = 30
 
@@ -159,44 +161,13 @@ class Browser:
             self.send("Browser.close", session=False)
         except Exception:
             pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end(self.proc)
         subprocess.run(["rm", "-rf", self.profile])
 
 
 def main():
     browser = Browser(sys.argv[1] if len(sys.argv) > 1 else "chromium")
-    try:
-        for line in sys.stdin:
-            c = json.loads(line)
-            cmd = c.get("cmd")
-            if cmd == "quit":
-                break
-            try:
-                value = None
-                if cmd == "open":
-                    browser.open(c)
-                elif cmd == "eval":
-                    value = browser.evaluate(c["expr"])
-                elif cmd == "viewport":
-                    browser.viewport(c)
-                elif cmd == "screenshot":
-                    browser.screenshot(c["path"])
-                elif cmd == "errors":
-                    with browser.cond:
-                        value = list(browser.errors)
-                else:
-                    raise RuntimeError("unknown command %r" % cmd)
-                answer = {"ok": True, "value": value}
-            except Exception as e:  # the test prints it
-                answer = {"ok": False, "error": str(e)}
-            sys.stdout.write(json.dumps(answer) + "\n")
-            sys.stdout.flush()
-    finally:
-        browser.quit()
+    serve(browser)
 
 
 if __name__ == "__main__":

@@ -192,11 +192,15 @@
       frames: el('dd', {}),
       edge: el('dd', { class: 'edge' }),
       edgeLabel: el('dt', { text: 'edge', hidden: '' }),
+      ladder: el('dd', { class: 'ladder', hidden: '' }),
+      ladderLabel: el('dt', { text: 'ladder', hidden: '' }),
+      abr: el('button', { type: 'button', class: 'play-abr', text: 'ABR', hidden: '', title: 'the transcoded ladder (HLS)' }),
       chart: el('canvas', { class: 'chart', 'aria-label': 'bit rate, last ' + HISTORY + ' s' }),
       player: el('div', { class: 'player', hidden: '' }),
     };
-    const card = { key, parts, history: [], player: null };
+    const card = { key, parts, history: [], player: null, master: null };
     const play = (kind) => () => startPlayer(card, kind);
+    parts.abr.addEventListener('click', play('abr'));
     const disconnect = confirmButton('Disconnect', 'Disconnect all?', async () => {
       const r = await post('/api/v1/streams/disconnect', { key });
       return r.sessions + ' sessions closing';
@@ -211,12 +215,14 @@
         el('dt', { text: 'media' }), parts.media,
         el('dt', { text: 'frames' }), parts.frames,
         parts.edgeLabel, parts.edge,
+        parts.ladderLabel, parts.ladder,
       ]),
       parts.chart,
       el('div', { class: 'actions' }, [
         el('button', { type: 'button', class: 'play-hls', text: 'HLS', onclick: play('hls') }),
         el('button', { type: 'button', class: 'play-flv', text: 'HTTP-FLV', onclick: play('flv') }),
         el('button', { type: 'button', class: 'play-whep', text: 'WebRTC', onclick: play('whep') }),
+        parts.abr,
         el('button', { type: 'button', class: 'stop', text: 'Stop', onclick: () => stopPlayer(card) }),
         disconnect,
       ]),
@@ -259,12 +265,35 @@
       p.edge.textContent = edge.pulls + ' pulls, ' + edge.players + ' players, ' + bytes(edge.cache_bytes) +
         ' cached, ' + edge.dropped_frames + ' frames dropped, lag up to ' + bytes(edge.max_lag_bytes);
     }
-    if (Array.isArray(s.ladder) && s.ladder.length) {
-      p.media.textContent += ' · ladder ' + s.ladder.map((r) => r.name || r.height + 'p').join(', ');
-    }
+    updateLadder(card, s.transcode);
     card.history.push({ in: s.in_kbps, out: s.out_kbps });
     if (card.history.length > HISTORY) card.history.shift();
     drawChart(p.chart, card.history);
+  }
+
+  // The transcoding job's ladder (`transcode` of /api/v1/streams, absent when the stream has
+  // no job): one chip per rung, then the job's state; the ABR button plays its master playlist.
+  function updateLadder(card, t) {
+    const p = card.parts;
+    const profiles = t && Array.isArray(t.profiles) ? t.profiles : [];
+    p.ladder.hidden = !t;
+    p.ladderLabel.hidden = !t;
+    p.abr.hidden = !(t && t.master);
+    card.master = t ? t.master : null;
+    if (!t) return;
+    const chips = profiles.map((r) => el('span', {
+      class: 'chip rung ' + r.status,
+      'data-rung': r.name,
+      title: r.codec + ' ' + r.width + '×' + r.height + ', ' + r.status,
+      text: r.name + ' ' + bits(r.kbps),
+    }));
+    const job = [t.status, t.encoder, t.fps ? t.fps + ' fps' : '', t.speed ? 'speed ' + t.speed + '×' : '',
+      t.dropped_frames ? t.dropped_frames + ' dropped' : ''].filter(Boolean).join(' · ');
+    const line = [el('span', { class: 'chips' }, chips.length ? chips : [el('span', { class: 'muted', text: 'no rungs' })]),
+      el('span', { class: 'muted', text: job })];
+    if (t.problem) line.push(el('span', { class: 'bad', text: t.problem }));
+    p.ladder.replaceChildren(...line);
+    p.ladder.dataset.rungs = profiles.map((r) => r.name).join(' ');
   }
 
   function drawChart(canvas, history) {
@@ -299,9 +328,9 @@
 
   // ---- players ------------------------------------------------------------------------
 
-  function playerUrls(key) {
+  function playerUrls(card) {
     const u = state.urls || {};
-    const s = streamPath(key);
+    const s = streamPath(card.key);
     const vhost = s.vhost ? 'vhost=' + encodeURIComponent(s.vhost) : '';
     const q = (first) => (vhost ? first + vhost : '');
     return {
@@ -309,26 +338,40 @@
       flv: u.http_stream && u.http_stream + s.path + '.flv' + q('?'),
       whep: u.http_api && u.http_api + '/rtc/v1/whep/?app=' + encodeURIComponent(s.app) +
         '&stream=' + encodeURIComponent(s.stream) + q('&'),
+      abr: u.http_stream && card.master && u.http_stream + card.master,
     };
   }
 
   function startPlayer(card, kind) {
     stopPlayer(card);
-    const url = playerUrls(card.key)[kind];
+    const url = playerUrls(card)[kind];
     const box = card.parts.player;
     const video = el('video', { muted: '', playsinline: '', controls: '', autoplay: '' });
     video.muted = true;
-    const note = el('p', { class: 'note', text: kind.toUpperCase() + ' ' + (url || '') });
+    const label = kind.toUpperCase() + ' ' + (url || '');
+    const note = el('p', { class: 'note', text: label });
     box.replaceChildren(video, note);
     box.hidden = false;
     box.dataset.kind = kind;
-    const fail = (message) => { note.textContent = message; note.className = 'note bad'; };
+    delete box.dataset.error;
     const player = { kind, video, stop: () => {} };
+    // A player's errors go into its note (and the box's data-error, which the tests read),
+    // not the console; one that comes after the player was stopped or replaced is dropped.
+    const fail = (message) => {
+      if (card.player !== player) return;
+      note.textContent = message;
+      note.className = 'note bad';
+      box.dataset.error = message;
+    };
+    player.show = (text) => { if (card.player === player && !box.dataset.error) note.textContent = label + ' · ' + text; };
     card.player = player;
     if (!url) return fail('the proxy did not say where its ' + (kind === 'whep' ? 'HTTP API' : 'HTTP stream') + ' listener is');
-    const play = () => video.play().catch((e) => fail('press play: ' + e.message));
+    // play() is refused (NotAllowedError) where the browser wants a gesture first; an
+    // AbortError only says a new load or a pause came first, which is no failure.
+    const play = () => video.play().catch((e) => { if (e.name !== 'AbortError') fail('press play: ' + e.message); });
     try {
       if (kind === 'hls') player.stop = playHls(video, url, play, fail);
+      else if (kind === 'abr') player.stop = playHls(video, url, play, fail, player.show);
       else if (kind === 'flv') player.stop = playFlv(video, url, play, fail);
       else player.stop = playWhep(video, url, play, fail);
     } catch (e) {
@@ -347,13 +390,21 @@
     card.parts.player.hidden = true;
   }
 
-  function playHls(video, url, play, fail) {
+  // HLS with hls.js (or the browser's own where it has no Media Source Extensions); `show`,
+  // for a ladder, is told which rung plays.
+  function playHls(video, url, play, fail, show) {
     if (window.Hls && window.Hls.isSupported()) {
       const hls = new window.Hls({ liveDurationInfinity: true });
       hls.on(window.Hls.Events.ERROR, (_, data) => {
         if (data.fatal) fail('HLS: ' + data.type + ' ' + data.details);
       });
       hls.on(window.Hls.Events.MANIFEST_PARSED, play);
+      if (show) {
+        hls.on(window.Hls.Events.LEVEL_SWITCHED, (_, data) => {
+          const level = hls.levels[data.level];
+          if (level) show('playing ' + (level.height ? level.height + 'p' : 'rung ' + data.level) + ' of ' + hls.levels.length);
+        });
+      }
       hls.loadSource(url);
       hls.attachMedia(video);
       return () => hls.destroy();
@@ -371,13 +422,31 @@
     if (!mpegts || !mpegts.getFeatureList().mseLivePlayback) {
       throw new Error('this browser cannot play HTTP-FLV (no Media Source Extensions)');
     }
-    mpegts.LoggingControl.applyConfig({ enableAll: false, enableError: false });
+    quietMpegts(mpegts);
     const player = mpegts.createPlayer({ type: 'flv', isLive: true, url }, { enableStashBuffer: false });
     player.on(mpegts.Events.ERROR, (type, detail) => fail('HTTP-FLV: ' + type + ' ' + detail));
+    flvFails.add(fail);
     player.attachMediaElement(video);
     player.load();
     play();
-    return () => { player.pause(); player.unload(); player.detachMediaElement(); player.destroy(); };
+    return () => {
+      flvFails.delete(fail);
+      player.pause(); player.unload(); player.detachMediaElement(); player.destroy();
+    };
+  }
+
+  // mpegts.js logs to the console by itself (its info lines every few seconds); that is turned
+  // off, and its error lines go to the notes of the HTTP-FLV players playing instead (its log
+  // is one for the page, so a line cannot be told apart by player).
+  const flvFails = new Set();
+  let mpegtsQuiet = false;
+  function quietMpegts(mpegts) {
+    if (mpegtsQuiet) return;
+    mpegtsQuiet = true;
+    mpegts.LoggingControl.applyConfig({ enableAll: false, enableError: false });
+    mpegts.LoggingControl.addLogListener((level, text) => {
+      if (level === 'error') for (const fail of flvFails) fail('HTTP-FLV: ' + text);
+    });
   }
 
   // WHEP (RFC 9725): one POST of the complete offer, the answer in the body, DELETE at the end.
@@ -489,7 +558,7 @@
         return 'unregistered';
       });
       return el('tr', { 'data-origin': o.id }, [
-        el('td', { class: 'wrap' }, [el('strong', { text: o.id }), el('br'), el('span', { class: 'muted', text: o.ip + (o.device_id ? ' · ' + o.device_id : '') })]),
+        el('td', { class: 'wrap' }, [el('div', {}, [el('strong', { text: o.id }), el('br'), el('span', { class: 'muted', text: o.ip + (o.device_id ? ' · ' + o.device_id : '') })])]),
         el('td', { class: cls, text: stateText.join(', ') }),
         el('td', { text: age(o.heartbeat_age_seconds) + ' ago' }),
         el('td', { class: 'wrap', text: endpoints }),
@@ -499,8 +568,20 @@
     });
     // Keep a row whose action button is waiting for its confirmation.
     const body = $('origins').tBodies[0];
-    if (!body.querySelector('button.armed, button.busy')) body.replaceChildren(...rows);
+    if (!body.querySelector('button.armed, button.busy')) {
+      body.replaceChildren(...rows);
+      labelCells($('origins'));
+    }
     $('origins-count').textContent = String(origins.total);
+  }
+
+  // Each cell gets its column's name (data-label), which the phone layout shows beside it
+  // in place of the table's head.
+  function labelCells(table) {
+    const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+    for (const row of table.tBodies[0].rows) {
+      [...row.cells].forEach((td, i) => { td.dataset.label = names[i] || ''; });
+    }
   }
 
   // ---- shards -------------------------------------------------------------------------
@@ -532,6 +613,7 @@
     const rows = body.shards.map((s) => shardRow(String(s.index), s));
     rows.push(shardRow('total', body.total));
     $('shards').tBodies[0].replaceChildren(...rows);
+    labelCells($('shards'));
     $('uptime').textContent = 'up ' + age(body.uptime_seconds);
     $('bytes').textContent = 'Since start: ' + (Object.entries(body.bytes_by_protocol || {})
       .map(([p, b]) => p + ' ' + bytes(b.bytes_in) + ' in, ' + bytes(b.bytes_out) + ' out')
