@@ -5,8 +5,12 @@ stands in for it), the same run for both: 1 paced publisher (1280x720, about 2 M
 RTMP players from streamgate-load. Reports each server's CPU seconds per GiB delivered and its
 memory (peak RSS, RSS growth per player), and streamgate / nginx-rtmp as ratios.
 
-Usage: perf/local_fanout.py [--players 300] [--duration 30]   (needs target/release binaries,
-nginx with the rtmp module, ffmpeg)
+Usage: perf/local_fanout.py [--players 300] [--duration 30] [--shards N] [--merge-write D] [--strace S] [--profile S]
+(needs target/release binaries, nginx with the rtmp module, ffmpeg; --strace and --profile need
+strace and perf). --shards N runs streamgate with N shards (default: one per CPU);
+--merge-write D gives it --edge-merge-write D (merged writes, as SRS's mw_latency). --strace S counts
+each server's system calls for S seconds and --profile S samples streamgate with perf for S seconds,
+both after the measured window (they slow what they watch), the load generator still running.
 """
 
 import argparse
@@ -59,7 +63,7 @@ rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 60000; application live {{
     return proc, port
 
 
-def streamgate(tmp):
+def streamgate(tmp, shards=None, merge_write=None):
     port, api = free_port(), free_port()
     log = open(os.path.join(tmp, "streamgate.log"), "w")
     proc = subprocess.Popen(
@@ -68,7 +72,8 @@ def streamgate(tmp):
          "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{api}",
          "--grpc", f"127.0.0.1:{free_port()}", "--local-origin", "on", "--local-hls-jobs", "0",
          "--transcode", "off", "--max-bitrate", "0", "--log-level", "warn",
-         "--local-hls-dir", os.path.join(tmp, "hls")],
+         "--local-hls-dir", os.path.join(tmp, "hls")] + (["--shards", str(shards)] if shards else [])
+        + (["--edge-merge-write", merge_write] if merge_write else []),
         stdout=subprocess.DEVNULL, stderr=log)
     wait_port(port)
     proc.api = api
@@ -82,23 +87,52 @@ def ring_kib(api):
         return sum(s["edge"]["cache_bytes"] for s in json.loads(r.read())["shards"]) // 1024
 
 
-def run(name, proc, port, flv, players, duration):
-    args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration), "--json",
+def cpu_split(pid):
+    """(user, system) CPU seconds of every thread of pid, and its context switches."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    switches = sum(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if "ctxt_switches" in line)
+    return int(fields[11]) / bench.TICK, int(fields[12]) / bench.TICK, switches
+
+
+def run(name, proc, port, flv, players, duration, strace=None, profile=None):
+    extra = (strace or 0) + (profile or 0)
+    split0 = cpu_split(proc.pid)
+    args = [LOAD, "--url", f"rtmp://127.0.0.1:{port}/live", "--duration", str(duration + extra), "--json",
             "--publishers", "1", "--paced", "--players", str(players), "--ramp-per-sec", "150", "--flv", flv]
     cpu0, rss0 = cpu_seconds(proc.pid), status_kib(proc.pid, "VmRSS")
     gen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rings = None
+    t0 = time.time()
     if getattr(proc, "api", None):
         # Near the end of the window, every player still connected.
         time.sleep(max(1, duration - 3))
         rings = ring_kib(proc.api)
-    stdout, stderr = gen.communicate(timeout=duration + 120)
+    time.sleep(max(0, duration - (time.time() - t0)))
+    # The window: what the load generator reports covers it and what follows, so the server's
+    # CPU is read at its end and scaled to the bytes the players received in it.
+    cpu_window = cpu_seconds(proc.pid) - cpu0
+    split = [b - a for a, b in zip(split0, cpu_split(proc.pid))]
+    traced = {}
+    if strace:
+        traced["syscalls"] = bench.strace_counts(proc.pid, strace, os.path.dirname(flv))
+    if profile:
+        data = os.path.join(os.path.dirname(flv), f"perf-{proc.pid}.data")
+        subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-p", str(proc.pid), "-o", data, "--",
+                        "sleep", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "sym",
+                              "--percent-limit", "0.7", "-g", "none"], capture_output=True, text=True).stdout
+        traced["profile"] = [line.strip() for line in rep.splitlines() if line.strip() and not line.startswith("#")][:40]
+    stdout, stderr = gen.communicate(timeout=duration + extra + 120)
     if gen.returncode != 0:
         raise RuntimeError(f"{name}: load generator failed: {stderr[-2000:]}")
     load = json.loads(stdout.strip().splitlines()[-1])
-    row = {"target": name, "load": load, "cpu_s": cpu_seconds(proc.pid) - cpu0,
+    share = duration / max(1e-9, load.get("seconds", duration))
+    row = {"target": name, "load": load, "cpu_s": cpu_window if extra else cpu_seconds(proc.pid) - cpu0,
            "peak_rss_kib": status_kib(proc.pid, "VmHWM"), "rss_growth_kib": status_kib(proc.pid, "VmRSS") - rss0}
-    gib = load.get("bytes_received", 0) / 2**30
+    row.update(traced)
+    row["user_s"], row["system_s"], row["context_switches"] = split
+    gib = load.get("bytes_received", 0) * (share if extra else 1) / 2**30
     row["cpu_s_per_gib"] = row["cpu_s"] / gib if gib else float("nan")
     row["rss_per_player_kib"] = row["rss_growth_kib"] / max(1, players)
     # The shared rings (one per shard holding the stream) are reported apart, as perf/run.py
@@ -114,14 +148,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--players", type=int, default=300)
     ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--shards", type=int, default=None)
+    ap.add_argument("--merge-write", default=None, help="streamgate's --edge-merge-write (e.g. 100ms)")
+    ap.add_argument("--strace", type=int, default=None)
+    ap.add_argument("--profile", type=int, default=None)
     opts = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="local-fanout-") as tmp:
         flv = make_flv(tmp)
-        for name, start in (("nginx-rtmp", nginx), ("streamgate local", streamgate)):
+        for name, start in (("nginx-rtmp", nginx), ("streamgate local", lambda t: streamgate(t, opts.shards, opts.merge_write))):
             print(f"running {name} ...", file=sys.stderr)
             proc, port = start(tmp)
-            rows.append(run(name, proc, port, flv, opts.players, opts.duration))
+            rows.append(run(name, proc, port, flv, opts.players, opts.duration, opts.strace, opts.profile))
     lines = [f"## local fan-out: 1 paced publisher (1280x720, about 2 Mbit/s), {opts.players} RTMP players, "
              f"{opts.duration} s", "",
              f"{time.strftime('%Y-%m-%dT%H:%M:%S')}, {os.cpu_count()} CPUs, all processes on the same machine.", "",
@@ -138,13 +176,24 @@ def main():
                      f"{s.get('video_fps_per_player', 0):.1f} | {s.get('players_without_media_at_end', '?')} | "
                      f"{json.dumps(s.get('errors', {}))} |")
     ours, theirs = rows[1], rows[0]
+    for r in rows:
+        lines.append(f"- {r['target']}: user {r['user_s']:.2f} s, system {r['system_s']:.2f} s, "
+                     f"{r['context_switches']} context switches in the window")
     lines += ["", f"- CPU per GiB, streamgate local / nginx-rtmp: {ours['cpu_s_per_gib'] / theirs['cpu_s_per_gib']:.2f}",
               f"- RSS growth per player, streamgate local / nginx-rtmp: "
               f"{ours['rss_per_player_kib'] / max(1e-9, theirs['rss_per_player_kib']):.2f}",
               f"- RSS growth per player less the shared rings, streamgate local / nginx-rtmp (its growth whole): "
               f"{ours['rss_per_player_less_rings_kib'] / max(1e-9, theirs['rss_per_player_kib']):.2f}",
               f"- peak RSS, streamgate local / nginx-rtmp: {ours['peak_rss_kib'] / max(1, theirs['peak_rss_kib']):.2f}",
-              "", "<details><summary>raw</summary>", "", "```json", json.dumps(rows, indent=1), "```", "</details>"]
+              ""]
+    for r in rows:
+        if r.get("syscalls"):
+            top = sorted(r["syscalls"].items(), key=lambda kv: -kv[1])[:8]
+            lines.append(f"- {r['target']} system calls in {opts.strace} s: " + ", ".join(f"{k} {v}" for k, v in top))
+        if r.get("profile"):
+            lines += [f"- {r['target']} profile ({opts.profile} s, perf, self time by symbol):", "", "```"]
+            lines += r["profile"] + ["```"]
+    lines += ["", "<details><summary>raw</summary>", "", "```json", json.dumps(rows, indent=1), "```", "</details>"]
     print("\n".join(lines))
 
 

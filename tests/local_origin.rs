@@ -637,3 +637,57 @@ fn srt_players_of_a_local_stream_play_it_until_the_publisher_leaves() {
         "{log}"
     );
 }
+
+/// How an HTTP-FLV player of `stream` receives it for `window` once it has played a second:
+/// the number of bursts (reads more than [`BURST_GAP`] after the previous one) and the bytes.
+fn flv_bursts(p: &Proxy, stream: &str, window: Duration) -> (usize, usize) {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", p.http)).unwrap();
+    let request = format!("GET /live/{stream}.flv HTTP/1.1\r\nHost: x\r\n\r\n");
+    sock.write_all(request.as_bytes()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let start = std::time::Instant::now();
+    let (mut bursts, mut bytes, mut last) = (0, 0, start);
+    while start.elapsed() < Duration::from_secs(1) + window {
+        let n = match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => panic!("reading the HTTP-FLV player: {e}"),
+        };
+        let now = std::time::Instant::now();
+        if now.duration_since(start) >= Duration::from_secs(1) {
+            bytes += n;
+            bursts += usize::from(now.duration_since(last) > BURST_GAP);
+        }
+        last = now;
+    }
+    (bursts, bytes)
+}
+
+/// Reads closer than this belong to one burst.
+const BURST_GAP: Duration = Duration::from_millis(10);
+
+/// `--edge-merge-write`: a player's sends each carry the merge time's worth of the stream,
+/// so it receives a few bursts a second instead of one per message (compared with the same
+/// stream without it).
+#[test]
+fn merged_writes_send_a_players_stream_in_fewer_larger_bursts() {
+    let window = Duration::from_secs(4);
+    let mut seen = Vec::new();
+    for merge in ["0s", "300ms"] {
+        let p = Proxy::start(&["--local-origin", "on", "--shards", "1", "--edge-merge-write", merge]);
+        let mut publisher = publish_local(&p, "mw", 20);
+        let (bursts, bytes) = flv_bursts(&p, "mw", window);
+        assert!(publisher.running(), "{}", publisher.describe());
+        assert!(bytes > 20_000, "merge {merge}: {bytes} bytes in {window:?}\n{}", p.log_text());
+        seen.push((merge, bursts, bytes));
+    }
+    let (plain, merged) = (seen[0].1, seen[1].1);
+    // 300 ms merges: about 13 bursts in 4 s (a little more where a merge ends just after a
+    // message came); every message apart: about one per frame (25 video frames a second).
+    assert!(merged <= 20, "merged writes came in {merged} bursts: {seen:?}");
+    assert!(plain >= 2 * merged, "without merging {plain} bursts, with it {merged}: {seen:?}");
+    eprintln!("(merge, bursts, bytes) in {window:?}: {seen:?}");
+}

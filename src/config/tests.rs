@@ -135,6 +135,14 @@ fn default_backend_endpoints_are_checked_at_startup() {
 }
 
 #[test]
+fn edge_merge_write_is_off_by_default_and_at_most_a_second() {
+    assert_eq!(load(&[]).unwrap().edge.merge_write, Duration::ZERO);
+    assert_eq!(load(&["--edge-merge-write", "100ms"]).unwrap().edge.merge_write, Duration::from_millis(100));
+    let e = load(&["--edge-merge-write", "2s"]).unwrap_err();
+    assert!(e.contains("--edge-merge-write") && e.contains("STREAMGATE_EDGE_MERGE_WRITE"), "{e}");
+}
+
+#[test]
 fn stall_timeout_defaults_to_30s_and_is_at_least_a_second() {
     assert_eq!(load(&[]).unwrap().stall_timeout, Duration::from_secs(30));
     assert_eq!(load(&["--stall-timeout", "2s"]).unwrap().stall_timeout, Duration::from_secs(2));

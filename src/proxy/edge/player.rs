@@ -335,7 +335,7 @@ async fn write_loop(
     dropped: &Cell<u64>,
 ) -> io::Result<End> {
     let stream = &member.stream;
-    let (max_lag, stall) = (config.max_lag as u64, config.stall_timeout);
+    let (max_lag, stall, merge) = (config.max_lag as u64, config.stall_timeout, config.merge_write);
     let mut pending = Pending::new(framing);
     if !prelude.head.is_empty() {
         pending.bufs.push_back(Piece { bytes: Bytes::from(prelude.head), frame: false, last: true });
@@ -347,6 +347,7 @@ async fn write_loop(
         ring.start()
     };
     let mut progress = Instant::now();
+    let mut last_send = progress;
     loop {
         if stream.is_closed() {
             if wire == Wire::Rtmp {
@@ -367,6 +368,11 @@ async fn write_loop(
             pending.extend(batch);
         }
         if pending.is_empty() {
+            // Merged writes: what comes within `merge` of the last send goes out with it.
+            if let Some(wait) = merge.checked_sub(last_send.elapsed()).filter(|w| !w.is_zero()) {
+                glommio::timer::sleep(wait).await;
+                continue;
+            }
             stream.changed(member.id, cursor.seq).await;
             progress = Instant::now();
             continue;
@@ -375,6 +381,7 @@ async fn write_loop(
         if sent > 0 {
             bytes_out.set(bytes_out.get() + sent as u64);
             progress = Instant::now();
+            last_send = progress;
             continue;
         }
         if progress.elapsed() >= stall {
