@@ -25,11 +25,35 @@ local_addr() {
   esac
 }
 
+# How to play over the TLS listeners the startup line names (none unless --rtmps-server,
+# --https-server or --https-api is given).
+tls_help() {
+  local line=$1 addr
+  addr=$(addr_of RTMPS "$line") || addr=
+  if [ -n "$addr" ]; then
+    printf '  ffplay rtmps://%s/live/demo                               # RTMPS\n' "$(local_addr "$addr")"
+  fi
+  addr=$(addr_of "HTTPS stream" "$line") || addr=
+  if [ -n "$addr" ]; then
+    printf '  ffplay https://%s/live/demo.flv                           # HTTPS-FLV\n' "$(local_addr "$addr")"
+  fi
+  addr=$(addr_of "HTTPS API" "$line") || addr=
+  if [ -n "$addr" ]; then
+    printf '  WHIP/WHEP over HTTPS: https://%s/rtc/v1/whep/?app=live&stream=demo\n' "$(local_addr "$addr")"
+  fi
+}
+
 announce() {
-  local line=$1 name rtmp http srt api
+  local line=$1 name rtmp http srt api tls
   printf '\nstreamgate is listening:\n'
   for name in "RTMP" "HTTP stream" "HTTP API" "WebRTC" "SRT" "System API" "gRPC"; do
     printf '  %-12s %s\n' "$name" "$(addr_of "$name" "$line" || echo '?')"
+  done
+  # The TLS listeners are in the startup line only when they are on.
+  for name in "RTMPS" "HTTPS stream" "HTTPS API"; do
+    if addr_of "$name" "$line" >/dev/null; then
+      printf '  %-12s %s\n' "$name" "$(addr_of "$name" "$line")"
+    fi
   done
   printf '  (HTTP stream: HTTP-FLV, HTTP-TS, HTTP-MP3/AAC, HLS; HTTP API: WebRTC WHIP/WHEP;\n'
   printf '   WebRTC and SRT are UDP; System API: registration and status; gRPC: ModuleService)\n'
@@ -37,6 +61,10 @@ announce() {
   http=$(local_addr "$(addr_of "HTTP stream" "$line")")
   srt=$(local_addr "$(addr_of SRT "$line")")
   api=$(local_addr "$(addr_of "System API" "$line")")
+  tls=$(tls_help "$line")
+  if [ -n "$tls" ]; then
+    tls=$(printf '\n\nOver TLS (RTMPS, HTTPS stream, HTTPS API), the same streams:\n\n%s' "$tls")
+  fi
   cat <<HELP
 
 Publish and play with no other server: while no origin is registered, streamgate serves a
@@ -45,8 +73,15 @@ published stream itself (--local-origin auto, the default; see "Local origin" in
   ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=25 -f lavfi -i sine -c:v libx264 -g 50 -c:a aac -f flv rtmp://$rtmp/live/demo
   ffplay rtmp://$rtmp/live/demo                                # RTMP
   ffplay http://$http/live/demo.flv                            # HTTP-FLV
+  ffplay http://$http/live/demo.ts                             # HTTP-TS
   ffplay http://$http/live/demo.m3u8                           # HLS (remuxed; after its first segments)
+  ffplay 'srt://$srt?streamid=#!::r=live/demo,m=request'       # SRT
   ffplay http://$http/streams/demo/master.m3u8                 # the ladder (needs --transcode on)
+
+or publish over SRT instead (served through libavformat: the cargo feature transcode, on by
+default):
+
+  ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=25 -f lavfi -i sine -c:v libx264 -g 50 -c:a aac -f mpegts 'srt://$srt?streamid=#!::r=live/demo,m=publish'$tls
 
 With origins behind it (SRS, nginx-rtmp), streamgate pins each new stream to one of them and
 relays it. Register an origin (an SRS heartbeat does this by itself; see README), for example
@@ -62,8 +97,8 @@ auth on with --http-api-auth-enabled on and a token); see "Security defaults" in
   curl http://$api/api/v1/origins      # what is registered, alive and proven
   curl http://$api/api/v1/streams      # which stream is pinned where (or "local": true)
 
-New streams then go to the origin; publish the same way and play over any protocol (SRT needs
-an origin: a local stream plays over RTMP, HTTP-FLV and HLS, for now):
+New streams then go to the origin; publish the same way and play over any protocol the
+origin serves:
 
   ffplay rtmp://$rtmp/live/demo                                # RTMP
   ffplay http://$http/live/demo.flv                            # HTTP-FLV

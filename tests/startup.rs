@@ -170,16 +170,28 @@ fn sigterm_exits_cleanly_and_json_logs_parse() {
 
 /// scripts/run.sh runs streamgate with its log through scripts/announce.sh, which passes the
 /// log on and, once streamgate has started, prints every listener with the address it bound
-/// and how to publish and play over RTMP, HTTP-FLV, HLS and SRT with those ports. Here with
-/// port 0 everywhere, so every port printed can only come from the startup line, in both log
-/// formats; the log still passes through after the announcement (the shutdown lines).
+/// and how to publish and play over RTMP, HTTP-FLV, HTTP-TS, HLS and SRT with those ports, and
+/// over the TLS listeners when they are on. Here with port 0 everywhere, so every port printed
+/// can only come from the startup line, in both log formats (the JSON run with every TLS
+/// listener on, the text run with none); the log still passes through after the announcement
+/// (the shutdown lines).
 #[test]
 fn announce_script_prints_every_listener_and_how_to_play() {
     let announce = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/announce.sh");
-    for format in ["text", "json"] {
+    const TLS: [&str; 3] = ["RTMPS", "HTTPS stream", "HTTPS API"];
+    for (format, tls) in [("text", false), ("json", true)] {
         let dir = TempDir::new("announce");
         let out = dir.0.join("stderr.txt");
-        let inner = proxy_command(&dir, &["--log-format", format]);
+        let cert = tls.then(|| make_cert(&dir.0, "announce"));
+        let mut flags = vec!["--log-format", format];
+        if let Some(cert) = &cert {
+            let (cert, key) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+            for flag in ["--rtmps-server", "--https-server", "--https-api"] {
+                flags.extend([flag, "127.0.0.1:0"]);
+            }
+            flags.extend(["--tls-cert", cert, "--tls-key", key]);
+        }
+        let inner = proxy_command(&dir, &flags);
         let mut cmd = std::process::Command::new("bash");
         cmd.arg("-c").arg(r#"exec "$@" 2> >("$0")"#).arg(announce).arg(inner.get_program()).args(inner.get_args());
         for (k, v) in inner.get_envs() {
@@ -203,13 +215,33 @@ fn announce_script_prints_every_listener_and_how_to_play() {
             format!("curl -X POST http://127.0.0.1:{}/api/v1/srs/register", port("System API")),
             format!("-f flv rtmp://127.0.0.1:{}/live/demo", port("RTMP")),
             format!("ffplay http://127.0.0.1:{}/live/demo.flv", port("HTTP stream")),
+            format!("ffplay http://127.0.0.1:{}/live/demo.ts", port("HTTP stream")),
             format!("ffplay http://127.0.0.1:{}/live/demo.m3u8", port("HTTP stream")),
             format!("ffplay 'srt://127.0.0.1:{}?streamid=#!::r=live/demo,m=request'", port("SRT")),
+            format!("-f mpegts 'srt://127.0.0.1:{}?streamid=#!::r=live/demo,m=publish'", port("SRT")),
         ]);
+        let tls_lines = || {
+            let mut lines: Vec<String> =
+                TLS.iter().map(|name| format!("  {name:<12} 127.0.0.1:{}", port(name))).collect();
+            lines.extend([
+                format!("ffplay rtmps://127.0.0.1:{}/live/demo", port("RTMPS")),
+                format!("ffplay https://127.0.0.1:{}/live/demo.flv", port("HTTPS stream")),
+                format!("https://127.0.0.1:{}/rtc/v1/whep/?app=live&stream=demo", port("HTTPS API")),
+            ]);
+            lines
+        };
+        if tls {
+            want.extend(tls_lines());
+        }
         let printed = text();
         for w in &want {
             assert!(printed.contains(w.as_str()), "{format}: {w:?} missing from:\n{printed}");
         }
+        for name in TLS {
+            assert_eq!(started_port(&line, name).is_some(), tls, "{format}: {name} in {line}");
+        }
+        assert_eq!(printed.contains("Over TLS"), tls, "{format}: TLS help only with TLS listeners:\n{printed}");
+        assert!(!printed.contains("SRT needs an origin"), "{format}: stale text:\n{printed}");
         let after = |needle: &str| {
             let now = text();
             now.find("Stop with Ctrl-C").zip(now.find(needle)).is_some_and(|(a, b)| b > a)

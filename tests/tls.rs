@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,27 +20,6 @@ use common::*;
 const PUBLISH_WAIT: Duration = Duration::from_secs(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(25);
 const CONNECT: Duration = Duration::from_secs(30);
-
-/// A self-signed certificate and its key (P-256), named `name` (its subject CN).
-struct Cert {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_cert(dir: &Path, name: &str) -> Cert {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
-    Cert { cert, key }
-}
 
 /// A proxy with every TLS listener on (port 0) and `cert`, plus `extra` flags.
 struct TlsProxy {

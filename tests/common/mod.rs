@@ -387,3 +387,25 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A self-signed certificate and its key (P-256), named `name` (its subject CN), for `localhost`,
+/// 127.0.0.1 and 127.0.0.2, made with the openssl CLI in `dir`.
+pub struct Cert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_cert(dir: &Path, name: &str) -> Cert {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    Cert { cert, key }
+}
