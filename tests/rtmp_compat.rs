@@ -1,7 +1,10 @@
-//! Chunk sizes as SRS clients need them. The proxy answers `connect` as an SRS origin does
-//! (WindowAckSize, SetPeerBandwidth, SetChunkSize 60000, then the `_result`), so a client
-//! that reads each message from a single chunk (tests/common/single_chunk.rs, modelled on the
-//! go-oryx-lib client of SRS's tools) connects, publishes and plays through it; and the
+//! Chunk sizes and answers as SRS clients need them. The proxy answers `connect` as an SRS
+//! origin does (WindowAckSize, SetPeerBandwidth, SetChunkSize 60000, then the `_result`), and
+//! the origin's own answers to the replayed `connect` and `createStream` never reach the
+//! client, so a client that reads each message from a single chunk and fails on an answer it
+//! is not waiting for (tests/common/single_chunk.rs, modelled on the go-oryx-lib client of
+//! SRS's tools) connects, publishes and plays through it, relayed, from the edge and from the
+//! local origin; and the
 //! origin's stream reaches clients in the chunk size it is written in, also from an origin
 //! that never announces one. Real peers: nginx-rtmp as origin, ffprobe and rtmpdump as
 //! players; the origin that never announces a chunk size is a fake, because no installed
@@ -54,11 +57,12 @@ fn connect_is_answered_as_srs_does_with_one_chunk_per_message() {
     assert_eq!(client.chunk_sizes, [60_000], "the proxy announced its chunk size once");
 }
 
-/// The single-chunk client against nginx-rtmp with SRS's chunk size (60000) directly, then
-/// through the proxy: it publishes an FLV file's tags, ffprobe sees them through the proxy,
-/// and a second single-chunk client plays them. The publisher's read chunk size never
-/// changes after the proxy's announcement; the player is told 128 in front of the origin's
-/// stream and then follows the origin's own SetChunkSize.
+/// The single-chunk client (strict: no answer it is not waiting for) against nginx-rtmp with
+/// SRS's chunk size (60000) directly, then through the proxy: it publishes an FLV file's tags,
+/// ffprobe sees them through the proxy, and a second single-chunk client plays them, relayed,
+/// then a third through another proxy's edge. The publisher's read chunk size never changes
+/// after the proxy's announcement; the relayed player follows the origin's own SetChunkSize
+/// (the origin announces it before any message that needs it, so nothing else is announced).
 #[test]
 fn single_chunk_clients_publish_and_play_through_the_proxy() {
     let origin = NginxRtmp::start(60_000);
@@ -71,7 +75,7 @@ fn single_chunk_clients_publish_and_play_through_the_proxy() {
     assert!(status.as_ref().is_ok_and(|s| s.1 == "NetStream.Publish.Start"), "{status:?}\n{}", origin.error_log());
     drop(direct);
 
-    let p = Proxy::start(&[]);
+    let p = Proxy::start(&["--log-level", "debug"]);
     assert_eq!(register(&p.api_addr(), &origin_body("srs-like", "sc", origin.rtmp_port)).status, 200);
     let mut publisher = SingleChunkClient::open(p.rtmp).unwrap();
     let status =
@@ -96,10 +100,50 @@ fn single_chunk_clients_publish_and_play_through_the_proxy() {
         "{video} video, {audio} audio, ended: {ended:?}; {:?}",
         player.received
     );
-    assert_eq!(player.chunk_sizes, [60_000, 128, 60_000], "the proxy's, the switch back, the origin's");
+    assert_eq!(player.chunk_sizes, [60_000, 60_000], "the proxy's, the origin's");
+    let results: Vec<&String> = player.received.iter().filter(|r| r.starts_with("_result")).collect();
+    assert_eq!(results, ["_result 1", "_result 2"], "the proxy's answers only: {:?}", player.received);
+    // ffprobe (which also sends FCSubscribe) and the player were in step with nginx-rtmp at the
+    // start: the relay took the origin's stream verbatim (spliceable) from there.
+    let verbatim = p.log_text().matches("relaying its stream verbatim").count();
+    assert_eq!(verbatim, 2, "{}", p.log_text());
+
+    // The edge answers its players itself; the same strict client plays from it.
+    let edge = Proxy::start(&["--edge", "on"]);
+    assert_eq!(register(&edge.api_addr(), &origin_body("srs-like", "sc", origin.rtmp_port)).status, 200);
+    let mut player = SingleChunkClient::open(edge.rtmp).unwrap();
+    let status = player
+        .start(edge.rtmp, "sc", false, STATUS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("edge: {e}\n{}", edge.log_text()));
+    assert_eq!(status.1, "NetStream.Play.Start", "{status:?}");
+    let (video, audio, ended) = player.count_media(Instant::now() + Duration::from_secs(2));
+    assert!(video > 0 && audio > 0 && ended.is_none(), "edge: {video} video, {audio} audio, ended: {ended:?}");
 
     let sent = sending.join().unwrap().unwrap_or_else(|e| panic!("publisher: {e}\n{}", diag(&p, &origin)));
     assert!(sent > 100, "{sent} tags sent");
+}
+
+/// A local stream (no origin): the strict single-chunk client publishes and plays it; the
+/// proxy's answers are the only ones, each awaited.
+#[test]
+fn single_chunk_clients_publish_and_play_a_local_stream() {
+    let dir = TempDir::new("single-chunk-local");
+    let tags = make_flv(&dir.0, 6);
+    let p = Proxy::start(&["--local-origin", "on", "--local-hls-jobs", "0"]);
+    let mut publisher = SingleChunkClient::open(p.rtmp).unwrap();
+    let status =
+        publisher.start(p.rtmp, "local", true, STATUS_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert_eq!(status.1, "NetStream.Publish.Start", "{status:?}");
+    let sending = std::thread::spawn(move || publisher.publish_tags(&tags, Duration::from_secs(6)));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut player = SingleChunkClient::open(p.rtmp).unwrap();
+    let status =
+        player.start(p.rtmp, "local", false, STATUS_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert_eq!(status.1, "NetStream.Play.Start", "{status:?}");
+    let (video, audio, ended) = player.count_media(Instant::now() + Duration::from_secs(2));
+    assert!(video > 0 && audio > 0 && ended.is_none(), "{video} video, {audio} audio, ended: {ended:?}");
+    let sent = sending.join().unwrap().unwrap_or_else(|e| panic!("publisher: {e}\n{}", p.log_text()));
+    assert!(sent > 50, "{sent} tags sent");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,8 +256,8 @@ fn played_tag(tag: &FlvTag) -> Message {
 
 /// ffprobe, rtmpdump (librtmp) and our own client play through the proxy from an origin that
 /// writes its answers, statuses and media in 128-byte chunks and never says so: the proxy's
-/// SetChunkSize(128) in front of the origin's stream makes them read it as it was written
-/// (they were told 60000 before).
+/// SetChunkSize(128) in front of the first of the origin's messages that spans chunks makes
+/// them read it as it was written (they were told 60000 before).
 #[test]
 fn an_origin_that_never_announces_its_chunk_size_plays_through_the_proxy() {
     let dir = TempDir::new("unannounced");

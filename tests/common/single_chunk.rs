@@ -3,7 +3,9 @@
 //! message longer than its read chunk size ends it (go-oryx-lib hands the partial message,
 //! nil, to its SetChunkSize check and crashes). Here that is an error naming the message.
 //! Like go-oryx-lib it also refuses a chunk stream whose first chunk is not a full (fmt 0)
-//! header, fmt 1 on chunk stream 2 excepted.
+//! header, fmt 1 on chunk stream 2 excepted, and a `_result` or `_error` whose transaction it
+//! is not waiting for (go-oryx-lib's "No matched request for id"): an answer to a command the
+//! proxy answered itself and then replayed to the origin must not reach it twice.
 //!
 //! The chunk reader is written from the RTMP specification, independent of the crate's
 //! decoder; commands are built and parsed with the crate's AMF0 code, and written in 128-byte
@@ -59,6 +61,8 @@ pub struct SingleChunkClient {
     streams: HashMap<u32, Header>,
     enc: ChunkEncoder,
     next_tx: f64,
+    /// Transactions sent and not answered yet.
+    pending: Vec<f64>,
     /// The message stream id from `createStream`.
     pub stream_id: u32,
     /// Every message received but audio and video, one line each ([`describe`]), for ordering
@@ -80,6 +84,7 @@ impl SingleChunkClient {
             streams: HashMap::new(),
             enc: ChunkEncoder::new(),
             next_tx: 0.0,
+            pending: Vec::new(),
             stream_id: 0,
             received: Vec::new(),
             chunk_sizes: Vec::new(),
@@ -148,6 +153,18 @@ impl SingleChunkClient {
         if msg.type_id != AUDIO && msg.type_id != VIDEO {
             self.received.push(describe(&msg));
         }
+        if msg.type_id == COMMAND_AMF0
+            && let Ok(cmd) = Command::from_message(&msg)
+            && (cmd.name == "_result" || cmd.name == "_error")
+        {
+            let Some(i) = self.pending.iter().position(|&t| t == cmd.transaction_id) else {
+                return Err(End::Broken(format!(
+                    "{} for transaction {} it is not waiting for (pending: {:?})",
+                    cmd.name, cmd.transaction_id, self.pending
+                )));
+            };
+            self.pending.remove(i);
+        }
         if msg.type_id == SET_CHUNK_SIZE && msg.payload.len() == 4 {
             self.chunk_size = u32::from_be_bytes(msg.payload[..4].try_into().unwrap()) & 0x7FFF_FFFF;
             self.chunk_sizes.push(self.chunk_size);
@@ -199,6 +216,7 @@ impl SingleChunkClient {
         self.next_tx += 1.0;
         let msg = Command::new(name, self.next_tx, object, args).to_message(csid, stream_id);
         self.send_all(&[msg]).map_err(|e| format!("send {name}: {e}"))?;
+        self.pending.push(self.next_tx);
         Ok(self.next_tx)
     }
 

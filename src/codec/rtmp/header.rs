@@ -111,6 +111,36 @@ pub struct ChunkHeader {
     pub stream_id: u32,
 }
 
+impl ChunkHeader {
+    /// Appends this header as it goes on the wire (the shortest basic header for its csid):
+    /// a decoder whose chunk stream state is the sender's reads it back as this header.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        write_basic_header(out, self.fmt, self.csid);
+        let field = if self.extended { EXTENDED_TIMESTAMP } else { self.ts_field.min(EXTENDED_TIMESTAMP) };
+        if self.fmt <= 2 {
+            let [_, t2, t1, t0] = field.to_be_bytes();
+            out.extend_from_slice(&[t2, t1, t0]);
+        }
+        if self.fmt <= 1 {
+            let [_, l2, l1, l0] = self.length.min(EXTENDED_TIMESTAMP).to_be_bytes();
+            out.extend_from_slice(&[l2, l1, l0, self.type_id]);
+        }
+        if self.fmt == 0 {
+            out.extend_from_slice(&self.stream_id.to_le_bytes());
+        }
+        if self.extended {
+            out.extend_from_slice(&self.ts_field.to_be_bytes());
+        }
+    }
+
+    /// The fmt 0 header that starts a message with these fields on its own, whatever came
+    /// before on its chunk stream (as [`super::chunk::write_chunks`] writes it).
+    pub fn full(csid: u32, timestamp: u32, length: u32, type_id: u8, stream_id: u32) -> ChunkHeader {
+        let extended = timestamp >= EXTENDED_TIMESTAMP;
+        ChunkHeader { fmt: 0, csid, ts_field: timestamp, extended, length, type_id, stream_id }
+    }
+}
+
 /// Reads chunk headers from input split anywhere, buffering a header cut by the input's end.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderReader {
@@ -174,6 +204,11 @@ impl HeaderReader {
     fn bytes(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or_default()
     }
+
+    /// Whether no part of a header is buffered (the next byte starts a header).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Total length of the header that `h` begins, as far as `h` tells: a value above `h.len()`
@@ -227,6 +262,18 @@ fn parse(h: &[u8]) -> ChunkHeader {
         header.ts_field = be_u32(h, base);
     }
     header
+}
+
+/// Where a reader that does not reassemble chunks into one buffer is in the byte stream
+/// (the inspector, the filter): at a header, or inside a chunk's payload.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Phase {
+    Header,
+    /// `remaining` payload bytes of the current chunk on the chunk stream at `index`.
+    Payload {
+        index: usize,
+        remaining: usize,
+    },
 }
 
 /// What a header did to its chunk stream.
@@ -301,6 +348,25 @@ impl StreamHeader {
         }
         if h.fmt <= 2 {
             self.has_extended = h.extended;
+        }
+    }
+
+    /// Whether a header of format `fmt` starting a message reads the same against this state as
+    /// against `other`: fmt 0 always; fmt 1 needs the same stream id and timestamp (it adds a
+    /// delta); fmt 2 also the same length and type; fmt 3 everything, the delta it adds again
+    /// and whether it carries an extended timestamp included. After such a header both states
+    /// are equal in every field, so `reads_alike(other, 3)` means "in step".
+    pub fn reads_alike(&self, other: &StreamHeader, fmt: u8) -> bool {
+        if self.in_message || other.in_message {
+            return false;
+        }
+        let fmt1 = self.stream_id == other.stream_id && self.timestamp == other.timestamp;
+        let fmt2 = fmt1 && self.length == other.length && self.type_id == other.type_id;
+        match fmt {
+            0 => true,
+            1 => fmt1,
+            2 => fmt2,
+            _ => fmt2 && self.delta == other.delta && self.has_extended == other.has_extended,
         }
     }
 
@@ -417,6 +483,11 @@ impl<T> ChunkStreams<T> {
     #[inline]
     pub fn find_mut(&mut self, csid: u32) -> Option<&mut ChunkStream<T>> {
         self.position(csid).and_then(|i| self.streams.get_mut(i))
+    }
+
+    /// Every tracked chunk stream with its id.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, &ChunkStream<T>)> {
+        self.csids.iter().copied().zip(self.streams.iter())
     }
 
     /// Every tracked chunk stream.

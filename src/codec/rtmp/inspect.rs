@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use super::chunk::DEFAULT_CHUNK_SIZE;
 use super::header::{
-    ChunkHeader, ChunkStream, ChunkStreams, DEFAULT_MAX_CHUNK_STREAMS, HeaderError, HeaderReader, Start, Status,
+    ChunkHeader, ChunkStream, ChunkStreams, DEFAULT_MAX_CHUNK_STREAMS, HeaderError, HeaderReader, Phase, Start, Status,
 };
 use super::message::{self, AUDIO, DATA_AMF0, DATA_AMF3, VIDEO};
 use crate::codec::flv::{self, Metadata, Packet, TAG_PREFIX};
@@ -118,16 +118,6 @@ struct Capture {
 }
 
 type Stream = ChunkStream<Capture>;
-
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    Header,
-    /// `remaining` payload bytes of the current chunk on chunk stream `index`.
-    Payload {
-        index: usize,
-        remaining: usize,
-    },
-}
 
 /// The streaming reader of one publisher's chunk stream.
 #[derive(Debug)]

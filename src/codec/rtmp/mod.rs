@@ -28,6 +28,9 @@
 //! - [`client`]: the commands a client sends to publish or play, and how to read the answers
 //!   (the edge's origin pull and the load generator).
 //! - [`amf0`]: [`Amf0Value`] with [`amf0::decode_all`] and [`amf0::encode`].
+//! - [`filter`]: [`filter::ChunkFilter`], a chunk stream passed on with some messages left out,
+//!   rewritten so that its receiver reads every other message as sent (the origin's answers
+//!   to commands the proxy answered itself), until it may be relayed verbatim.
 //! - [`inspect`]: [`Inspector`], a bounded-memory reader of a publisher's chunk stream that
 //!   counts frames and reads metadata and sequence headers without reassembling media.
 //!
@@ -62,6 +65,7 @@
 pub mod amf0;
 pub mod chunk;
 pub mod client;
+pub mod filter;
 pub mod handshake;
 pub mod header;
 pub mod inspect;

@@ -202,7 +202,7 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
             None => return Err(PullError::Silent(silence)),
         };
         if let Answer::Refused { code, description } = client::answer(&msg) {
-            return Err(UpstreamError::Refused { code, description }.into());
+            return Err(UpstreamError::Refused { code, description, relayed: false }.into());
         }
         if let Some(frame) = timeline.map(msg, Instant::now()) {
             stream.push(frame);
@@ -282,7 +282,7 @@ impl Client {
             match client::answer(&msg) {
                 Answer::Result { txid: got, cmd } if got == txid => return Ok(cmd),
                 Answer::Refused { code, description } => {
-                    return Err(UpstreamError::Refused { code, description }.into());
+                    return Err(UpstreamError::Refused { code, description, relayed: false }.into());
                 }
                 _ => {}
             }

@@ -10,14 +10,17 @@
 //! On `connect` the proxy sends what an SRS origin sends, in its order: WindowAckSize,
 //! SetPeerBandwidth, SetChunkSize [`CHUNK_SIZE`], then the `_result`; every answer after that
 //! goes out in chunks of [`CHUNK_SIZE`], so each fits one chunk (clients that cannot reassemble
-//! a message split over chunks need that). Before the origin's own stream reaches the client,
-//! `upstream` tells it the RTMP default chunk size again, the size that stream starts with.
+//! a message split over chunks need that). What the proxy wrote and which transactions it
+//! answered are kept ([`Told`]): the origin's own answers to the replayed commands are left
+//! out of its stream, and the rest is written so the client reads it right
+//! ([`super::handover`]).
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use crate::bridge::Role;
 use crate::codec::rtmp::amf0::Amf0Value;
+use crate::codec::rtmp::chunk::Head;
 use crate::codec::rtmp::message::{self, BandwidthLimit, COMMAND_AMF0, COMMAND_AMF3};
 use crate::codec::rtmp::{
     ChunkDecoder, ChunkEncoder, ChunkError, Command, HandshakeError, Message, MessageError, ServerHandshake,
@@ -36,6 +39,15 @@ const WINDOW: u32 = 2_500_000;
 /// The chunk size the proxy announces before its `_result` to `connect` and writes its own
 /// messages with until the origin's stream starts (SRS's default).
 pub const CHUNK_SIZE: u32 = 60_000;
+/// The chunk stream of the proxy's answers to calls other than `connect` and `createStream`
+/// (`releaseStream`, `FCPublish`, `FCSubscribe`, ...). Origins answer `connect` and
+/// `createStream` on chunk stream 3, as the proxy does, and their answers are left out
+/// ([`super::handover`]): when the client's chunk stream 3 ends on the same `createStream`
+/// answer as the origin's, the player's relay can take the origin's stream verbatim at once.
+/// Origins do not answer these other calls, or answer them on a chunk stream of their own.
+const CALL_RESULT_CSID: u32 = 4;
+/// Most transactions the proxy answers before `publish`/`play` (clients send a handful).
+pub const MAX_ANSWERED: usize = 32;
 
 /// What the client asked for.
 #[derive(Debug)]
@@ -46,6 +58,33 @@ pub struct Identified {
     pub stream_name: String,
     /// Every byte after the client's C2, in order (up to and past `publish`/`play`).
     pub replay: Vec<u8>,
+    /// What the proxy wrote to the client.
+    pub told: Told,
+}
+
+/// What the proxy wrote to a client before the origin's stream.
+#[derive(Debug, Default, Clone)]
+pub struct Told {
+    /// The last message written on each chunk stream (the header and the length): the header
+    /// state the client's chunk streams hold.
+    pub heads: Vec<(Head, u32)>,
+    /// The chunk size the client reads with.
+    pub chunk_size: u32,
+    /// Transactions the proxy answered (`connect`, `createStream`, other calls).
+    pub answered: Vec<f64>,
+}
+
+impl Told {
+    /// Notes `msg`, written to the client; a `_result` answers its transaction.
+    fn wrote(&mut self, msg: &Message, answers: Option<f64>) {
+        let head = Head { csid: msg.csid, timestamp: msg.timestamp, type_id: msg.type_id, stream_id: msg.stream_id };
+        let length = u32::try_from(msg.payload.len()).unwrap_or(u32::MAX);
+        match self.heads.iter_mut().find(|(h, _)| h.csid == msg.csid) {
+            Some(last) => *last = (head, length),
+            None => self.heads.push((head, length)),
+        }
+        self.answered.extend(answers);
+    }
 }
 
 /// Why a client never got as far as `publish` or `play`.
@@ -65,16 +104,18 @@ pub enum IdentifyError {
     Closed,
     #[error("sent more than {MAX_IDENTIFY_BYTES} bytes before publish or play")]
     TooMuch,
+    #[error("sent more than {MAX_ANSWERED} calls before publish or play")]
+    TooManyCalls,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// The connection so far.
-#[derive(Default)]
 struct Session {
     /// The tcUrl of `connect`, once it arrived.
     connect: Option<String>,
     out: Vec<u8>,
+    told: Told,
 }
 
 /// Runs the handshake and the command exchange; returns once `publish` or `play` arrived.
@@ -82,7 +123,8 @@ pub async fn identify(client: &mut TcpStream) -> Result<Identified, IdentifyErro
     let mut replay = handshake(client).await?;
     let mut decoder = ChunkDecoder::with_limits(MAX_IDENTIFY_MESSAGE, 64);
     let mut encoder = ChunkEncoder::new();
-    let mut session = Session::default();
+    let told = Told { chunk_size: encoder.chunk_size(), ..Told::default() };
+    let mut session = Session { connect: None, out: Vec::new(), told };
     let mut fed = 0;
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -93,7 +135,8 @@ pub async fn identify(client: &mut TcpStream) -> Result<Identified, IdentifyErro
             if let Some((role, name)) = session.on_message(&msg, &mut encoder)? {
                 client.write_all(&session.out).await?;
                 let tc_url = session.connect.take().unwrap_or_default();
-                return Ok(Identified { role, tc_url, stream_name: name, replay });
+                let told = std::mem::take(&mut session.told);
+                return Ok(Identified { role, tc_url, stream_name: name, replay, told });
             }
         }
         if !session.out.is_empty() {
@@ -135,8 +178,14 @@ async fn handshake(client: &mut TcpStream) -> Result<Vec<u8>, IdentifyError> {
 }
 
 impl Session {
-    fn send(&mut self, encoder: &mut ChunkEncoder, msg: &Message) -> Result<(), IdentifyError> {
+    /// Writes `msg`, the answer to transaction `answers` if any.
+    fn send(&mut self, encoder: &mut ChunkEncoder, msg: &Message, answers: Option<f64>) -> Result<(), IdentifyError> {
+        if answers.is_some() && self.told.answered.len() >= MAX_ANSWERED {
+            return Err(IdentifyError::TooManyCalls);
+        }
         encoder.encode(msg, &mut self.out)?;
+        self.told.wrote(msg, answers);
+        self.told.chunk_size = encoder.chunk_size();
         Ok(())
     }
 
@@ -156,12 +205,14 @@ impl Session {
             "play" => Role::Play,
             _ if self.connect.is_none() => return Err(IdentifyError::BeforeConnect(cmd.name)),
             "createStream" => {
-                self.send(encoder, &message::create_stream_result(cmd.transaction_id, STREAM_ID))?;
+                let result = message::create_stream_result(cmd.transaction_id, STREAM_ID);
+                self.send(encoder, &result, Some(cmd.transaction_id))?;
                 return Ok(None);
             }
             "getStreamLength" => return Ok(None),
             _ if cmd.transaction_id > 0.0 => {
-                self.send(encoder, &message::call_result(cmd.transaction_id))?;
+                let result = Message { csid: CALL_RESULT_CSID, ..message::call_result(cmd.transaction_id) };
+                self.send(encoder, &result, Some(cmd.transaction_id))?;
                 return Ok(None);
             }
             _ => return Ok(None),
@@ -178,11 +229,11 @@ impl Session {
     fn on_connect(&mut self, cmd: &Command, encoder: &mut ChunkEncoder) -> Result<(), IdentifyError> {
         let field = |k: &str| cmd.command_object.get(k).and_then(Amf0Value::as_str).unwrap_or_default().to_string();
         self.connect = Some(field("tcUrl"));
-        self.send(encoder, &message::window_ack_size(WINDOW))?;
-        self.send(encoder, &message::set_peer_bandwidth(WINDOW, BandwidthLimit::Dynamic))?;
+        self.send(encoder, &message::window_ack_size(WINDOW), None)?;
+        self.send(encoder, &message::set_peer_bandwidth(WINDOW, BandwidthLimit::Dynamic), None)?;
         // Encoding SetChunkSize switches the encoder too: the `_result` goes out in one chunk.
-        self.send(encoder, &message::set_chunk_size(CHUNK_SIZE))?;
+        self.send(encoder, &message::set_chunk_size(CHUNK_SIZE), None)?;
         let encoding = message::object_encoding(cmd);
-        self.send(encoder, &message::connect_result(cmd.transaction_id, encoding))
+        self.send(encoder, &message::connect_result(cmd.transaction_id, encoding), Some(cmd.transaction_id))
     }
 }

@@ -9,10 +9,13 @@
 //!    handshake; a dial that is refused or times out puts the origin in quarantine and is
 //!    retried once on the origin picked instead),
 //!    client handshake, send the replay verbatim, then pass the origin's stream on
-//!    ([`handover`]) until it confirms the start.
+//!    ([`handover`], its answers to the replayed commands left out) until it confirms the
+//!    start.
 //! 4. Relay both directions until either side closes; then both are closed. A player's
-//!    downstream uses `--relay splice|copy` ([`crate::shard::relay`]); a publisher's is the
-//!    origin's messages re-chunked ([`handover::Handover::reframe_until_closed`]). A
+//!    downstream goes through the handover's filter until the client is in step with the
+//!    origin ([`handover::Handover::relay_until_in_step`]), then uses `--relay splice|copy`
+//!    ([`crate::shard::relay`]); a publisher's is the origin's messages re-chunked
+//!    ([`handover::Handover::reframe_until_closed`]). A
 //!    publisher's upstream direction is always the copy relay, feeding the media inspector
 //!    ([`crate::shard::media`]): frames, key frames, metadata and the SPS picture size,
 //!    reported once a second.
@@ -64,7 +67,7 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
     // Setup steps whose state is large are boxed (freed once done): a connection's task is as
     // large as its largest state for its whole life.
     let identified = Box::pin(within(IDENTIFY_TIMEOUT, identify::identify(&mut client))).await;
-    let Identified { role: session_role, tc_url, stream_name, replay, .. } = match identified {
+    let Identified { role: session_role, tc_url, stream_name, replay, told } = match identified {
         Some(Ok(ident)) => ident,
         Some(Err(e)) => return log::debug!("rtmp client {peer}: {e}"),
         None => return log::debug!("rtmp client {peer}: no publish or play within {IDENTIFY_TIMEOUT:?}"),
@@ -115,10 +118,10 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
     };
     if session_role == Role::Play && shard.config.edge.enabled {
         // What identify kept for a relay's replay is not needed for the player's life.
-        drop((replay, tc_url, origin));
+        drop((replay, tc_url, origin, told));
         return super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
     }
-    Box::pin(relayed(shard, client, peer, key, session_role, origin, replay)).await
+    Box::pin(relayed(shard, client, peer, key, session_role, origin, (replay, told))).await
 }
 
 /// Relays a client to the stream's origin (the path of publishers, and of players with
@@ -130,7 +133,7 @@ async fn relayed(
     key: StreamKey,
     session_role: Role,
     origin: Arc<Origin>,
-    replay: Vec<u8>,
+    (replay, told): (Vec<u8>, identify::Told),
 ) {
     let role = session_role.name();
     let (origin, connected) = match connect(&shard, &key, origin, session_role).await {
@@ -145,7 +148,8 @@ async fn relayed(
     let started = Instant::now();
     // A publisher's bytes go through the media inspector (one connection per stream).
     let probe = (session_role == Role::Publish).then(|| shard.media.register(&key, started));
-    let outcome = proxy(&shard, client, session_role, replay, connected, &traffic, probe.as_deref()).await;
+    let client = Client { stream: client, role: session_role, told };
+    let outcome = proxy(&shard, client, replay, connected, &traffic, probe.as_deref()).await;
     drop(probe);
     drop(session);
     let (bytes_in, bytes_out) = (traffic.bytes_in.get(), traffic.bytes_out.get());
@@ -250,17 +254,24 @@ async fn dial(shard: &Shard, origin: &Origin, role: Role) -> Result<upstream::Co
     Ok(connected)
 }
 
+/// The client of a relayed session: its connection, role, and what the proxy told it.
+struct Client {
+    stream: TcpStream,
+    role: Role,
+    told: identify::Told,
+}
+
 /// Replays to the dialed origin and relays both ways. A publisher's upstream bytes (the replay
 /// first: everything after C2) feed `probe`, over the copy relay.
 async fn proxy(
     shard: &Shard,
-    client: TcpStream,
-    role: Role,
+    client: Client,
     replay: Vec<u8>,
     connected: upstream::Connected,
     traffic: &Traffic,
     probe: Option<&MediaProbe>,
 ) -> Result<End, SessionError> {
+    let Client { stream: client, role, told } = client;
     let upstream::Connected { stream: mut upstream, mut c2, first } = connected;
     crate::shard::conn::set_origin(&upstream);
     traffic.bytes_in.set(replay.len() as u64);
@@ -288,9 +299,18 @@ async fn proxy(
         future::or(relay, limit).await
     };
     let down = async {
-        let (handover, rest) = confirm(shard, upstream, client, first, role, traffic).await?;
+        let (mut handover, rest) = confirm(shard, upstream, client, first, role, told, traffic).await?;
         match role {
             Role::Play => {
+                let Some(rest) = handover.relay_until_in_step(upstream, client, rest, &traffic.bytes_out).await? else {
+                    return Ok(End::OriginClosed);
+                };
+                drop(handover);
+                let peer = client.peer_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+                log::debug!(
+                    "rtmp play from {peer}: in step with the origin after {} bytes out; relaying its stream verbatim",
+                    traffic.bytes_out.get()
+                );
                 relay::send_all(client, &rest).await?;
                 traffic.bytes_out.set(traffic.bytes_out.get() + rest.len() as u64);
                 relay::one_way(mode, upstream, client, &traffic.bytes_out, shard.config.relay_batch).await?;
@@ -308,16 +328,17 @@ async fn proxy(
 }
 
 /// Passes the origin's stream on until it confirms `role` (within [`CONFIRM_TIMEOUT`]); returns
-/// the handover and the origin's bytes it has not passed on yet ([`Handover::rest`]).
+/// the handover and the origin's bytes read past the confirmation, not decoded yet.
 async fn confirm(
     shard: &Shard,
     origin: &TcpStream,
     client: &TcpStream,
     first: Vec<u8>,
     role: Role,
+    told: identify::Told,
     traffic: &Traffic,
 ) -> Result<(Handover, Vec<u8>), SessionError> {
-    let mut handover = Handover::for_role(role, identify::CHUNK_SIZE);
+    let mut handover = Handover::for_role(role, told).map_err(UpstreamError::Chunk)?;
     let confirmed = within(CONFIRM_TIMEOUT, upstream::confirm(origin, client, first, role, &mut handover)).await;
     let forwarded = match confirmed {
         Some(Ok(forwarded)) => forwarded,
@@ -338,10 +359,11 @@ async fn confirm(
     Ok((handover, forwarded.rest))
 }
 
-/// After a failed confirmation: the origin's own refusal already reached the client; for
-/// anything else the proxy says why.
+/// After a failed confirmation: the origin's own refusal status already reached the client;
+/// for anything else (an `_error` answering a command the proxy had answered is left out) the
+/// proxy says why.
 async fn refuse_if_ours(client: &TcpStream, role: Role, handover: &Handover, e: &UpstreamError) {
-    if !matches!(e, UpstreamError::Refused { .. }) {
+    if !matches!(e, UpstreamError::Refused { relayed: true, .. }) {
         refuse(client, role, handover.client_chunk_size(), &e.to_string()).await;
     } else {
         let _ = client.shutdown(std::net::Shutdown::Write).await;

@@ -6,12 +6,11 @@
 //!   after C2 ([`super::identify::Identified::replay`]), so its decoder state equals the
 //!   client's encoder state at every byte, whatever chunk sizes or header compression the
 //!   client uses, before or after the switch.
-//! - origin -> client: a player gets the origin's stream verbatim from its first byte, behind
-//!   a SetChunkSize back to the size that stream starts in; a publisher gets the origin's
-//!   messages re-chunked in the size the proxy announced ([`super::handover`] says why each).
-//! - The client therefore also sees the origin's own answers to `connect` and `createStream`
-//!   after the proxy's; their transaction ids are no longer pending in the client, and RTMP
-//!   clients (ffmpeg, librtmp/OBS) ignore results they are not waiting for.
+//! - origin -> client: the origin's answers to the replayed commands the proxy answered
+//!   itself are left out; a player gets the rest of the origin's stream as written wherever
+//!   its chunk streams allow (rewritten where a left-out message leaves them apart) until it is
+//!   in step, then verbatim; a publisher gets the origin's messages re-chunked in the size the
+//!   proxy announced ([`super::handover`] says why each).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,8 +44,10 @@ pub enum UpstreamError {
     Chunk(#[from] ChunkError),
     #[error("origin closed the connection before {0}")]
     Closed(&'static str),
+    /// `relayed`: the refusal (an error status) reached the client; an `_error` answering a
+    /// command the proxy had answered did not.
     #[error("origin refused: {code} ({description})")]
-    Refused { code: String, description: String },
+    Refused { code: String, description: String, relayed: bool },
     #[error("origin sent more than {MAX_CONFIRM_BYTES} bytes without {0}")]
     TooMuch(&'static str),
     #[error("origin i/o: {0}")]
@@ -111,7 +112,7 @@ async fn handshake(mut origin: TcpStream) -> Result<Connected, UpstreamError> {
 pub struct Forwarded {
     /// Bytes sent to the client.
     pub sent: u64,
-    /// Bytes read from the origin that were not passed on yet ([`Handover::rest`]).
+    /// Bytes read from the origin past the confirming message, not decoded yet.
     pub rest: Vec<u8>,
 }
 
@@ -139,14 +140,18 @@ pub async fn confirm(
     let mut input: &[u8] = &first;
     loop {
         let mut seen = Verdict::Other;
-        let used = handover.take(input, |msg| {
+        let mut relayed = true;
+        let used = handover.take(input, |msg, left_out| {
             seen = verdict(msg, want);
+            relayed = !left_out;
             !matches!(seen, Verdict::Other)
         })?;
         sent += handover.flush(client).await?;
         match seen {
-            Verdict::Confirmed => return Ok(Forwarded { sent, rest: handover.rest(&input[used..]) }),
-            Verdict::Refused { code, description } => return Err(UpstreamError::Refused { code, description }),
+            Verdict::Confirmed => return Ok(Forwarded { sent, rest: input.get(used..).unwrap_or_default().to_vec() }),
+            Verdict::Refused { code, description } => {
+                return Err(UpstreamError::Refused { code, description, relayed });
+            }
             Verdict::Other => {}
         }
         if handover.held() > MAX_CONFIRM_BYTES {
