@@ -1,16 +1,18 @@
-//! Redis mode when the fleet and Redis misbehave, against real peers (a `redis-server` per test,
-//! nginx-rtmp origins, ffmpeg): a pin another proxy moved reaches a proxy that already held the
-//! stream, and a Redis that stops answering without disconnecting (`SIGSTOP`) is seen as down
-//! at once and stays down until it answers again, while the running stream and the streams
-//! pinned here go on.
+//! Redis mode in a fleet, against real peers (a `redis-server` per test, nginx-rtmp origins,
+//! ffmpeg): an established stream's players and HLS segments ask neither Redis nor the control
+//! thread, a pin another proxy moved reaches a proxy that already held the stream, and a Redis
+//! that stops answering without disconnecting (`SIGSTOP`) is seen as down at once and stays
+//! down until it answers again, while the running stream and the streams pinned here go on.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::{Ffmpeg, Heartbeats, NginxRtmp, probe_h264_aac};
+use common::http_peers::{NginxHls, get_full, publish_short_gop};
+use common::peers::{Ffmpeg, Heartbeats, NginxRtmp, ffprobe_many, probe_h264_aac};
 use common::redis_server::{RedisServer, health, metric};
-use common::{Proxy, get, origin_body, wait_until};
+use common::{Proxy, get, origin_body, register, wait_until};
+use serde_json::Value;
 
 fn rtmp_url(proxy: &Proxy, stream: &str) -> String {
     format!("rtmp://127.0.0.1:{}/live/{stream}", proxy.rtmp)
@@ -22,6 +24,68 @@ fn pinned_to(proxy: &Proxy, stream: &str) -> Option<String> {
     let key = format!("__defaultVhost__/live/{stream}");
     let found = streams["streams"].as_array()?.iter().find(|s| s["key"] == key.as_str())?.clone();
     found["origin"].as_str().map(String::from)
+}
+
+/// Each shard's `control_asks` (`GET /api/v1/shards`) from reports sent after `since`.
+fn control_asks(proxy: &Proxy, since: Instant) -> Vec<Value> {
+    let mut shards = Vec::new();
+    let reported = wait_until(Duration::from_secs(5), || {
+        shards = get(&proxy.api_addr(), "/api/v1/shards").json()["shards"].as_array().cloned().unwrap_or_default();
+        let age = since.elapsed().as_secs_f64() - 0.05;
+        !shards.is_empty() && shards.iter().all(|s| s["report_age_seconds"].as_f64().is_some_and(|a| a < age))
+    });
+    assert!(reported, "no fresh shard reports: {shards:?}");
+    shards.iter().map(|s| s["control_asks"].clone()).collect()
+}
+
+fn asked(shards: &[Value], kind: &str) -> u64 {
+    shards.iter().map(|s| s[kind].as_u64().unwrap()).sum()
+}
+
+/// Shards answer an established stream's new players and its HLS playlist and segment requests
+/// from their own snapshot (the pins and HLS ids the control thread pushes): B, which learned
+/// the stream's pin and HLS id through Redis for its first player and first playlist, asks its
+/// control thread nothing more for 4 RTMP and 4 HTTP-FLV players and 4 playlist and 8 segment
+/// requests (`control_asks` per shard in `/api/v1/shards` and `/metrics`).
+#[test]
+fn an_established_streams_players_and_segments_ask_the_control_thread_nothing() {
+    let redis = RedisServer::start();
+    let origin = NginxHls::start_recording();
+    let (a, b) = (redis.proxy(None, &[]), redis.proxy(None, &[]));
+    let body = format!(
+        r#"{{"device_id":"hls","ip":"127.0.0.1","server":"hls","service":"s","pid":"1","rtmp":["{}"],"http":["{}"]}}"#,
+        origin.rtmp_port, origin.http_port
+    );
+    assert_eq!(register(&a.api_addr(), &body).status, 200);
+    let _publisher = publish_short_gop(&rtmp_url(&a, "ca"), 60);
+    assert!(wait_until(Duration::from_secs(20), || origin.segments("ca") >= 2), "no HLS from nginx");
+
+    probe_h264_aac(&rtmp_url(&b, "ca"), Duration::from_secs(20)).unwrap();
+    let playlist = get_full(&b.http_addr(), "/live/ca.m3u8").unwrap();
+    assert_eq!(playlist.status, 200, "{}", playlist.text());
+    let before = control_asks(&b, Instant::now());
+    assert_eq!((asked(&before, "claim"), asked(&before, "hls_claim")), (1, 1), "B's first player and playlist ask");
+
+    let flv = format!("http://127.0.0.1:{}/live/ca.flv", b.http);
+    for url in [rtmp_url(&b, "ca"), flv] {
+        for probe in ffprobe_many(&url, 4, Duration::from_secs(20)) {
+            probe.unwrap_or_else(|e| panic!("{url}: {e}\n{}", b.log_text()));
+        }
+    }
+    let segments: Vec<String> =
+        playlist.text().lines().filter(|l| l.contains(".ts?spbhid=")).map(String::from).collect();
+    assert!(segments.len() >= 2, "{}", playlist.text());
+    for _ in 0..4 {
+        assert_eq!(get_full(&b.http_addr(), "/live/ca.m3u8").unwrap().status, 200);
+    }
+    for segment in segments.iter().cycle().take(8) {
+        let got = get_full(&b.http_addr(), &format!("/live/{segment}")).unwrap();
+        assert_eq!(got.status, 200, "{segment}: {}", got.text());
+    }
+    let after = control_asks(&b, Instant::now());
+    assert_eq!(before, after, "the shards asked the control thread for an established stream");
+    let claims = metric(&b, "streamgate_control_asks_total{shard=\"0\",kind=\"claim\"}").unwrap();
+    assert_eq!(claims, before[0]["claim"].as_u64().unwrap() as f64);
 }
 
 /// A pins a stream; then the fleet's pin moves (as another proxy's failover, or another proxy's

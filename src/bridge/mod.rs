@@ -22,7 +22,9 @@ pub use crate::balance::session::{Protocol, Role};
 use crate::balance::{Origin, OriginId, Snapshot, StreamKey};
 pub mod report;
 
-pub use report::{EdgeReport, EdgeStream, Listener, MediaDelta, PickFailure, ShardCounters, TableSizes, TrafficDelta};
+pub use report::{
+    ControlAsk, EdgeReport, EdgeStream, Listener, MediaDelta, PickFailure, ShardCounters, TableSizes, TrafficDelta,
+};
 
 /// Capacity of the shard -> control event queue.
 pub const EVENT_QUEUE: usize = 4096;

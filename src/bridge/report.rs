@@ -101,6 +101,41 @@ impl PickFailure {
     }
 }
 
+/// A question a shard asks the control thread and waits for the answer to: a session waits on
+/// it. Shards answer an established stream's pin and its HLS ids from their snapshot, so these
+/// count new streams (and, in redis mode, what only Redis knows), never an established stream's
+/// new players or HLS segment requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ControlAsk {
+    /// A stream's origin (to pin, or re-pin after a failed dial).
+    Claim,
+    /// A stream's origin and HLS id.
+    HlsClaim,
+    /// The stream of an HLS id.
+    HlsResolve,
+    /// The WebRTC session of a STUN USERNAME.
+    IceResolve,
+}
+
+impl ControlAsk {
+    pub const ALL: [ControlAsk; 4] =
+        [ControlAsk::Claim, ControlAsk::HlsClaim, ControlAsk::HlsResolve, ControlAsk::IceResolve];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlAsk::Claim => "claim",
+            ControlAsk::HlsClaim => "hls_claim",
+            ControlAsk::HlsResolve => "hls_resolve",
+            ControlAsk::IceResolve => "ice_resolve",
+        }
+    }
+
+    /// Position in [`ControlAsk::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Cumulative counters of one shard since start, as last reported (cumulative so a lost
 /// report loses nothing). Every listener and reason is present, zeros included (also in
 /// `default()`).
@@ -123,6 +158,8 @@ pub struct ShardCounters {
     /// Connections closed at accept because their IP held `--max-connections-per-ip`.
     pub refused: BTreeMap<Listener, u64>,
     pub pick_failures: BTreeMap<PickFailure, u64>,
+    /// Questions asked of the control thread, by kind.
+    pub control_asks: BTreeMap<ControlAsk, u64>,
 }
 
 impl Default for ShardCounters {
@@ -137,6 +174,7 @@ impl Default for ShardCounters {
             idle: listeners.clone(),
             refused: listeners,
             pick_failures: PickFailure::ALL.iter().map(|p| (*p, 0)).collect(),
+            control_asks: ControlAsk::ALL.iter().map(|a| (*a, 0)).collect(),
         }
     }
 }
@@ -206,6 +244,9 @@ mod tests {
         assert_eq!(names, ["rtmp", "http_stream", "http_api", "webrtc", "srt"]);
         assert!(Listener::ALL.iter().enumerate().all(|(i, l)| l.index() == i));
         assert!(PickFailure::ALL.iter().enumerate().all(|(i, p)| p.index() == i));
+        assert!(ControlAsk::ALL.iter().enumerate().all(|(i, a)| a.index() == i));
+        let names: Vec<&str> = ControlAsk::ALL.iter().map(ControlAsk::name).collect();
+        assert_eq!(names, ["claim", "hls_claim", "hls_resolve", "ice_resolve"]);
         let names: Vec<&str> = PickFailure::ALL.iter().map(PickFailure::name).collect();
         assert_eq!(
             names,

@@ -184,6 +184,12 @@ fn shards(o: &mut Out, state: &State, now: Instant) {
         let age = shard.last_report.map_or(-1.0, |at| now.saturating_duration_since(at).as_secs_f64());
         o.sample("streamgate_shard_report_age_seconds", &[("shard", &i.to_string())], age);
     }
+    shard_tables(o, state);
+    shard_outcomes(o, state);
+}
+
+/// The sizes of each shard's UDP tables.
+fn shard_tables(o: &mut Out, state: &State) {
     o.family(
         "streamgate_udp_table_entries",
         "gauge",
@@ -200,6 +206,20 @@ fn shards(o: &mut Out, state: &State, now: Instant) {
         ];
         for (table, n) in tables {
             o.sample("streamgate_udp_table_entries", &[("shard", &i.to_string()), ("table", table)], n as f64);
+        }
+    }
+}
+
+/// What the shards asked the control thread, and the streams they could not give an origin.
+fn shard_outcomes(o: &mut Out, state: &State) {
+    o.family(
+        "streamgate_control_asks_total",
+        "counter",
+        "Questions a shard asked the control thread and waited for (new pins, HLS ids, ICE usernames it did not know), by kind.",
+    );
+    for (i, shard) in state.shards.iter().enumerate() {
+        for (kind, n) in &shard.counters.control_asks {
+            o.sample("streamgate_control_asks_total", &[("shard", &i.to_string()), ("kind", kind.name())], *n as f64);
         }
     }
     let mut failures = BTreeMap::new();

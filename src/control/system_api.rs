@@ -35,7 +35,7 @@ use crate::balance::endpoint::Endpoint;
 use crate::balance::registry::Registered;
 use crate::balance::{OriginId, Registration};
 use crate::bridge::TableSizes;
-use crate::bridge::{Listener, PickFailure, ShardCounters};
+use crate::bridge::{ControlAsk, Listener, PickFailure, ShardCounters};
 use crate::codec::http::{Request, Response};
 
 /// What a path needs from its caller.
@@ -368,6 +368,7 @@ fn counters(c: &ShardCounters) -> serde_json::Map<String, Value> {
     out.insert("idle".into(), by_name(&c.idle, Listener::name));
     out.insert("refused".into(), by_name(&c.refused, Listener::name));
     out.insert("pick_failures".into(), by_name(&c.pick_failures, PickFailure::name));
+    out.insert("control_asks".into(), by_name(&c.control_asks, ControlAsk::name));
     out
 }
 
@@ -396,6 +397,9 @@ fn shards(state: &State) -> Response {
             }
             for (k, v) in &c.pick_failures {
                 *total.pick_failures.entry(*k).or_default() += v;
+            }
+            for (k, v) in &c.control_asks {
+                *total.control_asks.entry(*k).or_default() += v;
             }
             let mut value = counters(c);
             value.insert("index".into(), json!(index));

@@ -35,7 +35,7 @@ pub mod webrtc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bridge::Listener;
+use crate::bridge::{ControlAsk, Listener};
 use crate::config::Config;
 use crate::shard::tls::Certs;
 use crate::shard::{Services, TcpService, UdpService};
@@ -143,6 +143,7 @@ pub async fn pick(shard: &Shard, key: &StreamKey) -> Result<Arc<Origin>, NoOrigi
     if let Some(origin) = pinned(shard, key) {
         return Ok(origin);
     }
+    shard.counters.asked(ControlAsk::Claim);
     shard.link.claim(key, propose(shard, key), None).await.map_err(|e| claim_failed(shard, e))
 }
 
@@ -156,6 +157,7 @@ pub fn pinned(shard: &Shard, key: &StreamKey) -> Option<Arc<Origin>> {
 /// so the session is not retried on the origin that just failed.
 pub async fn repick(shard: &Shard, key: &StreamKey, failed: &Origin) -> Result<Arc<Origin>, NoOrigin> {
     let proposal = shard.link.snapshots.borrow().propose_without(key, &failed.id, Instant::now());
+    shard.counters.asked(ControlAsk::Claim);
     let origin = shard.link.claim(key, proposal, Some(failed.id.clone())).await.map_err(|e| claim_failed(shard, e))?;
     if origin.id == failed.id {
         let none = crate::balance::PickError::NoOriginAlive(key.to_string());

@@ -1,12 +1,12 @@
 //! Per-shard counters: connections and sessions accepted and open per listener, connections
-//! that panicked or that the shard ended as stalled, and why streams could not be given an
-//! origin. Plain `Cell`s on the shard's own thread: no atomic,
+//! that panicked or that the shard ended as stalled, why streams could not be given an
+//! origin, and the questions it asked the control thread. Plain `Cell`s on the shard's own thread: no atomic,
 //! no lock; the reporter copies them into a [`ShardCounters`] once a second.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use crate::bridge::{Listener, PickFailure, ShardCounters};
+use crate::bridge::{ControlAsk, Listener, PickFailure, ShardCounters};
 
 /// The shard's counters.
 #[derive(Debug, Default)]
@@ -18,6 +18,7 @@ pub struct Counters {
     idle: [Cell<u64>; Listener::ALL.len()],
     refused: [Cell<u64>; Listener::ALL.len()],
     pick_failures: [Cell<u64>; PickFailure::ALL.len()],
+    control_asks: [Cell<u64>; ControlAsk::ALL.len()],
 }
 
 fn bump(cell: Option<&Cell<u64>>, by: i64) {
@@ -60,6 +61,11 @@ impl Counters {
         bump(self.pick_failures.get(why.index()), 1);
     }
 
+    /// Counts a question about to be asked of the control thread (a session waits for it).
+    pub fn asked(&self, what: ControlAsk) {
+        bump(self.control_asks.get(what.index()), 1);
+    }
+
     /// A copy for the report.
     pub fn snapshot(&self) -> ShardCounters {
         let by_listener = |cells: &[Cell<u64>]| Listener::ALL.iter().zip(cells).map(|(l, c)| (*l, c.get())).collect();
@@ -73,6 +79,7 @@ impl Counters {
             idle: by_listener(&self.idle),
             refused: by_listener(&self.refused),
             pick_failures: PickFailure::ALL.iter().zip(&self.pick_failures).map(|(p, c)| (*p, c.get())).collect(),
+            control_asks: ControlAsk::ALL.iter().zip(&self.control_asks).map(|(a, c)| (*a, c.get())).collect(),
         }
     }
 }
@@ -103,6 +110,7 @@ mod tests {
         c.pick_failed(PickFailure::NoOrigin);
         c.panicked(Listener::HttpStream);
         c.stalled(Listener::Rtmp);
+        c.asked(ControlAsk::HlsResolve);
         drop(b);
         let snap = c.snapshot();
         assert_eq!((snap.accepted[&Listener::Rtmp], snap.open_by_listener[&Listener::Rtmp]), (2, 1));
@@ -110,6 +118,7 @@ mod tests {
         assert_eq!(snap.accepted.len(), Listener::ALL.len(), "zeros included");
         assert_eq!((snap.panicked[&Listener::HttpStream], snap.panicked[&Listener::Rtmp]), (1, 0));
         assert_eq!(snap.stalled[&Listener::Rtmp], 1);
+        assert_eq!((snap.control_asks[&ControlAsk::HlsResolve], snap.control_asks[&ControlAsk::Claim]), (1, 0));
         drop((a, s));
         assert_eq!(c.snapshot().open, 0);
         assert_eq!(c.snapshot().accepted[&Listener::Rtmp], 2, "accepted only grows");

@@ -97,6 +97,7 @@ async fn claim(shard: &Shard, key: &StreamKey) -> Result<(Arc<Origin>, Arc<str>)
         }
     }
     let proposal = crate::proxy::propose(shard, key);
+    shard.counters.asked(crate::bridge::ControlAsk::HlsClaim);
     shard.link.claim_hls(key, proposal, None).await.map_err(|e| crate::proxy::claim_failed(shard, e))
 }
 
@@ -109,6 +110,7 @@ async fn resolve(
     if let Some((key, id, origin)) = shard.link.snapshots.borrow().hls_by_id(id, Instant::now()) {
         return Ok(Some((key.clone(), id.clone(), origin.clone())));
     }
+    shard.counters.asked(crate::bridge::ControlAsk::HlsResolve);
     shard.link.resolve_hls(id).await
 }
 

@@ -42,7 +42,7 @@ use crate::balance::StreamKey;
 use crate::balance::endpoint::first_udp;
 use crate::balance::ice::Ended;
 use crate::balance::session::Protocol as SessionProtocol;
-use crate::bridge::{Listener, PickFailure};
+use crate::bridge::{ControlAsk, Listener, PickFailure};
 use crate::codec::stun::{self, Kind, Message};
 use crate::proxy::access::Admitted;
 use crate::shard::Shard;
@@ -187,6 +187,7 @@ fn lookup(table: &Rc<Table<Media>>, username: &str, txid: [u8; 12], data: &[u8],
     Media::note_sizes(table);
     let (table, username, data) = (table.clone(), username.to_string(), data.to_vec());
     spawn_local(async move {
+        table.shard.counters.asked(ControlAsk::IceResolve);
         let found = table.shard.link.ice_resolve(&username).await;
         table.proto.lookups.borrow_mut().remove(&username);
         Media::note_sizes(&table);
