@@ -2,7 +2,8 @@
 //! ffmpeg): an established stream's players and HLS segments ask neither Redis nor the control
 //! thread, a pin another proxy moved reaches a proxy that already held the stream, and a Redis
 //! that stops answering without disconnecting (`SIGSTOP`) is seen as down at once and stays
-//! down until it answers again, while the running stream and the streams pinned here go on.
+//! down until it answers again, while the running stream and the streams pinned here go on; a
+//! password and a database other than 0 are used, and an unregistration reaches every proxy.
 
 mod common;
 
@@ -173,4 +174,50 @@ fn a_hung_redis_is_down_until_it_answers_and_pinned_streams_go_on() {
     assert_eq!(metric(&a, "streamgate_redis_connects_total"), Some(2.0));
     assert!(origin.publishing("hs") && publisher_running(publisher) && player.running());
     eprintln!("redis seen down {down_after:?} after SIGSTOP");
+}
+
+/// A Redis with `--requirepass`, used on database 3 (`PROXY_REDIS_PASSWORD`, `PROXY_REDIS_DB`
+/// from the environment): both proxies connect and write there, not in database 0; a proxy
+/// with a wrong password is down with the reason. An origin registered through A and then
+/// unregistered through A leaves B within seconds (its key is deleted; B's sync sees it gone).
+#[test]
+fn password_and_database_from_the_environment_and_an_unregistration_reaches_the_fleet() {
+    let redis = RedisServer::start_with_password(Some("s3cret pass"));
+    let flags = redis.flags(None);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let env = [("PROXY_REDIS_PASSWORD", "s3cret pass"), ("PROXY_REDIS_DB", "3")];
+    let (a, b) = (Proxy::start_with(&flags, &env), Proxy::start_with(&flags, &env));
+    let wrong = Proxy::start_with(&flags, &[("PROXY_REDIS_PASSWORD", "wrong"), ("PROXY_REDIS_DB", "3")]);
+    let origin = NginxRtmp::start(4096);
+    assert_eq!(register(&a.api_addr(), &origin_body("un", "s", origin.rtmp_port)).status, 200);
+    let origins = |p: &Proxy| get(&p.api_addr(), "/api/v1/origins").json()["total"].as_u64();
+    assert!(wait_until(Duration::from_secs(5), || origins(&b) == Some(1)), "{}", b.log_text());
+    assert!(redis.cli_db(3, &["GET", "srs-proxy-server:un-s-1"]).contains("\"server_id\":\"un\""));
+    assert_eq!(redis.cli_db(0, &["DBSIZE"]), "0", "nothing written to database 0");
+    let _publisher = Ffmpeg::publish(&rtmp_url(&b, "db"), 30);
+    assert!(wait_until(Duration::from_secs(15), || origin.publishing("db")), "{}", b.log_text());
+    assert_eq!(redis.cli_db(3, &["GET", "srs-proxy-url:__defaultVhost__/live/db"]), "srs-proxy-server:un-s-1");
+    assert_eq!(metric(&a, "streamgate_redis_up"), Some(1.0));
+    assert_eq!(metric(&wrong, "streamgate_redis_up"), Some(0.0));
+    // (Unhealthy, not just degraded: it knows no origin either, as it cannot read the fleet's.)
+    let (status, errors) = health(&wrong);
+    assert_eq!(status, "unhealthy", "{errors:?}");
+    let refused = |e: &String| e.contains("redis unavailable") && e.contains("Password authentication failed");
+    assert!(errors.iter().any(refused), "{errors:?}");
+
+    let unregister = common::request(
+        "POST",
+        "/api/v1/srs/unregister",
+        &[("Content-Type", "application/json")],
+        r#"{"id":"un-s-1"}"#,
+    );
+    let reply = common::raw_http(&a.api_addr(), &unregister);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(origins(&a), Some(0));
+    assert_eq!(redis.cli_db(3, &["EXISTS", "srs-proxy-server:un-s-1"]), "0");
+    assert_eq!(redis.cli_db(3, &["GET", "srs-proxy-all-servers"]), "[]");
+    let t0 = Instant::now();
+    assert!(wait_until(Duration::from_secs(5), || origins(&b) == Some(0)), "{}", b.log_text());
+    assert!(b.log_text().contains("origin un-s-1 left the fleet (its redis key is gone)"), "{}", b.log_text());
+    eprintln!("the unregistration reached B after {:?}", t0.elapsed());
 }
