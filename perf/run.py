@@ -413,7 +413,7 @@ def run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace,
 
 
 def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline=None, players_with="load",
-               strace=None, profile=None):
+               strace=None, profile=None, merge_write="100ms"):
     proxy = None
     if name == "baseline":
         if not baseline:
@@ -424,12 +424,13 @@ def run_target(name, scenario, tmp, origin, duration, load_args, batch, baseline
         relay, batched = name.split("-")[0], name.endswith("-batch")
         proxy = Streamgate(tmp, origin, relay, batch if batched else None)
         port = proxy.port
-    elif name in ("edge", "baseline-edge"):
+    elif name in ("edge", "edge-merge", "baseline-edge"):
         if name == "baseline-edge" and not baseline:
             raise RuntimeError("target baseline-edge needs --baseline BINARY")
         pull = ["--edge-pull", "http-flv"] if origin.protocol == "http" else []
+        merge = ["--edge-merge-write", merge_write] if name == "edge-merge" else []
         proxy = Streamgate(tmp, origin, "splice", None, baseline if name == "baseline-edge" else PROXY,
-                           extra=["--edge", "on"] + pull)
+                           extra=["--edge", "on"] + pull + merge)
         port = proxy.port
     elif name == "haproxy":
         proxy = Haproxy(tmp, origin.port)
@@ -544,7 +545,7 @@ def table(scenario_name, rows):
             ratios.append(f"- proxy CPU-ms per setup (mean), streamgate splice / baseline build: "
                           f"{mean('splice', cpu_ms):.3f} / {mean('baseline', cpu_ms):.3f} = "
                           f"{mean('splice', cpu_ms) / mean('baseline', cpu_ms):.2f}")
-    for relay in RELAYS + ("edge", "baseline-edge"):
+    for relay in RELAYS + ("edge", "edge-merge", "baseline-edge"):
         if relay in by and "haproxy" in by:
             a, b = by[relay], by["haproxy"]
             ga, gb = a["load"].get("bytes_received", 0) / 2**30, b["load"].get("bytes_received", 0) / 2**30
@@ -602,12 +603,13 @@ def main():
     ap.add_argument("--duration", type=int)
     ap.add_argument("--targets", default="direct,splice,copy,haproxy",
                     help="comma-separated: direct, splice, copy, splice-batch, copy-batch (streamgate with "
-                         "--relay-batch BATCH), edge (streamgate --edge on), haproxy, baseline and "
+                         "--relay-batch BATCH), edge (streamgate --edge on), edge-merge (--edge on --edge-merge-write MERGE), haproxy, baseline and "
                          "baseline-edge (--baseline BINARY, --relay splice or --edge on)")
     ap.add_argument("--players-with", choices=("load", "rtmpdump"), default="load",
                     help="who plays: the load generator's players (default) or rtmpdump processes")
     ap.add_argument("--baseline", help="another streamgate binary, run as target baseline (--relay splice)")
     ap.add_argument("--batch", default="10ms", help="--relay-batch of the *-batch targets (default 10ms)")
+    ap.add_argument("--merge-write", default="100ms", help="--edge-merge-write of the edge-merge target (default 100ms)")
     ap.add_argument("--load-args", default="",
                     help="extra streamgate-load flags for every target, after the scenario's (so they override "
                          "them: --players 50 for a smoke run), e.g. --quickack (the generator then acknowledges "
@@ -637,7 +639,7 @@ def main():
         for target in opts.targets.split(","):
             print(f"running {opts.scenario} against {target} for {duration}s ...", file=sys.stderr)
             rows.append(run_target(target, scenario, tmp, origin, duration, opts.load_args.split(), opts.batch,
-                                   opts.baseline, opts.players_with, opts.strace, opts.profile))
+                                   opts.baseline, opts.players_with, opts.strace, opts.profile, opts.merge_write))
     finally:
         if origin:
             origin.stop()
