@@ -691,3 +691,34 @@ fn merged_writes_send_a_players_stream_in_fewer_larger_bursts() {
     assert!(plain >= 2 * merged, "without merging {plain} bursts, with it {merged}: {seen:?}");
     eprintln!("(merge, bursts, bytes) in {window:?}: {seen:?}");
 }
+
+/// An SRT publisher's stream is taken from its first moment: an RTMP publisher of the same
+/// stream arriving while the SRT ingest job is still starting (probing the caller's MPEG-TS,
+/// a second or more) is refused, and the SRT publisher's stream is the one that plays.
+#[test]
+fn an_rtmp_publisher_cannot_take_a_stream_whose_srt_ingest_is_starting() {
+    let p = Proxy::start(&["--local-origin", "on", "--local-hls-jobs", "0"]);
+    let mut srt = udp_peers::publish_srt(&srt_url(&p, "w", "publish"), 20);
+    let accepted = || p.log_text().contains("srt publish __defaultVhost__/live/w from");
+    assert!(wait_until(PUBLISH_WAIT, accepted), "{}\n{}", srt.log_text(), p.log_text());
+    // At once: the ingest has not published yet.
+    let mut rtmp = Ffmpeg::publish(&rtmp_url(&p, "w"), 10);
+    assert!(rtmp.wait_timeout(Duration::from_secs(20)).is_some_and(|s| !s.success()), "{}", rtmp.describe());
+    let log = p.log_text();
+    let rtmp_refused = log.lines().any(|l| {
+        l.contains("rtmp publish __defaultVhost__/live/w from")
+            && (l.contains("refused: an SRT publisher's ingest of the stream is starting")
+                || l.contains("refused: the stream is already published here"))
+    });
+    assert!(rtmp_refused, "{log}");
+    let served = || {
+        p.log_text()
+            .lines()
+            .any(|l| l.contains("rtmp publish __defaultVhost__/live/w from 127.0.0.1") && l.contains("served locally"))
+    };
+    assert!(wait_until(PUBLISH_WAIT, served), "the SRT ingest never published: {}", p.log_text());
+    assert!(srt.running(), "{}", srt.log_text());
+    let mut player = Ffmpeg::play(&rtmp_url(&p, "w"), 20);
+    assert!(wait_until(Duration::from_secs(20), || player.frames() >= 25), "{}\n{}", player.describe(), p.log_text());
+    eprintln!("{}", p.log_text().lines().filter(|l| l.contains("live/w")).collect::<Vec<_>>().join("\n"));
+}

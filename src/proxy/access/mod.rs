@@ -115,9 +115,17 @@ impl Refusal {
 pub struct Admitted {
     _slot: Option<Slot>,
     end: Option<(CallbackUrl, callback::Hook)>,
+    /// One of streamgate's own jobs (loopback, signed with the internal secret).
+    internal: bool,
 }
 
 impl Admitted {
+    /// Whether the session is one of streamgate's own jobs (a local stream's HLS remux or
+    /// ladder, an SRT ingest or player job), not a client.
+    pub fn internal(&self) -> bool {
+        self.internal
+    }
+
     /// Whether it holds anything its end gives back or tells (a stream slot, an end notice).
     pub fn holds_anything(&self) -> bool {
         self._slot.is_some() || self.end.is_some()
@@ -176,7 +184,7 @@ async fn check(shard: &Shard, ask: &Ask<'_>) -> Result<Admitted, Refusal> {
         && !access.internal_secret.is_empty()
         && signed::verify(&access.internal_secret, ask.key, ask.param, unix_now()).is_ok()
     {
-        return Ok(Admitted { _slot: None, end: None });
+        return Ok(Admitted { _slot: None, end: None, internal: true });
     }
     let secret = match ask.role {
         Role::Publish => access.publish_secret.as_deref(),
@@ -210,7 +218,7 @@ async fn check(shard: &Shard, ask: &Ask<'_>) -> Result<Admitted, Refusal> {
         }
     }
     let end = end_url.clone().map(|url| (url, callback::Hook { action: end, ..hook }));
-    Ok(Admitted { _slot: slot, end })
+    Ok(Admitted { _slot: slot, end, internal: false })
 }
 
 async fn ask_callback(

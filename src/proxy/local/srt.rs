@@ -51,9 +51,14 @@ fn ingests<R>(f: impl FnOnce(&mut HashSet<StreamKey>) -> R) -> R {
     f(guard.get_or_insert_with(HashSet::new))
 }
 
+/// Whether an SRT publisher's ingest job runs (or is starting) for `key`.
+pub fn ingesting(key: &StreamKey) -> bool {
+    ingests(|t| t.contains(key))
+}
+
 /// Decides for an SRT publisher of `key` on `shard`; starts its ingest when it is local.
 pub fn publish(shard: &Shard, key: &StreamKey) -> SrtLocal {
-    if super::owner(key).is_some() || ingests(|t| t.contains(key)) {
+    if super::owner(key).is_some() || ingesting(key) {
         return SrtLocal::Busy;
     }
     if !super::publishes_locally(shard, key) {

@@ -89,10 +89,17 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
         peer,
         tc_url: Some(&tc_url),
     };
-    let _admitted = match Box::pin(super::access::admit(&shard, &ask)).await {
+    let admitted = match Box::pin(super::access::admit(&shard, &ask)).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await,
     };
+    // An SRT publisher's ingest job is starting for this stream: the stream is taken (only the
+    // job's own RTMP publish may claim it), as it is once the job publishes.
+    if session_role == Role::Publish && !admitted.internal() && super::local::srt::ingesting(&key) {
+        log::warn!("rtmp publish {key} from {peer} refused: an SRT publisher's ingest of the stream is starting");
+        return refuse(&client, session_role, identify::CHUNK_SIZE, "stream already publishing").await;
+    }
+    let _admitted = admitted;
     // Publish limits (RTMP_MAX_STREAMS now; resolution and bit rate while relaying).
     let _slot = match session_role {
         Role::Publish => match limits::admit(&shard.config.limits) {
