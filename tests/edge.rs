@@ -347,3 +347,34 @@ fn an_http_flv_only_origin_is_pulled_once_for_every_player() {
     assert_eq!(origin.requested(), ["/live/h.flv"], "one GET for all three players");
     assert!(p.log_text().contains("HTTP-FLV)"), "{}", p.log_text());
 }
+
+/// HTTP-TS players through a two-shard edge: muxed from the shard's pull (one per shard, as
+/// for RTMP and HTTP-FLV), ffprobe finds both tracks and ffmpeg players decode their frames
+/// with no error while the origin never serves more play connections than there are shards.
+#[test]
+fn http_ts_players_are_served_from_the_pull() {
+    let (origin, p, _publisher) = edge_with_stream(&["--shards", "2"], "t", 40);
+    let ts = format!("http://127.0.0.1:{}/live/t.ts", p.http);
+    if let Err(e) = probe_h264_aac(&ts, PROBE_TIMEOUT) {
+        panic!("{e}\n{}", diag(&p, &[&origin]));
+    }
+    let mut players: Vec<_> = (0..6).map(|_| Ffmpeg::play_frames(&ts, 100)).collect();
+    let (mut most, mut edge) = (0, Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while players.iter_mut().any(|f| f.running()) && Instant::now() < deadline {
+        most = most.max(origin.players("t"));
+        let now = stream_edge(&p, "t");
+        if now["players"].as_u64() > edge["players"].as_u64() {
+            edge = now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(edge["players"].as_u64().unwrap_or(0) >= 3, "{edge}");
+    for f in &mut players {
+        let ok = f.try_status().is_some_and(|s| s.success()) && f.frames() >= 100 && f.stderr_text().trim().is_empty();
+        assert!(ok, "player: {}\n{}", f.describe(), diag(&p, &[&origin]));
+    }
+    assert!((1..=2).contains(&most), "the origin served {most} players for 2 shards\n{}", diag(&p, &[&origin]));
+    let log = p.log_text();
+    assert!(log.contains("http_ts play __defaultVhost__/live/t from") && log.contains("via the edge"), "{log}");
+}

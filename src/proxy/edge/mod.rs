@@ -346,8 +346,8 @@ async fn play(
     log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
 }
 
-/// One line for a player's end.
-fn log_end(
+/// One line for a player's end (the edge's players and the HTTP-TS players muxed from a ring).
+pub(crate) fn log_end(
     protocol: &str,
     key: &StreamKey,
     peer: SocketAddr,

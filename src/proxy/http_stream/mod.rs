@@ -133,9 +133,10 @@ async fn route(ex: &mut Exchange<'_>) -> Next {
     }
 }
 
-/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward (HTTP-FLV with
-/// `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]; HTTP-FLV
-/// or HTTP-TS of a local stream: from its ring, [`super::local`]).
+/// HTTP-FLV, HTTP-TS, HTTP-MP3 and HTTP-AAC: pick the stream's origin and forward (HTTP-FLV and
+/// HTTP-TS with `--edge on`: served from the shard's pull of the stream, [`super::edge::play_flv`]
+/// and [`super::local::ts`]; HTTP-FLV or HTTP-TS of a local stream: from its ring,
+/// [`super::local`]).
 async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     let key = match ex.stream_key() {
         Ok(key) => key,
@@ -158,9 +159,12 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
             return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
         }
     };
-    if protocol == Protocol::HttpFlv && ex.shard.config.edge.enabled {
+    if ex.shard.config.edge.enabled && matches!(protocol, Protocol::HttpFlv | Protocol::HttpTs) {
         drop(origin);
-        return play_flv(ex, &key).await;
+        return match protocol {
+            Protocol::HttpTs => Box::pin(play_ts(ex, &key)).await,
+            _ => play_flv(ex, &key).await,
+        };
     }
     Box::pin(forward(ex, &key, origin, protocol)).await
 }
@@ -183,8 +187,8 @@ async fn play_flv(ex: &Exchange<'_>, key: &StreamKey) -> Next {
     Next::Close
 }
 
-/// An HTTP-TS player of a local stream, muxed from its ring ([`super::local::ts`]); chunked
-/// for an HTTP/1.1 client as for HTTP-FLV.
+/// An HTTP-TS player of a local stream or, with `--edge on`, of the shard's pull, muxed from
+/// the ring ([`super::local::ts`]); chunked for an HTTP/1.1 client as for HTTP-FLV.
 async fn play_ts(ex: &Exchange<'_>, key: &StreamKey) -> Next {
     let mut head = Vec::with_capacity(256);
     let headers = [("Content-Type".to_string(), b"video/MP2T".to_vec())];

@@ -1,6 +1,7 @@
-//! HTTP-TS players of local streams (`/APP/STREAM.ts`): the stream's ring, read like an edge
-//! player's (from the last key frame, after the sequence headers), muxed into MPEG-TS for
-//! this player ([`crate::codec::ts`]: H.264 and AAC) and written in batches of about
+//! HTTP-TS players of local streams, and of pulled ones with `--edge on` (`/APP/STREAM.ts`):
+//! the stream's ring, read like an edge player's (from the last key frame, after the sequence
+//! headers), muxed into MPEG-TS for this player ([`crate::codec::ts`]: H.264 and AAC, so a
+//! stream in other codecs is not served this way) and written in batches of about
 //! [`BATCH_BYTES`]. The body is chunked for an HTTP/1.1 client, so it ends with the last chunk
 //! when the publisher leaves, as the HTTP-FLV players' does.
 //!
@@ -29,8 +30,9 @@ use crate::shard::{Shard, within};
 /// About how many bytes of MPEG-TS one write carries.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
-/// Serves an HTTP-TS player of `key`: `head` (the response head, chunked when `chunked`), then
-/// the stream as MPEG-TS until either side ends it.
+/// Serves an HTTP-TS player of `key` from the shard's ring of it (a local stream's, or with
+/// `--edge on` the shard's pull, started if need be): `head` (the response head, chunked when
+/// `chunked`), then the stream as MPEG-TS until either side ends it.
 pub async fn play(
     shard: &Rc<Shard>,
     client: &TcpStream,
@@ -52,15 +54,7 @@ pub async fn play(
     };
     let ended = future::or(writer, gone).await;
     let _ = client.shutdown(std::net::Shutdown::Both).await;
-    let (took, bytes, dropped) = (started.elapsed(), bytes_out.get(), dropped.get());
-    match ended {
-        Ok(end) => log::info!(
-            "http_ts play {key} from {peer} (local) ended after {took:.1?}: {end}; {bytes} bytes out, {dropped} frames dropped"
-        ),
-        Err(e) => log::info!(
-            "http_ts play {key} from {peer} (local) ended after {took:.1?}: {e}; {bytes} bytes out, {dropped} frames dropped"
-        ),
-    }
+    edge::log_end(Protocol::HttpTs.name(), key, peer, started, ended, bytes_out.get(), dropped.get());
 }
 
 /// Appends `body` to `out`, as one chunk when `chunked`.
