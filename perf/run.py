@@ -32,7 +32,9 @@ the players are rtmpdump (librtmp) processes, a player that reads the way real o
 reads, acknowledgements) rather than the generator's. They join at --ramp-per-sec; the proxy's
 CPU and the bytes the players wrote (files in /dev/shm) are measured over --duration once every
 player plays; setup and first-media times are not measured. --strace S and --profile S then
-count the proxy's system calls (per MiB delivered) and sample its hottest symbols for S seconds.
+count the proxy's system calls (per MiB delivered) and sample its hottest symbols for S seconds;
+with --flamegraph DIR the samples are also drawn as DIR/<target>.svg (needs inferno:
+cargo install inferno).
 Scenarios: fanout, bulk, churn, idle, httpflv, httpflv-churn, edge-churn (see SCENARIOS below).
 A short smoke run that keeps perf/results/ clean:
   perf/run.py httpflv --duration 10 --load-args "--players 50" --out -
@@ -335,6 +337,19 @@ def last_value(args, flag, default):
     return values[-1] if values else default
 
 
+# --flamegraph DIR: where run_rtmpdump_players draws its perf samples.
+FLAMEGRAPH_DIR = None
+
+
+def flamegraph(data, svg, title):
+    """Draws perf samples (`perf record -g`) as a flame graph with inferno."""
+    script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+    folded = subprocess.run(["inferno-collapse-perf"], input=script, capture_output=True, text=True).stdout
+    with open(svg, "w") as out:
+        subprocess.run(["inferno-flamegraph", "--title", title], input=folded, stdout=out, text=True, check=True)
+    print(f"flame graph: {svg}", file=sys.stderr)
+
+
 def strace_counts(pid, seconds, tmp):
     """Syscall counts of every thread of pid over `seconds` (strace -c -f), as {name: calls}."""
     out = os.path.join(tmp, f"strace-{pid}.txt")
@@ -392,6 +407,8 @@ def run_rtmpdump_players(name, tmp, origin, port, proxy, args, duration, strace,
                 data = os.path.join(tmp, f"perf-{name}.data")
                 subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o", data, "--",
                                 "sleep", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if FLAMEGRAPH_DIR:
+                    flamegraph(data, os.path.join(FLAMEGRAPH_DIR, f"{name}.svg"), name)
                 rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "sym",
                                       "--percent-limit", "1", "-g", "none"], capture_output=True, text=True).stdout
                 row["profile"] = [l.strip() for l in rep.splitlines() if l.strip() and not l.startswith("#")][:25]
@@ -620,9 +637,15 @@ def main():
     ap.add_argument("--profile", type=int, metavar="SECONDS",
                     help="with --players-with rtmpdump: after the measured window, sample the proxy with perf record "
                          "-g for SECONDS and keep its hottest symbols in the raw section")
+    ap.add_argument("--flamegraph", metavar="DIR",
+                    help="with --profile: also draw each target's samples as DIR/<target>.svg (inferno)")
     ap.add_argument("--out", help="file to append the section to (default perf/results/<date>-<commit>.md); "
                                   "- only prints it (smoke runs)")
     opts = ap.parse_args()
+    global FLAMEGRAPH_DIR
+    FLAMEGRAPH_DIR = opts.flamegraph
+    if FLAMEGRAPH_DIR:
+        os.makedirs(FLAMEGRAPH_DIR, exist_ok=True)
     scenario = SCENARIOS[opts.scenario]
     duration = opts.duration or scenario["duration"]
     for tool in (PROXY, LOAD):
