@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use streamgate::config::{Cli, LoadError, dotenv};
 use streamgate::{app, logging, shard};
 
+// `--features system-alloc` builds with the system allocator instead, for heap profilers
+// (heaptrack) that cannot see mimalloc's allocations.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
