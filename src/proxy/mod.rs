@@ -200,7 +200,10 @@ mod tests {
     #[test]
     fn a_players_connection_task_stays_small() {
         let (rtmp, http) = (future_size(super::rtmp::serve), future_size(super::http_stream::serve));
-        assert!(rtmp <= 3_584, "the RTMP connection task takes {rtmp} bytes");
+        // RTMP: the setup's future is freed before the session's starts (its own box), so the
+        // task itself holds little more than the connection until the setup hands over.
+        assert!(rtmp <= 512, "the RTMP connection task takes {rtmp} bytes");
         assert!(http <= 3_584, "the HTTP connection task takes {http} bytes");
+        eprintln!("connection tasks: RTMP {rtmp} bytes, HTTP {http} bytes");
     }
 }

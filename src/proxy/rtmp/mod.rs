@@ -52,7 +52,7 @@ use crate::bridge::{Protocol, Role};
 use crate::codec::rtmp::{ChunkEncoder, message};
 use crate::shard::media::MediaProbe;
 use crate::shard::traffic::Traffic;
-use crate::shard::{Shard, relay, within};
+use crate::shard::{LocalFuture, Shard, relay, within};
 use handover::Handover;
 use identify::Identified;
 use upstream::UpstreamError;
@@ -62,22 +62,42 @@ pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The origin must confirm the start within this long after the replay.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one RTMP client connection.
-pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
-    // Setup steps whose state is large are boxed (freed once done): a connection's task is as
-    // large as its largest state for its whole life.
+/// Serves one RTMP client connection: its setup (handshake, identify, admission, which path),
+/// then the session that setup chose. The setup's future is freed before the session starts, so
+/// a session (most of them edge or local players) keeps only its own state for its life: a
+/// future is allocated at the size of its largest state.
+pub async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    if let Some(session) = Box::pin(setup(shard, client, peer)).await {
+        session.await;
+    }
+}
+
+/// The setup of [`serve`]: `None` when it ended the connection (refused, or the client went),
+/// else the session to run, owning the connection and what it holds for the session's life
+/// (its admission, its publish slot).
+async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Option<LocalFuture> {
+    // Setup steps whose state is large are boxed (freed once done).
     let identified = Box::pin(within(IDENTIFY_TIMEOUT, identify::identify(&mut client))).await;
     let Identified { role: session_role, tc_url, stream_name, replay, told } = match identified {
         Some(Ok(ident)) => ident,
-        Some(Err(e)) => return log::debug!("rtmp client {peer}: {e}"),
-        None => return log::debug!("rtmp client {peer}: no publish or play within {IDENTIFY_TIMEOUT:?}"),
+        Some(Err(e)) => {
+            log::debug!("rtmp client {peer}: {e}");
+            return None;
+        }
+        None => {
+            log::debug!("rtmp client {peer}: no publish or play within {IDENTIFY_TIMEOUT:?}");
+            return None;
+        }
     };
     let role = session_role.name();
     let key = match StreamKey::from_rtmp(&tc_url, &stream_name) {
         Ok(key) => key,
         Err(e) => {
             log::warn!("rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}", tc_url, stream_name);
-            return refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
+            {
+                refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
+                return None;
+            }
         }
     };
     let param = super::access::rtmp_param(&tc_url, &stream_name);
@@ -91,13 +111,19 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
     };
     let admitted = match Box::pin(super::access::admit(&shard, &ask)).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await,
+        Err(refusal) => {
+            refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await;
+            return None;
+        }
     };
     // An SRT publisher's ingest job is starting for this stream: the stream is taken (only the
     // job's own RTMP publish may claim it), as it is once the job publishes.
     if session_role == Role::Publish && !admitted.internal() && super::local::srt::ingesting(&key) {
         log::warn!("rtmp publish {key} from {peer} refused: an SRT publisher's ingest of the stream is starting");
-        return refuse(&client, session_role, identify::CHUNK_SIZE, "stream already publishing").await;
+        {
+            refuse(&client, session_role, identify::CHUNK_SIZE, "stream already publishing").await;
+            return None;
+        }
     }
     let _admitted = admitted;
     // Publish limits (RTMP_MAX_STREAMS now; resolution and bit rate while relaying).
@@ -106,29 +132,41 @@ pub async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
             Ok(slot) => Some(slot),
             Err(refusal) => {
                 log::warn!("rtmp publish {key} from {peer} refused: {refusal}");
-                return refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await;
+                {
+                    refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await;
+                    return None;
+                }
             }
         },
         Role::Play => None,
     };
-    // So are the paths below but the edge player's (the most numerous connection).
+    let held = (_admitted, _slot);
     if super::local::takes(&shard, &key, session_role) {
-        let local = super::local::serve_rtmp(&shard, &client, peer, &key, &stream_name, session_role, replay);
-        return Box::pin(local).await;
+        return Some(Box::pin(async move {
+            super::local::serve_rtmp(&shard, &client, peer, &key, &stream_name, session_role, replay).await;
+            drop(held);
+        }));
     }
     let origin = match super::pick(&shard, &key).await {
         Ok(origin) => origin,
         Err(reason) => {
             log::warn!("rtmp {role} {key} from {peer} refused: {reason}");
-            return refuse(&client, session_role, identify::CHUNK_SIZE, &reason.to_string()).await;
+            refuse(&client, session_role, identify::CHUNK_SIZE, &reason.to_string()).await;
+            return None;
         }
     };
     if session_role == Role::Play && shard.config.edge.enabled {
         // What identify kept for a relay's replay is not needed for the player's life.
         drop((replay, tc_url, origin, told));
-        return super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
+        return Some(Box::pin(async move {
+            super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
+            drop(held);
+        }));
     }
-    Box::pin(relayed(shard, client, peer, key, session_role, origin, (replay, told))).await
+    Some(Box::pin(async move {
+        relayed(shard, client, peer, key, session_role, origin, (replay, told)).await;
+        drop(held);
+    }))
 }
 
 /// Relays a client to the stream's origin (the path of publishers, and of players with
