@@ -41,6 +41,22 @@ fn edge_with_stream(extra: &[&str], stream: &str, seconds: u32) -> (NginxRtmp, P
     (origin, p, publisher)
 }
 
+/// While `players` run (at most 40 s): the most play connections the origin served for
+/// `stream`, and the stream's `edge` object when it counted the most players.
+fn watch_players(players: &mut [Ffmpeg], origin: &NginxRtmp, p: &Proxy, stream: &str) -> (usize, Value) {
+    let (mut most, mut edge) = (0, Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while players.iter_mut().any(|f| f.running()) && Instant::now() < deadline {
+        most = most.max(origin.players(stream));
+        let now = stream_edge(p, stream);
+        if now["players"].as_u64() > edge["players"].as_u64() {
+            edge = now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (most, edge)
+}
+
 /// Whether a video message is a keyframe (FLV frame type 1), sequence headers included.
 fn keyframe(m: &streamgate::codec::rtmp::Message) -> bool {
     m.type_id == message::VIDEO && m.payload.first().is_some_and(|b| b >> 4 == 1)
@@ -60,19 +76,8 @@ fn players_of_a_stream_share_one_origin_pull_per_shard() {
             panic!("{e}\n{}", diag(&p, &[&origin]));
         }
     }
-    let players: Vec<_> = (0..8).map(|i| Ffmpeg::play_frames(if i % 2 == 0 { &url } else { &flv }, 100)).collect();
-    let mut most = 0;
-    let mut edge = Value::Null;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut players = players;
-    while players.iter_mut().any(|f| f.running()) && Instant::now() < deadline {
-        most = most.max(origin.players("a"));
-        let now = stream_edge(&p, "a");
-        if now["players"].as_u64() > edge["players"].as_u64() {
-            edge = now;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut players: Vec<_> = (0..8).map(|i| Ffmpeg::play_frames(if i % 2 == 0 { &url } else { &flv }, 100)).collect();
+    let (most, edge) = watch_players(&mut players, &origin, &p, "a");
     // The proxy's own account agrees: pulls per shard, players, a GOP in the cache.
     assert!((1..=2).contains(&edge["pulls"].as_u64().unwrap_or(0)), "{edge}");
     assert!(edge["players"].as_u64().unwrap_or(0) >= 4, "{edge}");
@@ -359,16 +364,7 @@ fn http_ts_players_are_served_from_the_pull() {
         panic!("{e}\n{}", diag(&p, &[&origin]));
     }
     let mut players: Vec<_> = (0..6).map(|_| Ffmpeg::play_frames(&ts, 100)).collect();
-    let (mut most, mut edge) = (0, Value::Null);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while players.iter_mut().any(|f| f.running()) && Instant::now() < deadline {
-        most = most.max(origin.players("t"));
-        let now = stream_edge(&p, "t");
-        if now["players"].as_u64() > edge["players"].as_u64() {
-            edge = now;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (most, edge) = watch_players(&mut players, &origin, &p, "t");
     assert!(edge["players"].as_u64().unwrap_or(0) >= 3, "{edge}");
     for f in &mut players {
         let ok = f.try_status().is_some_and(|s| s.success()) && f.frames() >= 100 && f.stderr_text().trim().is_empty();
