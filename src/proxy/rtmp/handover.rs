@@ -182,7 +182,6 @@ impl Handover {
         rest: Vec<u8>,
         counter: &Cell<u64>,
     ) -> io::Result<Option<Vec<u8>>> {
-        let mut buf = vec![0u8; 16 * 1024];
         let mut input = rest;
         let mut pos = 0;
         loop {
@@ -192,13 +191,14 @@ impl Handover {
                 return Ok(Some(input));
             }
             if pos == input.len() {
-                let n = recv(origin, &mut buf).await?;
+                // Everything read was taken: the next read goes straight into the same buffer.
+                input.resize(16 * 1024, 0);
+                let n = recv(origin, &mut input).await?;
                 if n == 0 {
                     let _ = client.shutdown(std::net::Shutdown::Write).await;
                     return Ok(None);
                 }
-                input.clear();
-                input.extend_from_slice(&buf[..n]);
+                input.truncate(n);
                 pos = 0;
             }
             // One message at a time: the switch comes at the first boundary in step.
