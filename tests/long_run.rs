@@ -218,7 +218,20 @@ fn long_run(path: Route) {
         Route::Edge => ("edge", &["--edge", "on", "--edge-cache-bytes", "4MiB", "--edge-max-lag", "1MiB"]),
         // With the HLS remux job (an in-process libavformat player of the stream: it used to
         // leak every packet it skipped, about 0.35 MB/s at this rate).
-        Route::Local => ("local", &["--local-origin", "on", "--edge-cache-bytes", "4MiB", "--edge-max-lag", "1MiB"]),
+        // Its players also use merged writes (the edge run covers the same player code without).
+        Route::Local => (
+            "local",
+            &[
+                "--local-origin",
+                "on",
+                "--edge-cache-bytes",
+                "4MiB",
+                "--edge-max-lag",
+                "1MiB",
+                "--edge-merge-write",
+                "50ms",
+            ],
+        ),
     };
     let dir = TempDir::new(&format!("long-{mode}"));
     let source = source(&dir.0);
