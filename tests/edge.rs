@@ -218,6 +218,19 @@ fn a_player_that_stops_reading_is_skipped_then_disconnected() {
     let started = Instant::now();
     // 10 s of 25 fps video while `stuck` reads nothing.
     let mut healthy = Ffmpeg::play_frames(&url, 250);
+    // Before its disconnect the API names the stuck player among those furthest behind: its
+    // address, how far behind it is and the frames it skipped.
+    let stuck_peer = stuck.sock.local_addr().unwrap().to_string();
+    let named = wait_until(Duration::from_secs(20), || {
+        let behind = stream_edge(&p, "slow")["players_behind"].as_array().cloned().unwrap_or_default();
+        behind.iter().any(|b| {
+            b["peer"] == stuck_peer.as_str()
+                && b["shard"] == 0
+                && b["lag_bytes"].as_u64() > Some(0)
+                && b["dropped_frames"].as_u64() > Some(0)
+        })
+    });
+    assert!(named, "the stuck player {stuck_peer} is not among players_behind: {}", stream_edge(&p, "slow"));
     let disconnected = wait_until(Duration::from_secs(30), || p.log_text().contains("took nothing for 5s"));
     assert!(disconnected, "the stuck player was never disconnected\n{}", diag(&p, &[&origin]));
     let line = p.log_text().lines().find(|l| l.contains("took nothing for 5s")).unwrap_or_default().to_string();
@@ -341,16 +354,30 @@ fn an_http_flv_only_origin_is_pulled_once_for_every_player() {
     let body = http_peers::origin_body_http("flv", "h", closed.port, origin.port);
     let reply = register(&p.api_addr(), &body);
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let flv = format!("http://127.0.0.1:{}/live/h.flv", p.http);
-    let rtmp = proxy_url(&p, "h");
+    // The players' query (their token, say) goes to the origin with the pull.
+    let flv = format!("http://127.0.0.1:{}/live/h.flv?token=xyz", p.http);
+    let rtmp = format!("{}?token=xyz", proxy_url(&p, "h"));
     let mut players: Vec<_> = [&flv, &flv, &rtmp].iter().map(|url| Ffmpeg::play_frames(url, 100)).collect();
     for f in &mut players {
         let status = f.wait_timeout(Duration::from_secs(40));
         let ok = status.is_some_and(|s| s.success()) && f.frames() >= 100 && f.stderr_text().trim().is_empty();
         assert!(ok, "player: {}\n--- proxy log:\n{}", f.describe(), p.log_text());
     }
-    assert_eq!(origin.requested(), ["/live/h.flv"], "one GET for all three players");
+    assert_eq!(origin.requested(), ["/live/h.flv?token=xyz"], "one GET for all three players");
     assert!(p.log_text().contains("HTTP-FLV)"), "{}", p.log_text());
+}
+
+/// The query of the player whose play starts the pull (its token, say) goes to the origin with
+/// the pull's play, where an origin's `on_play` hook reads it (nginx-rtmp logs it).
+#[test]
+fn the_first_players_query_goes_to_the_origin_with_the_pull() {
+    let (origin, p, _publisher) = edge_with_stream(&[], "q", 30);
+    let url = format!("{}?token=abc", proxy_url(&p, "q"));
+    if let Err(e) = probe_h264_aac(&url, PROBE_TIMEOUT) {
+        panic!("{e}\n{}", diag(&p, &[&origin]));
+    }
+    let log = origin.error_log();
+    assert!(log.contains("play: name='q' args='token=abc'"), "{}", diag(&p, &[&origin]));
 }
 
 /// HTTP-TS players through a two-shard edge: muxed from the shard's pull (one per shard, as

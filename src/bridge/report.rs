@@ -283,6 +283,32 @@ pub struct EdgeStream {
     pub dropped_frames: u64,
     /// How far its furthest-behind player is, in payload bytes.
     pub max_lag_bytes: u64,
+    /// Its [`PLAYERS_BEHIND`] players furthest behind, furthest first (those behind now or
+    /// that skipped frames).
+    pub players_behind: Vec<PlayerBehind>,
+}
+
+/// How many players furthest behind a stream's report names (per shard, and over all shards in
+/// the API): the report stays bounded however many players a stream has.
+pub const PLAYERS_BEHIND: usize = 8;
+
+/// One player of an edge stream that is behind or skipped frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerBehind {
+    /// The player's number in its stream on its shard.
+    pub player: u64,
+    pub peer: std::net::SocketAddr,
+    /// Payload bytes behind the stream's newest message, as it last looked.
+    pub lag_bytes: u64,
+    /// Frames it skipped to catch up (`--edge-max-lag`).
+    pub dropped_frames: u64,
+}
+
+/// Keeps the [`PLAYERS_BEHIND`] players furthest behind in `players`, furthest first (then
+/// those that skipped most).
+pub fn keep_furthest_behind(players: &mut Vec<PlayerBehind>) {
+    players.sort_unstable_by_key(|p| std::cmp::Reverse((p.lag_bytes, p.dropped_frames)));
+    players.truncate(PLAYERS_BEHIND);
 }
 
 /// A shard's edge now: its streams, and its counters since it started (cumulative, so a lost

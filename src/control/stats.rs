@@ -19,6 +19,7 @@ use super::State;
 use crate::balance::StreamKey;
 use crate::bridge::TableSizes;
 use crate::bridge::TrafficDelta;
+use crate::bridge::report::PlayerBehind;
 use crate::bridge::report::REPORT_INTERVAL;
 use crate::bridge::{EdgeReport, Listener, MediaDelta, ShardCounters};
 
@@ -48,6 +49,9 @@ pub struct EdgeTotals {
     pub cache_bytes: u64,
     pub dropped_frames: u64,
     pub max_lag_bytes: u64,
+    /// The players furthest behind over every shard, furthest first, with their shard's index
+    /// (at most [`crate::bridge::report::PLAYERS_BEHIND`]).
+    pub players_behind: Vec<(usize, PlayerBehind)>,
     /// Served by streamgate itself (`--local-origin`), not pulled from an origin.
     pub local: bool,
 }
@@ -55,14 +59,21 @@ pub struct EdgeTotals {
 /// `key`'s edge over every shard; `None` where no shard serves it from a pull.
 pub fn edge_totals(shards: &[ShardView], key: &StreamKey) -> Option<EdgeTotals> {
     let mut found = None;
-    for s in shards.iter().flat_map(|v| v.edge.streams.iter()).filter(|s| &s.key == key) {
+    let streams = shards.iter().enumerate().flat_map(|(i, v)| v.edge.streams.iter().map(move |s| (i, s)));
+    for (shard, s) in streams.filter(|(_, s)| &s.key == key) {
         let t: &mut EdgeTotals = found.get_or_insert_with(EdgeTotals::default);
+        t.players_behind.extend(s.players_behind.iter().map(|p| (shard, p.clone())));
         t.pulls += u64::from(s.pulling);
         t.players += s.players;
         t.cache_bytes += s.cache_bytes;
         t.dropped_frames += s.dropped_frames;
         t.max_lag_bytes = t.max_lag_bytes.max(s.max_lag_bytes);
         t.local |= s.origin.as_deref() == Some(crate::bridge::report::LOCAL_ORIGIN);
+    }
+    if let Some(t) = &mut found {
+        let behind = &mut t.players_behind;
+        behind.sort_unstable_by_key(|(_, p)| std::cmp::Reverse((p.lag_bytes, p.dropped_frames)));
+        behind.truncate(crate::bridge::report::PLAYERS_BEHIND);
     }
     found
 }

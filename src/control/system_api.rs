@@ -313,6 +313,13 @@ fn streams(state: &State, page: &Page) -> Response {
                     "cache_bytes": e.cache_bytes,
                     "dropped_frames": e.dropped_frames,
                     "max_lag_bytes": e.max_lag_bytes,
+                    "players_behind": e.players_behind.iter().map(|(shard, p)| json!({
+                        "shard": shard,
+                        "player": p.player,
+                        "peer": p.peer.to_string(),
+                        "lag_bytes": p.lag_bytes,
+                        "dropped_frames": p.dropped_frames,
+                    })).collect::<Vec<_>>(),
                 })),
             })
         })

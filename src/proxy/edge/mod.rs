@@ -38,6 +38,7 @@ use futures_lite::future;
 use glommio::net::TcpStream;
 
 use crate::balance::StreamKey;
+use crate::bridge::report::PlayerBehind;
 use crate::bridge::{EdgeReport, EdgeStream, Protocol, Role, ShardEvent};
 use crate::config::EdgeConfig;
 use crate::shard::Shard;
@@ -64,16 +65,20 @@ pub struct Stream {
     pub pulls: Cell<u64>,
     /// Whether the pull is connected to its origin now.
     pub pulling: Cell<bool>,
-    /// Each player's lag in payload bytes, as it last looked.
-    lags: RefCell<HashMap<u64, u64>>,
+    /// Each player's standing (address, lag, frames skipped), as it last looked.
+    standings: RefCell<HashMap<u64, Standing>>,
     /// Fed by a local publisher (`crate::proxy::local`), not an origin pull.
     pub local: Cell<bool>,
+    /// The query of the player that started the pull (its token, say), passed on to the origin
+    /// with every pull of the stream on this shard, as an SRS edge does with its first client's.
+    pub param: String,
 }
 
 impl Stream {
-    fn new(key: StreamKey, config: &EdgeConfig) -> Self {
+    fn new(key: StreamKey, config: &EdgeConfig, param: String) -> Self {
         Stream {
             key,
+            param,
             ring: RefCell::new(Ring::new(config.cache_bytes, config.max_lag)),
             players: Cell::new(0),
             empty_since: Cell::new(None),
@@ -84,7 +89,7 @@ impl Stream {
             dropped_frames: Cell::new(0),
             pulls: Cell::new(0),
             pulling: Cell::new(false),
-            lags: RefCell::default(),
+            standings: RefCell::default(),
             local: Cell::new(false),
         }
     }
@@ -137,13 +142,31 @@ impl Stream {
 
     /// Notes how far behind `player` is.
     pub fn set_lag(&self, player: u64, lag: u64) {
-        self.lags.borrow_mut().insert(player, lag);
+        if let Some(standing) = self.standings.borrow_mut().get_mut(&player) {
+            standing.lag = lag;
+        }
     }
 
-    /// Counts frames a player skipped.
-    pub fn dropped(&self, frames: u64) {
+    /// Counts frames `player` skipped.
+    pub fn dropped(&self, player: u64, frames: u64) {
         self.dropped_frames.set(self.dropped_frames.get() + frames);
         streams().dropped.set(streams().dropped.get() + frames);
+        if let Some(standing) = self.standings.borrow_mut().get_mut(&player) {
+            standing.dropped += frames;
+        }
+    }
+
+    /// The [`PLAYERS_BEHIND`] players furthest behind (those behind or that skipped frames),
+    /// furthest first.
+    fn players_behind(&self) -> Vec<PlayerBehind> {
+        let standings = self.standings.borrow();
+        let mut behind: Vec<PlayerBehind> = standings
+            .iter()
+            .filter(|(_, s)| s.lag > 0 || s.dropped > 0)
+            .map(|(&player, s)| PlayerBehind { player, peer: s.peer, lag_bytes: s.lag, dropped_frames: s.dropped })
+            .collect();
+        crate::bridge::report::keep_furthest_behind(&mut behind);
+        behind
     }
 
     /// What the shard reports of it.
@@ -155,7 +178,8 @@ impl Stream {
             players: self.players.get() as u64,
             cache_bytes: self.ring.borrow().memory() as u64,
             dropped_frames: self.dropped_frames.get(),
-            max_lag_bytes: self.lags.borrow().values().copied().max().unwrap_or(0),
+            max_lag_bytes: self.standings.borrow().values().map(|s| s.lag).max().unwrap_or(0),
+            players_behind: self.players_behind(),
         }
     }
 
@@ -173,6 +197,15 @@ impl Stream {
     }
 }
 
+/// One player's standing in its stream, for the statistics.
+struct Standing {
+    peer: SocketAddr,
+    /// Payload bytes behind the ring's head, as it last looked.
+    lag: u64,
+    /// Frames it skipped to catch up.
+    dropped: u64,
+}
+
 /// A player's membership of a stream; leaving (drop) starts the linger when it was the last.
 pub struct Membership {
     pub stream: Rc<Stream>,
@@ -183,7 +216,7 @@ impl Drop for Membership {
     fn drop(&mut self) {
         let stream = &self.stream;
         stream.wakers.borrow_mut().remove(&self.id);
-        stream.lags.borrow_mut().remove(&self.id);
+        stream.standings.borrow_mut().remove(&self.id);
         stream.players.set(stream.players.get().saturating_sub(1));
         if stream.players.get() == 0 {
             stream.empty_since.set(Some(Instant::now()));
@@ -235,13 +268,14 @@ impl Streams {
     }
 }
 
-/// Joins `key`'s stream on this shard as a player, starting its origin pull if it has none.
-pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
+/// Joins `key`'s stream on this shard as the player at `peer`, starting its origin pull if it
+/// has none; `param` (the player's query, without `?`) goes to the origin with that pull.
+pub fn join(shard: &Rc<Shard>, key: &StreamKey, peer: SocketAddr, param: String) -> Membership {
     let streams = streams();
     start_reporting(shard, &streams);
     let existing = streams.map.borrow().get(key).filter(|s| !s.is_closed()).cloned();
     let stream = existing.unwrap_or_else(|| {
-        let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
+        let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge, param));
         streams.map.borrow_mut().insert(key.clone(), stream.clone());
         if !shard.spawn_background(upstream::run(shard.clone(), stream.clone())) {
             // Shutting down: no pull starts; the player ends at once.
@@ -254,6 +288,7 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey) -> Membership {
     stream.empty_since.set(None);
     let id = stream.next_player.get();
     stream.next_player.set(id + 1);
+    stream.standings.borrow_mut().insert(id, Standing { peer, lag: 0, dropped: 0 });
     Membership { stream, id }
 }
 
@@ -278,7 +313,7 @@ pub fn open_local(shard: &Rc<Shard>, key: &StreamKey) -> Option<Rc<Stream>> {
     if local(key).is_some() {
         return None;
     }
-    let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge));
+    let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge, String::new()));
     stream.local.set(true);
     *stream.origin.borrow_mut() = Some(LOCAL_ORIGIN.to_string());
     streams.map.borrow_mut().insert(key.clone(), stream.clone());
@@ -303,39 +338,48 @@ async fn report_every_second(shard: Rc<Shard>) {
 }
 
 /// Serves an RTMP player (its `play` of `name` answered by the proxy) from the shard's pull
-/// of `key`.
-pub async fn play_rtmp(shard: &Rc<Shard>, client: &TcpStream, peer: SocketAddr, key: &StreamKey, name: &str) {
+/// of `key`; `param` is its query ([`join`]).
+pub async fn play_rtmp(
+    shard: &Rc<Shard>,
+    client: &TcpStream,
+    peer: SocketAddr,
+    key: &StreamKey,
+    name: &str,
+    param: String,
+) {
     let prelude = player::Prelude { head: Vec::new(), body: player::rtmp_prelude(name) };
-    play(shard, client, peer, key, Protocol::Rtmp, player::Framing::Raw, prelude).await;
+    play(shard, client, peer, (key, param), Protocol::Rtmp, player::Framing::Raw, prelude).await;
 }
 
-/// Serves an HTTP-FLV player from the shard's pull of `key`: `head` (the response head, which
+/// Serves an HTTP-FLV player from the shard's pull of `stream` (its key and the player's query,
+/// [`join`]): `head` (the response head, which
 /// says `Transfer-Encoding: chunked` when `framing` is chunked), the FLV header, then the stream
 /// until either side ends it; a chunked body then ends with its last chunk.
 pub async fn play_flv(
     shard: &Rc<Shard>,
     client: &TcpStream,
     peer: SocketAddr,
-    key: &StreamKey,
+    stream: (&StreamKey, String),
     head: Vec<u8>,
     framing: player::Framing,
 ) {
     let prelude = player::Prelude { head, body: crate::codec::flv::FILE_HEADER.to_vec() };
-    play(shard, client, peer, key, Protocol::HttpFlv, framing, prelude).await;
+    play(shard, client, peer, stream, Protocol::HttpFlv, framing, prelude).await;
 }
 
-/// Serves one player of `protocol` (RTMP or HTTP-FLV): `prelude`, then the stream.
+/// Serves one player of `protocol` (RTMP or HTTP-FLV) of `key` (with its query, [`join`]):
+/// `prelude`, then the stream.
 async fn play(
     shard: &Rc<Shard>,
     client: &TcpStream,
     peer: SocketAddr,
-    key: &StreamKey,
+    (key, param): (&StreamKey, String),
     protocol: Protocol,
     framing: player::Framing,
     prelude: player::Prelude,
 ) {
     let wire = if protocol == Protocol::Rtmp { Wire::Rtmp } else { Wire::Flv };
-    let member = join(shard, key);
+    let member = join(shard, key, peer, param);
     let session = shard.open_session(key, protocol, Role::Play).await;
     let started = Instant::now();
     let dropped = Cell::new(0);

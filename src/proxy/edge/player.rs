@@ -360,7 +360,7 @@ async fn write_loop(
         let skipped = check_lag(member, &mut cursor, &mut pending, wire, max_lag);
         if skipped > 0 {
             dropped.set(dropped.get() + skipped);
-            stream.dropped(skipped);
+            stream.dropped(member.id, skipped);
         }
         if pending.is_empty() {
             let mut batch = Batch::new();

@@ -182,7 +182,7 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
     };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
     stream.begin_pull(origin);
-    let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, &stream.key).await {
+    let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, stream).await {
         Ok(conn) => conn,
         Err(e) => {
             let refused = matches!(e, PullError::Upstream(UpstreamError::Refused { .. }));
@@ -224,20 +224,23 @@ struct Client {
     window: u64,
 }
 
-/// A stream's app path, tcUrl and stream name on the origin at `addr`.
-fn names(key: &StreamKey, addr: SocketAddr) -> (String, String, String) {
+/// A stream's app path, tcUrl and stream name on the origin at `addr`; the name carries
+/// `param` (the query of the player that started the pull: its token, say) as `name?param`,
+/// where ffmpeg and librtmp put a play URL's query and SRS and nginx-rtmp read it.
+fn names(key: &StreamKey, addr: SocketAddr, param: &str) -> (String, String, String) {
     let (vhost, path) = key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, key.as_str()));
     let (app, name) = path.rsplit_once('/').unwrap_or(("live", path));
     let mut tc_url = format!("rtmp://{addr}/{app}");
     if vhost != DEFAULT_VHOST {
         tc_url.push_str(&format!("?vhost={vhost}"));
     }
-    (app.to_string(), tc_url, name.to_string())
+    let name = if param.is_empty() { name.to_string() } else { format!("{name}?{param}") };
+    (app.to_string(), tc_url, name)
 }
 
 impl Client {
-    /// Dials, handshakes, connects, creates a stream and plays `key`.
-    async fn open(addr: SocketAddr, timeout: Duration, key: &StreamKey) -> Result<Client, PullError> {
+    /// Dials, handshakes, connects, creates a stream and plays `stream`.
+    async fn open(addr: SocketAddr, timeout: Duration, stream: &Stream) -> Result<Client, PullError> {
         let connected = connect(addr, timeout).await?;
         let mut conn = Client {
             socket: connected.stream,
@@ -250,7 +253,7 @@ impl Client {
             window: 2_500_000,
         };
         conn.decode(&connected.first)?;
-        let (app, tc_url, name) = names(key, addr);
+        let (app, tc_url, name) = names(&stream.key, addr, &stream.param);
         let mut out = connected.c2;
         conn.encoder.encode(&client::connect(&app, &tc_url, FLASH_VER).to_message(COMMAND_CSID, 0), &mut out)?;
         conn.send(&out).await?;
@@ -385,12 +388,13 @@ mod tests {
     fn the_origin_is_asked_for_the_stream_by_app_and_name() {
         let addr: SocketAddr = "10.0.0.1:1935".parse().unwrap();
         let key = StreamKey::from_rtmp("rtmp://1.2.3.4/live/sub", "cam?token=1").unwrap();
-        let (app, tc_url, name) = names(&key, addr);
+        let (app, tc_url, name) = names(&key, addr, "");
         assert_eq!(
             (app.as_str(), tc_url.as_str(), name.as_str()),
             ("live/sub", "rtmp://10.0.0.1:1935/live/sub", "cam")
         );
+        assert_eq!(names(&key, addr, "token=1").2, "cam?token=1");
         let key = StreamKey::from_rtmp("rtmp://example.com/live", "cam").unwrap();
-        assert_eq!(names(&key, addr).1, "rtmp://10.0.0.1:1935/live?vhost=example.com");
+        assert_eq!(names(&key, addr, "").1, "rtmp://10.0.0.1:1935/live?vhost=example.com");
     }
 }

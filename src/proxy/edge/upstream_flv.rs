@@ -24,7 +24,9 @@ fn request(stream: &Stream) -> Request {
     if vhost != DEFAULT_VHOST {
         headers.push(("Host".to_string(), vhost.as_bytes().to_vec()));
     }
-    Request { method: "GET".into(), path: format!("/{path}.flv"), query: None, version: 1, headers, head_len: 0 }
+    // The query of the player that started the pull goes with it (its token, say).
+    let query = Some(stream.param.clone()).filter(|q| !q.is_empty());
+    Request { method: "GET".into(), path: format!("/{path}.flv"), query, version: 1, headers, head_len: 0 }
 }
 
 /// One pull of `stream` from `origin`'s HTTP endpoint until it fails or ends.

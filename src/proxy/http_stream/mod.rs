@@ -183,7 +183,8 @@ async fn play_flv(ex: &Exchange<'_>, key: &StreamKey) -> Next {
         Framing::Raw => &[("Cache-Control", b"no-cache")],
     };
     write_head(&mut head, 200, "OK", &headers, chunked, Next::Close);
-    super::edge::play_flv(ex.shard, ex.client, ex.peer, key, head, framing).await;
+    let param = ex.req.query.clone().unwrap_or_default();
+    super::edge::play_flv(ex.shard, ex.client, ex.peer, (key, param), head, framing).await;
     Next::Close
 }
 
@@ -199,7 +200,8 @@ async fn play_ts(ex: &Exchange<'_>, key: &StreamKey) -> Next {
         &[("Cache-Control", b"no-cache")]
     };
     write_head(&mut head, 200, "OK", &headers, extra, Next::Close);
-    super::local::ts::play(ex.shard, ex.client, ex.peer, key, head, chunked).await;
+    let param = ex.req.query.clone().unwrap_or_default();
+    super::local::ts::play(ex.shard, ex.client, ex.peer, (key, param), head, chunked).await;
     Next::Close
 }
 

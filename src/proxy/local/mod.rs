@@ -149,6 +149,6 @@ pub async fn serve_rtmp(
 ) {
     match role {
         Role::Publish => publish::serve(shard, client, peer, key, replay).await,
-        Role::Play => edge::play_rtmp(shard, client, peer, key, name).await,
+        Role::Play => edge::play_rtmp(shard, client, peer, key, name, String::new()).await,
     }
 }

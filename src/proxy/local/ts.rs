@@ -37,11 +37,11 @@ pub async fn play(
     shard: &Rc<Shard>,
     client: &TcpStream,
     peer: SocketAddr,
-    key: &StreamKey,
+    (key, param): (&StreamKey, String),
     head: Vec<u8>,
     chunked: bool,
 ) {
-    let member = edge::join(shard, key);
+    let member = edge::join(shard, key, peer, param);
     let session = shard.open_session(key, Protocol::HttpTs, Role::Play).await;
     let started = Instant::now();
     let dropped = Cell::new(0);
@@ -97,7 +97,7 @@ async fn write_loop(
             let skipped = take(member, &mut cursor, &mut mux, &mut body, config.max_lag as u64);
             if skipped > 0 {
                 dropped.set(dropped.get() + skipped);
-                stream.dropped(skipped);
+                stream.dropped(member.id, skipped);
             }
         }
         frame(&mut out, &body, chunked);

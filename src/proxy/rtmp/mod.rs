@@ -156,10 +156,12 @@ async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Opt
         }
     };
     if session_role == Role::Play && shard.config.edge.enabled {
-        // What identify kept for a relay's replay is not needed for the player's life.
+        // What identify kept for a relay's replay is not needed for the player's life; the
+        // player's query goes to the origin if its play starts the shard's pull.
+        let param = super::access::rtmp_param(&tc_url, &stream_name).to_string();
         drop((replay, tc_url, origin, told));
         return Some(Box::pin(async move {
-            super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name).await;
+            super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name, param).await;
             drop(held);
         }));
     }
