@@ -233,7 +233,9 @@ fn open_page(b: &mut Browser, p: &Proxy) {
 
 #[test]
 fn a_published_stream_shows_up_plays_and_can_be_disconnected() {
-    let (origin, p) = origin_and_proxy("dash", &[]);
+    // Players through the edge: its chunked HTTP-FLV body must end with its last chunk when
+    // the operator disconnects the stream below (the browser logs a cut one as a network error).
+    let (origin, p) = origin_and_proxy("dash", &["--edge", "on"]);
     let api = p.api_addr();
     let mut b = Browser::start();
     open_page(&mut b, &p);

@@ -119,7 +119,9 @@ fn http_requests_move_off_an_origin_that_refuses() {
     std::fs::write(live.hls_dir().join(format!("{flv}.flv")), b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00").unwrap();
     let rtmp = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // accepts probes, nothing else
     let closed = common::ClosedPort::new();
-    let proxy = Proxy::start(&["--origin-quarantine", "1s"]);
+    // Players relayed (`--edge off`), as this is about HTTP requests to origins; the edge's
+    // pull moves in tests/edge.rs.
+    let proxy = Proxy::start(&["--origin-quarantine", "1s", "--edge", "off"]);
     let api = proxy.api_addr();
     let body = |server: &str, rtmp: u16, http: u16| {
         format!(

@@ -200,9 +200,10 @@ struct Sample {
 /// The path the players' bytes take through the proxy.
 #[derive(Clone, Copy, PartialEq)]
 enum Route {
-    /// A relayed session per player (`--relay splice` or `copy`).
+    /// A relayed session per player (`--relay splice` or `copy`, `--edge off`).
     Relay(&'static str),
-    /// `--edge on`: one origin pull per shard, players served from its ring.
+    /// `--edge on` without merged writes: one origin pull per shard, players served from its
+    /// ring.
     Edge,
     /// `--local-origin on`: the proxy is the origin; the publisher feeds the ring itself.
     Local,
@@ -210,12 +211,16 @@ enum Route {
 
 fn long_run(path: Route) {
     let (mode, args): (&str, &[&str]) = match path {
-        Route::Relay("splice") => ("splice", &["--relay", "splice"]),
-        Route::Relay(_) => ("copy", &["--relay", "copy"]),
+        Route::Relay("splice") => ("splice", &["--relay", "splice", "--edge", "off"]),
+        Route::Relay(_) => ("copy", &["--relay", "copy", "--edge", "off"]),
         // A ring holds up to `--edge-cache-bytes` (entries and their wire forms), and at this
         // message rate the default 16 MiB fills only after about 20 s per ring: a smaller bound
         // fills within the warm-up, so what is measured after it is the steady state.
-        Route::Edge => ("edge", &["--edge", "on", "--edge-cache-bytes", "4MiB", "--edge-max-lag", "1MiB"]),
+        // Without merged writes (on by default, 40 ms): the local run covers them.
+        Route::Edge => (
+            "edge",
+            &["--edge", "on", "--edge-cache-bytes", "4MiB", "--edge-max-lag", "1MiB", "--edge-merge-write", "0s"],
+        ),
         // With the HLS remux job (an in-process libavformat player of the stream: it used to
         // leak every packet it skipped, about 0.35 MB/s at this rate).
         // Its players also use merged writes (the edge run covers the same player code without).

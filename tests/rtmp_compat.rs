@@ -75,7 +75,8 @@ fn single_chunk_clients_publish_and_play_through_the_proxy() {
     assert!(status.as_ref().is_ok_and(|s| s.1 == "NetStream.Publish.Start"), "{status:?}\n{}", origin.error_log());
     drop(direct);
 
-    let p = Proxy::start(&["--log-level", "debug"]);
+    // Relayed players (`--edge off`); the edge's below.
+    let p = Proxy::start(&["--log-level", "debug", "--edge", "off"]);
     assert_eq!(register(&p.api_addr(), &origin_body("srs-like", "sc", origin.rtmp_port)).status, 200);
     let mut publisher = SingleChunkClient::open(p.rtmp).unwrap();
     let status =
@@ -262,7 +263,8 @@ fn played_tag(tag: &FlvTag) -> Message {
 fn an_origin_that_never_announces_its_chunk_size_plays_through_the_proxy() {
     let dir = TempDir::new("unannounced");
     let origin = UnannouncedChunkSizeOrigin::start(make_flv(&dir.0, 3));
-    let p = Proxy::start(&[]);
+    // Relayed players: the relay follows the origin's chunking (an edge re-chunks anyway).
+    let p = Proxy::start(&["--edge", "off"]);
     assert_eq!(register(&p.api_addr(), &origin_body("unannounced", "u", origin.port)).status, 200);
     let url = format!("rtmp://127.0.0.1:{}/live/u", p.rtmp);
 

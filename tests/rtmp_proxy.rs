@@ -129,7 +129,8 @@ fn publish_and_play(relay: &str) {
 
 fn publish_and_play_with(relay: &str, extra: &[&str]) {
     let origin = NginxRtmp::start(4096);
-    let mut args = vec!["--relay", relay];
+    // The players are relayed too (the edge, on by default, serves them in tests/edge.rs).
+    let mut args = vec!["--relay", relay, "--edge", "off"];
     args.extend_from_slice(extra);
     let p = Proxy::start(&args);
     assert_eq!(register(&p.api_addr(), &origin_body("one", relay, origin.rtmp_port)).status, 200);
@@ -460,7 +461,7 @@ fn pipes_and_io_workers(pid: u32) -> (usize, Vec<String>) {
 fn splice_relay_uses_pipes_and_no_io_wq_threads() {
     for (relay, wants_pipes) in [("splice", true), ("copy", false)] {
         let origin = NginxRtmp::start(4096);
-        let p = Proxy::start(&["--relay", relay]);
+        let p = Proxy::start(&["--relay", relay, "--edge", "off"]);
         let (baseline, _) = pipes_and_io_workers(p.child.id());
         assert_eq!(register(&p.api_addr(), &origin_body("zc", relay, origin.rtmp_port)).status, 200);
         let url = proxy_url(&p, "zc");

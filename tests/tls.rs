@@ -91,7 +91,7 @@ fn rtmps_publish_and_play(relay: &str) {
     let dir = TempDir::new("tls-rtmps");
     let cert = make_cert(&dir.0, "streamgate-test");
     let origin = NginxRtmp::start(4096);
-    let p = TlsProxy::start(&cert, &["--relay", relay]);
+    let p = TlsProxy::start(&cert, &["--relay", relay, "--edge", "off"]);
     assert_eq!(register(&p.p.api_addr(), &origin_body("one", relay, origin.rtmp_port)).status, 200);
     let url = p.rtmps_url("a");
     let mut publisher = Ffmpeg::publish(&url, 20);

@@ -1,7 +1,8 @@
 //! The edge flags (`--edge*`): one group, validated into [`EdgeConfig`].
 //!
-//! With `--edge on`, RTMP and HTTP-FLV players are served by the shard itself from one origin
-//! pull per stream and shard (`crate::proxy::edge`); publishers stay 1:1 relays.
+//! With `--edge on`, RTMP, HTTP-FLV and HTTP-TS players are served by the shard itself from one
+//! origin pull per stream and shard (`crate::proxy::edge`); publishers stay 1:1 relays. Why
+//! these defaults: `perf/results/2026-12-07-memory-slope-and-defaults.md`.
 
 use std::time::Duration;
 
@@ -11,10 +12,12 @@ use super::values::{GoDuration, Switch};
 /// The edge's flags, as clap sees them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EdgeArgs {
-    /// Serve RTMP and HTTP-FLV players from one origin pull per stream and shard (an edge:
-    /// every byte is received once and written to all of the shard's players of the stream
-    /// from shared buffers) instead of relaying each player to the origin on its own
-    /// connection. Publishers are relayed 1:1 either way.
+    /// Serve RTMP, HTTP-FLV and HTTP-TS players from one origin pull per stream and shard (an
+    /// edge: every byte is received once and written to all of the shard's players of the
+    /// stream from shared buffers; the origin sees one play per stream and shard, carrying the
+    /// first player's query). off (the default) relays each player to the origin on its own
+    /// connection, so the origin sees and checks every player and answers it itself (its
+    /// status, headers and codecs). Publishers are relayed 1:1 either way.
     #[arg(long, env = "STREAMGATE_EDGE", default_value = "off", value_name = "on|off", help_heading = "Edge")]
     pub edge: Switch,
 
@@ -68,11 +71,11 @@ pub struct EdgeArgs {
     /// send before it takes what came meanwhile, so each send carries this much of the stream
     /// (fewer, larger writes: less CPU per byte, this much more latency). 0s sends every message
     /// as it comes. SRS's `mw_latency` does the same (350 ms by default, 100 ms in its
-    /// low-latency sample). At most 1s.
+    /// low-latency sample). A new player's first send (headers and GOP) never waits. At most 1s.
     #[arg(
         long,
         env = "STREAMGATE_EDGE_MERGE_WRITE",
-        default_value = "0s",
+        default_value = "40ms",
         value_name = "DURATION",
         help_heading = "Edge"
     )]
@@ -109,7 +112,7 @@ impl Default for EdgeConfig {
             max_lag: 4 << 20,
             stall_timeout: Duration::from_secs(10),
             pull: EdgePull::Rtmp,
-            merge_write: Duration::ZERO,
+            merge_write: Duration::from_millis(40),
         }
     }
 }

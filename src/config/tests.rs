@@ -135,8 +135,12 @@ fn default_backend_endpoints_are_checked_at_startup() {
 }
 
 #[test]
-fn edge_merge_write_is_off_by_default_and_at_most_a_second() {
-    assert_eq!(load(&[]).unwrap().edge.merge_write, Duration::ZERO);
+fn the_edge_is_off_by_default_and_merges_writes_for_40ms_at_most_a_second() {
+    let defaults = load(&[]).unwrap().edge;
+    assert!(!defaults.enabled);
+    assert_eq!(defaults.merge_write, Duration::from_millis(40));
+    assert!(load(&["--edge", "on"]).unwrap().edge.enabled);
+    assert_eq!(load(&["--edge-merge-write", "0s"]).unwrap().edge.merge_write, Duration::ZERO);
     assert_eq!(load(&["--edge-merge-write", "100ms"]).unwrap().edge.merge_write, Duration::from_millis(100));
     let e = load(&["--edge-merge-write", "2s"]).unwrap_err();
     assert!(e.contains("--edge-merge-write") && e.contains("STREAMGATE_EDGE_MERGE_WRITE"), "{e}");

@@ -132,6 +132,10 @@ pub struct Conn {
     /// The local address the client reached, when the protocol code's socket is not the
     /// client's own (behind TLS, [`super::tls`]).
     reached: Cell<Option<SocketAddr>>,
+    /// What ends the client's stream cleanly if an operator's disconnect or the shutdown ends
+    /// the connection now (a chunked body's last chunk); set by a session whose output is at a
+    /// boundary where those bytes may go.
+    farewell: Cell<Option<&'static [u8]>>,
 }
 
 impl Conn {
@@ -149,6 +153,7 @@ impl Conn {
             forced: Cell::new(None),
             waker: RefCell::new(None),
             reached: Cell::new(None),
+            farewell: Cell::new(None),
         }
     }
 
@@ -178,6 +183,25 @@ impl Conn {
     pub(super) fn session_ended(&self) {
         self.traffic.borrow_mut().take();
         self.origin.set(None);
+    }
+
+    /// What to send the client if an operator's disconnect or the shutdown ends the
+    /// connection while it is so (see the field); `None` when nothing may go then.
+    pub fn set_farewell(&self, bytes: Option<&'static [u8]>) {
+        self.farewell.set(bytes);
+    }
+
+    /// Sends the farewell, if any, as far as the socket takes it at once (never waits): the
+    /// client's own socket only, not one behind TLS, whose records the bytes would break.
+    fn say_farewell(&self) {
+        let (Some(bytes), Some(client), None) = (self.farewell.take(), self.client, self.reached.get()) else {
+            return;
+        };
+        // SAFETY: `bytes` is a valid static slice; the descriptor is the client's socket, still
+        // open (the connection's future, which owns it, is dropped after this).
+        unsafe {
+            libc::send(client.fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+        }
     }
 
     /// Ends the connection: its task returns without polling its future again.
@@ -346,6 +370,9 @@ impl Future for ConnTask {
             return Poll::Ready(Ended::Done);
         };
         if let Some(why) = conn.forced.get() {
+            if matches!(why, Forced::Disconnected | Forced::Shutdown) {
+                conn.say_farewell();
+            }
             self.future = None;
             return Poll::Ready(Ended::Forced(why));
         }

@@ -220,6 +220,12 @@ impl Pending {
         self.bufs.is_empty()
     }
 
+    /// Whether what went out so far ends at a boundary where the body's last chunk may follow
+    /// (no group partly sent), for a chunked body.
+    fn between_chunks(&self) -> bool {
+        self.framing == Framing::Chunked && !self.started && self.offset == 0
+    }
+
     /// Queues `batch` (as one chunk when chunked).
     fn extend(&mut self, batch: Batch) {
         if batch.is_empty() {
@@ -348,12 +354,23 @@ async fn write_loop(
     };
     let mut progress = Instant::now();
     let mut last_send = progress;
+    // An operator's disconnect or the shutdown ends a chunked body with its last chunk when the
+    // body is between chunks then (a browser's player sees the end, not a broken stream).
+    let conn = crate::shard::conn::current().filter(|_| framing == Framing::Chunked);
+    let farewell = |pending: &Pending| {
+        if let Some(conn) = &conn {
+            conn.set_farewell(pending.between_chunks().then_some(LAST_CHUNK));
+        }
+    };
     loop {
         if stream.is_closed() {
             if wire == Wire::Rtmp {
                 pending.push(rtmp_epilogue());
             }
             pending.finish();
+            if let Some(conn) = &conn {
+                conn.set_farewell(None); // the last chunk is queued
+            }
             flush(client, &mut pending, bytes_out, stall).await?;
             return Ok(End::StreamEnded);
         }
@@ -380,6 +397,7 @@ async fn write_loop(
         let sent = pending.send(client)?;
         if sent > 0 {
             bytes_out.set(bytes_out.get() + sent as u64);
+            farewell(&pending);
             progress = Instant::now();
             last_send = progress;
             continue;
@@ -480,10 +498,13 @@ mod tests {
         let mut q = Pending::new(Framing::Chunked);
         q.extend(vec![(Bytes::from_static(b"abc"), true)]);
         q.consume(3);
+        assert!(!q.between_chunks(), "a chunk's size line went: the last chunk may not follow");
         assert_eq!(q.drop_unsent(), 0);
         assert_eq!(wire_bytes(&q), b"abc\r\n");
         q.consume(5);
         assert!(q.is_empty() && !q.started);
+        assert!(q.between_chunks(), "the chunk went whole");
+        assert!(!Pending::new(Framing::Raw).between_chunks(), "a raw body has no chunks");
         q.finish();
         assert_eq!(wire_bytes(&q), b"0\r\n\r\n");
     }

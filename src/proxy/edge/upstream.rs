@@ -159,7 +159,12 @@ impl Timeline {
         });
         let timestamp = to.wrapping_add(msg.timestamp.wrapping_sub(from));
         self.last = Some(timestamp);
-        self.fed = Some(now);
+        // Only frames count as the origin serving the stream: an origin without it still
+        // answers the play (nginx-rtmp sends `|RtmpSampleAccess` at once), and that must not
+        // keep a stream no origin has alive (its players wait `--edge-stall-timeout`, no more).
+        if kind.is_frame() {
+            self.fed = Some(now);
+        }
         Some(Frame { type_id: msg.type_id, timestamp, payload: msg.payload.into() })
     }
 
@@ -382,6 +387,23 @@ mod tests {
         assert_eq!(t.map(msg(VIDEO, 10, &[0x17, 1]), now).unwrap().timestamp, 1061);
         assert_eq!(t.map(msg(VIDEO, 50, &[0x27, 1]), now).unwrap().timestamp, 1101);
         assert!(t.map(msg(message::USER_CONTROL, 0, &[0, 0]), now).is_none());
+    }
+
+    #[test]
+    fn only_frames_count_as_the_origin_serving_the_stream() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(1);
+        let mut t = Timeline::default();
+        t.restart();
+        // nginx-rtmp answers a play of a stream it does not have with `|RtmpSampleAccess`.
+        let mut sample_access = vec![2, 0, 17];
+        sample_access.extend_from_slice(b"|RtmpSampleAccess");
+        assert!(t.map(msg(DATA_AMF0, 0, &sample_access), later).is_some(), "passed on to the players");
+        assert!(!t.fed_since(start), "but the stream is not being served");
+        assert!(t.map(msg(VIDEO, 0, &[0x17, 0, 0, 0, 0]), later).is_some(), "a sequence header");
+        assert!(!t.fed_since(start), "nor by its headers");
+        t.map(msg(VIDEO, 40, &[0x17, 1]), later).unwrap();
+        assert!(t.fed_since(start), "a frame is");
     }
 
     #[test]
