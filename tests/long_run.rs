@@ -211,7 +211,9 @@ enum Route {
 
 fn long_run(path: Route) {
     let (mode, args): (&str, &[&str]) = match path {
-        Route::Relay("splice") => ("splice", &["--relay", "splice", "--edge", "off"]),
+        // The splice run without batching (a wake-up per origin write, the most there can be);
+        // the copy run with the default 20 ms batches.
+        Route::Relay("splice") => ("splice", &["--relay", "splice", "--edge", "off", "--relay-batch", "0s"]),
         Route::Relay(_) => ("copy", &["--relay", "copy", "--edge", "off"]),
         // A ring holds up to `--edge-cache-bytes` (entries and their wire forms), and at this
         // message rate the default 16 MiB fills only after about 20 s per ring: a smaller bound

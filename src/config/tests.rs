@@ -90,8 +90,9 @@ fn quit_timeouts_must_agree() {
 }
 
 #[test]
-fn relay_batch_is_off_by_default_and_bounded() {
-    assert_eq!(load(&[]).unwrap().relay_batch, Duration::ZERO);
+fn relay_batch_is_20ms_by_default_and_bounded() {
+    assert_eq!(load(&[]).unwrap().relay_batch, Duration::from_millis(20));
+    assert_eq!(load(&["--relay-batch", "0s"]).unwrap().relay_batch, Duration::ZERO);
     assert_eq!(load(&["--relay-batch", "10ms"]).unwrap().relay_batch, Duration::from_millis(10));
     let e = load(&["--relay-batch", "1s"]).unwrap_err();
     assert!(e.contains("--relay-batch") && e.contains("STREAMGATE_RELAY_BATCH") && e.contains("100ms"), "{e}");
