@@ -3,9 +3,10 @@
 `streamgate-load origin-flv` for HTTP-FLV: nginx-rtmp serves no HTTP-FLV):
 
   direct   the load generator talks to the origin itself (the floor)
-  splice   through streamgate --relay splice
-  copy     through streamgate --relay copy
-  splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms)
+  splice   through streamgate --relay splice --relay-batch 0s (unbatched)
+  copy     through streamgate --relay copy --relay-batch 0s
+  splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms; the
+           proxy's own default is 20ms since 2026-12-07, so --batch 20ms is its default setup)
   edge     through streamgate --edge on: one origin pull per stream and shard, players served
            from the shard's shared buffers (RTMP and HTTP-FLV players; against origin-flv, which
            serves only HTTP-FLV, with --edge-pull http-flv)
@@ -266,7 +267,9 @@ class Streamgate:
              "--srt-server", f"127.0.0.1:{free_port()}", "--system-api", f"127.0.0.1:{self.api}",
              "--relay", relay, "--log-level", "warn",
              # The bulk scenario publishes unpaced, far above RTMP_MAX_BITRATE's default 10 Mbit/s.
-             "--max-bitrate", "0"] + (["--relay-batch", batch] if batch else []) + list(extra),
+             # The splice and copy targets are the unbatched relays (--relay-batch is 20ms by
+             # default since 2026-12-07); the *-batch targets pass theirs.
+             "--max-bitrate", "0", "--relay-batch", batch or "0s"] + list(extra),
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.api)
         body = json.dumps({"ip": "127.0.0.1", "server": "bench", "service": "origin", "pid": "1",

@@ -5,8 +5,10 @@
 # Installs what is missing, builds release, runs perf/run.py; the table is appended to
 # perf/results/<date>-<commit>.md (or --out PATH; --out - only prints it) and printed.
 #
-# usage: perf/scenario.sh fanout|bulk|churn|idle|httpflv|httpflv-churn [--duration S]
-#            [--targets direct,splice,...] [--load-args "--players 50"] [--out PATH|-]
+# usage: perf/scenario.sh fanout|bulk|churn|idle|httpflv|httpflv-churn|edge-churn [--duration S]
+#            [--targets direct,splice,copy,splice-batch,edge,edge-merge,haproxy,...]
+#            [--players-with load|rtmpdump] [--load-args "--players 50"] [--out PATH|-]
+# (every option is perf/run.py's: perf/run.py --help)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
