@@ -380,6 +380,91 @@ fn the_first_players_query_goes_to_the_origin_with_the_pull() {
     assert!(log.contains("play: name='q' args='token=abc'"), "{}", diag(&p, &[&origin]));
 }
 
+/// An HTTP player of a stream the origin does not have is answered 502 once the pull gives up
+/// (`--edge-stall-timeout`), over HTTP-FLV and HTTP-TS, not 200 with an empty body; nginx-rtmp
+/// answers the pull's play of it (`|RtmpSampleAccess`) and then sends nothing.
+#[test]
+fn an_http_player_of_a_stream_no_origin_has_gets_502() {
+    let origin = NginxRtmp::start(4096);
+    let p = Proxy::start(&["--edge", "on", "--edge-stall-timeout", "2s"]);
+    assert_eq!(register(&p.api_addr(), &origin_body("one", "edge", origin.rtmp_port)).status, 200);
+    for path in ["/live/none.flv", "/live/none.ts"] {
+        let started = Instant::now();
+        let reply = get(&p.http_addr(), path);
+        assert_eq!(reply.status, 502, "{path}: {}\n{}", reply.body, p.log_text());
+        assert!(reply.body.contains("no origin served the stream"), "{}", reply.body);
+        assert!(started.elapsed() < Duration::from_secs(20), "{path} took {:?}", started.elapsed());
+    }
+    let log = p.log_text();
+    assert!(log.contains("http_flv play __defaultVhost__/live/none from") && log.contains("502"), "{log}");
+}
+
+/// An `on_play` hook for nginx-rtmp: allows a play whose request carries `token=good`, answers
+/// 403 to any other; returns its port and every request it saw.
+fn token_hook() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then Content-Length bytes of body.
+            while let Ok(n @ 1..) = conn.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(at) = text.find("\r\n\r\n") {
+                    let length = text[..at]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= at + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let status = if text.contains("token=good") { "200 OK" } else { "403 Forbidden" };
+            kept.lock().unwrap().push(text);
+            let _ = conn
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// An origin that checks every player's token (nginx-rtmp `on_play`) checks them through the
+/// edge too: a player whose query differs from the one the shard's pull carries is let in only
+/// if the origin lets a play with its own query in, over RTMP and HTTP-FLV.
+#[test]
+fn the_origin_checks_every_players_query_through_the_edge() {
+    let (hook, seen) = token_hook();
+    let origin = NginxRtmp::start_with(4096, &format!("on_play http://127.0.0.1:{hook}/on_play;"));
+    let p = Proxy::start(&["--edge", "on", "--shards", "1"]);
+    assert_eq!(register(&p.api_addr(), &origin_body("one", "edge", origin.rtmp_port)).status, 200);
+    let _publisher = Ffmpeg::publish(&origin.url("g"), 40);
+    assert!(wait_until(PUBLISH_WAIT, || origin.publishing("g")), "{}", diag(&p, &[&origin]));
+    let url = |query: &str| format!("{}?{query}", proxy_url(&p, "g"));
+
+    probe_h264_aac(&url("token=good1"), PROBE_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", diag(&p, &[&origin])));
+    // While the shard pulls g with token=good1: another token is asked of the origin.
+    assert!(ffprobe_streams(&url("token=bad"), Duration::from_secs(15)).is_err(), "a refused token played");
+    probe_h264_aac(&url("token=good2"), PROBE_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", diag(&p, &[&origin])));
+    let flv = |query: &str| format!("/live/g.flv?{query}");
+    assert_eq!(get(&p.http_addr(), &flv("token=bad")).status, 403, "{}", p.log_text());
+    let log = p.log_text();
+    assert!(log.contains("rtmp play __defaultVhost__/live/g from") && log.contains("refused: origin"), "{log}");
+    assert_eq!(log.matches("first player, pulling from the origin").count(), 1, "one pull: {log}");
+    let asked = seen.lock().unwrap().iter().filter(|r| r.contains("token=bad")).count();
+    assert!(asked >= 2, "the origin was asked about token=bad {asked} times");
+}
+
 /// HTTP-TS players through a two-shard edge: muxed from the shard's pull (one per shard, as
 /// for RTMP and HTTP-FLV), ffprobe finds both tracks and ffmpeg players decode their frames
 /// with no error while the origin never serves more play connections than there are shards.

@@ -135,8 +135,13 @@ impl NginxRtmp {
     /// Starts nginx-rtmp with this `chunk_size` on two peer ports and waits until its master
     /// listens on both and its stat page answers.
     pub fn start(chunk_size: u32) -> NginxRtmp {
+        Self::start_with(chunk_size, "")
+    }
+
+    /// [`NginxRtmp::start`] with more directives in `application live` (`on_play ...;`).
+    pub fn start_with(chunk_size: u32, app: &str) -> NginxRtmp {
         let dir = TempDir::new("nginx");
-        let (pid, ports) = start_nginx(&dir.0, 2, |dir, ports| nginx_conf(dir, ports[0], ports[1], chunk_size));
+        let (pid, ports) = start_nginx(&dir.0, 2, |dir, ports| nginx_conf(dir, ports[0], ports[1], chunk_size, app));
         let (rtmp_port, http_port) = (ports[0], ports[1]);
         let nginx = NginxRtmp { rtmp_port, http_port, chunk_size, dir, pid, killed: false };
         let ready = wait_until(Duration::from_secs(20), || nginx.try_stat().is_ok());
@@ -243,7 +248,7 @@ pub fn start_nginx(dir: &Path, count: usize, conf: impl Fn(&Path, &[u16]) -> Str
     (pid, ports)
 }
 
-fn nginx_conf(dir: &Path, rtmp_port: u16, http_port: u16, chunk_size: u32) -> String {
+fn nginx_conf(dir: &Path, rtmp_port: u16, http_port: u16, chunk_size: u32, app: &str) -> String {
     let d = dir.display();
     format!(
         r#"load_module {RTMP_MODULE};
@@ -262,6 +267,7 @@ rtmp {{
             record off;
             allow publish all;
             allow play all;
+            {app}
         }}
     }}
 }}

@@ -292,6 +292,17 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey, peer: SocketAddr, param: String)
     Membership { stream, id }
 }
 
+/// Whether a player of `key` with `param` (its query) must be let in by the origin first
+/// ([`upstream::origin_admits`]): when this shard pulls `key` with another query. Not when it
+/// pulls it with the same one (the origin let that in), serves it as a local stream, or does
+/// not pull it yet (the player's join starts a pull that carries its own query, which the
+/// origin checks then; a burst of first players makes one origin connection, not one each).
+pub fn needs_admission(key: &StreamKey, param: &str) -> bool {
+    let streams = streams();
+    let map = streams.map.borrow();
+    map.get(key).filter(|s| !s.is_closed()).is_some_and(|s| !s.local.get() && s.param != param)
+}
+
 /// Starts the shard's reporter if it does not run yet.
 fn start_reporting(shard: &Rc<Shard>, streams: &Streams) {
     if !streams.reporting.replace(true) {
@@ -382,12 +393,51 @@ async fn play(
     let member = join(shard, key, peer, param);
     let session = shard.open_session(key, protocol, Role::Play).await;
     let started = Instant::now();
+    if !prelude.head.is_empty() && !answerable(&member).await {
+        // An HTTP player is answered once the stream has a message: 502 when the pull gave up
+        // first (no origin served the stream within `--edge-stall-timeout`), as a relayed
+        // player gets the origin's failure, not a 200 with an empty body.
+        let _ = crate::shard::relay::send_all(client, &no_origin_answer()).await;
+        log::info!("{} play {key} from {peer} via the edge: 502, no origin served the stream", protocol.name());
+        return;
+    }
     let dropped = Cell::new(0);
     let traffic = &session.traffic;
     let form = (wire, framing);
     let ended = player::serve(client, &member, &shard.config.edge, form, prelude, &traffic.bytes_out, &dropped).await;
     let _ = client.shutdown(std::net::Shutdown::Both).await;
     log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
+}
+
+/// Waits until `member`'s stream has media (metadata, a sequence header, a keyframe: what an
+/// origin that has the stream sends first) and says true, or ended without (false). An origin
+/// without the stream may still answer the play (nginx-rtmp sends `|RtmpSampleAccess`).
+pub(crate) async fn answerable(member: &Membership) -> bool {
+    let stream = &member.stream;
+    loop {
+        let seq = {
+            let ring = stream.ring.borrow();
+            if ring.headers().next().is_some() || !ring.start().need_key {
+                return true;
+            }
+            ring.head()
+        };
+        if stream.is_closed() {
+            return false;
+        }
+        stream.changed(member.id, seq).await;
+    }
+}
+
+/// The answer to an HTTP player of a stream no origin served.
+pub(crate) fn no_origin_answer() -> Vec<u8> {
+    let body = b"no origin served the stream\n";
+    let mut out = Vec::with_capacity(256 + body.len());
+    let length = body.len().to_string();
+    let headers: [(&str, &[u8]); 2] = [("Content-Type", b"text/plain"), ("Content-Length", length.as_bytes())];
+    crate::proxy::http::write_head(&mut out, 502, "Bad Gateway", &[], &headers, crate::proxy::http::Next::Close);
+    out.extend_from_slice(body);
+    out
 }
 
 /// One line for a player's end (the edge's players and the HTTP-TS players muxed from a ring).

@@ -187,7 +187,7 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
     };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
     stream.begin_pull(origin);
-    let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, stream).await {
+    let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, &stream.key, &stream.param).await {
         Ok(conn) => conn,
         Err(e) => {
             let refused = matches!(e, PullError::Upstream(UpstreamError::Refused { .. }));
@@ -213,6 +213,63 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
             stream.push(frame);
         }
     }
+}
+
+/// How long the origin has to answer an admission check's play.
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the stream's origin whether a player with `param` (its query: a token, say) may play
+/// `key`, the way a relayed player would be asked: a play of its own with that query, ended
+/// once the origin starts it (`NetStream.Play.Start` or `Reset`; an HTTP-FLV pull's origin:
+/// status 200). An origin that checks tokens (SRS or nginx-rtmp `on_play`) refuses or closes.
+/// The edge asks it for every player whose query differs from the one its pull carries, so a
+/// player is never let in on another player's token.
+pub async fn origin_admits(shard: &Shard, key: &StreamKey, param: &str) -> Result<(), Denied> {
+    let origin = crate::proxy::pick(shard, key).await.map_err(|e| Denied::Failed(e.to_string()))?;
+    if shard.config.edge.pull == EdgePull::HttpFlv {
+        return super::upstream_flv::origin_admits(shard, key, &origin, param).await;
+    }
+    let Some(endpoint) = first_tcp(&origin.registration.rtmp) else {
+        return Err(Denied::Failed(format!("origin {} has no RTMP endpoint", origin.id)));
+    };
+    let addr = SocketAddr::new(origin.registration.ip, endpoint.port);
+    let id = &origin.id;
+    let asked = async {
+        let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, key, param).await {
+            Ok(conn) => conn,
+            Err(PullError::Upstream(e @ UpstreamError::Refused { .. })) => {
+                return Err(Denied::Refused(format!("origin {id}: {e}")));
+            }
+            Err(e) => return Err(Denied::Failed(format!("origin {id}: {e}"))),
+        };
+        loop {
+            let Some(msg) = conn.next().await.map_err(|e| Denied::Failed(format!("origin {id}: {e}")))? else {
+                return Err(Denied::Refused(format!("origin {id} closed the play")));
+            };
+            match client::answer(&msg) {
+                Answer::Status(code) if code == "NetStream.Play.Start" || code == "NetStream.Play.Reset" => {
+                    return Ok(());
+                }
+                Answer::Refused { code, description } => {
+                    return Err(Denied::Refused(format!("origin {id} refused: {code} {description}")));
+                }
+                _ => {}
+            }
+        }
+    };
+    let late = || Err(Denied::Failed(format!("origin {id} did not start the play within {ADMIT_TIMEOUT:?}")));
+    within(ADMIT_TIMEOUT, asked).await.unwrap_or_else(late)
+}
+
+/// Why [`origin_admits`] did not let a player in.
+#[derive(Debug, thiserror::Error)]
+pub enum Denied {
+    /// The origin refused the play (an error status, a closed play, an HTTP 4xx).
+    #[error("{0}")]
+    Refused(String),
+    /// The origin could not be asked (no origin, unreachable, no answer in time).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The RTMP client side of a pull.
@@ -244,8 +301,9 @@ fn names(key: &StreamKey, addr: SocketAddr, param: &str) -> (String, String, Str
 }
 
 impl Client {
-    /// Dials, handshakes, connects, creates a stream and plays `stream`.
-    async fn open(addr: SocketAddr, timeout: Duration, stream: &Stream) -> Result<Client, PullError> {
+    /// Dials, handshakes, connects, creates a stream and plays `key` with `param` (a player's
+    /// query).
+    async fn open(addr: SocketAddr, timeout: Duration, key: &StreamKey, param: &str) -> Result<Client, PullError> {
         let connected = connect(addr, timeout).await?;
         let mut conn = Client {
             socket: connected.stream,
@@ -258,7 +316,7 @@ impl Client {
             window: 2_500_000,
         };
         conn.decode(&connected.first)?;
-        let (app, tc_url, name) = names(&stream.key, addr, &stream.param);
+        let (app, tc_url, name) = names(key, addr, param);
         let mut out = connected.c2;
         conn.encoder.encode(&client::connect(&app, &tc_url, FLASH_VER).to_message(COMMAND_CSID, 0), &mut out)?;
         conn.send(&out).await?;

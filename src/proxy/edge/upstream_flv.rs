@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 
 use super::Stream;
-use super::upstream::{PullError, Timeline};
-use crate::balance::Origin;
+use super::upstream::{Denied, PullError, Timeline};
 use crate::balance::stream_key::DEFAULT_VHOST;
+use crate::balance::{Origin, StreamKey};
 use crate::codec::flv::TagReader;
 use crate::codec::http::{BodyLength, ChunkedDecoder, Request};
 use crate::codec::rtmp::Message;
@@ -17,16 +17,31 @@ use crate::proxy::http::origin::{self, OriginError};
 use crate::shard::relay::recv;
 use crate::shard::{Shard, within};
 
-/// The request for `stream` at the origin.
-fn request(stream: &Stream) -> Request {
-    let (vhost, path) = stream.key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, stream.key.as_str()));
+/// The request for `key` with `param` (a player's query) at the origin.
+fn request(key: &StreamKey, param: &str) -> Request {
+    let (vhost, path) = key.as_str().split_once('/').unwrap_or((DEFAULT_VHOST, key.as_str()));
     let mut headers = vec![("User-Agent".to_string(), b"streamgate edge".to_vec())];
     if vhost != DEFAULT_VHOST {
         headers.push(("Host".to_string(), vhost.as_bytes().to_vec()));
     }
     // The query of the player that started the pull goes with it (its token, say).
-    let query = Some(stream.param.clone()).filter(|q| !q.is_empty());
+    let query = Some(param.to_string()).filter(|q| !q.is_empty());
     Request { method: "GET".into(), path: format!("/{path}.flv"), query, version: 1, headers, head_len: 0 }
+}
+
+/// [`super::upstream::origin_admits`] for an origin pulled over HTTP-FLV: a GET of the stream
+/// with the player's query, answered 200 (the connection is then dropped).
+pub async fn origin_admits(shard: &Shard, key: &StreamKey, origin: &Origin, param: &str) -> Result<(), Denied> {
+    let failed = |e: OriginError| Denied::Failed(format!("origin {}: {e}", origin.id));
+    let addr = origin::http_addr(origin).map_err(failed)?;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    let timeout = shard.config.http_origin_timeout;
+    let answered = origin::request(addr, &request(key, param), &[], local, false, timeout).await.map_err(failed)?;
+    match answered.head.status {
+        200 => Ok(()),
+        status @ 400..=499 => Err(Denied::Refused(format!("origin {} answered HTTP {status}", origin.id))),
+        status => Err(Denied::Failed(format!("origin {} answered HTTP {status}", origin.id))),
+    }
 }
 
 /// One pull of `stream` from `origin`'s HTTP endpoint until it fails or ends.
@@ -34,8 +49,9 @@ pub async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mu
     let addr = origin::http_addr(origin).map_err(|e| failed(shard, e))?;
     let timeout = shard.config.http_origin_timeout;
     let local = SocketAddr::from(([127, 0, 0, 1], 0));
-    let answered =
-        origin::request(addr, &request(stream), &[], local, false, timeout).await.map_err(|e| failed(shard, e))?;
+    let answered = origin::request(addr, &request(&stream.key, &stream.param), &[], local, false, timeout)
+        .await
+        .map_err(|e| failed(shard, e))?;
     if answered.head.status != 200 {
         crate::proxy::failed(shard, PickFailure::Refused);
         let code = format!("HTTP {}", answered.head.status);

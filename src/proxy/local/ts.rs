@@ -44,6 +44,12 @@ pub async fn play(
     let member = edge::join(shard, key, peer, param);
     let session = shard.open_session(key, Protocol::HttpTs, Role::Play).await;
     let started = Instant::now();
+    if !edge::answerable(&member).await {
+        // As for HTTP-FLV (`edge::play`): 502 when the stream ended before it had media.
+        let _ = crate::shard::relay::send_all(client, &edge::no_origin_answer()).await;
+        log::info!("http_ts play {key} from {peer} via the edge: 502, no origin served the stream");
+        return;
+    }
     let dropped = Cell::new(0);
     let bytes_out = &session.traffic.bytes_out;
     let writer = write_loop(shard, client, &member, (head, chunked), bytes_out, &dropped);

@@ -160,6 +160,14 @@ async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Opt
         // player's query goes to the origin if its play starts the shard's pull.
         let param = super::access::rtmp_param(&tc_url, &stream_name).to_string();
         drop((replay, tc_url, origin, told));
+        // The origin lets each query in itself, as it would a relayed player.
+        if super::edge::needs_admission(&key, &param)
+            && let Err(denied) = Box::pin(super::edge::upstream::origin_admits(&shard, &key, &param)).await
+        {
+            log::warn!("rtmp play {key} from {peer} refused: {denied}");
+            refuse(&client, session_role, identify::CHUNK_SIZE, &denied.to_string()).await;
+            return None;
+        }
         return Some(Box::pin(async move {
             super::edge::play_rtmp(&shard, &client, peer, &key, &stream_name, param).await;
             drop(held);
