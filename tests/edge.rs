@@ -463,6 +463,18 @@ fn the_origin_checks_every_players_query_through_the_edge() {
     assert_eq!(log.matches("first player, pulling from the origin").count(), 1, "one pull: {log}");
     let asked = seen.lock().unwrap().iter().filter(|r| r.contains("token=bad")).count();
     assert!(asked >= 2, "the origin was asked about token=bad {asked} times");
+    // A first player the origin refuses: its pull ends at once, its players with it, and the
+    // origin is not reported as failing (no quarantine), so g's players never noticed.
+    let started = Instant::now();
+    assert!(ffprobe_streams(&format!("{}?token=bad", proxy_url(&p, "h")), Duration::from_secs(20)).is_err());
+    assert!(started.elapsed() < Duration::from_secs(8), "refused after {:?}", started.elapsed());
+    let origins = get(&p.api_addr(), "/api/v1/origins").json();
+    assert!(origins["origins"][0]["quarantined_seconds"].is_null(), "{origins}");
+    assert!(
+        p.log_text().contains("refused the pull: the origin closed the play before starting it"),
+        "{}",
+        p.log_text()
+    );
 }
 
 /// HTTP-TS players through a two-shard edge: muxed from the shard's pull (one per shard, as

@@ -8,7 +8,9 @@
 //! [`RETRY_PAUSE`], while players stay connected. A new pull passes frames over until its
 //! first keyframe, and its timestamps are moved to follow the last ones the players got
 //! ([`Timeline`]), so players resume at a keyframe with timestamps that keep going forward.
-//! Only when no origin served the stream for `--edge-stall-timeout` are its players closed.
+//! Only when no origin served the stream for `--edge-stall-timeout` are its players closed, or
+//! at once when the origin refuses the pull (an error status, a play closed before it started,
+//! HTTP 401/403: the query the pull carries was refused), which is not reported against it.
 //!
 //! The pull ends `--edge-linger` after the stream's last player on the shard left.
 
@@ -59,6 +61,24 @@ pub enum PullError {
     NoStreamId,
     #[error("origin HTTP-FLV: {0}")]
     Http(String),
+    /// The origin closed the play before starting it (nginx-rtmp does when its `on_play`
+    /// refuses the query).
+    #[error("the origin closed the play before starting it")]
+    NotStarted,
+    /// The origin's HTTP-FLV endpoint refused the stream with a 4xx status.
+    #[error("origin HTTP-FLV answered {0}")]
+    HttpRefused(u16),
+}
+
+impl PullError {
+    /// Whether the origin refused the stream (or the query the pull carries) rather than
+    /// failed: that is no reason to stop sending it streams.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            PullError::Upstream(UpstreamError::Refused { .. }) | PullError::NotStarted | PullError::HttpRefused(_)
+        )
+    }
 }
 
 /// Runs `stream`'s pull until it lingered out or no origin could serve it.
@@ -83,6 +103,17 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
                 };
                 match future::or(pull, lingered).await {
                     None => break,
+                    Some(Err(e)) if e.is_refusal() => {
+                        // A refusal is about the stream or the query the pull carries (its
+                        // first player's token, say), not the origin's health: the origin is not
+                        // reported, and the stream ends for its players now.
+                        log::warn!(
+                            "edge {key} on shard {}: origin {} refused the pull: {e}; closing its players",
+                            shard.index,
+                            origin.id
+                        );
+                        break;
+                    }
                     Some(result) => {
                         if timeline.fed_since(served_at) {
                             served_at = Instant::now();
@@ -199,15 +230,21 @@ async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Ti
     timeline.restart();
     let _pulling = Pulling::new(stream);
     let silence = shard.config.edge.stall_timeout;
+    let mut started = false;
     loop {
         let msg = match within(silence, conn.next()).await {
             Some(Ok(Some(msg))) => msg,
+            Some(Ok(None)) if !started => return Err(PullError::NotStarted),
             Some(Ok(None)) => return Ok(()),
             Some(Err(e)) => return Err(e),
             None => return Err(PullError::Silent(silence)),
         };
-        if let Answer::Refused { code, description } = client::answer(&msg) {
-            return Err(UpstreamError::Refused { code, description, relayed: false }.into());
+        match client::answer(&msg) {
+            Answer::Refused { code, description } => {
+                return Err(UpstreamError::Refused { code, description, relayed: false }.into());
+            }
+            Answer::Status(code) if code == "NetStream.Play.Start" || code == "NetStream.Play.Reset" => started = true,
+            _ => {}
         }
         if let Some(frame) = timeline.map(msg, Instant::now()) {
             stream.push(frame);

@@ -54,6 +54,10 @@ pub async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mu
         .map_err(|e| failed(shard, e))?;
     if answered.head.status != 200 {
         crate::proxy::failed(shard, PickFailure::Refused);
+        // 401 and 403 refuse the query the pull carries; anything else may be the origin's.
+        if matches!(answered.head.status, 401 | 403) {
+            return Err(PullError::HttpRefused(answered.head.status));
+        }
         let code = format!("HTTP {}", answered.head.status);
         return Err(PullError::Http(code));
     }
