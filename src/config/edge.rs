@@ -15,9 +15,10 @@ pub struct EdgeArgs {
     /// Serve RTMP, HTTP-FLV and HTTP-TS players from one origin pull per stream and shard (an
     /// edge: every byte is received once and written to all of the shard's players of the
     /// stream from shared buffers; the origin sees one play per stream and shard, carrying the
-    /// first player's query). off (the default) relays each player to the origin on its own
-    /// connection, so the origin sees and checks every player and answers it itself (its
-    /// status, headers and codecs). Publishers are relayed 1:1 either way.
+    /// first player's query, and checks a player with another query with a short play of its
+    /// own). off (the default) relays each player to the origin on its own connection, so the
+    /// origin sees every player and answers it itself (its status, headers and codecs).
+    /// Publishers are relayed 1:1 either way.
     #[arg(long, env = "STREAMGATE_EDGE", default_value = "off", value_name = "on|off", help_heading = "Edge")]
     pub edge: Switch,
 
