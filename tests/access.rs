@@ -293,25 +293,8 @@ impl Hooks {
 }
 
 fn answer(mut conn: TcpStream, kept: &Mutex<Vec<Value>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let body = loop {
-        let Ok(n) = conn.read(&mut chunk) else { return };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some(at) = text.find("\r\n\r\n") {
-            let length = text[..at]
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .unwrap_or(0usize);
-            if buf.len() >= at + 4 + length {
-                break serde_json::from_slice::<Value>(&buf[at + 4..at + 4 + length]).unwrap_or(Value::Null);
-            }
-        }
-    };
+    let Some((_, body)) = common::read_request(&mut conn) else { return };
+    let body = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     kept.lock().unwrap().push(body.clone());
     let stream = body["stream"].as_str().unwrap_or("");
     let end_notice = matches!(body["action"].as_str(), Some("on_stop" | "on_unpublish"));

@@ -402,7 +402,7 @@ fn an_http_player_of_a_stream_no_origin_has_gets_502() {
 /// An `on_play` hook for nginx-rtmp: allows a play whose request carries `token=good`, answers
 /// 403 to any other; returns its port and every request it saw.
 fn token_hook() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -410,26 +410,8 @@ fn token_hook() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
             conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // The head, then Content-Length bytes of body.
-            while let Ok(n @ 1..) = conn.read(&mut chunk) {
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(at) = text.find("\r\n\r\n") {
-                    let length = text[..at]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= at + 4 + length {
-                        break;
-                    }
-                }
-            }
-            let text = String::from_utf8_lossy(&buf).to_string();
+            let (head, body) = read_request(&mut conn).unwrap_or_default();
+            let text = format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body));
             let status = if text.contains("token=good") { "200 OK" } else { "403 Forbidden" };
             kept.lock().unwrap().push(text);
             let _ = conn

@@ -720,5 +720,4 @@ fn an_rtmp_publisher_cannot_take_a_stream_whose_srt_ingest_is_starting() {
     assert!(srt.running(), "{}", srt.log_text());
     let mut player = Ffmpeg::play(&rtmp_url(&p, "w"), 20);
     assert!(wait_until(Duration::from_secs(20), || player.frames() >= 25), "{}\n{}", player.describe(), p.log_text());
-    eprintln!("{}", p.log_text().lines().filter(|l| l.contains("live/w")).collect::<Vec<_>>().join("\n"));
 }

@@ -304,10 +304,13 @@ pub struct PlayerBehind {
     pub dropped_frames: u64,
 }
 
-/// Keeps the [`PLAYERS_BEHIND`] players furthest behind in `players`, furthest first (then
-/// those that skipped most).
-pub fn keep_furthest_behind(players: &mut Vec<PlayerBehind>) {
-    players.sort_unstable_by_key(|p| std::cmp::Reverse((p.lag_bytes, p.dropped_frames)));
+/// Keeps the [`PLAYERS_BEHIND`] players furthest behind in `players` (each `of` an item),
+/// furthest first (then those that skipped most).
+pub fn keep_furthest_behind<T>(players: &mut Vec<T>, of: impl Fn(&T) -> &PlayerBehind) {
+    players.sort_unstable_by_key(|t| {
+        let p = of(t);
+        std::cmp::Reverse((p.lag_bytes, p.dropped_frames))
+    });
     players.truncate(PLAYERS_BEHIND);
 }
 

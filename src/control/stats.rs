@@ -71,9 +71,7 @@ pub fn edge_totals(shards: &[ShardView], key: &StreamKey) -> Option<EdgeTotals> 
         t.local |= s.origin.as_deref() == Some(crate::bridge::report::LOCAL_ORIGIN);
     }
     if let Some(t) = &mut found {
-        let behind = &mut t.players_behind;
-        behind.sort_unstable_by_key(|(_, p)| std::cmp::Reverse((p.lag_bytes, p.dropped_frames)));
-        behind.truncate(crate::bridge::report::PLAYERS_BEHIND);
+        crate::bridge::report::keep_furthest_behind(&mut t.players_behind, |(_, p)| p);
     }
     found
 }

@@ -272,6 +272,26 @@ pub fn raw_http(addr: &str, request: &[u8]) -> HttpReply {
     read_reply(&mut s)
 }
 
+/// Reads one HTTP request from a client (its head and `Content-Length` bytes of body), as a
+/// test's own little server sees it: `(head, body)`, `None` if the client ended or failed first.
+pub fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&buf[..at]).to_string();
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0usize);
+        if buf.len() >= at + 4 + length {
+            return Some((head, buf[at + 4..at + 4 + length].to_vec()));
+        }
+    }
+}
+
 pub fn read_reply(s: &mut TcpStream) -> HttpReply {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];

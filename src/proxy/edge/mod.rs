@@ -41,6 +41,7 @@ use crate::balance::StreamKey;
 use crate::bridge::report::PlayerBehind;
 use crate::bridge::{EdgeReport, EdgeStream, Protocol, Role, ShardEvent};
 use crate::config::EdgeConfig;
+use crate::proxy::http::{SERVER, cors, text};
 use crate::shard::Shard;
 use ring::{Ring, Wire};
 
@@ -165,12 +166,13 @@ impl Stream {
             .filter(|(_, s)| s.lag > 0 || s.dropped > 0)
             .map(|(&player, s)| PlayerBehind { player, peer: s.peer, lag_bytes: s.lag, dropped_frames: s.dropped })
             .collect();
-        crate::bridge::report::keep_furthest_behind(&mut behind);
+        crate::bridge::report::keep_furthest_behind(&mut behind, |p| p);
         behind
     }
 
     /// What the shard reports of it.
     fn report(&self) -> EdgeStream {
+        let players_behind = self.players_behind();
         EdgeStream {
             key: self.key.clone(),
             origin: self.origin.borrow().clone(),
@@ -178,8 +180,9 @@ impl Stream {
             players: self.players.get() as u64,
             cache_bytes: self.ring.borrow().memory() as u64,
             dropped_frames: self.dropped_frames.get(),
-            max_lag_bytes: self.standings.borrow().values().map(|s| s.lag).max().unwrap_or(0),
-            players_behind: self.players_behind(),
+            // The furthest behind comes first (none is behind when the list is empty).
+            max_lag_bytes: players_behind.first().map_or(0, |p| p.lag_bytes),
+            players_behind,
         }
     }
 
@@ -292,15 +295,21 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey, peer: SocketAddr, param: String)
     Membership { stream, id }
 }
 
-/// Whether a player of `key` with `param` (its query) must be let in by the origin first
-/// ([`upstream::origin_admits`]): when this shard pulls `key` with another query. Not when it
-/// pulls it with the same one (the origin let that in), serves it as a local stream, or does
-/// not pull it yet (the player's join starts a pull that carries its own query, which the
-/// origin checks then; a burst of first players makes one origin connection, not one each).
-pub fn needs_admission(key: &StreamKey, param: &str) -> bool {
-    let streams = streams();
-    let map = streams.map.borrow();
-    map.get(key).filter(|s| !s.is_closed()).is_some_and(|s| !s.local.get() && s.param != param)
+/// Lets a player of `key` with `param` (its query) in as a relayed player would be: the origin
+/// is asked ([`upstream::origin_admits`]) when this shard pulls `key` with another query. Not
+/// when it pulls it with the same one (the origin let that in), serves it as a local stream,
+/// or does not pull it yet (the player's join starts a pull that carries its own query, which
+/// the origin checks then; a burst of first players makes one origin connection, not one each).
+pub async fn admit(shard: &Shard, key: &StreamKey, param: &str) -> Result<(), upstream::Denied> {
+    let asks = {
+        let streams = streams();
+        let map = streams.map.borrow();
+        map.get(key).filter(|s| !s.is_closed()).is_some_and(|s| !s.local.get() && s.param != param)
+    };
+    if !asks {
+        return Ok(());
+    }
+    upstream::origin_admits(shard, key, param).await
 }
 
 /// Starts the shard's reporter if it does not run yet.
@@ -393,12 +402,7 @@ async fn play(
     let member = join(shard, key, peer, param);
     let session = shard.open_session(key, protocol, Role::Play).await;
     let started = Instant::now();
-    if !prelude.head.is_empty() && !answerable(&member).await {
-        // An HTTP player is answered once the stream has a message: 502 when the pull gave up
-        // first (no origin served the stream within `--edge-stall-timeout`), as a relayed
-        // player gets the origin's failure, not a 200 with an empty body.
-        let _ = crate::shard::relay::send_all(client, &no_origin_answer()).await;
-        log::info!("{} play {key} from {peer} via the edge: 502, no origin served the stream", protocol.name());
+    if !prelude.head.is_empty() && !media_or_502(client, &member, protocol, peer).await {
         return;
     }
     let dropped = Cell::new(0);
@@ -409,10 +413,32 @@ async fn play(
     log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
 }
 
+/// An HTTP player is answered once its stream has media: true then; when the stream ended
+/// first (no origin served it within `--edge-stall-timeout`), the player gets 502, as a relayed
+/// player gets the origin's failure rather than a 200 with an empty body, and false.
+pub(crate) async fn media_or_502(
+    client: &TcpStream,
+    member: &Membership,
+    protocol: Protocol,
+    peer: SocketAddr,
+) -> bool {
+    if answerable(member).await {
+        return true;
+    }
+    let answer = cors(text(502, "no origin served the stream")).with_header("Server", SERVER);
+    let _ = crate::shard::relay::send_all(client, &answer.encode(false)).await;
+    log::info!(
+        "{} play {} from {peer} via the edge: 502, no origin served the stream",
+        protocol.name(),
+        member.stream.key
+    );
+    false
+}
+
 /// Waits until `member`'s stream has media (metadata, a sequence header, a keyframe: what an
 /// origin that has the stream sends first) and says true, or ended without (false). An origin
 /// without the stream may still answer the play (nginx-rtmp sends `|RtmpSampleAccess`).
-pub(crate) async fn answerable(member: &Membership) -> bool {
+async fn answerable(member: &Membership) -> bool {
     let stream = &member.stream;
     loop {
         let seq = {
@@ -427,17 +453,6 @@ pub(crate) async fn answerable(member: &Membership) -> bool {
         }
         stream.changed(member.id, seq).await;
     }
-}
-
-/// The answer to an HTTP player of a stream no origin served.
-pub(crate) fn no_origin_answer() -> Vec<u8> {
-    let body = b"no origin served the stream\n";
-    let mut out = Vec::with_capacity(256 + body.len());
-    let length = body.len().to_string();
-    let headers: [(&str, &[u8]); 2] = [("Content-Type", b"text/plain"), ("Content-Length", length.as_bytes())];
-    crate::proxy::http::write_head(&mut out, 502, "Bad Gateway", &[], &headers, crate::proxy::http::Next::Close);
-    out.extend_from_slice(body);
-    out
 }
 
 /// One line for a player's end (the edge's players and the HTTP-TS players muxed from a ring).

@@ -163,13 +163,10 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         drop(origin);
         // The origin lets each query in itself, as it would a relayed player.
         let param = ex.req.query.as_deref().unwrap_or("");
-        if super::edge::needs_admission(&key, param) {
-            use super::edge::upstream::{Denied, origin_admits};
-            if let Err(denied) = Box::pin(origin_admits(ex.shard, &key, param)).await {
-                log::warn!("{} play {key} from {} refused: {denied}", protocol.name(), ex.peer);
-                let status = if matches!(denied, Denied::Refused(_)) { 403 } else { 502 };
-                return ex.reply(cors(text(status, &format!("{key}: {denied}")))).await;
-            }
+        if let Err(denied) = Box::pin(super::edge::admit(ex.shard, &key, param)).await {
+            log::warn!("{} play {key} from {} refused: {denied}", protocol.name(), ex.peer);
+            let status = if matches!(denied, super::edge::upstream::Denied::Refused(_)) { 403 } else { 502 };
+            return ex.reply(cors(text(status, &format!("{key}: {denied}")))).await;
         }
         return match protocol {
             Protocol::HttpTs => Box::pin(play_ts(ex, &key)).await,

@@ -44,10 +44,7 @@ pub async fn play(
     let member = edge::join(shard, key, peer, param);
     let session = shard.open_session(key, Protocol::HttpTs, Role::Play).await;
     let started = Instant::now();
-    if !edge::answerable(&member).await {
-        // As for HTTP-FLV (`edge::play`): 502 when the stream ended before it had media.
-        let _ = crate::shard::relay::send_all(client, &edge::no_origin_answer()).await;
-        log::info!("http_ts play {key} from {peer} via the edge: 502, no origin served the stream");
+    if !edge::media_or_502(client, &member, Protocol::HttpTs, peer).await {
         return;
     }
     let dropped = Cell::new(0);

@@ -94,10 +94,8 @@ async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Opt
         Ok(key) => key,
         Err(e) => {
             log::warn!("rtmp {role} from {peer} (tcUrl {:?}, stream {:?}) refused: {e}", tc_url, stream_name);
-            {
-                refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
-                return None;
-            }
+            refuse(&client, session_role, identify::CHUNK_SIZE, &e.to_string()).await;
+            return None;
         }
     };
     let param = super::access::rtmp_param(&tc_url, &stream_name);
@@ -120,10 +118,8 @@ async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Opt
     // job's own RTMP publish may claim it), as it is once the job publishes.
     if session_role == Role::Publish && !admitted.internal() && super::local::srt::ingesting(&key) {
         log::warn!("rtmp publish {key} from {peer} refused: an SRT publisher's ingest of the stream is starting");
-        {
-            refuse(&client, session_role, identify::CHUNK_SIZE, "stream already publishing").await;
-            return None;
-        }
+        refuse(&client, session_role, identify::CHUNK_SIZE, "stream already publishing").await;
+        return None;
     }
     let _admitted = admitted;
     // Publish limits (RTMP_MAX_STREAMS now; resolution and bit rate while relaying).
@@ -132,10 +128,8 @@ async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Opt
             Ok(slot) => Some(slot),
             Err(refusal) => {
                 log::warn!("rtmp publish {key} from {peer} refused: {refusal}");
-                {
-                    refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await;
-                    return None;
-                }
+                refuse(&client, session_role, identify::CHUNK_SIZE, &refusal.to_string()).await;
+                return None;
             }
         },
         Role::Play => None,
@@ -158,12 +152,10 @@ async fn setup(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) -> Opt
     if session_role == Role::Play && shard.config.edge.enabled {
         // What identify kept for a relay's replay is not needed for the player's life; the
         // player's query goes to the origin if its play starts the shard's pull.
-        let param = super::access::rtmp_param(&tc_url, &stream_name).to_string();
+        let param = param.to_string();
         drop((replay, tc_url, origin, told));
         // The origin lets each query in itself, as it would a relayed player.
-        if super::edge::needs_admission(&key, &param)
-            && let Err(denied) = Box::pin(super::edge::upstream::origin_admits(&shard, &key, &param)).await
-        {
+        if let Err(denied) = Box::pin(super::edge::admit(&shard, &key, &param)).await {
             log::warn!("rtmp play {key} from {peer} refused: {denied}");
             refuse(&client, session_role, identify::CHUNK_SIZE, &denied.to_string()).await;
             return None;
