@@ -55,7 +55,7 @@
 //! The relay ([`shard::relay`]) is splice(2) through a pipe or a copy loop, with readiness
 //! from the shard's io_uring. A publisher's upstream bytes go through the copy loop and a
 //! streaming inspector ([`codec::rtmp::inspect`]) that counts frames and reads metadata and the SPS.
-//! With `--edge on`, players are served instead from one origin pull per stream and shard
+//! With `--edge on` (the default), players are served instead from one origin pull per stream and shard
 //! ([`proxy::edge`]): the pull's messages go into a ring of shared wire-form buffers that every
 //! player of the stream on that shard reads through its own cursor.
 //! HTTP requests on both HTTP listeners go through one server ([`proxy::http`]); SRT and WebRTC

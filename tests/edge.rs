@@ -343,12 +343,13 @@ fn killing_the_origin_moves_the_pull_and_players_keep_playing() {
     assert_eq!(pinned_origin(&p, "fo").as_deref(), Some(ids[1 - index]));
 }
 
-/// An origin that serves only HTTP-FLV, and only to one client (ffmpeg `-listen 1`): the edge
-/// pulls it with one GET and serves RTMP and HTTP-FLV players from that pull.
+/// An origin that serves only HTTP-FLV, and only to one client (ffmpeg `-listen 1`): with the
+/// default flags (the edge on, `--edge-pull auto`) the edge finds its RTMP endpoint refusing
+/// connections, pulls it with one GET and serves RTMP and HTTP-FLV players from that pull.
 #[test]
 fn an_http_flv_only_origin_is_pulled_once_for_every_player() {
     let origin = http_peers::FfmpegHttpOrigin::start("flv", "/live/h.flv", 40);
-    let p = Proxy::start(&["--edge", "on", "--shards", "1", "--edge-pull", "http-flv"]);
+    let p = Proxy::start(&["--shards", "1"]);
     // Registrations need an RTMP endpoint: a port nobody listens on.
     let closed = ClosedPort::new();
     let body = http_peers::origin_body_http("flv", "h", closed.port, origin.port);
@@ -364,7 +365,37 @@ fn an_http_flv_only_origin_is_pulled_once_for_every_player() {
         assert!(ok, "player: {}\n--- proxy log:\n{}", f.describe(), p.log_text());
     }
     assert_eq!(origin.requested(), ["/live/h.flv?token=xyz"], "one GET for all three players");
-    assert!(p.log_text().contains("HTTP-FLV)"), "{}", p.log_text());
+    let log = p.log_text();
+    assert!(log.contains("refuses RTMP connections") && log.contains("HTTP-FLV)"), "{log}");
+}
+
+/// An HTTP-TS player of a stream in a codec the edge's muxer cannot carry (MP3 audio here; it
+/// muxes H.264 and AAC) is relayed to the origin, which muxes the stream itself: ffprobe sees
+/// H.264 and MP3 in the TS it gets through the proxy (the edge would give it video alone), and
+/// the origin's HTTP endpoint got the request. RTMP players of the stream stay on the edge.
+#[test]
+fn an_http_ts_player_of_a_stream_the_edge_cannot_mux_is_relayed_to_the_origin() {
+    let nginx = NginxRtmp::start(4096);
+    let ts_origin = http_peers::FfmpegHttpOrigin::start_with_audio("libmp3lame", "mpegts", "/live/m.ts", 60);
+    let p = Proxy::start(&["--shards", "1"]);
+    let body = http_peers::origin_body_http("mp3", "m", nginx.rtmp_port, ts_origin.port);
+    assert_eq!(register(&p.api_addr(), &body).status, 200);
+    let mut publish = http_peers::with_audio(http_peers::test_signal_args(60), "libmp3lame");
+    publish.extend(["-f".to_string(), "flv".to_string(), proxy_url(&p, "m")]);
+    let publish: Vec<&str> = publish.iter().map(String::as_str).collect();
+    let mut publisher = Ffmpeg::spawn("ffmpeg-pub", &publish);
+    if !wait_until(PUBLISH_WAIT, || nginx.publishing("m")) {
+        panic!("m never published: {}\n{}", publisher.describe(), diag(&p, &[&nginx]));
+    }
+    let rtmp = ffprobe_streams(&proxy_url(&p, "m"), PROBE_TIMEOUT);
+    let rtmp = rtmp.unwrap_or_else(|e| panic!("{e}\n{}", diag(&p, &[&nginx])));
+    assert!(rtmp.contains(&"h264".to_string()) && rtmp.contains(&"mp3".to_string()), "RTMP: {rtmp:?}");
+    let ts = ffprobe_streams(&format!("http://{}/live/m.ts", p.http_addr()), PROBE_TIMEOUT);
+    let ts = ts.unwrap_or_else(|e| panic!("{e}\n{}", diag(&p, &[&nginx])));
+    assert!(ts.contains(&"h264".to_string()) && ts.contains(&"mp3".to_string()), "HTTP-TS: {ts:?}\n{}", p.log_text());
+    assert_eq!(ts_origin.requested(), ["/live/m.ts"]);
+    let log = p.log_text();
+    assert!(log.contains("the stream carries mp3; relayed to the origin"), "{log}");
 }
 
 /// The query of the player whose play starts the pull (its token, say) goes to the origin with

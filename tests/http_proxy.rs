@@ -372,12 +372,14 @@ fn ffmpeg_origin_behind_proxy(format: &str, path: &str, seconds: u32, extra: &[&
     (origin, p)
 }
 
-/// HTTP-FLV or HTTP-TS through the proxy from an ffmpeg origin: ffprobe sees H.264 and AAC,
-/// the origin got the path with its query and the client's own header; a raw client gets the
-/// origin's status and Content-Type, CORS, and a body that starts as the format does.
+/// HTTP-FLV or HTTP-TS relayed (`--edge off`) through the proxy from an ffmpeg origin: ffprobe
+/// sees H.264 and AAC, the origin got the path with its query and the client's own header; a
+/// raw client gets the origin's status and Content-Type, CORS, and a body that starts as the
+/// format does. (The edge, the default, answers players itself: `tests/edge.rs`.)
 fn live_http_stream(format: &str, path: &str, check_body: impl Fn(&[u8]) -> Result<(), String>) {
+    const RELAY: &[&str] = &["--edge", "off"];
     // ffprobe, with a query and a header of its own.
-    let (mut origin, p) = ffmpeg_origin_behind_proxy(format, path, 30, &[]);
+    let (mut origin, p) = ffmpeg_origin_behind_proxy(format, path, 30, RELAY);
     let url = format!("http://{}{path}?token=abc", p.http_addr());
     let codecs = probe_with_headers(&url, &["X-Streamgate-Test: through-the-proxy"])
         .unwrap_or_else(|e| panic!("{e}\norigin: {}\n{}", origin.proc.describe(), plog(&p)));
@@ -390,7 +392,7 @@ fn live_http_stream(format: &str, path: &str, check_body: impl Fn(&[u8]) -> Resu
     drop(p);
 
     // A raw client: the head as the proxy sends it, and the first 64 KiB of the body.
-    let (origin, p) = ffmpeg_origin_behind_proxy(format, path, 30, &[]);
+    let (origin, p) = ffmpeg_origin_behind_proxy(format, path, 30, RELAY);
     let r = http_full(
         &p.http_addr(),
         format!("GET {path}?token=raw HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", p.http_addr()).as_bytes(),
@@ -413,7 +415,7 @@ fn live_http_stream(format: &str, path: &str, check_body: impl Fn(&[u8]) -> Resu
 
     // An origin that ends after 3 s: the client gets the whole body, properly ended, and the
     // proxy closes the connection.
-    let (mut origin, p) = ffmpeg_origin_behind_proxy(format, path, 3, &[]);
+    let (mut origin, p) = ffmpeg_origin_behind_proxy(format, path, 3, RELAY);
     let mut s = TcpStream::connect(p.http_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", p.http_addr()).as_bytes())

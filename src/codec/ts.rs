@@ -29,6 +29,21 @@ const VIDEO: u8 = 9;
 const STREAM_TYPE_H264: u8 = 0x1b;
 const STREAM_TYPE_AAC: u8 = 0x0f;
 
+/// The codec of an audio or video message that this muxer cannot carry (`"hevc"`, `"mp3"`,
+/// `"an unknown codec"`), if it is one; `None` for H.264, AAC and any other message.
+pub fn uncarried(type_id: u8, payload: &[u8]) -> Option<&'static str> {
+    let (codec, carried) = match type_id {
+        VIDEO => (crate::codec::flv::video_tag(payload)?.codec, "h264"),
+        AUDIO => (crate::codec::flv::audio_tag(payload)?.codec, "aac"),
+        _ => return None,
+    };
+    match codec {
+        Some(codec) if codec == carried => None,
+        Some(codec) => Some(codec),
+        None => Some("an unknown codec"),
+    }
+}
+
 /// What a message was.
 enum Written {
     Frame,

@@ -13,13 +13,15 @@ use super::values::{GoDuration, Switch};
 #[derive(clap::Args, Debug, Clone)]
 pub struct EdgeArgs {
     /// Serve RTMP, HTTP-FLV and HTTP-TS players from one origin pull per stream and shard (an
-    /// edge: every byte is received once and written to all of the shard's players of the
-    /// stream from shared buffers; the origin sees one play per stream and shard, carrying the
-    /// first player's query, and checks a player with another query with a short play of its
-    /// own). off (the default) relays each player to the origin on its own connection, so the
-    /// origin sees every player and answers it itself (its status, headers and codecs).
-    /// Publishers are relayed 1:1 either way.
-    #[arg(long, env = "STREAMGATE_EDGE", default_value = "off", value_name = "on|off", help_heading = "Edge")]
+    /// edge, the default: every byte is received once and written to all of the shard's
+    /// players of the stream from shared buffers, at about half HAProxy's CPU per byte; the
+    /// origin sees one play per stream and shard, carrying the first player's query, and
+    /// checks a player with another query with a short play of its own; an HTTP-TS player of
+    /// a stream in codecs other than H.264 and AAC is relayed). off relays each player to the
+    /// origin on its own connection, so the origin sees every player and answers it itself
+    /// (its status, headers and codecs; request headers such as cookies reach it). Publishers
+    /// are relayed 1:1 either way.
+    #[arg(long, env = "STREAMGATE_EDGE", default_value = "on", value_name = "on|off", help_heading = "Edge")]
     pub edge: Switch,
 
     /// How long a stream's origin pull stays open after its last player on the shard left (a
@@ -52,9 +54,10 @@ pub struct EdgeArgs {
     pub edge_max_lag: u64,
 
     /// How the edge pulls a stream from its origin: rtmp (RTMP play on the origin's RTMP
-    /// endpoint) or http-flv (GET /APP/STREAM.flv on its HTTP endpoint, for origins that serve
-    /// streams only over HTTP-FLV).
-    #[arg(long, env = "STREAMGATE_EDGE_PULL", value_enum, default_value_t = EdgePull::Rtmp, help_heading = "Edge")]
+    /// endpoint), http-flv (GET /APP/STREAM.flv on its HTTP endpoint, for origins that serve
+    /// streams only over HTTP-FLV), or auto (the default): RTMP, and HTTP-FLV from an origin
+    /// whose RTMP endpoint refuses connections while it registered an HTTP one.
+    #[arg(long, env = "STREAMGATE_EDGE_PULL", value_enum, default_value_t = EdgePull::Auto, help_heading = "Edge")]
     pub edge_pull: EdgePull,
 
     /// A player that takes no bytes for this long while it has some to take is disconnected.
@@ -86,6 +89,9 @@ pub struct EdgeArgs {
 /// How the edge pulls from origins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EdgePull {
+    /// RTMP, or HTTP-FLV when the origin's RTMP endpoint refuses the connection and it has an
+    /// HTTP endpoint.
+    Auto,
     Rtmp,
     HttpFlv,
 }
@@ -107,12 +113,12 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
-            enabled: false,
+            enabled: true,
             linger: Duration::from_secs(5),
             cache_bytes: 16 << 20,
             max_lag: 4 << 20,
             stall_timeout: Duration::from_secs(10),
-            pull: EdgePull::Rtmp,
+            pull: EdgePull::Auto,
             merge_write: Duration::from_millis(40),
         }
     }

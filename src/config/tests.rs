@@ -136,11 +136,13 @@ fn default_backend_endpoints_are_checked_at_startup() {
 }
 
 #[test]
-fn the_edge_is_off_by_default_and_merges_writes_for_40ms_at_most_a_second() {
+fn the_edge_is_on_by_default_pulls_auto_and_merges_writes_for_40ms_at_most_a_second() {
     let defaults = load(&[]).unwrap().edge;
-    assert!(!defaults.enabled);
+    assert!(defaults.enabled);
+    assert_eq!(defaults.pull, crate::config::edge::EdgePull::Auto);
     assert_eq!(defaults.merge_write, Duration::from_millis(40));
-    assert!(load(&["--edge", "on"]).unwrap().edge.enabled);
+    assert!(!load(&["--edge", "off"]).unwrap().edge.enabled);
+    assert_eq!(load(&["--edge-pull", "http-flv"]).unwrap().edge.pull, crate::config::edge::EdgePull::HttpFlv);
     assert_eq!(load(&["--edge-merge-write", "0s"]).unwrap().edge.merge_write, Duration::ZERO);
     assert_eq!(load(&["--edge-merge-write", "100ms"]).unwrap().edge.merge_write, Duration::from_millis(100));
     let e = load(&["--edge-merge-write", "2s"]).unwrap_err();

@@ -478,6 +478,13 @@ pub fn test_signal_args(seconds: u32) -> Vec<String> {
     .collect()
 }
 
+/// `args` ([`test_signal_args`]) with the audio encoded by `audio_codec` instead of AAC.
+pub fn with_audio(mut args: Vec<String>, audio_codec: &str) -> Vec<String> {
+    let at = args.iter().position(|a| a == "-c:a").expect("the test signal names its audio codec");
+    args[at + 1] = audio_codec.to_string();
+    args
+}
+
 /// Publishes the test signal (1 s GOP, see [`test_signal_args`]) to an RTMP `url`.
 pub fn publish_short_gop(url: &str, seconds: u32) -> FfmpegProc {
     let mut args = test_signal_args(seconds);
@@ -512,6 +519,11 @@ impl FfmpegHttpOrigin {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         args.extend(["-t", &seconds.to_string(), "-content_type", content_type].map(String::from));
         Self::listen(args, format, path)
+    }
+
+    /// The test signal with its audio in `audio_codec` (`libmp3lame`, say) instead of AAC.
+    pub fn start_with_audio(audio_codec: &str, format: &str, path: &str, seconds: u32) -> FfmpegHttpOrigin {
+        Self::listen(with_audio(test_signal_args(seconds), audio_codec), format, path)
     }
 
     /// Runs ffmpeg with `input`, then `-f format -listen 1 http://127.0.0.1:PORT/PATH` on a

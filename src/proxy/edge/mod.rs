@@ -1,11 +1,12 @@
-//! The edge (`--edge on`): per stream and shard, one origin pull feeds a [`ring::Ring`] that
+//! The edge (`--edge on`, the default): per stream and shard, one origin pull feeds a [`ring::Ring`] that
 //! every player of the stream on that shard reads from, instead of one relayed origin
 //! connection per player.
 //!
 //! - [`Streams`] (one per shard, in a thread local: a shard is one thread and its state never
 //!   leaves it) maps a stream key to its [`Stream`]: the ring, the players' wakers, counters.
 //! - The first player of a stream on the shard creates it and starts its pull
-//!   ([`upstream::run`]: RTMP play, or [`upstream_flv`] for an origin serving only HTTP-FLV); the pull ends `--edge-linger` after the last player left, or when no
+//!   ([`upstream::run`]: RTMP play, or [`upstream_flv`] for an origin serving only HTTP-FLV:
+//!   `--edge-pull http-flv`, or `auto` when its RTMP endpoint refuses connections); the pull ends `--edge-linger` after the last player left, or when no
 //!   origin could serve the stream for `--edge-stall-timeout` (its players are then closed).
 //! - Players ([`player`]): RTMP players get the proxy's own play answers, HTTP-FLV players the
 //!   FLV header; then each writes what it is behind by from the ring, vectored.

@@ -79,6 +79,12 @@ impl PullError {
             PullError::Upstream(UpstreamError::Refused { .. }) | PullError::NotStarted | PullError::HttpRefused(_)
         )
     }
+
+    /// Whether the origin's RTMP endpoint refused the TCP connection (nothing listens there).
+    pub fn connection_refused(&self) -> bool {
+        matches!(self, PullError::Upstream(UpstreamError::Dial { source, .. })
+            if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
 }
 
 /// Runs `stream`'s pull until it lingered out or no origin could serve it.
@@ -206,26 +212,59 @@ impl Timeline {
 }
 
 /// One pull from `origin` until it fails or ends: RTMP play, or with `--edge-pull http-flv` a
-/// GET of the stream's FLV from the origin's HTTP endpoint.
+/// GET of the stream's FLV from the origin's HTTP endpoint (`auto`: when the origin's RTMP
+/// endpoint refuses the connection and it has an HTTP one).
 async fn pull(shard: &Shard, stream: &Stream, origin: &Origin, timeline: &mut Timeline) -> Result<(), PullError> {
-    if shard.config.edge.pull == EdgePull::HttpFlv {
-        return super::upstream_flv::pull(shard, stream, origin, timeline).await;
+    let pulled = match shard.config.edge.pull {
+        EdgePull::HttpFlv => return super::upstream_flv::pull(shard, stream, origin, timeline).await,
+        EdgePull::Rtmp => return pull_rtmp(shard, stream, origin, timeline, false).await,
+        EdgePull::Auto => pull_rtmp(shard, stream, origin, timeline, true).await,
+    };
+    match pulled {
+        Err(e) if falls_back(origin, &e) => {
+            log::info!(
+                "edge {} on shard {}: origin {} refuses RTMP connections ({e}); pulling over HTTP-FLV",
+                stream.key,
+                shard.index,
+                origin.id
+            );
+            super::upstream_flv::pull(shard, stream, origin, timeline).await
+        }
+        pulled => pulled,
     }
+}
+
+/// Whether `origin` is pulled over HTTP-FLV after its RTMP endpoint refused the connection
+/// with `e` (`--edge-pull auto`): it registered an HTTP endpoint.
+fn falls_back(origin: &Origin, e: &PullError) -> bool {
+    e.connection_refused() && crate::proxy::http::origin::http_addr(origin).is_ok()
+}
+
+/// [`pull`] over RTMP. With `fallback` (`--edge-pull auto`), a refused connection to an origin
+/// that has an HTTP endpoint is returned uncounted: the caller pulls over HTTP-FLV instead.
+async fn pull_rtmp(
+    shard: &Shard,
+    stream: &Stream,
+    origin: &Origin,
+    timeline: &mut Timeline,
+    fallback: bool,
+) -> Result<(), PullError> {
     let reg = &origin.registration;
     let Some(endpoint) = first_tcp(&reg.rtmp) else {
         crate::proxy::failed(shard, PickFailure::NoEndpoint);
         return Err(PullError::NoEndpoint(origin.id.0.clone()));
     };
     let addr = SocketAddr::new(reg.ip, endpoint.port);
-    stream.begin_pull(origin);
     let mut conn = match Client::open(addr, shard.config.rtmp_dial_timeout, &stream.key, &stream.param).await {
         Ok(conn) => conn,
+        Err(e) if fallback && falls_back(origin, &e) => return Err(e),
         Err(e) => {
             let refused = matches!(e, PullError::Upstream(UpstreamError::Refused { .. }));
             crate::proxy::failed(shard, if refused { PickFailure::Refused } else { PickFailure::DialFailed });
             return Err(e);
         }
     };
+    stream.begin_pull(origin);
     log::info!("edge {} on shard {}: pulling from origin {} ({addr})", stream.key, shard.index, origin.id);
     timeline.restart();
     let _pulling = Pulling::new(stream);
@@ -266,6 +305,16 @@ pub async fn origin_admits(shard: &Shard, key: &StreamKey, param: &str) -> Resul
     if shard.config.edge.pull == EdgePull::HttpFlv {
         return super::upstream_flv::origin_admits(shard, key, &origin, param).await;
     }
+    let over_rtmp = origin_admits_rtmp(shard, key, &origin, param).await;
+    match over_rtmp {
+        Err(Denied::FallBack) => super::upstream_flv::origin_admits(shard, key, &origin, param).await,
+        asked => asked,
+    }
+}
+
+/// [`origin_admits`] over RTMP; `Denied::FallBack` when the origin should be asked over
+/// HTTP-FLV instead (`--edge-pull auto`, its RTMP endpoint refused the connection).
+async fn origin_admits_rtmp(shard: &Shard, key: &StreamKey, origin: &Origin, param: &str) -> Result<(), Denied> {
     let Some(endpoint) = first_tcp(&origin.registration.rtmp) else {
         return Err(Denied::Failed(format!("origin {} has no RTMP endpoint", origin.id)));
     };
@@ -276,6 +325,9 @@ pub async fn origin_admits(shard: &Shard, key: &StreamKey, param: &str) -> Resul
             Ok(conn) => conn,
             Err(PullError::Upstream(e @ UpstreamError::Refused { .. })) => {
                 return Err(Denied::Refused(format!("origin {id}: {e}")));
+            }
+            Err(e) if shard.config.edge.pull == EdgePull::Auto && falls_back(origin, &e) => {
+                return Err(Denied::FallBack);
             }
             Err(e) => return Err(Denied::Failed(format!("origin {id}: {e}"))),
         };
@@ -307,6 +359,9 @@ pub enum Denied {
     /// The origin could not be asked (no origin, unreachable, no answer in time).
     #[error("{0}")]
     Failed(String),
+    /// Not an answer: the origin's RTMP endpoint refused the connection; ask it over HTTP-FLV.
+    #[error("the origin's RTMP endpoint refused the connection")]
+    FallBack,
 }
 
 /// The RTMP client side of a pull.

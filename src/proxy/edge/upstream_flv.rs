@@ -1,5 +1,6 @@
 //! The origin pull over HTTP-FLV (`--edge-pull http-flv`, for origins that serve streams only
-//! over HTTP-FLV): `GET /<app>/<stream>.flv`, then every FLV tag of the body becomes a
+//! over HTTP-FLV; with `auto`, the default, for an origin whose RTMP endpoint refuses
+//! connections): `GET /<app>/<stream>.flv`, then every FLV tag of the body becomes a
 //! message for the ring, as an RTMP pull's messages do ([`super::upstream`] runs both the same
 //! way: failover, timestamps, linger).
 

@@ -148,7 +148,15 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     };
     if matches!(protocol, Protocol::HttpFlv | Protocol::HttpTs) && super::local::ready(ex.shard, &key) {
         return match protocol {
-            Protocol::HttpTs => Box::pin(play_ts(ex, &key)).await,
+            Protocol::HttpTs => match Box::pin(play_ts(ex, &key)).await {
+                Ok(next) => next,
+                Err(codec) => {
+                    let why =
+                        format!("{key} carries {codec}; HTTP-TS here carries H.264 and AAC only: play it as .flv");
+                    log::info!("HTTP-TS play {key} from {} refused: {why}", ex.peer);
+                    ex.reply(cors(text(501, &why))).await
+                }
+            },
             _ => play_flv(ex, &key).await,
         };
     }
@@ -168,9 +176,17 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
             let status = if matches!(denied, super::edge::upstream::Denied::Refused(_)) { 403 } else { 502 };
             return ex.reply(cors(text(status, &format!("{key}: {denied}")))).await;
         }
-        return match protocol {
-            Protocol::HttpTs => Box::pin(play_ts(ex, &key)).await,
-            _ => play_flv(ex, &key).await,
+        if protocol == Protocol::HttpFlv {
+            return play_flv(ex, &key).await;
+        }
+        let Err(codec) = Box::pin(play_ts(ex, &key)).await else {
+            return Next::Close;
+        };
+        // The origin muxes the codecs the edge cannot: this player is relayed to it.
+        log::info!("HTTP-TS play {key} from {}: the stream carries {codec}; relayed to the origin", ex.peer);
+        return match super::pick(ex.shard, &key).await {
+            Ok(origin) => Box::pin(forward(ex, &key, origin, protocol)).await,
+            Err(reason) => ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await,
         };
     }
     Box::pin(forward(ex, &key, origin, protocol)).await
@@ -196,8 +212,9 @@ async fn play_flv(ex: &Exchange<'_>, key: &StreamKey) -> Next {
 }
 
 /// An HTTP-TS player of a local stream or, with `--edge on`, of the shard's pull, muxed from
-/// the ring ([`super::local::ts`]); chunked for an HTTP/1.1 client as for HTTP-FLV.
-async fn play_ts(ex: &Exchange<'_>, key: &StreamKey) -> Next {
+/// the ring ([`super::local::ts`]); chunked for an HTTP/1.1 client as for HTTP-FLV. Unanswered
+/// when the stream carries a codec the muxer cannot: that codec is the error.
+async fn play_ts(ex: &Exchange<'_>, key: &StreamKey) -> Result<Next, &'static str> {
     let mut head = Vec::with_capacity(256);
     let headers = [("Content-Type".to_string(), b"video/MP2T".to_vec())];
     let chunked = ex.req.version >= 1;
@@ -208,8 +225,10 @@ async fn play_ts(ex: &Exchange<'_>, key: &StreamKey) -> Next {
     };
     write_head(&mut head, 200, "OK", &headers, extra, Next::Close);
     let param = ex.req.query.clone().unwrap_or_default();
-    super::local::ts::play(ex.shard, ex.client, ex.peer, (key, param), head, chunked).await;
-    Next::Close
+    match super::local::ts::play(ex.shard, ex.client, ex.peer, (key, param), head, chunked).await {
+        super::local::ts::Played::Served => Ok(Next::Close),
+        super::local::ts::Played::Uncarried(codec) => Err(codec),
+    }
 }
 
 /// Asks [`super::access`] whether the request may play `key`; a refusal is answered 403 with

@@ -1,7 +1,7 @@
 //! HTTP-TS players of local streams, and of pulled ones with `--edge on` (`/APP/STREAM.ts`):
 //! the stream's ring, read like an edge player's (from the last key frame, after the sequence
-//! headers), muxed into MPEG-TS for this player ([`crate::codec::ts`]: H.264 and AAC, so a
-//! stream in other codecs is not served this way) and written in batches of about
+//! headers), muxed into MPEG-TS for this player ([`crate::codec::ts`]: H.264 and AAC; a
+//! stream in other codecs is not served this way, [`Played::Uncarried`]) and written in batches of about
 //! [`BATCH_BYTES`]. The body is chunked for an HTTP/1.1 client, so it ends with the last chunk
 //! when the publisher leaves, as the HTTP-FLV players' does.
 //!
@@ -13,22 +13,31 @@ use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
 
 use crate::balance::StreamKey;
 use crate::bridge::{Protocol, Role};
-use crate::codec::ts::TsMuxer;
+use crate::codec::ts::{self, TsMuxer};
 use crate::proxy::edge::player::End;
-use crate::proxy::edge::ring::Cursor;
+use crate::proxy::edge::ring::{Cursor, Kind};
 use crate::proxy::edge::{self, Membership};
 use crate::shard::relay::{recv, send_all};
 use crate::shard::{Shard, within};
 
 /// About how many bytes of MPEG-TS one write carries.
 pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// How an HTTP-TS player's play went.
+pub enum Played {
+    /// It was answered and served until either side ended it.
+    Served,
+    /// Nothing was sent: the stream carries a codec the muxer cannot (named); the caller
+    /// answers the player (with `--edge on`, relays it to the origin, which muxes it itself).
+    Uncarried(&'static str),
+}
 
 /// Serves an HTTP-TS player of `key` from the shard's ring of it (a local stream's, or with
 /// `--edge on` the shard's pull, started if need be): `head` (the response head, chunked when
@@ -40,13 +49,16 @@ pub async fn play(
     (key, param): (&StreamKey, String),
     head: Vec<u8>,
     chunked: bool,
-) {
+) -> Played {
     let member = edge::join(shard, key, peer, param);
-    let session = shard.open_session(key, Protocol::HttpTs, Role::Play).await;
     let started = Instant::now();
     if !edge::media_or_502(client, &member, Protocol::HttpTs, peer).await {
-        return;
+        return Played::Served;
     }
+    if let Some(codec) = uncarried_codec(&member).await {
+        return Played::Uncarried(codec);
+    }
+    let session = shard.open_session(key, Protocol::HttpTs, Role::Play).await;
     let dropped = Cell::new(0);
     let bytes_out = &session.traffic.bytes_out;
     let writer = write_loop(shard, client, &member, (head, chunked), bytes_out, &dropped);
@@ -58,6 +70,38 @@ pub async fn play(
     let ended = future::or(writer, gone).await;
     let _ = client.shutdown(std::net::Shutdown::Both).await;
     edge::log_end(Protocol::HttpTs.name(), key, peer, started, ended, bytes_out.get(), dropped.get());
+    Played::Served
+}
+
+/// How long a player whose stream has shown only its metadata waits for a sequence header or
+/// a key frame, which say its codecs.
+const CODECS_WAIT: Duration = Duration::from_secs(2);
+
+/// A codec of `member`'s stream that MPEG-TS here cannot carry ([`ts::uncarried`]), read from
+/// its sequence headers and the frames from its last key frame on (at most 64).
+async fn uncarried_codec(member: &Membership) -> Option<&'static str> {
+    let stream = &member.stream;
+    let codecs_shown = async {
+        loop {
+            let seq = {
+                let ring = stream.ring.borrow();
+                if ring.headers().any(|e| e.kind != Kind::Meta) || !ring.start().need_key {
+                    return;
+                }
+                ring.head()
+            };
+            if stream.is_closed() {
+                return;
+            }
+            stream.changed(member.id, seq).await;
+        }
+    };
+    let _ = within(CODECS_WAIT, codecs_shown).await;
+    let ring = stream.ring.borrow();
+    let start = ring.start();
+    let frames = (!start.need_key).then(|| ring.entries_from(start.seq).take(64));
+    let mut messages = ring.headers().chain(frames.into_iter().flatten());
+    messages.find_map(|e| ts::uncarried(e.frame.type_id, &e.frame.payload))
 }
 
 /// Appends `body` to `out`, as one chunk when `chunked`.

@@ -23,7 +23,7 @@
 //! A stream served by streamgate itself (`--local-origin`) is published and played through
 //! [`super::local`] after step 2 instead.
 //!
-//! With `--edge on`, a player is served from the shard's pull of the stream instead
+//! With `--edge on` (the default), a player is served from the shard's pull of the stream instead
 //! ([`super::edge::play_rtmp`]) after step 2; publishers are relayed either way.
 //!
 //! Failures after the stream is known are answered with an RTMP status the client shows
