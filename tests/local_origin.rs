@@ -611,6 +611,25 @@ fn a_local_stream_plays_as_http_ts_and_ends_cleanly() {
     assert!(log.contains("http_ts play __defaultVhost__/live/u from") && log.contains("publisher left"), "{log}");
 }
 
+/// An HTTP-TS player of a local stream whose audio is MP3 (the muxer carries H.264 and AAC)
+/// gets 501 naming the codec and pointing at `.flv`, not a TS with the audio missing; its
+/// HTTP-FLV players are served.
+#[test]
+fn an_http_ts_player_of_a_local_stream_in_other_codecs_is_told_why() {
+    let p = Proxy::start(&["--local-origin", "on", "--shards", "1", "--local-hls-jobs", "0"]);
+    let mut args = common::http_peers::with_audio(common::http_peers::test_signal_args(30), "libmp3lame");
+    args.extend(["-f".to_string(), "flv".to_string(), rtmp_url(&p, "v")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut publisher = Ffmpeg::spawn("ffmpeg-pub", &args);
+    let served = || p.log_text().contains("served locally");
+    assert!(wait_until(PUBLISH_WAIT, served), "{}\n{}", publisher.describe(), p.log_text());
+    let codecs = ffprobe_streams(&flv_url(&p, "v"), PROBE_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert!(codecs.contains(&"mp3".to_string()), "{codecs:?}");
+    let reply = get(&p.http_addr(), "/live/v.ts");
+    assert_eq!(reply.status, 501, "{}\n{}", reply.body, p.log_text());
+    assert!(reply.body.contains("carries mp3") && reply.body.contains(".flv"), "{}", reply.body);
+}
+
 /// SRT players (`m=request`) of a local stream: each is relayed to a player job that plays the
 /// stream from streamgate's RTMP listener into MPEG-TS over SRT; ffprobe finds H.264 and AAC,
 /// ffmpeg decodes it, and when the publisher leaves the job closes the session and the player
