@@ -3,13 +3,14 @@
 `streamgate-load origin-flv` for HTTP-FLV: nginx-rtmp serves no HTTP-FLV):
 
   direct   the load generator talks to the origin itself (the floor)
-  splice   through streamgate --relay splice --relay-batch 0s (unbatched)
-  copy     through streamgate --relay copy --relay-batch 0s
+  splice   through streamgate --edge off --relay splice --relay-batch 0s (the 1:1 relay,
+           unbatched; the edge is streamgate's default since 2026-12-07)
+  copy     through streamgate --edge off --relay copy --relay-batch 0s
   splice-batch, copy-batch   the same with --relay-batch BATCH (--batch, default 10ms; the
            proxy's own default is 20ms since 2026-12-07, so --batch 20ms is its default setup)
   edge     through streamgate --edge on: one origin pull per stream and shard, players served
            from the shard's shared buffers (RTMP and HTTP-FLV players; against origin-flv, which
-           serves only HTTP-FLV, with --edge-pull http-flv)
+           serves only HTTP-FLV, with --edge-pull http-flv); streamgate's default
   haproxy  through HAProxy in TCP mode (what a user would otherwise deploy)
   baseline streamgate --relay splice from another build (--baseline BINARY, e.g. the
            integration branch's), for before/after comparisons in one run
@@ -43,6 +44,7 @@ A short smoke run that keeps perf/results/ clean:
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -254,9 +256,20 @@ class FlvOrigin:
 RELAYS = ("splice", "copy", "splice-batch", "copy-batch")
 
 
+@functools.cache
+def knows_flag(binary, flag):
+    """Whether `binary --help` lists `flag` (a baseline build may predate it)."""
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30).stdout
+    return f"{flag} " in out
+
+
 class Streamgate:
     def __init__(self, tmp, origin, relay, batch=None, binary=PROXY, extra=()):
         rtmp, http, self.api = free_port(), free_port(), free_port()
+        # Without --edge in `extra` this is a relay target: the edge is on by default since
+        # 2026-12-07, so it is turned off (builds before the flag relay anyway).
+        if "--edge" not in extra and knows_flag(binary, "--edge"):
+            extra = ["--edge", "off"] + list(extra)
         self.port = http if origin.protocol == "http" else rtmp
         self.http = http
         self.log = open(os.path.join(tmp, f"streamgate-{relay}.log"), "w")
