@@ -103,12 +103,12 @@ fn signed_urls_gate_rtmp_and_http_publish_and_play() {
     }
     assert!(log.contains("; answered with an error onStatus, then close"), "{log}");
 
-    // HTTP-FLV and HLS: 403 without a valid token, past the check with one (502 here: the
-    // origin has no HTTP endpoint).
+    // HTTP-FLV and HLS: 403 without a valid token, past the check with one (200: the edge
+    // serves it from its pull of the origin's RTMP).
     let http = format!("http://127.0.0.1:{}", p.http);
     assert_eq!(curl_status(&format!("{http}/live/cam.flv")), 403);
     assert_eq!(curl_status(&format!("{http}/live/cam.m3u8?{}", signed("pub-s3cret", "cam", 600))), 403);
-    assert_eq!(curl_status(&format!("{http}/live/cam.flv?{}", signed("play-s3cret", "cam", 600))), 502);
+    assert_eq!(curl_status(&format!("{http}/live/cam.flv?{}", signed("play-s3cret", "cam", 600))), 200);
 
     assert!(wait_until(WAIT, || pick_failures(&p, "denied") >= before + 8), "{}", shards(&p));
     assert!(healthy.running(), "the healthy publisher noticed: {}", healthy.describe());
@@ -457,8 +457,9 @@ fn sockets(column: usize, port: u16) -> Vec<String> {
 fn dead_peers_keepalive_probes_and_the_idle_timeout_closes_silent_sessions() {
     let origin = NginxRtmp::start(4096);
     let silent = silent_flv_origin();
-    let p =
-        Proxy::start(&["--relay-idle-timeout", "3s", "--tcp-keepalive-idle", "17s", "--tcp-keepalive-interval", "4s"]);
+    // The relay's timers (the edge, the default, has its own: `--edge-stall-timeout`).
+    let relay = ["--edge", "off", "--relay-idle-timeout", "3s"];
+    let p = Proxy::start(&[&relay[..], &["--tcp-keepalive-idle", "17s", "--tcp-keepalive-interval", "4s"]].concat());
     let body = common::http_peers::origin_body_http("dead", "a", origin.rtmp_port, silent);
     assert_eq!(register(&p.api_addr(), &body).status, 200);
     let url = format!("rtmp://127.0.0.1:{}/live/alive", p.rtmp);
@@ -939,7 +940,10 @@ fn sigterm_still_sends_the_end_notices() {
     let origin = NginxRtmp::start(4096);
     let streams = hooks.url("/api/v1/streams");
     let sessions = hooks.url("/api/v1/sessions");
-    let flags = ["--grace-quit-timeout", "2s", "--force-quit-timeout", "10s"];
+    // Relayed (`--edge off`): with the edge, the shard also waits for the stream's pull to stop
+    // (up to a quarter second), and the notices are usually posted before the flush has any
+    // to wait for.
+    let flags = ["--edge", "off", "--grace-quit-timeout", "2s", "--force-quit-timeout", "10s"];
     let p = Proxy::start(&[&flags[..], &["--on-unpublish", &streams, "--on-stop", &sessions]].concat());
     assert_eq!(register(&p.api_addr(), &origin_body("o", "s", origin.rtmp_port)).status, 200);
     let url = format!("rtmp://127.0.0.1:{}/live/okterm", p.rtmp);

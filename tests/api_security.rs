@@ -96,8 +96,13 @@ fn bogus(i: usize) -> String {
     format!(r#"{{"device_id":"bogus","ip":"127.0.0.1","server":"bogus{i}","service":"s","pid":"1","rtmp":["9"]}}"#)
 }
 
+/// The flags of a proxy that [`pin_over_http`] pins streams on.
+const RELAY: [&str; 2] = ["--edge", "off"];
+
 /// Creates a pin for `/live/<name>` through the HTTP stream listener (the claim comes before
-/// the origin is dialed, so it pins even though the origin has no HTTP endpoint).
+/// the origin is dialed, so it pins even though the origin has no HTTP endpoint). The proxy
+/// relays (`--edge off`, [`RELAY`]), so the answer comes at once: the edge would answer once
+/// its pull of the stream gave up (`--edge-stall-timeout`).
 fn pin_over_http(p: &Proxy, name: &str) {
     let req = format!("GET /live/{name}.flv HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let _ = raw_http(&p.http_addr(), req.as_bytes());
@@ -207,7 +212,7 @@ fn assert_origin_pages(p: &Proxy, total: usize) {
 /// quick.
 #[test]
 fn registrations_are_bounded_and_lists_come_in_pages() {
-    let mut p = Proxy::start(&[]);
+    let mut p = Proxy::start(&RELAY);
     let mut healthy = Healthy::start(&p, None);
     let api = p.api_addr();
     for (body, want) in &oversized_registrations() {
@@ -286,7 +291,7 @@ fn non_loopback_ipv4() -> Option<IpAddr> {
 /// outside `--register-allow` get 403.
 #[test]
 fn floods_of_unproven_origins_never_displace_proven_ones() {
-    let mut p = Proxy::start(&["--max-origins", "50"]);
+    let mut p = Proxy::start(&[&RELAY[..], &["--max-origins", "50"]].concat());
     assert!(p.log_text().contains("registration is open"), "{}", p.log_text());
     let mut healthy = Healthy::start(&p, None);
     assert!(wait_until(Duration::from_secs(10), || proven(&p, "healthy", None)), "{}", p.log_text());

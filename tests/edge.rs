@@ -430,6 +430,32 @@ fn an_http_player_of_a_stream_no_origin_has_gets_502() {
     assert!(log.contains("http_flv play __defaultVhost__/live/none from") && log.contains("502"), "{log}");
 }
 
+/// A player of a stream whose only origin cannot be reached is refused at once with the
+/// reason, as a relayed one is (not answered `Play.Start` or 200 and left waiting): RTMP with an
+/// error `onStatus` `NetStream.Play.StreamNotFound` naming the failed dial, HTTP-FLV with 502.
+#[test]
+fn players_of_a_stream_no_origin_can_serve_are_refused_with_the_reason() {
+    for http in [false, true] {
+        let p = Proxy::start(&["--shards", "1"]);
+        let closed = ClosedPort::new();
+        assert_eq!(register(&p.api_addr(), &origin_body("dead", "s", closed.port)).status, 200);
+        let t0 = Instant::now();
+        let (status, why) = if http {
+            let reply = get(&p.http_addr(), "/live/gone.flv");
+            (reply.status.to_string(), reply.body)
+        } else {
+            let mut client = RtmpClient::open(p.rtmp, Handshake::Simple).unwrap();
+            let st = client.play("gone", |_| vec![], Duration::from_secs(15));
+            let st = st.unwrap_or_else(|e| panic!("no status: {e}\n{}", p.log_text()));
+            (format!("{} {}", st.level, st.code), st.description)
+        };
+        let want = if http { "502" } else { "error NetStream.Play.StreamNotFound" };
+        assert_eq!(status, want, "{why}\n{}", p.log_text());
+        assert!(why.contains("no origin served the stream: could not connect to origin"), "{why}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "refused after {:?}", t0.elapsed());
+    }
+}
+
 /// An `on_play` hook for nginx-rtmp: allows a play whose request carries `token=good`, answers
 /// 403 to any other; returns its port and every request it saw.
 fn token_hook() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {

@@ -67,7 +67,9 @@ fn still_playing(player: &Ffmpeg, within: Duration) -> bool {
 fn an_origin_killed_mid_stream_ends_only_its_sessions() {
     let mut doomed = NginxRtmp::start(4096);
     let alive = NginxRtmp::start(4096);
-    let p = Proxy::start(&[]);
+    // Relayed players (`--edge off`) end with their origin; the edge's move to another
+    // (tests/edge.rs).
+    let p = Proxy::start(&["--edge", "off"]);
     let api = p.api_addr();
     assert_eq!(register(&api, &origin_body("doomed", "s", doomed.rtmp_port)).status, 200);
     assert_eq!(register(&api, &origin_body("alive", "s", alive.rtmp_port)).status, 200);
@@ -145,7 +147,9 @@ fn origins_that_never_answer_or_reset_early_fail_only_their_sessions() {
     // S0 and the start of S1, then a reset; an HTTP head cut short, then a reset.
     let (reset, reset_http) =
         (fake_origin(Some(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3])), fake_origin(Some(b"HTTP/1.1 200 OK\r\nContent-Ty")));
-    let p = Proxy::start(&["--rtmp-dial-timeout", "2s", "--http-origin-timeout", "2s"]);
+    // Relayed HTTP players (`--edge off`) get the origin's failure as 504/502; an edge player
+    // would wait while the pull tries the other origins (`--edge-stall-timeout`, tests/edge.rs).
+    let p = Proxy::start(&["--edge", "off", "--rtmp-dial-timeout", "2s", "--http-origin-timeout", "2s"]);
     let api = p.api_addr();
     let body = |server: &str, rtmp: u16, http: u16| common::http_peers::origin_body_http(server, "s", rtmp, http);
     assert_eq!(register(&api, &body("real", real.rtmp_port, reset_http)).status, 200);
@@ -194,7 +198,9 @@ fn origins_that_never_answer_or_reset_early_fail_only_their_sessions() {
 #[test]
 fn a_player_that_stops_reading_leaves_the_proxy_memory_flat() {
     let origin = NginxRtmp::start(4096);
-    let p = Proxy::start(&[]);
+    // The relay's back-pressure (`--edge off`): the edge instead holds up to `--edge-max-lag`
+    // of the stream once, shared, then skips and closes such players (tests/edge.rs).
+    let p = Proxy::start(&["--edge", "off"]);
     assert_eq!(register(&p.api_addr(), &origin_body("o", "s", origin.rtmp_port)).status, 200);
     let url = |s: &str| format!("rtmp://127.0.0.1:{}/live/{s}", p.rtmp);
     let _publisher = Ffmpeg::publish(&url("busy"), 90);

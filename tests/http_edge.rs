@@ -2,6 +2,8 @@
 //! demand: garbage and silent origins, chunked and oversized playlists, bodies that end early.
 //! The fake origins here are plain threads on loopback that record every request head they get.
 //! Real-peer tests (nginx-rtmp HLS, ffmpeg HTTP origins, ffprobe) are in tests/http_proxy.rs.
+//! HTTP-FLV players here are relayed (`--edge off`): the edge (the default) answers them itself
+//! (tests/edge.rs).
 
 mod common;
 
@@ -82,7 +84,7 @@ fn get(proxy: &Proxy, target: &str) -> HttpReply {
 
 #[test]
 fn broken_and_silent_origins_get_502_and_504() {
-    let proxy = Proxy::start(&["--http-origin-timeout", "1s"]);
+    let proxy = Proxy::start(&["--edge", "off", "--http-origin-timeout", "1s"]);
     let garbage = FakeOrigin::start(|_| b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec());
     garbage.register(&proxy, "garbage");
     let reply = get(&proxy, "/live/a.flv");
@@ -216,7 +218,7 @@ fn oversized_playlists_bodies_that_end_early_and_http_1_0() {
             response("200 OK", &["Content-Length: 3"], version.as_bytes())
         }
     });
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(&["--edge", "off"]);
     origin.register(&proxy, "o");
     let big = get(&proxy, "/live/big.m3u8");
     assert_eq!(big.status, 502, "{}", big.head);

@@ -306,7 +306,8 @@ fn origin_chunk_size_60000_and_128() {
     let mut setups: Vec<(u32, NginxRtmp, Proxy)> = [60000, 128]
         .into_iter()
         .map(|size| {
-            let (origin, p) = origin_and_proxy(size, &[]);
+            // Relayed players: the origin's own chunk stream reaches them.
+            let (origin, p) = origin_and_proxy(size, &["--edge", "off"]);
             (size, origin, p)
         })
         .collect();
@@ -665,7 +666,8 @@ fn no_origin_gets_rtmp_error_status() {
 
 #[test]
 fn unreachable_origin_gets_rtmp_error_status() {
-    let mut p = Proxy::start(&[]);
+    // The relay's refusal (the edge's: tests/edge.rs).
+    let mut p = Proxy::start(&["--edge", "off"]);
     let closed = ClosedPort::new();
     let dead = closed.port;
     assert_eq!(register(&p.api_addr(), &origin_body("dead", "s", dead)).status, 200);

@@ -347,7 +347,9 @@ fn no_origin_fails_fast_and_says_why() {
 #[test]
 fn a_crashed_origin_closes_its_clients_and_the_stream_moves() {
     let mut origins = vec![NginxRtmp::start(4096), NginxRtmp::start(4096)];
-    let p = Proxy::start(&["--origin-ttl", "2s"]);
+    // Relayed players end with their origin; the edge's keep playing from another
+    // (tests/edge.rs, killing_the_origin_moves_the_pull_and_players_keep_playing).
+    let p = Proxy::start(&["--edge", "off", "--origin-ttl", "2s"]);
     let names = ["crash-a", "crash-b"];
     let ids: Vec<String> = names.iter().map(|n| origin_id(n, "s")).collect();
     let bodies = names.iter().zip(&origins).map(|(n, o)| origin_body(n, "s", o.rtmp_port)).collect();

@@ -123,10 +123,12 @@ fn publisher_media_and_shard_counters() {
     assert_eq!(shards(&p)["total"]["accepted"]["rtmp"], 1);
 }
 
-/// A stream with no alive origin is refused and counted, by reason.
+/// A stream with no alive origin is refused and counted, by reason. Relayed players
+/// (`--edge off`): an edge pull retries a failed dial every half second while its players wait
+/// (`--edge-stall-timeout`), each retry a dial counted.
 #[test]
 fn pick_failures_are_counted() {
-    let p = Proxy::start(&[]);
+    let p = Proxy::start(&["--edge", "off"]);
     let url = format!("rtmp://127.0.0.1:{}/live/nowhere", p.rtmp);
     assert!(ffprobe_streams(&url, Duration::from_secs(20)).is_err());
     // A registered origin whose RTMP port nobody listens on: the dial fails.

@@ -4,7 +4,8 @@
 //!
 //! `STREAMGATE_FAULT=panic:NAME,freeze:NAME` (read once): the first session of a stream whose
 //! name is NAME panics, or waits forever without moving a byte, where its protocol calls
-//! [`inject`] (right before its relay starts). Each fault fires once.
+//! [`inject`] (right before its relay starts; an edge or local player's once its session
+//! opened). Each fault fires once.
 
 /// Fires the fault set for the current connection's session, if any (debug builds).
 #[cfg(debug_assertions)]

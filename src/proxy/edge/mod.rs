@@ -8,8 +8,9 @@
 //!   ([`upstream::run`]: RTMP play, or [`upstream_flv`] for an origin serving only HTTP-FLV:
 //!   `--edge-pull http-flv`, or `auto` when its RTMP endpoint refuses connections); the pull ends `--edge-linger` after the last player left, or when no
 //!   origin could serve the stream for `--edge-stall-timeout` (its players are then closed).
-//! - Players ([`player`]): RTMP players get the proxy's own play answers, HTTP-FLV players the
-//!   FLV header; then each writes what it is behind by from the ring, vectored.
+//! - Players ([`player`]): once the stream has media, RTMP players get the proxy's own play
+//!   answers, HTTP-FLV players the FLV header (a stream no origin served: refused with why,
+//!   [`media_or_refusal`]); then each writes what it is behind by from the ring, vectored.
 //!
 //! Statistics: once a second the shard reports its streams ([`EdgeReport`]: pulls, players,
 //! cached bytes, dropped frames, the furthest-behind player's lag) to the control thread.
@@ -56,6 +57,8 @@ pub struct Stream {
     empty_since: Cell<Option<Instant>>,
     /// No origin can serve the stream: its players end.
     closed: Cell<bool>,
+    /// Why no origin served it, when that is why it closed.
+    unserved: RefCell<Option<String>>,
     /// Players waiting for the ring to grow, by player id.
     wakers: RefCell<HashMap<u64, Waker>>,
     next_player: Cell<u64>,
@@ -85,6 +88,7 @@ impl Stream {
             players: Cell::new(0),
             empty_since: Cell::new(None),
             closed: Cell::new(false),
+            unserved: RefCell::new(None),
             wakers: RefCell::default(),
             next_player: Cell::new(0),
             origin: RefCell::new(None),
@@ -108,10 +112,23 @@ impl Stream {
         }
     }
 
-    /// Ends the stream for its players (no origin can serve it).
-    pub fn close(&self) {
+    /// Ends the stream for its players; `unserved`: no origin could serve it, and why.
+    pub fn close(&self, unserved: Option<String>) {
+        if unserved.is_some() {
+            *self.unserved.borrow_mut() = unserved;
+        }
         self.closed.set(true);
         self.wake();
+    }
+
+    /// What a player that got none of the stream is told when it ended: no origin served it
+    /// (and why), or, for a stream fed here, that it ended.
+    pub fn why_unserved(&self) -> String {
+        match &*self.unserved.borrow() {
+            Some(why) => format!("no origin served the stream: {why}"),
+            None if self.local.get() => "the stream ended".to_string(),
+            None => "no origin served the stream".to_string(),
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -284,7 +301,7 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey, peer: SocketAddr, param: String)
         if !shard.spawn_background(upstream::run(shard.clone(), stream.clone())) {
             // Shutting down: no pull starts; the player ends at once.
             streams.remove(&stream);
-            stream.close();
+            stream.close(None);
         }
         stream
     });
@@ -402,8 +419,9 @@ async fn play(
     let wire = if protocol == Protocol::Rtmp { Wire::Rtmp } else { Wire::Flv };
     let member = join(shard, key, peer, param);
     let session = shard.open_session(key, protocol, Role::Play).await;
+    crate::shard::fault::inject().await;
     let started = Instant::now();
-    if !prelude.head.is_empty() && !media_or_502(client, &member, protocol, peer).await {
+    if !media_or_refusal(client, &member, protocol, peer).await {
         return;
     }
     let dropped = Cell::new(0);
@@ -414,10 +432,12 @@ async fn play(
     log_end(protocol.name(), key, peer, started, ended, traffic.bytes_out.get(), dropped.get());
 }
 
-/// An HTTP player is answered once its stream has media: true then; when the stream ended
-/// first (no origin served it within `--edge-stall-timeout`), the player gets 502, as a relayed
-/// player gets the origin's failure rather than a 200 with an empty body, and false.
-pub(crate) async fn media_or_502(
+/// A player is answered (the RTMP play's `NetStream.Play.Start`, the HTTP status) once its
+/// stream has media: true then. When the stream ended first (no origin served it: the pull was
+/// refused, no origin could be reached, or none sent media within `--edge-stall-timeout`), the
+/// player is refused as a relayed one is, with the reason (RTMP: an error `onStatus`
+/// `NetStream.Play.StreamNotFound`; HTTP: 502, not a 200 with an empty body), and false.
+pub(crate) async fn media_or_refusal(
     client: &TcpStream,
     member: &Membership,
     protocol: Protocol,
@@ -426,13 +446,17 @@ pub(crate) async fn media_or_502(
     if answerable(member).await {
         return true;
     }
-    let answer = cors(text(502, "no origin served the stream")).with_header("Server", SERVER);
-    let _ = crate::shard::relay::send_all(client, &answer.encode(false)).await;
-    log::info!(
-        "{} play {} from {peer} via the edge: 502, no origin served the stream",
-        protocol.name(),
-        member.stream.key
-    );
+    let why = member.stream.why_unserved();
+    let answered = if protocol == Protocol::Rtmp {
+        crate::proxy::rtmp::refuse(client, Role::Play, crate::proxy::rtmp::identify::CHUNK_SIZE, &why).await;
+        "an error onStatus"
+    } else {
+        let answer = cors(text(502, &why)).with_header("Server", SERVER);
+        let _ = crate::shard::relay::send_all(client, &answer.encode(false)).await;
+        "HTTP 502"
+    };
+    let key = &member.stream.key;
+    log::info!("{} play {key} from {peer} via the edge refused: {why}; answered with {answered}", protocol.name());
     false
 }
 

@@ -10,7 +10,9 @@
 //! ([`Timeline`]), so players resume at a keyframe with timestamps that keep going forward.
 //! Only when no origin served the stream for `--edge-stall-timeout` are its players closed, or
 //! at once when the origin refuses the pull (an error status, a play closed before it started,
-//! HTTP 401/403: the query the pull carries was refused), which is not reported against it.
+//! HTTP 401/403: the query the pull carries was refused), which is not reported against it,
+//! or when a stream not served yet has no origin left to try (its players are refused with
+//! the last pull's error, as relayed ones would be).
 //!
 //! The pull ends `--edge-linger` after the stream's last player on the shard left.
 
@@ -93,9 +95,12 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
     let bound = shard.config.edge.stall_timeout;
     let mut timeline = Timeline::default();
     let mut failed: Option<Arc<Origin>> = None;
-    let mut served_at = Instant::now();
+    let begun = Instant::now();
+    let mut served_at = begun;
+    // Why the last pull ended, for the players if none can start.
+    let mut last_error: Option<String> = None;
     log::info!("edge {key} on shard {}: first player, pulling from the origin", shard.index);
-    loop {
+    let why = loop {
         let picked = match failed.take() {
             Some(origin) => crate::proxy::repick(&shard, &key, &origin).await,
             None => crate::proxy::pick(&shard, &key).await,
@@ -108,7 +113,7 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
                     None
                 };
                 match future::or(pull, lingered).await {
-                    None => break,
+                    None => break None,
                     Some(Err(e)) if e.is_refusal() => {
                         // A refusal is about the stream or the query the pull carries (its
                         // first player's token, say), not the origin's health: the origin is not
@@ -118,7 +123,7 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
                             shard.index,
                             origin.id
                         );
-                        break;
+                        break Some(format!("origin {} refused: {e}", origin.id));
                     }
                     Some(result) => {
                         if timeline.fed_since(served_at) {
@@ -127,9 +132,20 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
                         let e =
                             result.err().map_or_else(|| "the origin ended the stream".to_string(), |e| e.to_string());
                         log::warn!("edge {key} on shard {}: pull from origin {} ended: {e}", shard.index, origin.id);
+                        last_error = Some(e);
                         failed = Some(origin);
                     }
                 }
+            }
+            // Players who never got the stream are told at once, as relayed ones are, when no
+            // other origin can take it; once it was served, the pull keeps trying for the bound
+            // (the origin may come back, or another register).
+            Err(e) if !timeline.fed_since(begun) => {
+                log::warn!(
+                    "edge {key} on shard {}: no origin can serve the stream: {e}; closing its players",
+                    shard.index
+                );
+                break Some(last_error.unwrap_or_else(|| e.to_string()));
             }
             Err(e) => log::warn!("edge {key} on shard {}: no origin: {e}", shard.index),
         }
@@ -138,14 +154,15 @@ pub async fn run(shard: Rc<Shard>, stream: Rc<Stream>) {
                 "edge {key} on shard {}: no origin served the stream for {bound:?}; closing its players",
                 shard.index
             );
-            break;
+            let last = last_error.map_or_else(String::new, |e| format!(" (last: {e})"));
+            break Some(format!("none sent media for {bound:?}{last}"));
         }
         if within(RETRY_PAUSE, lingered(&shard, &stream)).await.is_some() {
-            break;
+            break None;
         }
-    }
+    };
     super::streams().remove(&stream);
-    stream.close();
+    stream.close(why);
     log::info!("edge {key} on shard {}: pull stopped ({} pulls)", shard.index, stream.pulls.get());
 }
 

@@ -53,12 +53,12 @@ pub fn subscribe(shard: &Rc<Shard>, key: &StreamKey, owned: &Owned) -> Option<Rc
     let spawned = shard.spawn_background(async move {
         receive(&owner, &fed, rx).await;
         edge::streams().remove(&fed);
-        fed.close();
+        fed.close(None);
     });
     if !spawned {
         // Shutting down: the channel's receiving half is gone, so the owner forgets it.
         edge::streams().remove(&stream);
-        stream.close();
+        stream.close(None);
         return None;
     }
     Some(stream)

@@ -113,7 +113,7 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         super::release(self.key, &self.owned);
         edge::streams().remove(&self.stream);
-        self.stream.close();
+        self.stream.close(None);
     }
 }
 

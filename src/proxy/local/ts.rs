@@ -52,7 +52,7 @@ pub async fn play(
 ) -> Played {
     let member = edge::join(shard, key, peer, param);
     let started = Instant::now();
-    if !edge::media_or_502(client, &member, Protocol::HttpTs, peer).await {
+    if !edge::media_or_refusal(client, &member, Protocol::HttpTs, peer).await {
         return Played::Served;
     }
     if let Some(codec) = uncarried_codec(&member).await {
