@@ -280,6 +280,11 @@ impl Streams {
         }
     }
 
+    /// The live stream of `key` on this shard, if any.
+    pub fn get(&self, key: &StreamKey) -> Option<Rc<Stream>> {
+        self.map.borrow().get(key).filter(|s| !s.is_closed()).cloned()
+    }
+
     /// Forgets `stream` if it is still the one registered under its key.
     pub fn remove(&self, stream: &Rc<Stream>) {
         let mut map = self.map.borrow_mut();
@@ -294,7 +299,7 @@ impl Streams {
 pub fn join(shard: &Rc<Shard>, key: &StreamKey, peer: SocketAddr, param: String) -> Membership {
     let streams = streams();
     start_reporting(shard, &streams);
-    let existing = streams.map.borrow().get(key).filter(|s| !s.is_closed()).cloned();
+    let existing = streams.get(key);
     let stream = existing.unwrap_or_else(|| {
         let stream = Rc::new(Stream::new(key.clone(), &shard.config.edge, param));
         streams.map.borrow_mut().insert(key.clone(), stream.clone());
@@ -319,11 +324,7 @@ pub fn join(shard: &Rc<Shard>, key: &StreamKey, peer: SocketAddr, param: String)
 /// or does not pull it yet (the player's join starts a pull that carries its own query, which
 /// the origin checks then; a burst of first players makes one origin connection, not one each).
 pub async fn admit(shard: &Shard, key: &StreamKey, param: &str) -> Result<(), upstream::Denied> {
-    let asks = {
-        let streams = streams();
-        let map = streams.map.borrow();
-        map.get(key).filter(|s| !s.is_closed()).is_some_and(|s| !s.local.get() && s.param != param)
-    };
+    let asks = streams().get(key).is_some_and(|s| !s.local.get() && s.param != param);
     if !asks {
         return Ok(());
     }
@@ -360,7 +361,7 @@ pub fn open_local(shard: &Rc<Shard>, key: &StreamKey) -> Option<Rc<Stream>> {
 
 /// This shard's live local stream of `key`, if any.
 pub fn local(key: &StreamKey) -> Option<Rc<Stream>> {
-    streams().map.borrow().get(key).filter(|s| s.local.get() && !s.is_closed()).cloned()
+    streams().get(key).filter(|s| s.local.get())
 }
 
 /// Sends the control thread the shard's edge once a second (the reporter waits for room in the

@@ -179,8 +179,12 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         if protocol == Protocol::HttpFlv {
             return play_flv(ex, &key).await;
         }
-        let Err(codec) = Box::pin(play_ts(ex, &key)).await else {
-            return Next::Close;
+        let codec = match super::local::ts::known_uncarried(&key) {
+            Some(codec) => codec,
+            None => match Box::pin(play_ts(ex, &key)).await {
+                Ok(next) => return next,
+                Err(codec) => codec,
+            },
         };
         // The origin muxes the codecs the edge cannot: this player is relayed to it.
         log::info!("HTTP-TS play {key} from {}: the stream carries {codec}; relayed to the origin", ex.peer);

@@ -22,7 +22,7 @@ use crate::balance::StreamKey;
 use crate::bridge::{Protocol, Role};
 use crate::codec::ts::{self, TsMuxer};
 use crate::proxy::edge::player::End;
-use crate::proxy::edge::ring::{Cursor, Kind};
+use crate::proxy::edge::ring::{Cursor, Kind, Ring};
 use crate::proxy::edge::{self, Membership};
 use crate::shard::relay::{recv, send_all};
 use crate::shard::{Shard, within};
@@ -97,11 +97,23 @@ async fn uncarried_codec(member: &Membership) -> Option<&'static str> {
         }
     };
     let _ = within(CODECS_WAIT, codecs_shown).await;
-    let ring = stream.ring.borrow();
+    uncarried_in(&stream.ring.borrow())
+}
+
+/// A codec of `ring`'s stream MPEG-TS here cannot carry, read from its sequence headers and the
+/// frames from its last key frame on (at most 64).
+fn uncarried_in(ring: &Ring) -> Option<&'static str> {
     let start = ring.start();
     let frames = (!start.need_key).then(|| ring.entries_from(start.seq).take(64));
     let mut messages = ring.headers().chain(frames.into_iter().flatten());
     messages.find_map(|e| ts::uncarried(e.frame.type_id, &e.frame.payload))
+}
+
+/// A codec MPEG-TS here cannot carry in this shard's pull of `key`, if the shard pulls it and
+/// its codecs are known already: such a player is relayed at once, without joining the pull.
+pub fn known_uncarried(key: &StreamKey) -> Option<&'static str> {
+    let stream = edge::streams().get(key)?;
+    uncarried_in(&stream.ring.borrow())
 }
 
 /// Appends `body` to `out`, as one chunk when `chunked`.
