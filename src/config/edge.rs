@@ -14,7 +14,7 @@ use super::values::{GoDuration, Switch};
 pub struct EdgeArgs {
     /// Serve RTMP, HTTP-FLV and HTTP-TS players from one origin pull per stream and shard (an
     /// edge, the default: every byte is received once and written to all of the shard's
-    /// players of the stream from shared buffers, at about half HAProxy's CPU per byte; the
+    /// players of the stream from shared buffers, at a third to a half of HAProxy's CPU per byte; the
     /// origin sees one play per stream and shard, carrying the first player's query, and
     /// checks a player with another query with a short play of its own; an HTTP-TS player of
     /// a stream in codecs other than H.264 and AAC is relayed). off relays each player to the
@@ -92,7 +92,9 @@ pub enum EdgePull {
     /// RTMP, or HTTP-FLV when the origin's RTMP endpoint refuses the connection and it has an
     /// HTTP endpoint.
     Auto,
+    /// RTMP play on the origin's RTMP endpoint.
     Rtmp,
+    /// GET /APP/STREAM.flv on the origin's HTTP endpoint.
     HttpFlv,
 }
 
