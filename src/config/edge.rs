@@ -14,10 +14,10 @@ use super::values::{GoDuration, Switch};
 pub struct EdgeArgs {
     /// Serve RTMP, HTTP-FLV and HTTP-TS players from one origin pull per stream and shard (an
     /// edge, the default: every byte is received once and written to all of the shard's
-    /// players of the stream from shared buffers, at a third to a half of HAProxy's CPU per byte; the
-    /// origin sees one play per stream and shard, carrying the first player's query, and
-    /// checks a player with another query with a short play of its own; an HTTP-TS player of
-    /// a stream in codecs other than H.264 and AAC is relayed). off relays each player to the
+    /// players of the stream from shared buffers, at a third to a half of HAProxy's CPU per
+    /// byte; the origin sees one play per stream and shard, carrying the first player's
+    /// query, and checks a player with another query with a short play of its own; an HTTP-TS
+    /// player of a stream in codecs other than H.264 and AAC is relayed). off relays each player to the
     /// origin on its own connection, so the origin sees every player and answers it itself
     /// (its status, headers and codecs; request headers such as cookies reach it). Publishers
     /// are relayed 1:1 either way.
