@@ -22,6 +22,7 @@
 //! it sends is discarded by the kernel, no buffer kept). A player more than `--edge-max-lag` behind skips to a keyframe; one that
 //! takes nothing for `--edge-stall-timeout` is closed.
 
+pub mod merge;
 pub mod player;
 pub mod ring;
 pub mod upstream;

@@ -29,7 +29,7 @@ use futures_lite::future;
 use glommio::net::TcpStream;
 
 use super::Membership;
-use super::ring::{Batch, CHUNK_SIZE, Cursor, STREAM_ID, Wire};
+use super::ring::{Batch, CHUNK_SIZE, Cursor, Ring, STREAM_ID, Wire};
 use crate::codec::rtmp::amf0::{self, Amf0Value};
 use crate::codec::rtmp::client::DATA_CSID;
 use crate::codec::rtmp::message::{self, DATA_AMF0};
@@ -246,6 +246,33 @@ impl Pending {
         }
     }
 
+    /// Queues what `cursor` is behind by in `ring`, up to about [`BATCH_BYTES`] (as one chunk
+    /// when chunked), and advances it; straight into the queue, with no batch of its own.
+    fn take(&mut self, ring: &Ring, cursor: &mut Cursor, wire: Wire) {
+        let bufs = &mut self.bufs;
+        match self.framing {
+            Framing::Raw => {
+                ring.read(cursor, wire, BATCH_BYTES, |bytes, frame| bufs.push_back(Piece { bytes, frame, last: true }))
+            }
+            Framing::Chunked => {
+                // The chunk's size line goes first, written once the size is known.
+                let at = bufs.len();
+                bufs.push_back(Piece { bytes: Bytes::new(), frame: false, last: false });
+                let mut len = 0;
+                ring.read(cursor, wire, BATCH_BYTES, |bytes, frame| {
+                    len += bytes.len();
+                    bufs.push_back(Piece { bytes, frame, last: false });
+                });
+                if len == 0 {
+                    bufs.truncate(at); // a chunk of 0 would end the body
+                    return;
+                }
+                bufs[at].bytes = Bytes::from(format!("{len:x}\r\n").into_bytes());
+                bufs.push_back(Piece { bytes: Bytes::from_static(b"\r\n"), frame: false, last: true });
+            }
+        }
+    }
+
     /// Queues `bytes` (not media: a prelude or an epilogue).
     fn push(&mut self, bytes: Vec<u8>) {
         if bytes.is_empty() {
@@ -380,14 +407,12 @@ async fn write_loop(
             stream.dropped(member.id, skipped);
         }
         if pending.is_empty() {
-            let mut batch = Batch::new();
-            stream.ring.borrow().read(&mut cursor, wire, BATCH_BYTES, &mut batch);
-            pending.extend(batch);
+            pending.take(&stream.ring.borrow(), &mut cursor, wire);
         }
         if pending.is_empty() {
             // Merged writes: what comes within `merge` of the last send goes out with it.
-            if let Some(wait) = merge.checked_sub(last_send.elapsed()).filter(|w| !w.is_zero()) {
-                glommio::timer::sleep(wait).await;
+            if !merge.is_zero() && !super::merge::is_due(last_send + merge) {
+                super::merge::until(last_send + merge).await;
                 continue;
             }
             stream.changed(member.id, cursor.seq).await;

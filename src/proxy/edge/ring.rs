@@ -362,10 +362,11 @@ impl Ring {
         seq.checked_sub(self.first).and_then(|i| self.entries.get(i as usize))
     }
 
-    /// Appends the entries from `cursor` on in `wire`'s form to `out`, until about `max_bytes`
-    /// (at least one entry); advances the cursor. With `need_key`, frames before a keyframe
-    /// are passed over. The cursor must not be behind the ring ([`Ring::lag`] is `Some`).
-    pub fn read(&self, cursor: &mut Cursor, wire: Wire, max_bytes: usize, out: &mut Batch) {
+    /// Gives `take` the entries from `cursor` on in `wire`'s form (with whether each is a
+    /// frame), until about `max_bytes` (at least one entry); advances the cursor. With
+    /// `need_key`, frames before a keyframe are passed over. The cursor must not be behind the
+    /// ring ([`Ring::lag`] is `Some`).
+    pub fn read(&self, cursor: &mut Cursor, wire: Wire, max_bytes: usize, mut take: impl FnMut(Bytes, bool)) {
         let mut taken = 0;
         while let Some(entry) = self.get(cursor.seq) {
             if taken > 0 && taken + entry.frame.payload.len() > max_bytes {
@@ -378,7 +379,7 @@ impl Ring {
             let bytes = entry.wire(wire);
             if !bytes.is_empty() {
                 taken += bytes.len();
-                out.push((bytes.clone(), entry.kind.is_frame()));
+                take(bytes.clone(), entry.kind.is_frame());
             }
         }
     }
@@ -416,7 +417,7 @@ mod tests {
         assert_eq!(ring.headers().map(|e| e.kind).collect::<Vec<_>>(), [Kind::VideoHeader]);
         let mut cursor = ring.start();
         let mut out = Batch::new();
-        ring.read(&mut cursor, Wire::Flv, usize::MAX, &mut out);
+        ring.read(&mut cursor, Wire::Flv, usize::MAX, |b, f| out.push((b, f)));
         assert_eq!(cursor.seq, 5);
         let tag = |b: &Bytes| (b[0], u32::from_be_bytes([b[7], b[4], b[5], b[6]]));
         let tags: Vec<_> = out.iter().map(|(b, _)| tag(b)).collect();
@@ -441,7 +442,7 @@ mod tests {
         ring.push(header(10));
         ring.push(video(true, 20, 50));
         let mut out = Batch::new();
-        ring.read(&mut cursor, Wire::Rtmp, usize::MAX, &mut out);
+        ring.read(&mut cursor, Wire::Rtmp, usize::MAX, |b, f| out.push((b, f)));
         assert_eq!(out.len(), 2, "the sequence header and the keyframe");
         assert!(!cursor.need_key);
         let mut dec = ChunkDecoder::new();
@@ -496,8 +497,8 @@ mod tests {
             ring.push(if i % 3 == 0 { audio(i) } else { video(i % 1_000 == 1, i, 40) });
             // Players keep up, so every entry gets both forms.
             let mut out = Batch::new();
-            ring.read(&mut rtmp, Wire::Rtmp, usize::MAX, &mut out);
-            ring.read(&mut flv, Wire::Flv, usize::MAX, &mut out);
+            ring.read(&mut rtmp, Wire::Rtmp, usize::MAX, |b, f| out.push((b, f)));
+            ring.read(&mut flv, Wire::Flv, usize::MAX, |b, f| out.push((b, f)));
             // Forms written since the last push may pass the cap until the next one.
             assert!(ring.memory() <= cap + out.iter().map(|(b, _)| b.len() + ALLOC_OVERHEAD).sum::<usize>());
             assert_eq!(ring.memory(), recount(&ring), "after message {i}");
