@@ -153,7 +153,7 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
                 Err(codec) => {
                     let why =
                         format!("{key} carries {codec}; HTTP-TS here carries H.264 and AAC only: play it as .flv");
-                    log::info!("HTTP-TS play {key} from {} refused: {why}", ex.peer);
+                    log::info!("{} play {key} from {} refused: {why}", protocol.name(), ex.peer);
                     ex.reply(cors(text(501, &why))).await
                 }
             },
@@ -187,7 +187,11 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
             },
         };
         // The origin muxes the codecs the edge cannot: this player is relayed to it.
-        log::info!("HTTP-TS play {key} from {}: the stream carries {codec}; relayed to the origin", ex.peer);
+        log::info!(
+            "{} play {key} from {}: the stream carries {codec}; relayed to the origin",
+            protocol.name(),
+            ex.peer
+        );
         return match super::pick(ex.shard, &key).await {
             Ok(origin) => Box::pin(forward(ex, &key, origin, protocol)).await,
             Err(reason) => ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await,
