@@ -69,10 +69,7 @@ pub async fn playlist(ex: &Exchange<'_>) -> Next {
     };
     let (origin, id) = match claim(shard, &key).await {
         Ok(claimed) => claimed,
-        Err(reason) => {
-            log::warn!("hls play {key} from {} refused: {reason}", ex.peer);
-            return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
-        }
+        Err(reason) => return super::no_origin(ex, &key, "hls", &reason).await,
     };
     let Some(admitted) = admitted.filter(|_| sessions::wanted(shard)) else {
         return fetch_playlist(ex, &key, origin, &id, None).await; // held (if at all) for this fetch only

@@ -162,10 +162,7 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
     }
     let origin = match super::pick(ex.shard, &key).await {
         Ok(origin) => origin,
-        Err(reason) => {
-            log::warn!("{} play {key} from {} refused: {reason}", protocol.name(), ex.peer);
-            return ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await;
-        }
+        Err(reason) => return no_origin(ex, &key, protocol.name(), &reason).await,
     };
     if ex.shard.config.edge.enabled && matches!(protocol, Protocol::HttpFlv | Protocol::HttpTs) {
         drop(origin);
@@ -194,10 +191,16 @@ async fn live(ex: &Exchange<'_>, protocol: Protocol) -> Next {
         );
         return match super::pick(ex.shard, &key).await {
             Ok(origin) => Box::pin(forward(ex, &key, origin, protocol)).await,
-            Err(reason) => ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await,
+            Err(reason) => no_origin(ex, &key, protocol.name(), &reason).await,
         };
     }
     Box::pin(forward(ex, &key, origin, protocol)).await
+}
+
+/// A play refused because the stream has no origin: logged and answered 503 with the reason.
+async fn no_origin(ex: &Exchange<'_>, key: &StreamKey, what: &str, reason: &super::NoOrigin) -> Next {
+    log::warn!("{what} play {key} from {} refused: {reason}", ex.peer);
+    ex.reply(cors(text(503, &format!("no origin for {key}: {reason}")))).await
 }
 
 /// An HTTP-FLV player served by the shard from the stream's ring: a local stream's
